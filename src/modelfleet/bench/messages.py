@@ -1,0 +1,78 @@
+"""Typed messages between the bench coordinator and its client processes (msgpack, never pickle).
+
+The coordinator sends a `ShareJob`, the client answers `Ready` once its requests are built, waits
+for `Go`, runs, and sends back a `ShareResult` whose latencies travel as raw little-endian arrays.
+"""
+
+from __future__ import annotations
+
+from typing import IO, TypeVar
+
+import msgspec
+
+from modelfleet.bench.encode import Body
+from modelfleet.bench.spec import Popularity, Target
+
+
+class Workload(msgspec.Struct, frozen=True):
+    """What to send: the models, their pre-encoded bodies, and how popular each model is."""
+
+    target: Target
+    models: list[str]
+    bodies: list[Body]
+    body_sets: list[list[int]]  # per input signature: indexes into `bodies`
+    model_body_set: list[int]  # per model: index into `body_sets`
+    popularity: Popularity
+    zipf_s: float
+
+
+class ShareJob(msgspec.Struct, frozen=True):
+    """One client process's part of the run."""
+
+    workload: Workload
+    connections: int
+    warmup_s: float
+    duration_s: float
+    timeout_s: float
+    seed: int
+
+
+class Ready(msgspec.Struct, frozen=True):
+    pass
+
+
+class Go(msgspec.Struct, frozen=True):
+    pass
+
+
+class ShareResult(msgspec.Struct, frozen=True):
+    """What one client process saw inside the recorded window."""
+
+    latencies_ns: bytes  # int64 little-endian, one per successful response
+    model_indexes: bytes  # int32 little-endian, parallel to latencies_ns
+    errors: dict[str, int]  # by kind: connect, timeout, read, protocol, http_<status>
+    model_errors: dict[int, int]  # errors by model index (connect errors have no model)
+    warmup_errors: int
+    cpu_s: float  # this process's CPU time inside the recorded window
+
+
+M = TypeVar("M")
+_LENGTH_BYTES = 4
+
+
+def write_message(stream: IO[bytes], message: msgspec.Struct) -> None:
+    data = msgspec.msgpack.encode(message)
+    stream.write(len(data).to_bytes(_LENGTH_BYTES, "little") + data)
+    stream.flush()
+
+
+def read_message(stream: IO[bytes], kind: type[M]) -> M:
+    """The next message, which must be a `kind`; EOFError when the stream ends first."""
+    prefix = stream.read(_LENGTH_BYTES)
+    if len(prefix) < _LENGTH_BYTES:
+        raise EOFError("the other process closed its pipe")
+    length = int.from_bytes(prefix, "little")
+    data = stream.read(length)
+    if len(data) < length:
+        raise EOFError("the other process closed its pipe mid-message")
+    return msgspec.msgpack.decode(data, type=kind)

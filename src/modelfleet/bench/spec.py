@@ -1,0 +1,163 @@
+"""What one `modelfleet bench` run is asked to do, parsed once at the CLI edge and checked here.
+
+Everything below the CLI takes a `BenchSpec`; nothing else reads options.
+"""
+
+from __future__ import annotations
+
+import enum
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+class Popularity(enum.StrEnum):
+    UNIFORM = "uniform"
+    ZIPF = "zipf"
+
+
+class Encoding(enum.StrEnum):
+    JSON = "json"  # V2 JSON tensors
+    BINARY = "binary"  # binary tensor data extension: JSON header + raw bytes, binary outputs
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the requests go: host and port to connect to, Host header and path prefix."""
+
+    host: str
+    port: int
+    host_header: str
+    base_path: str  # "" or "/prefix" (no trailing slash)
+
+    @classmethod
+    def parse(cls, url: str) -> Target:
+        parts = urlsplit(url)
+        if parts.scheme != "http":
+            raise ValueError(f"--url must start with http:// (got '{url}'); https is not supported")
+        if not parts.hostname:
+            raise ValueError(f"--url '{url}' has no host")
+        try:
+            port = parts.port or 80
+        except ValueError:
+            raise ValueError(f"--url '{url}' has an invalid port") from None
+        return cls(parts.hostname, port, parts.netloc, parts.path.rstrip("/"))
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host_header}{self.base_path}"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSelection:
+    """Which models are hit: explicit names, or `count` names made from a pattern with `{i}`."""
+
+    names: tuple[str, ...] = ()
+    pattern: str | None = None  # e.g. "tenant-{i:04d}"
+    count: int = 0
+    start: int = 0
+
+    def __post_init__(self) -> None:
+        if self.names and self.pattern:
+            raise ValueError("give either --model or --model-pattern, not both")
+        if not self.names and not self.pattern:
+            raise ValueError("name at least one model: --model NAME or --model-pattern 'tenant-{i}'")
+        if self.pattern is not None:
+            if self.count < 1:
+                raise ValueError(f"--model-count must be at least 1 with --model-pattern, got {self.count}")
+            fields = [f for _, f, _, _ in string.Formatter().parse(self.pattern) if f is not None]
+            if fields != ["i"]:
+                raise ValueError(f"--model-pattern needs exactly one '{{i}}' field, got '{self.pattern}'")
+            self.expand()  # a bad format spec fails here, before any work
+
+    def expand(self) -> tuple[str, ...]:
+        if self.pattern is None:
+            return self.names
+        try:
+            return tuple(self.pattern.format(i=i) for i in range(self.start, self.start + self.count))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"--model-pattern '{self.pattern}' cannot format an integer: {exc}") from None
+
+
+def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
+    """`NAME=D1,D2,...` items into {name: shape}; every dimension a positive integer."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for item in items:
+        name, sep, dims = item.partition("=")
+        try:
+            shape = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or min(shape) < 1:
+            raise ValueError(f"--shape expects NAME=D1,D2,... with positive integers, got '{item}'")
+        shapes[name] = shape
+    return shapes
+
+
+def split_names(items: list[str]) -> tuple[str, ...]:
+    """Repeated and comma-separated model names, in order, without duplicates or blanks."""
+    names = (n.strip() for item in items for n in item.split(","))
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
+@dataclass(frozen=True, slots=True)
+class BenchSpec:
+    target: Target
+    models: ModelSelection
+    same_signature: bool | None = None
+    """Describe the first model only and reuse its inputs for all; None: yes for a pattern."""
+    popularity: Popularity = Popularity.UNIFORM
+    zipf_s: float = 1.1
+    """Zipf exponent: P(rank k) is proportional to 1 / k**s."""
+    concurrency: int = 8
+    """Connections, each with one request in flight (closed loop)."""
+    duration_s: float = 10.0
+    warmup_s: float = 2.0
+    timeout_s: float = 30.0
+    """A request unanswered for this long counts as a timeout and its connection is replaced."""
+    encoding: Encoding = Encoding.JSON
+    input_file: Path | None = None
+    """A V2 JSON request body sent to every model (as is, or converted to binary)."""
+    batch_size: int = 1
+    """Size given to a leading -1 dimension."""
+    seq_len: int = 16
+    """Size given to every other -1 dimension."""
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Full shapes for inputs by name, overriding the two rules above."""
+    bodies: int = 4
+    """Distinct pre-built request bodies per input signature."""
+    processes: int = 1
+    seed: int = 0
+    top_models: int = 10
+    """Rows in the per-model breakdown."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.concurrency >= 1, f"--concurrency must be at least 1, got {self.concurrency}"),
+            (self.duration_s > 0, f"--duration must be positive, got {self.duration_s}"),
+            (self.warmup_s >= 0, f"--warmup must not be negative, got {self.warmup_s}"),
+            (self.timeout_s > 0, f"--timeout must be positive, got {self.timeout_s}"),
+            (self.zipf_s > 0, f"--zipf-s must be positive, got {self.zipf_s}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.seq_len >= 1, f"--seq-len must be at least 1, got {self.seq_len}"),
+            (self.bodies >= 1, f"--bodies must be at least 1, got {self.bodies}"),
+            (self.processes >= 1, f"--processes must be at least 1, got {self.processes}"),
+            (
+                self.processes <= self.concurrency,
+                f"--processes ({self.processes}) cannot exceed --concurrency ({self.concurrency}): "
+                "each process needs a connection",
+            ),
+        ]
+        if self.input_file is not None and self.shapes:
+            checks.append((False, "--shape does not apply with --input-file, which fixes every shape"))
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @property
+    def shares_signature(self) -> bool:
+        """Whether one metadata document stands for every model."""
+        if self.same_signature is None:
+            return self.models.pattern is not None
+        return self.same_signature

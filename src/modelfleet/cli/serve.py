@@ -1,0 +1,49 @@
+"""`modelfleet serve`: serve a model repository over the Open Inference Protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def serve(
+    repository: Annotated[Path, typer.Argument(help="Model repository folder.")],
+    host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option("--port", "-p", help="HTTP port [default: 8000].")] = None,
+    intra_op_threads: Annotated[
+        int | None,
+        typer.Option(help="Intra-op threads per model where its config sets none (0: framework's)."),
+    ] = None,
+    startup_load: Annotated[str | None, typer.Option(help="Models loaded at start: all | none.")] = None,
+    max_body_bytes: Annotated[
+        int | None, typer.Option(help="Largest request body [default: 64 MiB].")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error.")] = None,
+) -> None:
+    """Serve the models of REPOSITORY over HTTP (KServe V2 / Open Inference Protocol).
+
+    Every option can also be set as MODELFLEET_<OPTION> in the environment; options win.
+    """
+    from pydantic import ValidationError
+
+    from modelfleet.config import ServerSettings
+    from modelfleet.repository.config import format_validation_error
+    from modelfleet.server.app import serve as run
+
+    given: dict[str, Any] = {
+        "repository": repository,
+        "host": host,
+        "http_port": port,
+        "intra_op_threads": intra_op_threads,
+        "startup_load": startup_load,
+        "max_body_bytes": max_body_bytes,
+        "log_level": log_level,
+    }
+    try:
+        settings = ServerSettings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        typer.echo(f"modelfleet serve: {format_validation_error(exc)}", err=True)
+        raise typer.Exit(2) from None
+    run(settings)

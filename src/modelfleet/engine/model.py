@@ -1,0 +1,148 @@
+"""A loaded, ready model version: checks requests against its signature and runs them.
+
+Everything derivable from the config is computed once here at load, so the request path only
+does dictionary lookups and shape comparisons.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from modelfleet.engine.executor import ModelExecutor
+from modelfleet.engine.stats import ModelStats
+from modelfleet.errors import BadRequest, InferenceFailed, ModelfleetError
+from modelfleet.protocol.v2 import InferOutput, InferRequest, InferResponse, TensorSpec
+from modelfleet.repository.config import ModelConfig
+from modelfleet.runtimes.base import Runtime
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    feeds: dict[str, np.ndarray]
+    outputs: list[TensorSpec]
+    batch_size: int
+
+
+class LoadedModel:
+    def __init__(
+        self, name: str, version: int, config: ModelConfig, runtime: Runtime, executor: ModelExecutor
+    ) -> None:
+        assert config.inputs is not None and config.outputs is not None and config.max_batch_size is not None
+        self.name = name
+        self.version = version
+        self.version_str = str(version)
+        self.config = config
+        self.runtime = runtime
+        self.executor = executor
+        self.stats = ModelStats()
+        self.inputs = {t.name: t.spec() for t in config.inputs}
+        self.outputs = {t.name: t.spec() for t in config.outputs}
+        self.all_outputs = list(self.outputs.values())
+        self.max_batch_size = config.max_batch_size
+
+    def metadata(self, versions: list[str]) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "versions": versions,
+            "platform": f"{self.config.backend}_onnx"
+            if self.config.backend == "onnxruntime"
+            else self.config.backend,
+            "inputs": [t.as_metadata() for t in self.inputs.values()],
+            "outputs": [t.as_metadata() for t in self.outputs.values()],
+        }
+
+    def prepare(self, request: InferRequest) -> PreparedRequest:
+        """Check inputs and requested outputs against the signature (400 naming the problem)."""
+        feeds: dict[str, np.ndarray] = {}
+        batch: int | None = None
+        for tensor in request.inputs:
+            spec = self.inputs.get(tensor.name)
+            if spec is None:
+                raise BadRequest(
+                    f"unknown input '{tensor.name}' for model '{self.name}'; expected {sorted(self.inputs)}"
+                )
+            if tensor.name in feeds:
+                raise BadRequest(f"input '{tensor.name}' given twice")
+            if tensor.datatype != spec.datatype:
+                raise BadRequest(
+                    f"input '{tensor.name}': datatype {tensor.datatype} does not match the model's {spec.datatype}"
+                )
+            shape = tensor.shape
+            if len(shape) != len(spec.shape) or not _fits(shape, spec.shape):
+                raise BadRequest(
+                    f"input '{tensor.name}': shape {list(shape)} does not match the model's {list(spec.shape)}"
+                )
+            if self.max_batch_size:
+                if shape[0] > self.max_batch_size:
+                    raise BadRequest(
+                        f"input '{tensor.name}': batch size {shape[0]} is over the model's "
+                        f"max_batch_size {self.max_batch_size}"
+                    )
+                if batch is not None and shape[0] != batch:
+                    raise BadRequest(
+                        f"input '{tensor.name}': batch size {shape[0]} differs from the other inputs' {batch}"
+                    )
+                batch = shape[0]
+            feeds[tensor.name] = tensor.data
+        if len(feeds) != len(self.inputs):
+            missing = [
+                f"'{n}' ({s.datatype} {list(s.shape)})" for n, s in self.inputs.items() if n not in feeds
+            ]
+            raise BadRequest(f"missing input {', '.join(missing)} for model '{self.name}'")
+        return PreparedRequest(feeds, self._requested_outputs(request), batch if batch is not None else 1)
+
+    def _requested_outputs(self, request: InferRequest) -> list[TensorSpec]:
+        if not request.outputs:
+            return self.all_outputs
+        chosen: list[TensorSpec] = []
+        for wanted in request.outputs:
+            spec = self.outputs.get(wanted.name)
+            if spec is None:
+                raise BadRequest(
+                    f"unknown output '{wanted.name}' requested from model '{self.name}'; "
+                    f"expected {sorted(self.outputs)}"
+                )
+            if spec in chosen:
+                raise BadRequest(f"output '{wanted.name}' requested twice")
+            chosen.append(spec)
+        return chosen
+
+    async def infer(self, request: InferRequest, started_ns: int) -> InferResponse:
+        """Run one request; `started_ns` (perf_counter) is when the transport began on it."""
+        try:
+            t_input = time.perf_counter_ns()
+            prepared = self.prepare(request)
+            t_queued = time.perf_counter_ns()
+            job = await self.executor.run(prepared.feeds, [t.name for t in prepared.outputs])
+            arrays = job.future.result()
+            t_output = time.perf_counter_ns()
+            outputs = [
+                InferOutput(spec.name, spec.datatype, array.shape, array)
+                for spec, array in zip(prepared.outputs, arrays, strict=True)
+            ]
+        except Exception as exc:
+            self.stats.record_failure(time.perf_counter_ns() - started_ns)
+            if isinstance(exc, ModelfleetError):
+                raise
+            raise InferenceFailed(f"model '{self.name}' failed: {type(exc).__name__}") from exc
+        done = time.perf_counter_ns()
+        self.stats.record_success(
+            prepared.batch_size,
+            total_ns=done - started_ns,
+            queue_ns=job.started_ns - job.enqueued_ns,
+            input_ns=t_queued - t_input,
+            infer_ns=job.finished_ns - job.started_ns,
+            output_ns=done - t_output,
+        )
+        return InferResponse(self.name, self.version_str, outputs, request.id)
+
+
+def _fits(shape: tuple[int, ...], declared: tuple[int, ...]) -> bool:
+    # a plain loop: about twice as fast as all(<generator>) on the request path
+    for got, want in zip(shape, declared, strict=True):  # noqa: SIM110
+        if want != -1 and got != want:
+            return False
+    return True

@@ -1,0 +1,85 @@
+"""The one error root of modelfleet, carrying its HTTP status; transports map it once.
+
+    ModelfleetError (500)
+    ├── BadRequest (400)             malformed body, wrong datatype / shape / size, bad name
+    ├── Unauthorized (401)           missing or wrong key
+    ├── NotFound (404)               unknown model or version, unknown route
+    ├── Conflict (409)               model already loaded (SageMaker contract)
+    ├── PayloadTooLarge (413)        body or decompressed body over the configured limit
+    ├── Overloaded (429)             per-model queue full; carries Retry-After seconds
+    ├── InferenceFailed (500)        the runtime raised on valid input
+    ├── Unavailable (503)            not ready, loading failed, draining, worker died
+    ├── InsufficientMemory (507)     a model does not fit the memory budget
+    └── ModelLoadError (not sent)    raised inside a load; becomes the model's "unavailable" reason
+
+Messages name the problem and leak no internal path, stack trace or process name.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+
+class ModelfleetError(Exception):
+    """Root of every error that reaches a client. `status` is the HTTP status code."""
+
+    status: int = HTTPStatus.INTERNAL_SERVER_ERROR
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BadRequest(ModelfleetError):
+    status = HTTPStatus.BAD_REQUEST
+
+
+class Unauthorized(ModelfleetError):
+    status = HTTPStatus.UNAUTHORIZED
+
+
+class NotFound(ModelfleetError):
+    status = HTTPStatus.NOT_FOUND
+
+
+class Conflict(ModelfleetError):
+    status = HTTPStatus.CONFLICT
+
+
+class PayloadTooLarge(ModelfleetError):
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class Overloaded(ModelfleetError):
+    status = HTTPStatus.TOO_MANY_REQUESTS
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class InferenceFailed(ModelfleetError):
+    status = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+class Unavailable(ModelfleetError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class InsufficientMemory(ModelfleetError):
+    status = HTTPStatus.INSUFFICIENT_STORAGE
+
+
+class ModelLoadError(ModelfleetError):
+    """A model could not be loaded; the message becomes its 'unavailable' reason."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+def model_not_found(name: str, version: str | None = None) -> NotFound:
+    if version is None:
+        return NotFound(f"model '{name}' not found")
+    return NotFound(f"model '{name}' (version '{version}') not found")

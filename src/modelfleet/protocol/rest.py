@@ -1,0 +1,242 @@
+"""The V2 REST wire format: JSON tensors and the binary tensor data extension, both directions.
+
+A request body is a JSON header, optionally followed by raw tensor bytes; the header's length is
+`Inference-Header-Content-Length`, and each binary input says its size in
+`parameters.binary_data_size`, in input order. Binary inputs become numpy views of the body (no
+copy). Every malformed case is a BadRequest naming the field and the expected value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+import numpy as np
+import orjson
+
+from modelfleet.errors import BadRequest
+from modelfleet.protocol.datatypes import Datatype, datatype, deserialize_bytes, serialize_bytes
+from modelfleet.protocol.v2 import InferInput, InferRequest, InferResponse, RequestedOutput, check_parameters
+
+HEADER_LENGTH = "inference-header-content-length"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Caps checked before anything is allocated."""
+
+    max_inputs: int = 64
+    max_rank: int = 16
+    max_elements: int = 1 << 28
+
+
+class _Tensor(msgspec.Struct):
+    name: Annotated[str, msgspec.Meta(min_length=1)]
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] = {}
+    data: Any = msgspec.UNSET
+
+
+class _Output(msgspec.Struct):
+    name: Annotated[str, msgspec.Meta(min_length=1)]
+    parameters: dict[str, Any] = {}
+
+
+class _Request(msgspec.Struct):
+    inputs: list[_Tensor]
+    outputs: list[_Output] | None = None
+    id: str | None = None
+    parameters: dict[str, Any] = {}
+
+
+_DECODER = msgspec.json.Decoder(_Request)
+
+
+def header_length(value: str | None, body_length: int) -> int | None:
+    """Parse Inference-Header-Content-Length (None when absent); 400 when it cannot be right."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.isdigit():
+        raise BadRequest(
+            f"Inference-Header-Content-Length must be a non-negative integer, got '{value[:32]}'"
+        )
+    length = int(text)
+    if length > body_length:
+        raise BadRequest(
+            f"Inference-Header-Content-Length is {length} but the body has only {body_length} bytes"
+        )
+    return length
+
+
+def decode_request(body: bytes, json_length: int | None, limits: Limits) -> InferRequest:
+    """Body (JSON header + binary tail) -> InferRequest with shaped numpy arrays."""
+    header = body if json_length is None else memoryview(body)[:json_length]
+    try:
+        raw = _DECODER.decode(header)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid inference request: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if len(raw.inputs) > limits.max_inputs:
+        raise BadRequest(f"request has {len(raw.inputs)} inputs, the limit is {limits.max_inputs}")
+    if raw.outputs is not None and len(raw.outputs) > limits.max_inputs:
+        raise BadRequest(f"request asks for {len(raw.outputs)} outputs, the limit is {limits.max_inputs}")
+    check_parameters(raw.parameters, "request")
+    binary = memoryview(body)[json_length:] if json_length is not None else memoryview(b"")
+    offset = 0
+    inputs = []
+    for tensor in raw.inputs:
+        where = f"input '{tensor.name}'"
+        check_parameters(tensor.parameters, where, tensor=True)
+        dt = datatype(tensor.datatype)
+        shape = _checked_shape(tensor.shape, where, limits)
+        count = math.prod(shape)
+        size = tensor.parameters.get("binary_data_size")
+        if size is not None:
+            if tensor.data is not msgspec.UNSET:
+                raise BadRequest(f"{where}: give either 'data' or parameter 'binary_data_size', not both")
+            if offset + size > len(binary):
+                raise BadRequest(
+                    f"{where}: binary_data_size {size} runs past the end of the body "
+                    f"({len(binary) - offset} binary bytes left)"
+                )
+            array = _from_binary(binary[offset : offset + size], dt, shape, count, where)
+            offset += size
+        elif tensor.data is msgspec.UNSET:
+            raise BadRequest(f"{where}: no 'data' and no 'binary_data_size' parameter")
+        else:
+            array = _from_json(tensor.data, dt, shape, count, where)
+        inputs.append(InferInput(tensor.name, dt.name, shape, array, tensor.parameters))
+    if offset != len(binary):
+        raise BadRequest(
+            f"the body has {len(binary)} bytes of binary data after the JSON header, "
+            f"but the inputs' binary_data_size add up to {offset}"
+        )
+    outputs = None
+    if raw.outputs is not None:
+        outputs = []
+        for out in raw.outputs:
+            check_parameters(out.parameters, f"output '{out.name}'", tensor=True)
+            outputs.append(RequestedOutput(out.name, out.parameters))
+    return InferRequest(inputs, outputs, raw.id, raw.parameters)
+
+
+def _checked_shape(shape: list[int], where: str, limits: Limits) -> tuple[int, ...]:
+    if len(shape) > limits.max_rank:
+        raise BadRequest(f"{where}: shape has {len(shape)} dimensions, the limit is {limits.max_rank}")
+    for dim in shape:
+        if dim < 0:
+            raise BadRequest(f"{where}: shape {shape} has a negative dimension")
+    count = math.prod(shape)
+    if count > limits.max_elements:
+        raise BadRequest(f"{where}: shape {shape} holds {count} elements, the limit is {limits.max_elements}")
+    return tuple(shape)
+
+
+def _from_binary(raw: memoryview, dt: Datatype, shape: tuple[int, ...], count: int, where: str) -> np.ndarray:
+    if dt.is_bytes:
+        return deserialize_bytes(raw, count, where).reshape(shape)
+    expected = count * dt.itemsize
+    if len(raw) != expected:
+        raise BadRequest(
+            f"{where}: binary_data_size is {len(raw)} bytes, but shape {list(shape)} of {dt.name} "
+            f"needs {expected} bytes"
+        )
+    return np.frombuffer(raw, dtype=dt.dtype).reshape(shape)
+
+
+def _from_json(data: Any, dt: Datatype, shape: tuple[int, ...], count: int, where: str) -> np.ndarray:
+    if not isinstance(data, list):
+        data = [data]
+    if dt.is_bytes:
+        flat = _flat_strings(data, where)
+        if len(flat) != count:
+            raise BadRequest(f"{where}: data has {len(flat)} elements, shape {list(shape)} needs {count}")
+        array = np.empty(count, dtype=object)
+        array[:] = flat
+        return array.reshape(shape)
+    if not dt.json_kinds:
+        raise BadRequest(
+            f"{where}: {dt.name} cannot be sent as JSON numbers; use the binary tensor data extension"
+        )
+    try:
+        array = np.array(data)
+    except (ValueError, OverflowError):
+        raise BadRequest(f"{where}: data is not a regular (non-ragged) array of numbers") from None
+    if array.size != count:
+        raise BadRequest(f"{where}: data has {array.size} elements, shape {list(shape)} needs {count}")
+    if array.ndim > 1 and array.shape != shape:
+        raise BadRequest(f"{where}: nested data has shape {list(array.shape)}, the tensor says {list(shape)}")
+    if count and array.dtype.kind not in dt.json_kinds:
+        expected = {"b": "booleans", "iu": "integers", "iuf": "numbers"}[dt.json_kinds]
+        raise BadRequest(f"{where}: {dt.name} data must be {expected}")
+    if count and dt.dtype.kind in "iu" and array.dtype != dt.dtype:
+        info = np.iinfo(dt.dtype)
+        low, high = array.min(), array.max()
+        if low < info.min or high > info.max:
+            raise BadRequest(f"{where}: values must lie in [{info.min}, {info.max}] for {dt.name}")
+    return array.astype(dt.dtype, copy=False).reshape(shape)
+
+
+def _flat_strings(data: list[Any], where: str) -> list[bytes]:
+    out: list[bytes] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            if not isinstance(item, str):
+                raise BadRequest(f"{where}: BYTES data must be strings, got {type(item).__name__}")
+            out.append(item.encode())
+        else:
+            stack.pop()
+    return out
+
+
+def encode_response(response: InferResponse, request: InferRequest) -> tuple[bytes, int | None]:
+    """InferResponse -> (body, JSON header length or None when the body is JSON only).
+
+    Outputs go binary when asked: per output `binary_data`, else the request's `binary_data_output`.
+    """
+    default_binary = bool(request.parameters.get("binary_data_output", False))
+    wanted = {o.name: o.parameters.get("binary_data") for o in request.outputs or ()}
+    entries: list[dict[str, Any]] = []
+    tail: list[bytes] = []
+    for out in response.outputs:
+        entry: dict[str, Any] = {"name": out.name, "datatype": out.datatype, "shape": list(out.shape)}
+        binary = wanted.get(out.name)
+        if binary if binary is not None else default_binary:
+            raw = (
+                serialize_bytes(out.data)
+                if out.datatype == "BYTES"
+                else np.ascontiguousarray(out.data).tobytes()
+            )
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            tail.append(raw)
+        elif out.datatype == "BYTES":
+            entry["data"] = [
+                x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in out.data.ravel()
+            ]
+        else:
+            entry["data"] = np.ascontiguousarray(out.data).ravel()
+        entries.append(entry)
+    doc: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
+    if response.id is not None:
+        doc["id"] = response.id
+    if response.parameters:
+        doc["parameters"] = response.parameters
+    doc["outputs"] = entries
+    header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not tail:
+        return header, None
+    return b"".join((header, *tail)), len(header)
+
+
+def dumps(doc: Any) -> bytes:
+    """JSON for control-plane answers."""
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -1,0 +1,219 @@
+"""The schema of `REPO/NAME/config.yaml`, validated strictly, and its completion from the model.
+
+Shapes are full V2 shapes: when `max_batch_size > 0` the first dimension of every input and output
+is the batch dimension and must be -1. A config may leave out inputs, outputs and max_batch_size;
+the runtime fills them in from the model file at load (as Triton's auto-complete does), and a
+config that contradicts the model is refused with both values in the message.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from modelfleet.errors import ModelLoadError
+from modelfleet.protocol.datatypes import DATATYPES
+from modelfleet.protocol.v2 import TensorSpec
+
+CONFIG_FILENAME = "config.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorConfig(_Strict):
+    """One input or output tensor."""
+
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    """The tensor's name in the model."""
+    datatype: str
+    """V2 datatype name: BOOL, UINT8…UINT64, INT8…INT64, FP16, FP32, FP64, BYTES."""
+    shape: list[Annotated[int, Field(ge=-1)]]
+    """Full shape including the batch dimension; -1 marks a variable dimension."""
+
+    @model_validator(mode="after")
+    def _known_datatype(self) -> TensorConfig:
+        if self.datatype not in DATATYPES:
+            raise ValueError(f"unknown datatype '{self.datatype}'; expected one of {', '.join(DATATYPES)}")
+        return self
+
+    def spec(self) -> TensorSpec:
+        return TensorSpec(self.name, self.datatype, tuple(self.shape))
+
+
+class VersionPolicy(_Strict):
+    """Which version folders are served. Exactly one of the three; default: the latest one."""
+
+    latest: Annotated[int, Field(ge=1)] | None = None
+    """Serve the N highest version numbers."""
+    all: bool = False
+    """Serve every version folder."""
+    specific: list[Annotated[int, Field(ge=0)]] | None = None
+    """Serve exactly these versions."""
+
+    @model_validator(mode="after")
+    def _one_policy(self) -> VersionPolicy:
+        chosen = [
+            k
+            for k, v in (("latest", self.latest), ("all", self.all or None), ("specific", self.specific))
+            if v is not None
+        ]
+        if len(chosen) > 1:
+            raise ValueError(f"give one of latest / all / specific, not {' and '.join(chosen)}")
+        return self
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to serve out of the available ones, highest first."""
+        ordered = sorted(available, reverse=True)
+        if self.all:
+            return ordered
+        if self.specific is not None:
+            return [v for v in ordered if v in set(self.specific)]
+        return ordered[: self.latest or 1]
+
+
+class Device(StrEnum):
+    AUTO = "auto"  # an accelerator when one is present, else the CPU
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class OnnxRuntimeOptions(_Strict):
+    """Options of the ONNX Runtime backend."""
+
+    intra_op_threads: Annotated[int, Field(ge=0)] | None = None
+    """Threads inside one operator; 0 lets ONNX Runtime choose; unset: the server's default."""
+    inter_op_threads: Annotated[int, Field(ge=0)] = 1
+    """Threads across operators (only used with parallel execution)."""
+    graph_optimization: Literal["disabled", "basic", "extended", "all"] = "all"
+    """ONNX Runtime graph optimisation level."""
+
+
+class ModelConfig(_Strict):
+    """`config.yaml` of one model. Every field is optional for an ONNX model."""
+
+    name: str | None = None
+    """Must equal the folder name when given."""
+    backend: Literal["onnxruntime"] | None = None
+    """The runtime; inferred from the files when left out (model.onnx -> onnxruntime)."""
+    filename: str | None = None
+    """The model file inside each version folder (default per backend, e.g. model.onnx)."""
+    max_batch_size: Annotated[int, Field(ge=0)] | None = None
+    """Largest batch one request may carry; 0: the model has no batch dimension."""
+    inputs: list[TensorConfig] | None = None
+    outputs: list[TensorConfig] | None = None
+    version_policy: VersionPolicy = VersionPolicy()
+    device: Device = Device.AUTO
+    """Where the model runs: auto uses an accelerator when one is present."""
+    onnxruntime: OnnxRuntimeOptions = OnnxRuntimeOptions()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        for kind, tensors in (("inputs", self.inputs), ("outputs", self.outputs)):
+            if tensors is None:
+                continue
+            names = [t.name for t in tensors]
+            dup = {n for n in names if names.count(n) > 1}
+            if dup:
+                raise ValueError(f"{kind}: duplicate tensor name(s) {sorted(dup)}")
+            if self.max_batch_size:
+                for t in tensors:
+                    if not t.shape or t.shape[0] != -1:
+                        raise ValueError(
+                            f"{kind}: '{t.name}' has shape {t.shape}, but max_batch_size "
+                            f"{self.max_batch_size} needs -1 as its first (batch) dimension"
+                        )
+        if self.filename is not None and (
+            Path(self.filename).name != self.filename or self.filename in ("", ".", "..")
+        ):
+            raise ValueError(f"filename must be a plain file name, got '{self.filename}'")
+        return self
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """`loc: message; loc: message` without pydantic's URLs and input dumps."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def parse_config(text: str, folder_name: str) -> ModelConfig:
+    """Parse config.yaml text; ModelLoadError names the first problems found."""
+    try:
+        raw: Any = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ModelLoadError(f"{CONFIG_FILENAME} is not valid YAML{where}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{CONFIG_FILENAME} must be a mapping, got {type(raw).__name__}")
+    try:
+        config = ModelConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ModelLoadError(f"{CONFIG_FILENAME}: {format_validation_error(exc)}") from None
+    if config.name is not None and config.name != folder_name:
+        raise ModelLoadError(
+            f"{CONFIG_FILENAME}: name '{config.name}' differs from the folder name '{folder_name}'"
+        )
+    return config
+
+
+def complete_config(
+    config: ModelConfig, inputs: list[TensorSpec], outputs: list[TensorSpec], default_max_batch_size: int
+) -> ModelConfig:
+    """Fill what the config leaves out from the model's own signature; refuse contradictions.
+
+    The model's signature uses -1 for every dynamic dimension. A config may narrow a dynamic
+    dimension to a fixed size but not change a fixed one, nor a datatype.
+    """
+    checked_in = _merge("inputs", config.inputs, inputs)
+    checked_out = _merge("outputs", config.outputs, outputs)
+    batchable = all(t.shape and t.shape[0] == -1 for t in (*inputs, *outputs))
+    max_batch = config.max_batch_size
+    if max_batch is None:
+        max_batch = default_max_batch_size if batchable else 0
+    elif max_batch > 0 and not batchable:
+        fixed = next(t for t in (*inputs, *outputs) if not t.shape or t.shape[0] != -1)
+        raise ModelLoadError(
+            f"max_batch_size {max_batch} needs a variable first dimension, but the model's "
+            f"'{fixed.name}' has shape {list(fixed.shape)}"
+        )
+    return config.model_copy(
+        update={"inputs": checked_in, "outputs": checked_out, "max_batch_size": max_batch}
+    )
+
+
+def _merge(kind: str, declared: list[TensorConfig] | None, actual: list[TensorSpec]) -> list[TensorConfig]:
+    if declared is None:
+        return [TensorConfig(name=t.name, datatype=t.datatype, shape=list(t.shape)) for t in actual]
+    by_name = {t.name: t for t in actual}
+    declared_names = {t.name for t in declared}
+    unknown = [t.name for t in declared if t.name not in by_name]
+    if unknown:
+        raise ModelLoadError(f"{kind}: {unknown} not in the model, which has {sorted(by_name)}")
+    missing = [name for name in by_name if name not in declared_names]
+    if missing and kind == "inputs":
+        raise ModelLoadError(f"{kind}: the model also needs {missing}; list every input or none")
+    for t in declared:
+        real = by_name[t.name]
+        if t.datatype != real.datatype:
+            raise ModelLoadError(
+                f"{kind}: '{t.name}' is {real.datatype} in the model, config says {t.datatype}"
+            )
+        if len(t.shape) != len(real.shape) or any(
+            r != -1 and c != r for c, r in zip(t.shape, real.shape, strict=True)
+        ):
+            raise ModelLoadError(
+                f"{kind}: '{t.name}' has shape {list(real.shape)} in the model, config says {t.shape}"
+            )
+    return list(declared)

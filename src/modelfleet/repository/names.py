@@ -1,0 +1,47 @@
+"""Model and version names, checked before they touch a path, and paths kept inside their root."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from modelfleet.errors import BadRequest, ModelLoadError
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_VERSION = re.compile(r"[0-9]{1,18}")
+
+
+def check_model_name(name: str) -> str:
+    """The name itself, or 400: letters, digits and `._-`, at most 128 characters, no `..`."""
+    if not _NAME.fullmatch(name) or ".." in name:
+        shown = name if len(name) <= 64 and name.isprintable() else repr(name[:64])
+        raise BadRequest(
+            f"invalid model name '{shown}': use letters, digits, '.', '_' and '-' "
+            "(at most 128 characters, starting with a letter or digit, no '..')"
+        )
+    return name
+
+
+def is_model_name(name: str) -> bool:
+    return bool(_NAME.fullmatch(name)) and ".." not in name
+
+
+def check_version(version: str) -> str:
+    """A version is a non-negative integer written in decimal; 400 otherwise."""
+    if not _VERSION.fullmatch(version):
+        shown = version if len(version) <= 32 and version.isprintable() else repr(version[:32])
+        raise BadRequest(f"invalid model version '{shown}': versions are non-negative integers")
+    return str(int(version))
+
+
+def inside(root: Path, *parts: str) -> Path:
+    """root/parts resolved, refusing any result that leaves root (after following links).
+
+    Callers have checked the names already; what is refused here is a link pointing out of the
+    repository, which makes the model unavailable rather than the request bad.
+    """
+    real_root = root.resolve()
+    path = real_root.joinpath(*parts).resolve()
+    if path != real_root and real_root not in path.parents:
+        raise ModelLoadError(f"'{'/'.join(parts)}' leads outside the model repository")
+    return path

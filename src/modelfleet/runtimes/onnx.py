@@ -1,0 +1,118 @@
+"""ONNX Runtime adapter: one InferenceSession per loaded model version.
+
+Graph optimisation is on, intra-op threads come from the config or the server default, and the
+CUDA execution provider is used when the model's device asks for it (or `auto`) and it exists.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from modelfleet.errors import BadRequest, InferenceFailed, ModelLoadError
+from modelfleet.protocol.v2 import TensorSpec
+from modelfleet.repository.config import Device
+from modelfleet.runtimes.base import LoadSpec
+
+_ORT_TYPES = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+_LEVELS = {
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+class OnnxModel:
+    def __init__(self, session: ort.InferenceSession, name: str) -> None:
+        self._session = session
+        self._name = name
+        self.inputs = [_spec(arg) for arg in session.get_inputs()]
+        self.outputs = [_spec(arg) for arg in session.get_outputs()]
+        self._string_inputs = {t.name for t in self.inputs if t.datatype == "BYTES"}
+        self.providers: list[str] = session.get_providers()
+
+    def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
+        feeds: Mapping[str, np.ndarray] = inputs
+        if self._string_inputs:
+            feeds = {k: _as_str(v) if k in self._string_inputs else v for k, v in inputs.items()}
+        try:
+            result: list[np.ndarray] = self._session.run(outputs, feeds)
+        except Exception as exc:
+            message = _ORT_PREFIX.sub("", str(exc)).strip()
+            if type(exc).__name__ in ("InvalidArgument", "INVALID_ARGUMENT"):
+                raise BadRequest(f"model '{self._name}' refused the input: {message}") from None
+            raise InferenceFailed(f"model '{self._name}' failed: {message}") from None
+        return result
+
+    def unload(self) -> None:
+        del self._session
+
+
+def load(spec: LoadSpec) -> OnnxModel:
+    where = f"{spec.name}/{spec.version}/{spec.path.name}"
+    if not spec.path.is_file():
+        raise ModelLoadError(f"version {spec.version} has no {spec.path.name}")
+    options = spec.config.onnxruntime
+    so = ort.SessionOptions()
+    so.graph_optimization_level = _LEVELS[options.graph_optimization]
+    threads = options.intra_op_threads
+    so.intra_op_num_threads = spec.default_intra_op_threads if threads is None else threads
+    so.inter_op_num_threads = options.inter_op_threads
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3  # errors only; load failures are reported through ModelLoadError
+    try:
+        session = ort.InferenceSession(str(spec.path), so, providers=providers_for(spec.config.device))
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        message = _ORT_PREFIX.sub("", str(exc)).replace(str(spec.path), where).strip()
+        message = message.removeprefix(f"Load model from {where} failed:").strip()
+        raise ModelLoadError(f"ONNX Runtime cannot load {where}: {message[:500]}") from None
+    return OnnxModel(session, spec.name)
+
+
+def providers_for(device: Device, available: Sequence[str] | None = None) -> list[str]:
+    """Execution providers for a device setting; CUDA only where asked for (or auto) and present."""
+    present = list(ort.get_available_providers()) if available is None else list(available)
+    if device == Device.CPU:
+        return [CPU]
+    if CUDA in present:
+        return [CUDA, CPU]
+    if device == Device.CUDA:
+        raise ModelLoadError("device 'cuda' asked for, but ONNX Runtime has no CUDA execution provider here")
+    return [CPU]
+
+
+def _spec(arg: Any) -> TensorSpec:
+    datatype = _ORT_TYPES.get(arg.type)
+    if datatype is None:
+        raise ModelLoadError(f"tensor '{arg.name}' has type {arg.type}, which V2 cannot carry")
+    shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in (arg.shape or []))
+    return TensorSpec(arg.name, datatype, shape)
+
+
+def _as_str(array: np.ndarray) -> np.ndarray:
+    flat = [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in array.ravel()]
+    return np.array(flat, dtype=object).reshape(array.shape)

@@ -1,0 +1,88 @@
+"""Assembly: repository -> model manager -> data plane -> HTTP app, and running it under uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Iterator
+from types import FrameType
+from typing import Any
+
+from starlette.types import ASGIApp
+
+from modelfleet.config import ServerSettings
+from modelfleet.engine.lifecycle import ModelManager
+from modelfleet.repository.folder import FolderRepository
+from modelfleet.server.dataplane import DataPlane
+from modelfleet.server.http import build_http_app
+
+log = logging.getLogger(__name__)
+
+
+def build_app(settings: ServerSettings) -> tuple[ASGIApp, DataPlane]:
+    """The ASGI app and its data plane. Models load in the background after start-up, so liveness
+    answers at once and readiness turns 200 when the initial loads are done."""
+    manager = ModelManager(FolderRepository(settings.repository), settings)
+    plane = DataPlane(manager)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        starting = asyncio.create_task(manager.start(), name="load-models")
+        starting.add_done_callback(_log_failure)
+        try:
+            yield
+        finally:
+            plane.draining = True
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            await manager.close()
+
+    return build_http_app(plane, settings, lifespan), plane
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("loading the repository failed", exc_info=task.exception())
+
+
+def serve(settings: ServerSettings) -> None:
+    """Run the server until SIGINT / SIGTERM, then drain and exit 0."""
+    import uvicorn
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app, plane = build_app(settings)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            plane.draining = True  # readiness answers 503 from this moment
+            super().handle_exit(sig, frame)
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn re-raises the signal after its graceful shutdown, so the process would end
+            # "killed by SIGTERM"; orchestrators expect exit code 0 after a clean drain.
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.http_port,
+        loop="auto",  # uvloop when installed
+        http="auto",  # httptools when installed
+        access_log=False,
+        proxy_headers=False,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+        lifespan="on",
+    )
+    Server(config).run()

@@ -1,0 +1,130 @@
+"""The transport-free data plane: every V2 operation, once, for HTTP, gRPC and SageMaker alike.
+
+Transports parse their wire format, call one method here, encode the answer and map errors by
+their status; nothing about requests, models or errors is decided in a transport.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelfleet import __version__
+from modelfleet.engine.lifecycle import ModelManager
+from modelfleet.engine.model import LoadedModel
+from modelfleet.errors import BadRequest, ModelLoadError
+from modelfleet.protocol.v2 import InferRequest, InferResponse
+
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
+_TRITON_TYPES = {
+    "BOOL": "TYPE_BOOL",
+    "UINT8": "TYPE_UINT8",
+    "UINT16": "TYPE_UINT16",
+    "UINT32": "TYPE_UINT32",
+    "UINT64": "TYPE_UINT64",
+    "INT8": "TYPE_INT8",
+    "INT16": "TYPE_INT16",
+    "INT32": "TYPE_INT32",
+    "INT64": "TYPE_INT64",
+    "FP16": "TYPE_FP16",
+    "FP32": "TYPE_FP32",
+    "FP64": "TYPE_FP64",
+    "BYTES": "TYPE_STRING",
+}
+
+
+class DataPlane:
+    def __init__(self, manager: ModelManager) -> None:
+        self.manager = manager
+        self.draining = False
+
+    # -- health and metadata ------------------------------------------------------------------------
+
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        return self.manager.started and not self.draining
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": "modelfleet", "version": __version__, "extensions": EXTENSIONS}
+
+    def model_metadata(self, name: str, version: str | None) -> dict[str, Any]:
+        model = self.manager.resolve(name, version)
+        return model.metadata(self.manager.served_versions(name))
+
+    def model_ready(self, name: str, version: str | None) -> dict[str, Any]:
+        """The model's readiness document; raises (404 / 503) when it is not ready."""
+        model = self.manager.resolve(name, version)
+        return {"name": model.name, "version": model.version_str, "ready": True}
+
+    def model_config(self, name: str, version: str | None) -> dict[str, Any]:
+        """The completed config in Triton's JSON shape (dims without the batch dimension)."""
+        model = self.manager.resolve(name, version)
+        config = model.config
+        skip = 1 if model.max_batch_size else 0
+
+        def tensors(specs: dict[str, Any]) -> list[dict[str, Any]]:
+            return [
+                {"name": s.name, "data_type": _TRITON_TYPES[s.datatype], "dims": list(s.shape[skip:])}
+                for s in specs.values()
+            ]
+
+        policy = config.version_policy
+        if policy.all:
+            version_policy: dict[str, Any] = {"all": {}}
+        elif policy.specific is not None:
+            version_policy = {"specific": {"versions": policy.specific}}
+        else:
+            version_policy = {"latest": {"num_versions": policy.latest or 1}}
+        return {
+            "name": model.name,
+            "platform": "onnxruntime_onnx",
+            "backend": config.backend,
+            "max_batch_size": model.max_batch_size,
+            "input": tensors(model.inputs),
+            "output": tensors(model.outputs),
+            "version_policy": version_policy,
+        }
+
+    # -- inference ------------------------------------------------------------------------------------
+
+    def model(self, name: str, version: str | None) -> LoadedModel:
+        """The ready model a request names (400 bad name, 404 unknown, 503 not ready); transports
+        call this before decoding the body so that a wrong model is reported before a wrong tensor."""
+        return self.manager.resolve(name, version)
+
+    async def infer(self, model: LoadedModel, request: InferRequest, started_ns: int) -> InferResponse:
+        return await model.infer(request, started_ns)
+
+    # -- repository extension ----------------------------------------------------------------------------
+
+    async def repository_index(self, ready_only: bool) -> list[dict[str, Any]]:
+        await self.manager.refresh()
+        return self.manager.index(ready_only)
+
+    async def load(self, name: str, parameters: dict[str, Any]) -> None:
+        if any(key.startswith("file:") for key in parameters):
+            raise BadRequest(
+                "model files cannot be uploaded through the load API; put them in the repository"
+            )
+        if "config" in parameters:
+            raise BadRequest("config overrides are not accepted; edit config.yaml in the repository")
+        try:
+            await self.manager.load(name)
+        except ModelLoadError as exc:
+            raise BadRequest(f"failed to load model '{name}': {exc.message}") from None
+
+    async def unload(self, name: str, parameters: dict[str, Any]) -> None:
+        await self.manager.unload(name)
+
+    # -- statistics extension ------------------------------------------------------------------------------
+
+    def statistics(self, name: str | None, version: str | None) -> dict[str, Any]:
+        if name is None:
+            models = self.manager.loaded()
+        elif version is None:
+            self.manager.resolve(name)  # 400 / 404 / 503 like every other per-model call
+            models = self.manager.loaded(name)
+        else:
+            models = [self.manager.resolve(name, version)]
+        return {"model_stats": [m.stats.as_dict(m.name, m.version_str) for m in models]}

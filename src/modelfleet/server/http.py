@@ -1,0 +1,334 @@
+"""The V2 REST transport: parse, call the data plane, encode, map errors. Nothing else.
+
+`POST .../infer` is served by a lean ASGI handler (no framework routing or request objects on the
+hot path); every other route is a small Starlette endpoint. Both share the body reader (413 before
+reading past the limit, gzip/deflate decoded within the same limit) and the error envelope.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from modelfleet.config import ServerSettings
+from modelfleet.errors import BadRequest, ModelfleetError, Overloaded, PayloadTooLarge
+from modelfleet.protocol.rest import (
+    HEADER_LENGTH,
+    Limits,
+    decode_request,
+    dumps,
+    encode_response,
+    header_length,
+)
+from modelfleet.server.dataplane import DataPlane
+
+log = logging.getLogger(__name__)
+
+JSON = b"application/json"
+_HEADER_LENGTH = HEADER_LENGTH.encode()
+_CONTROL_BODY_LIMIT = 1 << 20
+# Encoded separators, NUL and dot-segments in the raw path: refused before any routing.
+_BAD_PATH = re.compile(rb"%(2f|5c|00|2e)|\\|/\.\.?(/|$)|\x00", re.IGNORECASE)
+
+
+class ClientGone(Exception):
+    """The client disconnected before its body arrived; nobody to answer."""
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    return dict(scope["headers"])
+
+
+async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to exceed `limit`."""
+    declared = headers.get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit, "")
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            total += len(chunk)
+            if total > limit:
+                raise _too_large(limit, "")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    encoding = headers.get(b"content-encoding")
+    if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
+        body = _decompress(body, encoding.strip().lower(), limit)
+    return body
+
+
+def _too_large(limit: int, what: str) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"request body{what} is larger than max_body_bytes ({limit} bytes); "
+        "raise it with MODELFLEET_MAX_BODY_BYTES or --max-body-bytes"
+    )
+
+
+def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
+    if encoding not in (b"gzip", b"x-gzip", b"deflate"):
+        raise BadRequest(f"unsupported Content-Encoding '{encoding.decode('latin-1')}'; use gzip or deflate")
+    inflater = zlib.decompressobj(47)  # 32 + 15: zlib or gzip header, detected
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise BadRequest(f"request body is not valid {encoding.decode()} data") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise _too_large(limit, " after decompression")
+    if not inflater.eof:
+        raise BadRequest(f"{encoding.decode()} request body is truncated")
+    return out
+
+
+async def send_json(
+    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    headers = [(b"content-type", JSON), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def error_body(exc: ModelfleetError) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    extra: list[tuple[bytes, bytes]] = []
+    if isinstance(exc, Overloaded):
+        extra.append((b"retry-after", str(exc.retry_after_s).encode()))
+    if isinstance(exc, PayloadTooLarge):
+        extra.append((b"connection", b"close"))  # the rest of the body is not worth reading
+    return dumps({"error": exc.message}), extra
+
+
+async def send_error(send: Send, exc: ModelfleetError) -> None:
+    body, extra = error_body(exc)
+    await send_json(send, exc.status, body, extra)
+
+
+class InferEndpoint:
+    """`POST /v2/models/{m}[/versions/{v}]/infer` without framework overhead."""
+
+    def __init__(self, plane: DataPlane, settings: ServerSettings) -> None:
+        self._plane = plane
+        self._limit = settings.max_body_bytes
+        self._limits = Limits(settings.max_inputs, settings.max_tensor_rank, settings.max_tensor_elements)
+
+    @staticmethod
+    def match(path: str) -> tuple[str, str | None] | None:
+        if not (path.startswith("/v2/models/") and path.endswith("/infer")):
+            return None
+        parts = path[11:-6].split("/")
+        if len(parts) == 1:
+            return parts[0], None
+        if len(parts) == 3 and parts[1] == "versions":
+            return parts[0], parts[2]
+        return None
+
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
+    ) -> None:
+        started = time.perf_counter_ns()
+        try:
+            if scope["method"] != "POST":
+                raise _MethodNotAllowed("inference takes POST")
+            headers = _headers(scope)
+            body = await read_body(receive, headers, self._limit)
+            raw_length = headers.get(_HEADER_LENGTH)
+            json_length = (
+                None if raw_length is None else header_length(raw_length.decode("latin-1"), len(body))
+            )
+            model = self._plane.model(name, version)
+            request = decode_request(body, json_length, self._limits)
+            response = await self._plane.infer(model, request, started)
+            payload, binary_header = encode_response(response, request)
+        except ModelfleetError as exc:
+            await send_error(send, exc)
+            return
+        except ClientGone:
+            return
+        if binary_header is None:
+            await send_json(send, 200, payload)
+            return
+        headers_out = [
+            (b"content-type", b"application/octet-stream"),
+            (b"content-length", str(len(payload)).encode()),
+            (b"inference-header-content-length", str(binary_header).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers_out})
+        await send({"type": "http.response.body", "body": payload})
+
+
+class _MethodNotAllowed(ModelfleetError):
+    status = 405
+
+
+# -- control routes ---------------------------------------------------------------------------------------
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _ok(doc: Any = None, status: int = 200) -> Response:
+    return Response(b"" if doc is None else dumps(doc), status_code=status, media_type="application/json")
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    body = await read_body(request.receive, _headers(request.scope), _CONTROL_BODY_LIMIT)
+    if not body.strip():
+        return {}
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("request body is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("request body must be a JSON object")
+    return doc
+
+
+def _parameters(doc: dict[str, Any]) -> dict[str, Any]:
+    params = doc.get("parameters", {})
+    if not isinstance(params, dict):
+        raise BadRequest("'parameters' must be a JSON object")
+    return params
+
+
+def _control_routes(plane: DataPlane) -> list[Route]:
+    def name_version(request: Request) -> tuple[str, str | None]:
+        params = request.path_params
+        return params["model"], params.get("version")
+
+    async def live(request: Request) -> Response:
+        return _ok({"live": plane.live()})
+
+    async def ready(request: Request) -> Response:
+        is_ready = plane.ready()
+        return _ok({"ready": is_ready}, 200 if is_ready else 503)
+
+    async def server_metadata(request: Request) -> Response:
+        return _ok(plane.server_metadata())
+
+    async def model_metadata(request: Request) -> Response:
+        return _ok(plane.model_metadata(*name_version(request)))
+
+    async def model_ready(request: Request) -> Response:
+        return _ok(plane.model_ready(*name_version(request)))
+
+    async def model_config(request: Request) -> Response:
+        return _ok(plane.model_config(*name_version(request)))
+
+    async def stats_all(request: Request) -> Response:
+        return _ok(plane.statistics(None, None))
+
+    async def model_stats(request: Request) -> Response:
+        return _ok(plane.statistics(*name_version(request)))
+
+    async def repository_index(request: Request) -> Response:
+        doc = await _json_body(request)
+        ready_only = doc.get("ready", False)
+        if not isinstance(ready_only, bool):
+            raise BadRequest("'ready' must be a boolean")
+        return _ok(await plane.repository_index(ready_only))
+
+    async def load(request: Request) -> Response:
+        doc = await _json_body(request)
+        await plane.load(request.path_params["model"], _parameters(doc))
+        return _ok()
+
+    async def unload(request: Request) -> Response:
+        doc = await _json_body(request)
+        await plane.unload(request.path_params["model"], _parameters(doc))
+        return _ok()
+
+    get, post = ["GET"], ["POST"]
+    model = "/v2/models/{model}"
+    version = "/v2/models/{model}/versions/{version}"
+    return [
+        Route("/v2/health/live", live, methods=get),
+        Route("/v2/health/ready", ready, methods=get),
+        Route("/v2", server_metadata, methods=get),
+        Route("/v2/models/stats", stats_all, methods=get),
+        Route(model, model_metadata, methods=get),
+        Route(version, model_metadata, methods=get),
+        Route(model + "/ready", model_ready, methods=get),
+        Route(version + "/ready", model_ready, methods=get),
+        Route(model + "/config", model_config, methods=get),
+        Route(version + "/config", model_config, methods=get),
+        Route(model + "/stats", model_stats, methods=get),
+        Route(version + "/stats", model_stats, methods=get),
+        Route("/v2/repository/index", repository_index, methods=post),
+        Route("/v2/repository/models/{model}/load", load, methods=post),
+        Route("/v2/repository/models/{model}/unload", unload, methods=post),
+    ]
+
+
+async def _modelfleet_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ModelfleetError)
+    body, extra = error_body(exc)
+    return Response(
+        body, exc.status, {k.decode(): v.decode() for k, v in extra}, media_type="application/json"
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    detail = {
+        404: f"no route for {request.method} {request.url.path}",
+        405: f"{request.method} is not allowed here",
+    }
+    message = detail.get(exc.status_code, exc.detail)
+    return Response(dumps({"error": message}), exc.status_code, media_type="application/json")
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return Response(dumps({"error": "internal server error"}), 500, media_type="application/json")
+
+
+def build_http_app(plane: DataPlane, settings: ServerSettings, lifespan: Any = None) -> ASGIApp:
+    """The whole REST surface as one ASGI app."""
+    control = Starlette(
+        routes=_control_routes(plane),
+        exception_handlers={
+            ModelfleetError: _modelfleet_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+        lifespan=lifespan,
+    )
+    infer = InferEndpoint(plane, settings)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if _BAD_PATH.search(scope.get("raw_path") or scope["path"].encode()):
+                await send_json(
+                    send, 400, dumps({"error": "invalid characters or dot-segments in the URL path"})
+                )
+                return
+            target = InferEndpoint.match(scope["path"])
+            if target is not None:
+                try:
+                    await infer(scope, receive, send, *target)
+                except Exception:
+                    log.exception("unexpected error on %s", scope["path"])
+                    await send_json(send, 500, dumps({"error": "internal server error"}))
+                return
+        await control(scope, receive, send)
+
+    return app

@@ -1,0 +1,217 @@
+"""`modelfleet bench` end to end: real sockets, a real server, the CLI through CliRunner.
+
+Targets: `bench/trivial_target.py` under uvicorn in a subprocess, and a small threaded server here
+that answers chunked, closes every third connection, and never answers model `silent`.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from modelfleet.cli import build_app
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = ["--duration", "0.6", "--warmup", "0.1"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def trivial_url() -> Iterator[str]:
+    port = free_port()
+    command = [sys.executable, str(REPO / "bench" / "trivial_target.py"), "--port", str(port)]
+    with subprocess.Popen(command) as proc:
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                assert proc.poll() is None, "trivial target exited"
+                try:
+                    if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "trivial target did not become ready"
+                time.sleep(0.05)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def bench(*args: str, exit_code: int = 0) -> None:
+    result = CliRunner().invoke(build_app(), ["bench", *args])
+    assert result.exit_code == exit_code, result.output + repr(result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads(path.read_text())
+    return report
+
+
+def assert_sane(report: dict[str, Any]) -> None:
+    assert report["requests"] > 0
+    assert report["errors"] == {"total": 0, "by_kind": {}}
+    lat = report["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+
+
+def test_json_zipf_over_three_models(trivial_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    bench(
+        "--url",
+        trivial_url,
+        "-m",
+        "a,b",
+        "-m",
+        "c",
+        "--popularity",
+        "zipf",
+        "-c",
+        "4",
+        *FAST,
+        "--report",
+        str(out),
+    )
+    report = read_report(out)
+    assert_sane(report)
+    assert report["requests_per_s"] == pytest.approx(report["requests"] / 0.6)
+    assert [m["model"] for m in report["top_models"]] == ["a", "b", "c"]
+    assert sum(m["requests"] for m in report["top_models"]) == report["requests"]
+    assert report["options"]["popularity"] == "zipf"
+    assert report["options"]["concurrency"] == 4
+    assert report["started_at"].endswith("+00:00")
+
+
+def test_binary_pattern_over_two_processes(trivial_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    pattern = ["--model-pattern", "tenant-{i:03d}", "--model-count", "300"]
+    bench(
+        "--url",
+        trivial_url,
+        *pattern,
+        "--encoding",
+        "binary",
+        "-c",
+        "4",
+        "-p",
+        "2",
+        *FAST,
+        "--report",
+        str(out),
+    )
+    report = read_report(out)
+    assert_sane(report)
+    assert report["client"]["processes"] == 2
+    assert report["models"]["count"] == 300
+    assert report["options"]["same_signature"] is True
+    assert all(m["model"].startswith("tenant-") for m in report["top_models"])
+
+
+def test_http_errors_are_counted_and_fail_the_run(trivial_url: str, tmp_path: Path) -> None:
+    request = tmp_path / "request.json"
+    request.write_text('{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]}')
+    out = tmp_path / "report.json"
+    args = ["--url", f"{trivial_url}/nowhere", "-m", "m", "--input-file", str(request), "-c", "2"]
+    bench(*args, *FAST, "--report", str(out), exit_code=1)
+    report = read_report(out)
+    assert report["requests"] == 0
+    assert report["errors"]["by_kind"]["http_404"] == report["errors"]["total"] > 0
+    bench(*args, "--duration", "0.2", "--warmup", "0", "--no-fail-on-error", exit_code=0)
+
+
+def test_unreachable_server_stops_before_the_run() -> None:
+    bench("--url", f"http://127.0.0.1:{free_port()}", "-m", "m", *FAST, exit_code=2)
+
+
+class OddHandler(socketserver.BaseRequestHandler):
+    """Chunked answers, `Connection: close` on every third, and silence for model `silent`."""
+
+    def handle(self) -> None:
+        buffer = b""
+        answered = 0
+        while True:
+            try:
+                while b"\r\n\r\n" not in buffer:
+                    data = self.request.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                while len(buffer) < length:
+                    buffer += self.request.recv(65536)
+                buffer = buffer[length:]
+                if b"/silent/" in head:
+                    while self.request.recv(65536):  # until the client gives up
+                        pass
+                    return
+                answered += 1
+                close = answered % 3 == 0
+                self.request.sendall(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                    + (b"Connection: close\r\n" if close else b"")
+                    + b"\r\n3\r\n{}\n\r\n0\r\n\r\n"
+                )
+                if close:
+                    return
+            except OSError:
+                return
+
+
+@pytest.fixture
+def odd_url() -> Iterator[str]:
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), OddHandler) as server:
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            thread.join()
+
+
+def test_chunked_answers_reconnects_and_timeouts(odd_url: str, tmp_path: Path) -> None:
+    request = tmp_path / "request.json"
+    request.write_text('{"inputs": []}')
+    out = tmp_path / "report.json"
+    args = [
+        "--url",
+        odd_url,
+        "-m",
+        "good,silent",
+        "--input-file",
+        str(request),
+        "-c",
+        "4",
+        "--timeout",
+        "0.2",
+    ]
+    bench(*args, *FAST, "--report", str(out), exit_code=1)
+    report = read_report(out)
+    assert report["requests"] > 0  # closed connections were replaced without errors
+    assert set(report["errors"]["by_kind"]) == {"timeout"}
+    rows = {m["model"]: m for m in report["top_models"]}
+    assert rows["good"]["errors"] == 0 and rows["good"]["requests"] == report["requests"]
+    assert rows["silent"]["requests"] == 0 and rows["silent"]["errors"] == report["errors"]["total"]

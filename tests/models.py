@@ -1,0 +1,89 @@
+"""Tiny ONNX models generated for the tests (no model files live in git)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import onnx
+import yaml
+from onnx import TensorProto, helper
+
+_TYPES = {
+    "FP32": TensorProto.FLOAT,
+    "FP16": TensorProto.FLOAT16,
+    "FP64": TensorProto.DOUBLE,
+    "INT64": TensorProto.INT64,
+    "INT32": TensorProto.INT32,
+    "INT8": TensorProto.INT8,
+    "UINT8": TensorProto.UINT8,
+    "BOOL": TensorProto.BOOL,
+    "BYTES": TensorProto.STRING,
+}
+
+
+def _save(graph: onnx.GraphProto, path: Path) -> Path:
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="modelfleet-tests"
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def identity(path: Path, datatype: str = "FP32", shape: tuple[Any, ...] = ("batch", 16)) -> Path:
+    """input -> output, unchanged."""
+    t = _TYPES[datatype]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["output"])],
+        "identity",
+        [helper.make_tensor_value_info("input", t, list(shape))],
+        [helper.make_tensor_value_info("output", t, list(shape))],
+    )
+    return _save(graph, path)
+
+
+def add_sub(path: Path, datatype: str = "INT64", width: int = 4) -> Path:
+    """a, b -> sum = a + b, diff = a - b; [batch, width]."""
+    t = _TYPES[datatype]
+    shape = ["batch", width]
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["sum"]), helper.make_node("Sub", ["a", "b"], ["diff"])],
+        "add_sub",
+        [helper.make_tensor_value_info("a", t, shape), helper.make_tensor_value_info("b", t, shape)],
+        [helper.make_tensor_value_info("sum", t, shape), helper.make_tensor_value_info("diff", t, shape)],
+    )
+    return _save(graph, path)
+
+
+def write_config(folder: Path, config: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def standard_repo(root: Path) -> Path:
+    """identity (config), auto (no config), add_sub, strings, fixed (no batch dim), broken, two versions."""
+    identity(root / "identity" / "1" / "model.onnx")
+    write_config(
+        root / "identity",
+        {
+            "backend": "onnxruntime",
+            "max_batch_size": 8,
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 16]}],
+            "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, 16]}],
+            "onnxruntime": {"intra_op_threads": 1},
+        },
+    )
+    identity(root / "auto" / "1" / "model.onnx")
+    add_sub(root / "add_sub" / "1" / "model.onnx")
+    identity(root / "strings" / "1" / "model.onnx", "BYTES", ("batch", 2))
+    identity(root / "half" / "1" / "model.onnx", "FP16", ("batch", 4))
+    identity(root / "fixed" / "1" / "model.onnx", "FP32", (2, 3))
+    (root / "broken" / "1").mkdir(parents=True)
+    (root / "broken" / "1" / "model.onnx").write_bytes(b"this is not an onnx file")
+    identity(root / "versioned" / "1" / "model.onnx", "FP32", ("batch", 2))
+    identity(root / "versioned" / "2" / "model.onnx", "FP32", ("batch", 2))
+    write_config(root / "versioned", {"version_policy": {"all": True}})
+    return root

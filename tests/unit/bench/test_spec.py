@@ -1,0 +1,71 @@
+from pathlib import Path
+
+import pytest
+
+from modelfleet.bench.spec import BenchSpec, ModelSelection, Target, parse_shapes, split_names
+
+
+def test_target_parse() -> None:
+    t = Target.parse("http://example:9000/base/")
+    assert (t.host, t.port, t.host_header, t.base_path) == ("example", 9000, "example:9000", "/base")
+    assert t.url == "http://example:9000/base"
+    assert Target.parse("http://h").port == 80
+
+
+@pytest.mark.parametrize("url", ["https://h", "h:8000", "http://", "http://h:port"])
+def test_target_rejects(url: str) -> None:
+    with pytest.raises(ValueError, match="--url"):
+        Target.parse(url)
+
+
+def test_model_pattern_expands() -> None:
+    sel = ModelSelection(pattern="tenant-{i:04d}", count=3, start=9)
+    assert sel.expand() == ("tenant-0009", "tenant-0010", "tenant-0011")
+    assert ModelSelection(names=("a", "b")).expand() == ("a", "b")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "name at least one model"),
+        ({"names": ("a",), "pattern": "t-{i}", "count": 1}, "not both"),
+        ({"pattern": "t-{i}"}, "--model-count"),
+        ({"pattern": "tenant", "count": 2}, "exactly one"),
+        ({"pattern": "t-{i}-{j}", "count": 2}, "exactly one"),
+        ({"pattern": "t-{i:q}", "count": 2}, "cannot format"),
+    ],
+)
+def test_model_selection_errors(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ModelSelection(**kwargs)  # type: ignore[arg-type]
+
+
+def test_split_names() -> None:
+    assert split_names(["a,b", "c", " a ,", ""]) == ("a", "b", "c")
+
+
+def test_parse_shapes() -> None:
+    assert parse_shapes(["input_ids=1,128", "x=4"]) == {"input_ids": (1, 128), "x": (4,)}
+    for bad in ["x", "=1", "x=", "x=1,a", "x=0"]:
+        with pytest.raises(ValueError, match="NAME=D1,D2"):
+            parse_shapes([bad])
+
+
+def spec(**kwargs: object) -> BenchSpec:
+    return BenchSpec(Target.parse("http://h:1"), ModelSelection(names=("m",)), **kwargs)  # type: ignore[arg-type]
+
+
+def test_spec_checks() -> None:
+    with pytest.raises(ValueError, match="cannot exceed --concurrency"):
+        spec(concurrency=2, processes=3)
+    with pytest.raises(ValueError, match="--duration"):
+        spec(duration_s=0)
+    with pytest.raises(ValueError, match="--shape does not apply"):
+        spec(input_file=Path("x.json"), shapes={"x": (1,)})
+
+
+def test_same_signature_defaults_to_pattern() -> None:
+    assert not spec().shares_signature
+    assert spec(same_signature=True).shares_signature
+    by_pattern = BenchSpec(Target.parse("http://h:1"), ModelSelection(pattern="t{i}", count=2))
+    assert by_pattern.shares_signature

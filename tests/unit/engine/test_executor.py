@@ -1,0 +1,96 @@
+import asyncio
+import threading
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pytest
+
+from modelfleet.engine.executor import ModelExecutor
+from modelfleet.errors import BadRequest, Overloaded
+from modelfleet.protocol.v2 import TensorSpec
+
+
+class Doubler:
+    """A runtime that doubles its input; optionally waits on a gate to hold jobs in the queue."""
+
+    inputs = [TensorSpec("x", "FP32", (-1,))]
+    outputs = [TensorSpec("y", "FP32", (-1,))]
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.calls = 0
+        self.threads: set[str] = set()
+
+    def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
+        self.gate.wait(5)
+        self.calls += 1
+        self.threads.add(threading.current_thread().name)
+        if inputs["x"].size == 0:
+            raise BadRequest("empty")
+        return [inputs["x"] * 2]
+
+    def unload(self) -> None:
+        pass
+
+
+async def test_runs_off_the_event_loop_and_returns_timings() -> None:
+    runtime = Doubler()
+    executor = ModelExecutor(runtime, "m/1", max_queue_size=4)
+    job = await executor.run({"x": np.array([1.0, 2.0])}, ["y"])
+    assert job.future.result()[0].tolist() == [2.0, 4.0]
+    assert job.enqueued_ns <= job.started_ns <= job.finished_ns
+    assert runtime.threads == {"model:m/1"}
+    assert executor.pending == 0
+    await executor.close()
+
+
+async def test_errors_reach_the_caller_and_the_executor_keeps_going() -> None:
+    executor = ModelExecutor(Doubler(), "m/1", max_queue_size=4)
+    with pytest.raises(BadRequest, match="empty"):
+        await executor.run({"x": np.array([])}, ["y"])
+    job = await executor.run({"x": np.array([3.0])}, ["y"])
+    assert job.future.result()[0].tolist() == [6.0]
+    await executor.close()
+
+
+async def test_full_queue_is_refused_at_once() -> None:
+    runtime = Doubler()
+    runtime.gate.clear()
+    executor = ModelExecutor(runtime, "m/1", max_queue_size=2)
+    held = [asyncio.create_task(executor.run({"x": np.array([1.0])}, ["y"])) for _ in range(2)]
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded, match="model 'm/1' has 2 requests queued"):
+        await executor.run({"x": np.array([1.0])}, ["y"])
+    runtime.gate.set()
+    await asyncio.gather(*held)
+    await executor.close()
+
+
+async def test_cancelled_jobs_are_never_executed() -> None:
+    runtime = Doubler()
+    runtime.gate.clear()
+    executor = ModelExecutor(runtime, "m/1", max_queue_size=8)
+    first = asyncio.create_task(executor.run({"x": np.array([1.0])}, ["y"]))
+    second = asyncio.create_task(executor.run({"x": np.array([1.0])}, ["y"]))
+    await asyncio.sleep(0)
+    second.cancel()
+    await asyncio.sleep(0)
+    runtime.gate.set()
+    await first
+    await executor.close()
+    assert runtime.calls == 1
+    assert executor.pending == 0
+
+
+async def test_close_drains_queued_jobs() -> None:
+    runtime = Doubler()
+    runtime.gate.clear()
+    executor = ModelExecutor(runtime, "m/1", max_queue_size=8)
+    tasks = [asyncio.create_task(executor.run({"x": np.array([float(i)])}, ["y"])) for i in range(3)]
+    await asyncio.sleep(0)
+    closing = asyncio.create_task(executor.close())
+    runtime.gate.set()
+    results = await asyncio.gather(*tasks)
+    await closing
+    assert [j.future.result()[0].tolist() for j in results] == [[0.0], [2.0], [4.0]]

@@ -1,0 +1,267 @@
+import json
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelfleet.errors import BadRequest
+from modelfleet.protocol.rest import Limits, decode_request, encode_response, header_length
+from modelfleet.protocol.v2 import InferOutput, InferRequest, InferResponse, RequestedOutput
+
+LIMITS = Limits(max_inputs=4, max_rank=4, max_elements=1000)
+
+
+def body(doc: Any) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def tensor(
+    name: str = "x", shape: Any = (1, 2), datatype: str = "FP32", data: Any = (1, 2), **extra: Any
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name, "shape": list(shape), "datatype": datatype, **extra}
+    if data is not None:
+        out["data"] = list(data) if isinstance(data, tuple) else data
+    return out
+
+
+def binary_body(inputs: list[dict[str, Any]], blobs: list[bytes], **top: Any) -> tuple[bytes, int]:
+    header = body({"inputs": inputs, **top})
+    return header + b"".join(blobs), len(header)
+
+
+def bad(raw: bytes, message: str, json_length: int | None = None) -> None:
+    with pytest.raises(BadRequest, match=message):
+        decode_request(raw, json_length, LIMITS)
+
+
+# -- JSON tensors --------------------------------------------------------------------------------------
+
+
+def test_flat_and_nested_json_data_give_the_same_array() -> None:
+    flat = decode_request(body({"inputs": [tensor(shape=(2, 2), data=[1, 2, 3, 4])]}), None, LIMITS)
+    nested = decode_request(body({"inputs": [tensor(shape=(2, 2), data=[[1, 2], [3, 4]])]}), None, LIMITS)
+    for request in (flat, nested):
+        array = request.inputs[0].data
+        assert array.dtype == np.float32
+        assert array.shape == (2, 2)
+        np.testing.assert_array_equal(array, [[1, 2], [3, 4]])
+
+
+def test_integers_booleans_and_strings_from_json() -> None:
+    request = decode_request(
+        body(
+            {
+                "inputs": [
+                    tensor("i", (3,), "INT64", [1, -2, 3]),
+                    tensor("b", (2,), "BOOL", [True, False]),
+                    tensor("s", (1, 2), "BYTES", [["h\u00e9", ""]]),
+                    tensor("u", (1,), "UINT8", [255]),
+                ],
+                "id": "req-7",
+                "parameters": {"custom": {"any": "thing"}},
+            }
+        ),
+        None,
+        LIMITS,
+    )
+    i, b, s, u = (t.data for t in request.inputs)
+    assert i.dtype == np.int64
+    assert i.tolist() == [1, -2, 3]
+    assert b.dtype == np.bool_
+    assert b.tolist() == [True, False]
+    assert s.shape == (1, 2)
+    assert s.tolist() == [["h\u00e9".encode(), b""]]
+    assert u.dtype == np.uint8
+    assert request.id == "req-7"
+    assert request.parameters == {"custom": {"any": "thing"}}
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"inputs": [tensor(shape=(1, 3))]}, "input 'x': data has 2 elements, shape \\[1, 3\\] needs 3"),
+        ({"inputs": [tensor(shape=(2, 2), data=[[1, 2], [3]])]}, "input 'x': data is not a regular"),
+        (
+            {"inputs": [tensor(shape=(4, 1), data=[[1, 2], [3, 4]])]},
+            "nested data has shape \\[2, 2\\], the tensor says \\[4, 1\\]",
+        ),
+        ({"inputs": [tensor(datatype="FP16")]}, "input 'x': FP16 cannot be sent as JSON numbers"),
+        ({"inputs": [tensor(datatype="BF16")]}, "BF16 is not supported"),
+        ({"inputs": [tensor(datatype="float32")]}, "unknown datatype 'float32'"),
+        ({"inputs": [tensor(data=["a", "b"])]}, "input 'x': FP32 data must be numbers"),
+        ({"inputs": [tensor(datatype="INT64", data=[1.5, 2])]}, "input 'x': INT64 data must be integers"),
+        ({"inputs": [tensor(datatype="BOOL", data=[1, 0])]}, "input 'x': BOOL data must be booleans"),
+        ({"inputs": [tensor(datatype="UINT8", data=[256, 1])]}, "values must lie in \\[0, 255\\] for UINT8"),
+        ({"inputs": [tensor(datatype="BYTES", data=[1, 2])]}, "BYTES data must be strings"),
+        ({"inputs": [tensor(data=None)]}, "input 'x': no 'data' and no 'binary_data_size'"),
+        ({"inputs": [tensor(shape=(1, -2))]}, "input 'x': shape \\[1, -2\\] has a negative dimension"),
+        ({"inputs": [tensor(shape=(1, 1, 1, 1, 2))]}, "shape has 5 dimensions, the limit is 4"),
+        ({"inputs": [tensor(shape=(100, 100), data=[0])]}, "holds 10000 elements, the limit is 1000"),
+        ({"inputs": [tensor(name=f"x{i}") for i in range(5)]}, "request has 5 inputs, the limit is 4"),
+        (
+            {"inputs": [tensor()], "outputs": [{"name": f"o{i}"} for i in range(5)]},
+            "asks for 5 outputs, the limit is 4",
+        ),
+        ({"inputs": "x"}, "invalid inference request: Expected `array`, got `str` - at `\\$.inputs`"),
+        ({"inputs": [{"shape": [1], "datatype": "FP32", "data": [1]}]}, "missing required field `name`"),
+        (
+            {"inputs": [tensor(shape=[1.5, 2])]},
+            "Expected `int`, got `float` - at `\\$.inputs\\[0\\].shape\\[0\\]`",
+        ),
+        ({"inputs": [tensor()], "parameters": {"timeout": "soon"}}, "request: parameter 'timeout' must be"),
+        ({"inputs": [tensor()], "id": 5}, "Expected `str \\| null`, got `int` - at `\\$.id`"),
+        ([1, 2], "Expected `object`, got `array`"),
+    ],
+)
+def test_malformed_json_requests_name_the_field(doc: Any, message: str) -> None:
+    bad(body(doc), message)
+
+
+def test_not_json_at_all() -> None:
+    bad(b'{"inputs": [', "request body is not valid JSON")
+    bad(b"\xff\xfe", "request body is not valid JSON")
+
+
+# -- binary tensors -----------------------------------------------------------------------------------------
+
+
+def test_binary_inputs_are_views_of_the_body_in_input_order() -> None:
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    s = b"\x02\x00\x00\x00hi\x00\x00\x00\x00"
+    raw, n = binary_body(
+        [
+            tensor("a", (2, 3), "FP32", None, parameters={"binary_data_size": a.nbytes}),
+            tensor("j", (1,), "INT64", [7]),
+            tensor("s", (2,), "BYTES", None, parameters={"binary_data_size": len(s)}),
+        ],
+        [a.tobytes(), s],
+    )
+    request = decode_request(raw, n, LIMITS)
+    np.testing.assert_array_equal(request.inputs[0].data, a)
+    assert request.inputs[1].data.tolist() == [7]
+    assert request.inputs[2].data.tolist() == [b"hi", b""]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "blobs", "message"),
+    [
+        (
+            [tensor("a", (1, 2), "FP32", None, parameters={"binary_data_size": 4})],
+            [b"1234"],
+            "input 'a': binary_data_size is 4 bytes, but shape \\[1, 2\\] of FP32 needs 8 bytes",
+        ),
+        (
+            [tensor("a", (1, 2), "FP32", None, parameters={"binary_data_size": 8})],
+            [b"1234"],
+            "binary_data_size 8 runs past the end of the body \\(4 binary bytes left\\)",
+        ),
+        (
+            [tensor("a", (1, 1), "FP32", None, parameters={"binary_data_size": 4})],
+            [b"12345678"],
+            "8 bytes of binary data after the JSON header, but the inputs' binary_data_size add up to 4",
+        ),
+        (
+            [tensor("a", (1, 1), "FP32", [1], parameters={"binary_data_size": 4})],
+            [b"1234"],
+            "give either 'data' or parameter 'binary_data_size', not both",
+        ),
+        (
+            [tensor("a", (1,), "FP32", None, parameters={"binary_data_size": -4})],
+            [b"1234"],
+            "parameter 'binary_data_size' must be a non-negative integer",
+        ),
+        (
+            [tensor("s", (2,), "BYTES", None, parameters={"binary_data_size": 6})],
+            [b"\x02\x00\x00\x00hi"],
+            "input 's': BYTES data holds 1 elements, expected 2",
+        ),
+    ],
+)
+def test_malformed_binary_requests(inputs: list[dict[str, Any]], blobs: list[bytes], message: str) -> None:
+    raw, n = binary_body(inputs, blobs)
+    bad(raw, message, n)
+
+
+def test_fp16_travels_as_binary() -> None:
+    half = np.array([[0.5, -2.0]], dtype=np.float16)
+    raw, n = binary_body(
+        [tensor("h", (1, 2), "FP16", None, parameters={"binary_data_size": 4})], [half.tobytes()]
+    )
+    np.testing.assert_array_equal(decode_request(raw, n, LIMITS).inputs[0].data, half)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("-5", "must be a non-negative integer, got '-5'"),
+        ("abc", "must be a non-negative integer, got 'abc'"),
+        ("", "must be a non-negative integer"),
+        ("1.5", "must be a non-negative integer"),
+        ("500", "Inference-Header-Content-Length is 500 but the body has only 100 bytes"),
+    ],
+)
+def test_bad_inference_header_content_length(value: str, message: str) -> None:
+    with pytest.raises(BadRequest, match=re.escape(message) if "(" in message else message):
+        header_length(value, 100)
+
+
+def test_header_length_in_range() -> None:
+    assert header_length(None, 10) is None
+    assert header_length(" 10 ", 10) == 10
+
+
+def test_header_length_that_cuts_the_json_is_a_clear_400() -> None:
+    raw, n = binary_body([tensor()], [])
+    bad(raw, "request body is not valid JSON", n - 3)
+
+
+# -- responses ------------------------------------------------------------------------------------------------
+
+
+def response() -> InferResponse:
+    return InferResponse(
+        "m",
+        "3",
+        [
+            InferOutput("f", "FP32", (1, 2), np.array([[0.5, 1.5]], dtype=np.float32)),
+            InferOutput("s", "BYTES", (2,), np.array([b"ab", "c"], dtype=object)),
+        ],
+        id="abc",
+    )
+
+
+def test_json_response_carries_id_version_and_flat_data() -> None:
+    raw, n = encode_response(response(), InferRequest([]))
+    assert n is None
+    doc = json.loads(raw)
+    assert doc == {
+        "model_name": "m",
+        "model_version": "3",
+        "id": "abc",
+        "outputs": [
+            {"name": "f", "datatype": "FP32", "shape": [1, 2], "data": [0.5, 1.5]},
+            {"name": "s", "datatype": "BYTES", "shape": [2], "data": ["ab", "c"]},
+        ],
+    }
+
+
+def test_binary_output_for_all_or_per_output() -> None:
+    raw, n = encode_response(response(), InferRequest([], parameters={"binary_data_output": True}))
+    assert n is not None
+    header = json.loads(raw[:n])
+    assert [o["parameters"]["binary_data_size"] for o in header["outputs"]] == [8, 11]
+    tail = raw[n:]
+    assert np.frombuffer(tail[:8], np.float32).tolist() == [0.5, 1.5]
+    assert tail[8:] == b"\x02\x00\x00\x00ab\x01\x00\x00\x00c"
+
+    only_s = InferRequest(
+        [],
+        outputs=[RequestedOutput("f", {"binary_data": False}), RequestedOutput("s", {"binary_data": True})],
+    )
+    raw, n = encode_response(response(), only_s)
+    assert n is not None
+    header = json.loads(raw[:n])
+    assert header["outputs"][0]["data"] == [0.5, 1.5]
+    assert "data" not in header["outputs"][1]
+    assert raw[n:] == b"\x02\x00\x00\x00ab\x01\x00\x00\x00c"

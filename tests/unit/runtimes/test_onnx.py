@@ -1,0 +1,68 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelfleet.errors import BadRequest, ModelLoadError
+from modelfleet.protocol.v2 import TensorSpec
+from modelfleet.repository.config import Device, ModelConfig
+from modelfleet.runtimes.base import LoadSpec, load_runtime
+from modelfleet.runtimes.onnx import CPU, CUDA, providers_for
+from tests.models import add_sub, identity
+
+
+def spec(path: Path, **config: object) -> LoadSpec:
+    return LoadSpec("m", 1, path, ModelConfig(backend="onnxruntime", **config), default_intra_op_threads=1)  # type: ignore[arg-type]
+
+
+def test_signature_comes_from_the_model_with_dynamic_dims_as_minus_one(tmp_path: Path) -> None:
+    model = load_runtime(spec(add_sub(tmp_path / "model.onnx")))
+    assert model.inputs == [TensorSpec("a", "INT64", (-1, 4)), TensorSpec("b", "INT64", (-1, 4))]
+    assert model.outputs == [TensorSpec("sum", "INT64", (-1, 4)), TensorSpec("diff", "INT64", (-1, 4))]
+    a = np.arange(8, dtype=np.int64).reshape(2, 4)
+    b = np.ones((2, 4), dtype=np.int64)
+    diff, total = model.infer({"a": a, "b": b}, ["diff", "sum"])
+    np.testing.assert_array_equal(total, a + b)
+    np.testing.assert_array_equal(diff, a - b)
+    model.unload()
+
+
+def test_string_tensors_accept_bytes(tmp_path: Path) -> None:
+    model = load_runtime(spec(identity(tmp_path / "model.onnx", "BYTES", ("batch", 2))))
+    assert model.inputs[0].datatype == "BYTES"
+    (out,) = model.infer({"input": np.array([[b"ab", b"c"]], dtype=object)}, ["output"])
+    assert out.tolist() == [["ab", "c"]]
+
+
+def test_invalid_input_is_a_400_without_the_runtime_prefix(tmp_path: Path) -> None:
+    model = load_runtime(spec(identity(tmp_path / "model.onnx")))
+    with pytest.raises(BadRequest, match="model 'm' refused the input: Got invalid dimensions") as info:
+        model.infer({"input": np.zeros((1, 3), np.float32)}, ["output"])
+    assert "ONNXRuntimeError" not in str(info.value)
+
+
+def test_load_errors_name_the_file_not_the_host_path(tmp_path: Path) -> None:
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(
+        ModelLoadError, match="ONNX Runtime cannot load m/1/model.onnx: Protobuf parsing failed"
+    ) as info:
+        load_runtime(spec(bad))
+    assert str(tmp_path) not in str(info.value)
+    with pytest.raises(ModelLoadError, match="version 1 has no model.onnx"):
+        load_runtime(spec(tmp_path / "missing" / "model.onnx"))
+
+
+def test_unknown_backend_is_a_load_error(tmp_path: Path) -> None:
+    config = ModelConfig().model_copy(update={"backend": "tensorflow"})
+    with pytest.raises(ModelLoadError, match="unknown backend 'tensorflow'; available: onnxruntime"):
+        load_runtime(LoadSpec("m", 1, tmp_path, config, 1))
+
+
+def test_providers_follow_the_device_setting() -> None:
+    assert providers_for(Device.CPU, [CUDA, CPU]) == [CPU]
+    assert providers_for(Device.AUTO, [CUDA, CPU]) == [CUDA, CPU]
+    assert providers_for(Device.AUTO, [CPU]) == [CPU]
+    assert providers_for(Device.CUDA, [CUDA, CPU]) == [CUDA, CPU]
+    with pytest.raises(ModelLoadError, match="device 'cuda' asked for, but ONNX Runtime has no CUDA"):
+        providers_for(Device.CUDA, [CPU])
