@@ -3,6 +3,11 @@
 The event loop never blocks on a framework call: it enqueues a job and awaits a future that the
 executor thread settles through `call_soon_threadsafe`. Jobs whose caller has gone (cancelled
 future) are skipped, never executed. Closing drains what is queued, then stops the thread.
+
+Each wake-up of the thread takes every job already queued and hands results back in groups, so a
+busy tiny model costs one loop wake-up (and one GIL hand-over) per group rather than per request;
+a group is handed back once FLUSH_NS have passed since its first job started, so slow models
+answer job by job.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -29,14 +34,23 @@ class Job:
         loop: asyncio.AbstractEventLoop,
         inputs: Mapping[str, np.ndarray],
         outputs: Sequence[str],
+        enqueued_ns: int,
     ) -> None:
         self.loop = loop
         self.future: asyncio.Future[list[np.ndarray]] = loop.create_future()
         self.inputs = inputs
         self.outputs = outputs
-        self.enqueued_ns = time.perf_counter_ns()
+        self.enqueued_ns = enqueued_ns
         self.started_ns = 0
         self.finished_ns = 0
+
+
+FLUSH_NS = 50_000  # hand results back at least this often (ns) while draining a busy queue
+
+
+def _settle_all(done: list[tuple[Job, list[np.ndarray] | None, BaseException | None]]) -> None:
+    for job, result, error in done:
+        _settle(job, result, error)
 
 
 def _settle(job: Job, result: list[np.ndarray] | None, error: BaseException | None) -> None:
@@ -51,7 +65,14 @@ def _settle(job: Job, result: list[np.ndarray] | None, error: BaseException | No
 
 
 class ModelExecutor:
-    def __init__(self, runtime: Runtime, label: str, max_queue_size: int) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        label: str,
+        max_queue_size: int,
+        clock: Callable[[], int] = time.perf_counter_ns,
+    ) -> None:
+        self._clock = clock
         self._runtime = runtime
         self._label = label
         self._max_queue_size = max_queue_size
@@ -68,7 +89,7 @@ class ModelExecutor:
         """Queue one inference and wait for it; the finished job carries results' timings."""
         if self._pending >= self._max_queue_size:
             raise Overloaded(f"model '{self._label}' has {self._pending} requests queued; try again later")
-        job = Job(asyncio.get_running_loop(), inputs, outputs)
+        job = Job(asyncio.get_running_loop(), inputs, outputs, self._clock())
         self._pending += 1
         self._queue.put(job)
         try:
@@ -78,20 +99,46 @@ class ModelExecutor:
         return job
 
     def _run(self) -> None:
-        runtime = self._runtime
-        while (job := self._queue.get()) is not None:
-            if job.future.cancelled():
-                continue
-            job.started_ns = time.perf_counter_ns()
-            try:
-                result, error = runtime.infer(job.inputs, job.outputs), None
-            except BaseException as exc:  # handed to the caller, whatever it is
-                result, error = None, exc
-            job.finished_ns = time.perf_counter_ns()
-            try:
-                job.loop.call_soon_threadsafe(_settle, job, result, error)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
+        runtime, clock = self._runtime, self._clock
+        pending = self._queue
+        while True:
+            jobs = [pending.get()]
+            while True:  # everything already waiting, without blocking
+                try:
+                    jobs.append(pending.get_nowait())
+                except queue.Empty:
+                    break
+            done: list[tuple[Job, list[np.ndarray] | None, BaseException | None]] = []
+            for job in jobs:
+                if job is None:
+                    self._hand_back(done)
+                    return
+                if job.future.cancelled():
+                    continue
+                job.started_ns = clock()
+                try:
+                    result, error = runtime.infer(job.inputs, job.outputs), None
+                except BaseException as exc:  # handed to the caller, whatever it is
+                    result, error = None, exc
+                job.finished_ns = clock()
+                done.append((job, result, error))
+                if job.finished_ns - done[0][0].started_ns >= FLUSH_NS:
+                    if not self._hand_back(done):
+                        return
+                    done = []
+            if not self._hand_back(done):
                 return
+
+    @staticmethod
+    def _hand_back(done: list[tuple[Job, list[np.ndarray] | None, BaseException | None]]) -> bool:
+        """Settle finished jobs on their loop; False when the loop is gone (nobody waits any more)."""
+        if not done:
+            return True
+        try:
+            done[0][0].loop.call_soon_threadsafe(_settle_all, done)
+        except RuntimeError:
+            return False
+        return True
 
     async def close(self) -> None:
         """Let queued jobs finish, then stop the thread."""

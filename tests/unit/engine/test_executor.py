@@ -94,3 +94,64 @@ async def test_close_drains_queued_jobs() -> None:
     results = await asyncio.gather(*tasks)
     await closing
     assert [j.future.result()[0].tolist() for j in results] == [[0.0], [2.0], [4.0]]
+
+
+class Stepper:
+    """A runtime whose every call waits for its own permission, so the test decides the order."""
+
+    inputs = Doubler.inputs
+    outputs = Doubler.outputs
+
+    def __init__(self) -> None:
+        self.allowed = [threading.Event() for _ in range(3)]
+        self.calls = 0
+
+    def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
+        self.allowed[self.calls].wait(5)
+        self.calls += 1
+        return [inputs["x"]]
+
+    def unload(self) -> None:
+        pass
+
+
+def ticking(step_ns: int):  # type: ignore[no-untyped-def]
+    now = [0]
+
+    def clock() -> int:
+        now[0] += step_ns
+        return now[0]
+
+    return clock
+
+
+async def queue_three(executor: ModelExecutor) -> list[asyncio.Task[object]]:
+    tasks = [asyncio.create_task(executor.run({"x": np.array([float(i)])}, ["y"])) for i in range(3)]
+    await asyncio.sleep(0)
+    return tasks  # type: ignore[return-value]
+
+
+async def test_slow_jobs_are_handed_back_one_by_one() -> None:
+    runtime = Stepper()
+    executor = ModelExecutor(runtime, "m/1", 8, clock=ticking(1_000_000))  # every job "takes" 1 ms
+    first, second, third = await queue_three(executor)
+    runtime.allowed[0].set()
+    await asyncio.wait_for(first, 5)  # answered while the second is still waiting to run
+    assert not second.done()
+    runtime.allowed[1].set()
+    runtime.allowed[2].set()
+    await asyncio.gather(second, third)
+    await executor.close()
+
+
+async def test_fast_jobs_are_handed_back_together() -> None:
+    runtime = Stepper()
+    executor = ModelExecutor(runtime, "m/1", 8, clock=ticking(1))  # every job "takes" 1 ns
+    tasks = await queue_three(executor)
+    runtime.allowed[0].set()
+    runtime.allowed[1].set()
+    await asyncio.sleep(0.05)
+    assert not any(t.done() for t in tasks)  # the group waits for the third job
+    runtime.allowed[2].set()
+    await asyncio.gather(*tasks)
+    await executor.close()

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# overhead.sh [ROUNDS] [SECONDS]: server overhead on `identity` against the in-stack limit.
+# In alternating rounds, wrk (1 thread, 8 connections, the same binary-extension request bytes)
+# drives (a) bench/trivial_target.py, a raw ASGI app under the same uvicorn stack answering a fixed
+# body, and (b) `modelfleet serve` running `identity` (ONNX Runtime, 1 intra-op thread).
+# Prints each round and the medians; the issue's target is (b) >= 25 % of (a).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+ROUNDS="${1:-3}"; SECONDS_PER_RUN="${2:-10}"
+PY="$ROOT/.venv/bin/python"
+WORK="$(mktemp -d)"; trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/repo/identity/1"
+"$PY" - "$WORK/repo/identity/1/model.onnx" <<'PY'
+import sys, onnx
+from modelfleet.demo.onnx_files import identity_model
+onnx.save(identity_model(), sys.argv[1])
+PY
+cat >"$WORK/bin.lua" <<'LUA'
+wrk.method = "POST"
+local header = '{"inputs":[{"name":"input","shape":[1,16],"datatype":"FP32","parameters":{"binary_data_size":64}}],"parameters":{"binary_data_output":true}}'
+wrk.body = header .. string.rep("\0\0\128\63", 16)
+wrk.headers["Inference-Header-Content-Length"] = tostring(#header)
+wrk.headers["Content-Type"] = "application/octet-stream"
+LUA
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$1/v2/health/ready" && return 0; \
+  curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.2; done; return 1; }
+P_RAW=$(free_port); P_MF=$(free_port)
+"$PY" "$ROOT/bench/trivial_target.py" --port "$P_RAW" >/dev/null 2>&1 & echo $! >"$WORK/raw.pid"
+"$ROOT/.venv/bin/modelfleet" serve "$WORK/repo" --port "$P_MF" --intra-op-threads 1 --log-level warning \
+  >"$WORK/mf.log" 2>&1 & echo $! >"$WORK/mf.pid"
+wait_port "$P_RAW"; wait_port "$P_MF"
+run() { wrk -t1 -c8 -d"${SECONDS_PER_RUN}s" -s "$WORK/bin.lua" "http://127.0.0.1:$1/v2/models/identity/infer" \
+  | awk '/Requests\/sec/ {print $2} /Non-2xx/ {print "ERRORS " $0 > "/dev/stderr"}'; }
+run "$P_RAW" >/dev/null; run "$P_MF" >/dev/null   # warm-up
+echo "date $(date -u +%FT%TZ), nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo | sed 's/\t//'), loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+raw=(); mf=()
+for i in $(seq "$ROUNDS"); do
+  r=$(run "$P_RAW"); m=$(run "$P_MF"); raw+=("$r"); mf+=("$m")
+  echo "round $i: raw ASGI $r req/s, modelfleet identity $m req/s"
+done
+"$PY" - "${raw[*]}" "${mf[*]}" <<'PY'
+import statistics, sys
+raw = [float(x) for x in sys.argv[1].split()]; mf = [float(x) for x in sys.argv[2].split()]
+a, b = statistics.median(raw), statistics.median(mf)
+print(f"median: raw ASGI {a:,.0f} req/s, modelfleet identity {b:,.0f} req/s = {100 * b / a:.1f} % of raw")
+PY
