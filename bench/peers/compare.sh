@@ -41,7 +41,8 @@ stop_server() {
   local root; root="$(cat "$pidfile")"
   "$PEERS_DIR/stop.sh" "$pidfile" >>"$LOGDIR/stop.log" 2>&1
   # anything of that session/tree still around (stop.sh SIGKILLs after 20 s, so rarely)
-  local left; left="$(python3 "$PEERS_DIR/proctree.py" pids "$root" 2>/dev/null)"
+  local left; left="$(PYTHONPATH="$PEERS_DIR" python3 -c 'import sys, proctree as t
+print(" ".join(str(p) for p in t.pids(int(sys.argv[1])) if not t._zombie(p)))' "$root" 2>/dev/null)"
   if [ -n "$left" ]; then
     echo "  leftover processes after stop: $left" >&2
     STOP_WAIT=5 python3 "$PEERS_DIR/proctree.py" stop "$root" >>"$LOGDIR/stop.log" 2>&1
@@ -74,7 +75,8 @@ LOADAVG0="$(cut -d' ' -f1-3 /proc/loadavg)"
 CPU="$(grep -m1 'model name' /proc/cpuinfo | sed 's/^model name[[:space:]]*:[[:space:]]*//')"
 MF_REV="$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')"
 MF_DIRTY="$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | awk '{print $2}' | paste -sd, -)"
-MACHINE="$(date -u) | nproc $(nproc) | $CPU | loadavg at start $LOADAVG0"
+# (GNU nproc honours OMP_NUM_THREADS, which common.sh sets to PEER_THREADS: ask without it)
+MACHINE="$(date -u) | nproc $(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) | $CPU | loadavg at start $LOADAVG0"
 CONFIG="rounds=$ROUNDS seconds=$SECS c=$CONC warmup=1s PEER_THREADS=$PEER_THREADS EXTRA_MODELS=${EXTRA_MODELS:-none} servers: $SERVERS | modelfleet $MF_REV${MF_DIRTY:+ (modified: $MF_DIRTY)}"
 echo "machine: $MACHINE"
 echo "config:  $CONFIG"
@@ -112,7 +114,7 @@ EOF
 fmt_load() {  # fmt_load 'load.py JSON' -> "1234.5 req/s p50 1.23 p99 4.56 err 0"
   python3 -c 'import json,sys
 try:
-    r = json.loads(sys.argv[1]); print(f"{r[\"rps\"]:8.1f} req/s p50 {r[\"p50_ms\"]:6.2f} p99 {r[\"p99_ms\"]:7.2f} err {r[\"errors\"]}")
+    r = json.loads(sys.argv[1]); print("{:8.1f} req/s p50 {:6.2f} p99 {:7.2f} err {}".format(r["rps"], r["p50_ms"], r["p99_ms"], r["errors"]))
 except Exception: print("    (no result)")' "$1"
 }
 

@@ -37,7 +37,6 @@ x = httpclient.InferInput("input", [1, 16], "FP32")
 x.set_data_from_numpy(np.arange(16, dtype=np.float32).reshape(1, 16))
 print(client.infer("identity", [x]).as_numpy("output"))
 PY
-  (tritonclient comes with the test extra: .venv/bin/pip install 'tritonclient[http]')
 
   .venv/bin/modelfleet bench --url {url} --model identity -c 8 -d 10 --encoding binary
 """
