@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from modelfleet.config import ServerSettings
+from modelfleet.config import ServerSettings, StartupLoad
 from tests.models import standard_repo
 
 
@@ -18,4 +18,6 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def settings(repo: Path) -> ServerSettings:
-    return ServerSettings(repository=repo, intra_op_threads=1, load_concurrency=2)
+    return ServerSettings(
+        repository=repo, intra_op_threads=1, load_concurrency=2, startup_load=StartupLoad.ALL
+    )

@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import yaml
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
+
+from modelfleet.repository.weights import MANIFEST, SHARED_PLACEHOLDER, WeightsManifest, tensor_ref
 
 _TYPES = {
     "FP32": TensorProto.FLOAT,
@@ -87,3 +90,50 @@ def standard_repo(root: Path) -> Path:
     identity(root / "versioned" / "2" / "model.onnx", "FP32", ("batch", 2))
     write_config(root / "versioned", {"version_policy": {"all": True}})
     return root
+
+
+def shared_matmul(root: Path, name: str, weight: np.ndarray, bias: np.ndarray, version: int = 1) -> Path:
+    """y = x @ weight + bias, [batch, n] -> [batch, m]; `weight` lives in the repository's blob
+    store (weights.json + the empty shared.weights placeholder), `bias` inline in the model."""
+    folder = root / name / str(version)
+    folder.mkdir(parents=True, exist_ok=True)
+    w = numpy_helper.from_array(weight.astype(np.float32), "W")
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", SHARED_PLACEHOLDER), ("offset", "0"), ("length", str(weight.nbytes))):
+        entry = w.external_data.add()
+        entry.key, entry.value = key, value
+    b = numpy_helper.from_array(bias.astype(np.float32), "B")
+    n, m = weight.shape
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "B"], ["y"])],
+        "shared_matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", m])],
+        [w, b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(folder / "model.onnx"))
+    (folder / SHARED_PLACEHOLDER).write_bytes(b"")
+    manifest = WeightsManifest(tensors={"W": tensor_ref(root, weight.astype(np.float32), "FP32")})
+    (folder / MANIFEST).write_text(manifest.model_dump_json())
+    return folder / "model.onnx"
+
+
+def adapter(
+    root: Path, name: str, base: str, weight: np.ndarray, bias: np.ndarray, head_input: str = "output"
+) -> None:
+    """A head over `base`: weights.json holding weight [out, in] and bias [out]."""
+    write_config(
+        root / name, {"backend": "adapter", "base": base, "head": {"input": head_input, "output": "logits"}}
+    )
+    folder = root / name / "1"
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = WeightsManifest(
+        tensors={
+            "weight": tensor_ref(root, weight.astype(np.float32), "FP32"),
+            "bias": tensor_ref(root, bias.astype(np.float32), "FP32"),
+        }
+    )
+    (folder / MANIFEST).write_text(manifest.model_dump_json())

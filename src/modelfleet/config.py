@@ -12,10 +12,13 @@ from typing import Annotated
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from modelfleet.engine.memory import parse_budget
+
 
 class StartupLoad(StrEnum):
-    ALL = "all"  # load every model of the repository at start
-    NONE = "none"  # load nothing; models are loaded through the repository API
+    ALL = "all"  # load every model of the repository at start (as far as the budget allows)
+    PINNED = "pinned"  # load the models whose config says pinned: true; the rest on demand
+    NONE = "none"  # load nothing at start
 
 
 class ServerSettings(BaseSettings):
@@ -27,8 +30,11 @@ class ServerSettings(BaseSettings):
     """Address the HTTP server binds to."""
     http_port: Annotated[int, Field(ge=0, le=65535)] = 8000
     """HTTP port (0 picks a free one)."""
-    startup_load: StartupLoad = StartupLoad.ALL
-    """Which models are loaded at start."""
+    startup_load: StartupLoad = StartupLoad.PINNED
+    """Which models are loaded at start; every other model loads on its first request."""
+    memory_budget: str = "0.6"
+    """Memory for resident models: bytes ('12GiB', '800MB') or a fraction of the machine's (or
+    container's) memory ('0.6'). Least recently used models are evicted to stay within it."""
     max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     """Largest request body, also after gzip/deflate decompression; larger gets 413."""
     max_inputs: Annotated[int, Field(ge=1)] = 64
@@ -56,4 +62,8 @@ class ServerSettings(BaseSettings):
     def _repository_exists(self) -> ServerSettings:
         if not self.repository.is_dir():
             raise ValueError(f"repository {self.repository} is not a folder")
+        self.memory_budget_bytes()  # refuse an unreadable budget at start
         return self
+
+    def memory_budget_bytes(self) -> int:
+        return parse_budget(self.memory_budget)

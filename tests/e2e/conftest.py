@@ -73,7 +73,7 @@ class ServerProcess:
 
 @pytest.fixture(scope="module")
 def server(repo: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(repo, "--intra-op-threads", "1")
+    proc = ServerProcess(repo, "--intra-op-threads", "1", "--startup-load", "all")
     try:
         proc.wait_ready()
         yield proc

@@ -102,7 +102,10 @@ def test_errors_come_back_as_exceptions_with_the_message(client: httpclient.Infe
         InferenceServerException, match="shape \\[1, 8\\] does not match the model's \\[-1, 16\\]"
     ):
         client.infer("identity", [wrong])
-    with pytest.raises(InferenceServerException, match="model 'broken' is unavailable"):
+    with pytest.raises(
+        InferenceServerException,
+        match="model 'broken' failed to load: ONNX Runtime cannot load broken/1/model.onnx",
+    ):
         client.get_model_metadata("broken")
     assert client.is_server_ready()
 

@@ -253,12 +253,15 @@ async def test_invalid_model_names_are_400(client: httpx.AsyncClient, name: str)
 async def test_unavailable_model_says_why(client: httpx.AsyncClient) -> None:
     r = await client.post("/v2/models/broken/infer", json=infer_body())
     await expect_error(
-        client,
-        r,
-        503,
-        "model 'broken' is unavailable: version 1: ONNX Runtime cannot load broken/1/model.onnx",
+        client, r, 503, "model 'broken' failed to load: ONNX Runtime cannot load broken/1/model.onnx"
     )
     assert "/tmp" not in r.text
+    index = (await client.post("/v2/repository/index")).json()
+    broken = next(e for e in index if e["name"] == "broken")
+    assert broken["state"] == "UNAVAILABLE"
+    assert broken["reason"].startswith(
+        "ONNX Runtime cannot load broken/1/model.onnx: Protobuf parsing failed"
+    )
 
 
 @pytest.mark.parametrize(

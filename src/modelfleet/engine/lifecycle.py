@@ -1,41 +1,62 @@
-"""Model lifecycle: which models exist, which versions are loaded, and loading / unloading them.
+"""Model lifecycle under a memory budget: loading on demand, single flight, eviction, unloading.
 
-The manager owns one record per model name found in the repository. Loads run on a small thread
-pool (bounded concurrency, timeout); a reload builds the new versions before it swaps them in and
-drains the old ones, so requests never see a half-loaded model. `resolve` is the request path's
-only call here: plain dictionary lookups.
+The manager keeps one record per model name of the repository. A request for a model that is not
+resident loads it (one load however many requests wait; loads of different models run side by
+side on a small pool); room is made first by evicting the least recently used idle, unpinned
+models (residency.py chooses, this module unloads). A load that fails is retried on a later request
+after a back-off; an explicit unload holds the model out until it is loaded again. A reload builds
+the new versions before swapping them in and drains the old ones.
+
+`resident()` is the request path's call: dictionary lookups, no await.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from modelfleet.config import ServerSettings, StartupLoad
-from modelfleet.engine.executor import ModelExecutor
+from modelfleet.engine import loading
+from modelfleet.engine.blobs import BlobCache
+from modelfleet.engine.executor import Batching, ModelExecutor
+from modelfleet.engine.memory import format_bytes, release_free_memory
 from modelfleet.engine.model import LoadedModel
-from modelfleet.errors import ModelfleetError, ModelLoadError, NotFound, Unavailable, model_not_found
-from modelfleet.repository.config import ModelConfig, complete_config
+from modelfleet.engine.residency import Residency
+from modelfleet.errors import (
+    InsufficientMemory,
+    ModelfleetError,
+    ModelLoadError,
+    NotFound,
+    Unavailable,
+    model_not_found,
+)
+from modelfleet.repository.config import ModelConfig
 from modelfleet.repository.folder import ModelSource, Repository
 from modelfleet.repository.names import check_model_name, check_version
-from modelfleet.runtimes.base import LoadSpec, Runtime, load_runtime
+from modelfleet.runtimes.adapter import Head
 
 log = logging.getLogger(__name__)
+
+BLOB = "blob:"  # residency keys of weight blobs; model names can't contain ':'
+_RETRY_FIRST_S, _RETRY_MAX_S = 1.0, 60.0
 
 
 class State(StrEnum):
     READY = "READY"
     LOADING = "LOADING"
     UNLOADING = "UNLOADING"
+    EVICTED = "EVICTED"  # unloaded to make room; loads again on the next request
     UNAVAILABLE = "UNAVAILABLE"
 
 
 NOT_LOADED = "not loaded"
 UNLOADED = "unloaded"
+NOT_SERVED = "not served by the version policy"
 
 
 @dataclass(slots=True)
@@ -43,6 +64,18 @@ class Status:
     state: State
     reason: str = ""
     failed: bool = False  # unavailable because loading failed (503), not because never loaded (404)
+    served: bool = True  # False: a version the version policy does not serve (404)
+
+
+@dataclass(slots=True)
+class Counters:
+    loads: int = 0
+    load_failures: int = 0
+    cold_starts: int = 0  # loads caused by a request that found the model not resident
+    evictions: int = 0
+    load_s_total: float = 0.0
+    last_load_s: float = 0.0
+    last_used: float = 0.0  # wall clock
 
 
 @dataclass(slots=True)
@@ -53,24 +86,41 @@ class ModelRecord:
     ready: dict[int, LoadedModel] = field(default_factory=dict)
     latest: LoadedModel | None = None  # the highest ready version: where unversioned requests go
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    loading: asyncio.Future[None] | None = None  # the load requests are waiting for (single flight)
+    held: bool = False  # unloaded on request: not loaded on demand until loaded again
+    pinned: bool = False
+    base: str | None = None  # adapters: the base model they run through
+    failures: int = 0
+    retry_at: float = 0.0  # monotonic
+    counters: Counters = field(default_factory=Counters)
 
     def set_ready(self, ready: dict[int, LoadedModel]) -> None:
         self.ready = ready
         self.latest = ready[max(ready)] if ready else None
 
-    def not_ready(self, version: int | None) -> ModelfleetError:
+    def pick(self, version: str | None) -> LoadedModel | None:
+        if version is None:
+            return self.latest
+        return self.ready.get(int(check_version(version)))
+
+    def not_ready(self, version: str | None) -> ModelfleetError:
         """The error for a request that found no ready version to run on."""
-        status = self.status if version is None else self.versions.get(version)
-        if status is None:
-            return model_not_found(self.name, str(version))
-        label = f"model '{self.name}'" + ("" if version is None else f" version {version}")
+        number = None if version is None else int(check_version(version))
+        if number is not None and self.versions and number not in self.versions:
+            return model_not_found(self.name, version)
+        status = self.versions[number] if number is not None and number in self.versions else self.status
+        label = f"model '{self.name}'" + ("" if number is None else f" version {number}")
         if status.state == State.LOADING:
             return Unavailable(f"{label} is loading; try again shortly")
         if status.state == State.UNLOADING:
             return NotFound(f"{label} is being unloaded")
         if status.failed:
             return Unavailable(f"{label} is unavailable: {status.reason}")
-        return NotFound(f"{label} is not loaded")
+        if not status.served:
+            return NotFound(f"{label} is {NOT_SERVED}")
+        if self.held:
+            return NotFound(f"{label} is not loaded (it was unloaded; load it to serve it again)")
+        return Unavailable(f"{label} is not resident; it is loaded by its first inference request")
 
 
 class ModelManager:
@@ -79,26 +129,55 @@ class ModelManager:
         self._settings = settings
         self._records: dict[str, ModelRecord] = {}
         self._pool = ThreadPoolExecutor(max_workers=settings.load_concurrency, thread_name_prefix="load")
+        self.residency = Residency(settings.memory_budget_bytes(), time.monotonic)
+        self.blobs = BlobCache()
         self.started = False
 
     # -- request path ---------------------------------------------------------------------------
 
-    def resolve(self, name: str, version: str | None = None) -> LoadedModel:
-        """The ready model a request goes to: 400 bad name, 404 unknown / not loaded, 503 loading or failed."""
+    def resident(self, name: str, version: str | None = None) -> LoadedModel | None:
+        """The ready model a request goes to, or None when it must be loaded first.
+
+        400 for a bad name or version, 404 for a model the repository does not have or one
+        unloaded on request, 503 while its last load failure is within its back-off.
+        """
         record = self._records.get(name)
         if record is None:
             check_model_name(name)
             if version is not None:
                 check_version(version)
             raise model_not_found(name, version)
-        if version is None:
-            if record.latest is None:
-                raise record.not_ready(None)
-            return record.latest
-        number = int(check_version(version))
-        model = record.ready.get(number)
+        model = record.pick(version)
+        if model is not None:
+            self.residency.touch(name)
+            return model
+        if record.held or (version is not None and record.versions and not _servable(record, int(version))):
+            raise record.not_ready(version)
+        return None
+
+    async def acquire(self, name: str, version: str | None = None) -> LoadedModel:
+        """The ready model, loading it first if it is not resident (single flight)."""
+        model = self.resident(name, version)
+        if model is not None:
+            return model
+        record = self._records[name]
+        if record.loading is None:
+            now = time.monotonic()
+            if now < record.retry_at:
+                raise Unavailable(
+                    f"model '{name}' failed to load: {record.status.reason}; "
+                    f"next attempt in {record.retry_at - now:.1f} s"
+                )
+            record.counters.cold_starts += 1
+            record.loading = asyncio.ensure_future(self._load_on_demand(record))
+        try:
+            await asyncio.shield(record.loading)  # a waiter that gives up does not cancel the load
+        except ModelLoadError as exc:
+            raise Unavailable(f"model '{name}' failed to load: {exc.message}") from None
+        model = record.pick(version)
         if model is None:
-            raise record.not_ready(number)
+            raise record.not_ready(version)
+        self.residency.touch(name)
         return model
 
     def served_versions(self, name: str) -> list[str]:
@@ -108,56 +187,70 @@ class ModelManager:
     # -- control ----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Find the repository's models and load them as the settings say."""
+        """Find the repository's models and load those the settings say to load at start."""
         names = await asyncio.to_thread(self._repository.list_models)
         for name in names:
             self._records.setdefault(name, ModelRecord(name))
-        if self._settings.startup_load == StartupLoad.ALL:
-            await asyncio.gather(*(self._load_quietly(name) for name in names))
+        mode = self._settings.startup_load
+        if mode == StartupLoad.ALL:
+            chosen = names
+        elif mode == StartupLoad.PINNED:
+            configs = await asyncio.gather(*(self._config_or_none(n) for n in names))
+            chosen = [n for n, c in zip(names, configs, strict=True) if c is not None and c.pinned]
+        else:
+            chosen = []
+        await asyncio.gather(*(self._load_quietly(name) for name in chosen))
         self.started = True
         ready = sum(1 for r in self._records.values() if r.ready)
-        log.info("repository %s: %d models, %d ready", self._repository.describe(), len(self._records), ready)
+        log.info(
+            "repository %s: %d models, %d loaded, budget %s",
+            self._repository.describe(),
+            len(self._records),
+            ready,
+            format_bytes(self.residency.budget_bytes),
+        )
 
     async def refresh(self) -> None:
         """Pick up models added to or removed from the repository (loaded ones keep serving)."""
         names = set(await asyncio.to_thread(self._repository.list_models))
         for name in names:
             self._records.setdefault(name, ModelRecord(name))
-        for name in [
-            n for n, r in self._records.items() if n not in names and not r.ready and not r.lock.locked()
-        ]:
-            del self._records[name]
+        for name, record in list(self._records.items()):
+            if name not in names and not record.ready and not record.lock.locked() and record.loading is None:
+                del self._records[name]
 
     async def load(self, name: str) -> None:
-        """Load (or reload) every version the model's policy selects; ModelLoadError if none loads."""
+        """Load (or reload) on request: ignores the back-off and lifts a hold."""
         check_model_name(name)
         record = self._records.setdefault(name, ModelRecord(name))
-        async with record.lock:
-            try:
-                await self._load_locked(record)
-            except NotFound:
-                if not record.ready and self._records.get(name) is record:
-                    del self._records[name]
-                raise
+        record.held = False
+        if record.loading is not None:
+            await asyncio.shield(record.loading)
+        try:
+            await self._load(record)
+        except NotFound:
+            if not record.ready and self._records.get(name) is record:
+                del self._records[name]
+            raise
 
     async def unload(self, name: str) -> None:
+        """Unload on request (adapters over it too); it stays out until loaded again."""
         check_model_name(name)
         record = self._records.get(name)
         if record is None:
             raise model_not_found(name)
-        async with record.lock:
-            old = record.ready
-            record.set_ready({})
-            for number in old:
-                record.versions[number] = Status(State.UNLOADING)
-            await asyncio.gather(*(self._retire(model) for model in old.values()))
-            for number in old:
-                record.versions[number] = Status(State.UNAVAILABLE, UNLOADED)
-            record.status = Status(State.UNAVAILABLE, UNLOADED)
+        record.held = True
+        for other in list(self._records.values()):
+            if other.base == name and other.ready:
+                await self.unload(other.name)
+        await self._drop(record, Status(State.UNAVAILABLE, UNLOADED), unloading=True)
 
     async def close(self) -> None:
         """Drain and unload everything; used at shutdown."""
-        await asyncio.gather(*(self.unload(name) for name, r in list(self._records.items()) if r.ready))
+        adapters_first = sorted(self._records.values(), key=lambda r: r.base is None)
+        for record in adapters_first:
+            if record.ready:
+                await self._drop(record, Status(State.UNAVAILABLE, UNLOADED), unloading=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- views --------------------------------------------------------------------------------------
@@ -166,6 +259,7 @@ class ModelManager:
         entries: list[dict[str, Any]] = []
         for name in sorted(self._records):
             record = self._records[name]
+            extra = self._memory_fields(record)
             if record.versions:
                 for number in sorted(record.versions):
                     status = record.versions[number]
@@ -176,6 +270,7 @@ class ModelManager:
                             "state": status.state.value,
                             "reason": status.reason,
                         }
+                        | extra
                     )
             else:
                 entries.append(
@@ -185,19 +280,53 @@ class ModelManager:
             entries = [e for e in entries if e["state"] == State.READY]
         return entries
 
+    def _memory_fields(self, record: ModelRecord) -> dict[str, Any]:
+        c = record.counters
+        return {
+            "resident_bytes": sum(m.nbytes for m in record.ready.values()),
+            "pinned": record.pinned,
+            "last_load_s": round(c.last_load_s, 6),
+            "last_used": round(c.last_used, 3),
+            "loads": c.loads,
+            "cold_starts": c.cold_starts,
+            "evictions": c.evictions,
+        }
+
+    def memory(self) -> dict[str, Any]:
+        """Budget, use and totals, for the statistics views and the monitor."""
+        records = self._records.values()
+        return {
+            "budget_bytes": self.residency.budget_bytes,
+            "used_bytes": self.residency.used_bytes,
+            "resident_models": sum(1 for r in records if r.ready),
+            "known_models": len(self._records),
+            "blob_bytes": self.blobs.nbytes(),
+            "loads": sum(r.counters.loads for r in records),
+            "load_failures": sum(r.counters.load_failures for r in records),
+            "cold_starts": sum(r.counters.cold_starts for r in records),
+            "evictions": sum(r.counters.evictions for r in records),
+        }
+
     def loaded(self, name: str | None = None) -> list[LoadedModel]:
         """Ready model versions, of one model or of all."""
-        if name is not None:
-            record = self._records.get(name)
-            return [record.ready[v] for v in sorted(record.ready)] if record else []
-        return [
-            r.ready[v] for n in sorted(self._records) for r in [self._records[n]] for v in sorted(r.ready)
-        ]
+        records = [self._records[name]] if name is not None and name in self._records else []
+        if name is None:
+            records = [self._records[n] for n in sorted(self._records)]
+        return [r.ready[v] for r in records for v in sorted(r.ready)]
 
     def known(self, name: str) -> bool:
         return name in self._records
 
-    # -- internals ----------------------------------------------------------------------------------
+    def record(self, name: str) -> ModelRecord | None:
+        return self._records.get(name)
+
+    # -- loading ------------------------------------------------------------------------------------
+
+    async def _config_or_none(self, name: str) -> ModelConfig | None:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, self._repository.config, name)
+        except ModelfleetError:
+            return None
 
     async def _load_quietly(self, name: str) -> None:
         try:
@@ -205,93 +334,278 @@ class ModelManager:
         except ModelfleetError as exc:
             log.warning("model '%s' is unavailable: %s", name, exc)
 
+    async def _load_on_demand(self, record: ModelRecord) -> None:
+        try:
+            await self._load(record)
+        finally:
+            record.loading = None
+
+    async def _load(self, record: ModelRecord) -> None:
+        async with record.lock:
+            started = time.perf_counter()
+            try:
+                await self._load_locked(record)
+            except ModelLoadError as exc:  # the model itself is at fault: back off before trying again
+                record.counters.load_failures += 1
+                record.failures += 1
+                backoff = min(_RETRY_MAX_S, _RETRY_FIRST_S * 2 ** (record.failures - 1))
+                record.retry_at = time.monotonic() + backoff
+                log.warning("model '%s' failed to load: %s", record.name, exc)
+                raise
+            record.failures = 0
+            record.retry_at = 0.0
+            c = record.counters
+            c.loads += 1
+            c.last_load_s = time.perf_counter() - started
+            c.load_s_total += c.last_load_s
+
     async def _load_locked(self, record: ModelRecord) -> None:
         loop = asyncio.get_running_loop()
+        before = dict(record.versions), record.status
         record.status = Status(State.LOADING)
         try:
             source: ModelSource = await loop.run_in_executor(self._pool, self._repository.fetch, record.name)
             selected = source.config.version_policy.select(source.versions)
             if not selected:
-                raise ModelLoadError(
-                    f"the version policy selects none of the versions {sorted(source.versions)}"
-                )
-        except ModelLoadError as exc:
-            record.status = Status(State.UNAVAILABLE, exc.message, failed=True)
+                raise ModelLoadError(f"the version policy selects none of the versions {source.versions}")
+            record.pinned = source.config.pinned
+            record.base = source.config.base
+            base = await self._base_of(record, source.config)
+            for number in selected:
+                record.versions[number] = Status(State.LOADING)
+            built = await self._build_versions(record, source, selected, base)
+        except (InsufficientMemory, NotFound):  # not the model's fault: it stays as it was
+            record.versions, record.status = before
             raise
-        except NotFound:
-            record.status = Status(State.UNAVAILABLE, NOT_LOADED)
+        except ModelfleetError as exc:
+            self._mark_failed(record, exc.message)
             raise
-        for number in selected:
-            record.versions[number] = Status(State.LOADING)
-        results = await asyncio.gather(
-            *(self._load_version(source, n) for n in selected), return_exceptions=True
-        )
-        ready = {n: m for n, m in record.ready.items() if n in selected}  # kept if their reload fails
-        errors = []
-        for number, result in zip(selected, results, strict=True):
-            if isinstance(result, LoadedModel):
-                ready[number] = result
-                record.versions[number] = Status(State.READY)
-                continue
-            reason = (
-                result.message
-                if isinstance(result, ModelLoadError)
-                else f"unexpected {type(result).__name__}"
-            )
-            if not isinstance(result, ModelLoadError):
-                log.error("loading %s version %d failed", record.name, number, exc_info=result)
-            errors.append(f"version {number}: {reason}")
-            if number in ready:
+        await self._retire_all(self._swap_in(record, built, selected))
+        log.info("model '%s' ready: versions %s", record.name, sorted(record.ready))
+
+    def _mark_failed(self, record: ModelRecord, reason: str) -> None:
+        for number, status in record.versions.items():
+            if number in record.ready:
                 record.versions[number] = Status(
                     State.READY, f"reload failed, previous copy serving: {reason}"
                 )
-            else:
+            elif status.state == State.LOADING:
                 record.versions[number] = Status(State.UNAVAILABLE, reason, failed=True)
-        old = record.ready
-        record.set_ready(ready)
-        for number in [n for n in record.versions if n not in selected]:
-            record.versions[number] = Status(State.UNAVAILABLE, UNLOADED)
-        await asyncio.gather(*(self._retire(m) for n, m in old.items() if ready.get(n) is not m))
-        if not ready:
-            record.status = Status(State.UNAVAILABLE, "; ".join(errors), failed=True)
-            raise ModelLoadError(record.status.reason)
-        record.status = Status(State.READY)
-        log.info("model '%s' ready: versions %s", record.name, sorted(ready))
-
-    async def _load_version(self, source: ModelSource, number: int) -> LoadedModel:
-        spec = LoadSpec(
-            name=source.name,
-            version=number,
-            path=source.model_file(number),
-            config=source.config,
-            default_intra_op_threads=self._settings.intra_op_threads,
+        record.status = (
+            Status(State.READY) if record.ready else Status(State.UNAVAILABLE, reason, failed=True)
         )
-        future = asyncio.get_running_loop().run_in_executor(self._pool, self._build, spec)
+
+    async def _base_of(self, record: ModelRecord, config: ModelConfig) -> LoadedModel | None:
+        if config.base is None:
+            return None
+        if config.base == record.name:
+            raise ModelLoadError("an adapter cannot be its own base")
         try:
-            runtime, config = await asyncio.wait_for(asyncio.shield(future), self._settings.load_timeout_s)
+            base = await self.acquire(config.base)
+        except NotFound:
+            raise ModelLoadError(
+                f"base model '{config.base}' is not in the repository or not loaded"
+            ) from None
+        except ModelfleetError as exc:
+            raise ModelLoadError(f"base model '{config.base}': {exc.message}") from None
+        if base.post is not None:
+            raise ModelLoadError(f"base model '{config.base}' is itself an adapter")
+        return base
+
+    async def _build_versions(
+        self, record: ModelRecord, source: ModelSource, selected: list[int], base: LoadedModel | None
+    ) -> dict[int, LoadedModel]:
+        """Make room, load every selected version, account for what they take."""
+        loop = asyncio.get_running_loop()
+        new_blobs = {
+            ref.blob: ref.nbytes
+            for v in selected
+            if v in source.weights
+            for ref in source.weights[v].tensors.values()
+            if BLOB + ref.blob not in self.residency
+        }
+        estimate = self._estimate(source, selected)
+        protect = {base.name} if base is not None else set()
+        await self._make_room(estimate + sum(new_blobs.values()), record.name, protect)
+        for digest, nbytes in new_blobs.items():
+            if BLOB + digest not in self.residency:
+                self.residency.add(BLOB + digest, nbytes)
+        built: dict[int, LoadedModel] = {}
+        old = self.residency.get(record.name)
+        self.residency.add(
+            record.name,
+            estimate + (old.nbytes if old else 0),
+            record.pinned,
+            self._deps(source, selected, base),
+        )
+        try:
+            for number in selected:
+                shared = await loop.run_in_executor(
+                    self._pool, loading.shared_tensors, source, number, self.blobs
+                )
+                built[number] = await self._build_one(source, number, shared, base)
+        except BaseException:
+            await asyncio.gather(*(self._retire(m) for m in built.values()))
+            self._account(record)
+            raise
+        self.residency.resize(
+            record.name,
+            sum(m.nbytes for m in built.values())
+            + sum(m.nbytes for n, m in record.ready.items() if n not in built),
+        )
+        if self.residency.free_bytes < 0:  # measured larger than estimated: make it right now
+            await self._make_room(0, record.name, protect)
+        return built
+
+    async def _build_one(
+        self, source: ModelSource, number: int, shared: dict[str, Any], base: LoadedModel | None
+    ) -> LoadedModel:
+        loop = asyncio.get_running_loop()
+        settings = self._settings
+        if base is not None:
+            future = loop.run_in_executor(
+                self._pool, loading.build_adapter, source, number, shared, base.config
+            )
+        else:
+            future = loop.run_in_executor(
+                self._pool,
+                loading.build,
+                source,
+                number,
+                shared,
+                settings.intra_op_threads,
+                settings.default_max_batch_size,
+            )
+        try:
+            built = await asyncio.wait_for(asyncio.shield(future), settings.load_timeout_s)
         except TimeoutError:
             future.add_done_callback(self._discard_late_load)
-            raise ModelLoadError(f"loading took longer than {self._settings.load_timeout_s:g} s") from None
-        executor = ModelExecutor(runtime, f"{source.name}/{number}", self._settings.max_queue_size)
-        return LoadedModel(source.name, number, config, runtime, executor)
+            raise ModelLoadError(f"loading took longer than {settings.load_timeout_s:g} s") from None
+        nbytes = max(built.nbytes, source.config.memory_bytes or 0)  # a declared size is a floor
+        if base is not None:
+            assert isinstance(built.runtime, Head)
+            return LoadedModel(
+                source.name, number, built.config, built.runtime, base.executor, built.runtime.apply,
+                nbytes, built.load_s,
+            )  # fmt: skip
+        executor = ModelExecutor(
+            built.runtime, f"{source.name}/{number}", settings.max_queue_size, _batching(built.config)
+        )
+        return LoadedModel(
+            source.name, number, built.config, built.runtime, executor, None, nbytes, built.load_s
+        )
 
-    def _build(self, spec: LoadSpec) -> tuple[Runtime, ModelConfig]:
-        """In a loader thread: create the runtime and complete the config from its signature."""
-        runtime = load_runtime(spec)
-        try:
-            config = complete_config(
-                spec.config, runtime.inputs, runtime.outputs, self._settings.default_max_batch_size
-            )
-        except BaseException:
-            runtime.unload()
-            raise
-        return runtime, config
+    def _swap_in(
+        self, record: ModelRecord, built: dict[int, LoadedModel], selected: list[int]
+    ) -> list[LoadedModel]:
+        """Make the new versions the ones requests get; return the copies they replace."""
+        old = record.ready
+        ready = {n: m for n, m in old.items() if n in selected} | built
+        for number in selected:
+            record.versions[number] = Status(State.READY)
+        record.set_ready(ready)
+        for number in [n for n in record.versions if n not in selected]:
+            record.versions[number] = Status(State.UNAVAILABLE, NOT_SERVED, served=False)
+        record.status = Status(State.READY)
+        record.counters.last_used = time.time()
+        return [m for n, m in old.items() if ready.get(n) is not m]
 
-    def _discard_late_load(self, future: asyncio.Future[tuple[Runtime, ModelConfig]] | Future[Any]) -> None:
+    def _estimate(self, source: ModelSource, selected: list[int]) -> int:
+        """Bytes a load is expected to take before it is measured (shared blobs not included)."""
+        if source.config.memory_bytes is not None:
+            return source.config.memory_bytes
+        total = 0
+        for number in selected:
+            path = source.model_file(number)
+            size = path.stat().st_size if path.is_file() else 0
+            total += int(size * 1.3) + (1 << 20 if source.config.base is None else 4096)
+        return total
+
+    def _deps(self, source: ModelSource, selected: list[int], base: LoadedModel | None) -> set[str]:
+        deps = {
+            BLOB + ref.blob
+            for v in selected
+            if v in source.weights
+            for ref in source.weights[v].tensors.values()
+        }
+        if base is not None:
+            deps.add(base.name)
+        return deps
+
+    def _account(self, record: ModelRecord) -> None:
+        """Residency after a failed or partial load: what is actually ready, or nothing."""
+        if record.ready:
+            self.residency.resize(record.name, sum(m.nbytes for m in record.ready.values()))
+        else:
+            self.residency.remove(record.name)
+
+    def _discard_late_load(self, future: Any) -> None:
         if not future.cancelled() and future.exception() is None:
-            runtime, _ = future.result()
-            self._pool.submit(runtime.unload)
+            self._pool.submit(future.result().runtime.unload)
+
+    # -- eviction and unloading ------------------------------------------------------------------------
+
+    def _busy(self, key: str) -> bool:
+        if key.startswith(BLOB):
+            return False
+        record = self._records.get(key)
+        if record is None:
+            return False
+        if record.loading is not None or record.lock.locked():
+            return True
+        return any(m.in_flight or (m.post is None and m.executor.pending) for m in record.ready.values())
+
+    async def _make_room(self, needed: int, for_name: str, protect: set[str]) -> None:
+        busy = lambda key: key in protect or self._busy(key)  # noqa: E731
+        victims = self.residency.victims(needed, busy, f"model '{for_name}'")
+        for key in victims:  # detach synchronously: no request can pick a victim after this line
+            if key.startswith(BLOB):
+                self.residency.remove(key)
+                self.blobs.drop(key.removeprefix(BLOB))
+                continue
+            record = self._records[key]
+            retiring = list(record.ready.values())
+            record.set_ready({})
+            for number in record.versions:
+                record.versions[number] = Status(State.EVICTED, f"evicted to make room for '{for_name}'")
+            record.status = Status(State.EVICTED, f"evicted to make room for '{for_name}'")
+            record.counters.evictions += 1
+            self.residency.remove(key)
+            await self._retire_all(retiring)
+        if victims:
+            log.info("evicted %d to make room for '%s': %s", len(victims), for_name, ", ".join(victims[:10]))
+
+    async def _drop(self, record: ModelRecord, final: Status, unloading: bool) -> None:
+        async with record.lock:
+            old = record.ready
+            record.set_ready({})
+            for number in old:
+                record.versions[number] = Status(State.UNLOADING if unloading else State.EVICTED)
+            self.residency.remove(record.name)
+            await self._retire_all(list(old.values()))
+            for number in old:
+                record.versions[number] = final
+            record.status = final
+
+    async def _retire_all(self, models: list[LoadedModel]) -> None:
+        await asyncio.gather(*(self._retire(m) for m in models))
+        if models:
+            await asyncio.get_running_loop().run_in_executor(self._pool, release_free_memory)
 
     async def _retire(self, model: LoadedModel) -> None:
-        await model.executor.close()
+        if model.post is None:  # adapters share their base's executor
+            await model.executor.close()
         await asyncio.get_running_loop().run_in_executor(self._pool, model.runtime.unload)
+
+
+def _servable(record: ModelRecord, number: int) -> bool:
+    status = record.versions.get(number)
+    return status is not None and status.served
+
+
+def _batching(config: ModelConfig) -> Batching | None:
+    policy = config.dynamic_batching
+    if not policy.enabled or not config.max_batch_size:
+        return None
+    rows = policy.max_batch_size or min(config.max_batch_size, 64)
+    return Batching(max_rows=rows, max_queue_delay_ns=policy.max_queue_delay_us * 1000)

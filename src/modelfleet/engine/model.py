@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelfleet.engine.executor import ModelExecutor
+from modelfleet.engine.executor import ModelExecutor, Post
 from modelfleet.engine.stats import ModelStats
 from modelfleet.errors import BadRequest, InferenceFailed, ModelfleetError
 from modelfleet.protocol.v2 import InferOutput, InferRequest, InferResponse, TensorSpec
@@ -27,8 +27,19 @@ class PreparedRequest:
 
 
 class LoadedModel:
+    """A ready model version. An adapter has no executor of its own: its jobs run on its base
+    model's executor, asking the base for `head.input` and applying `post` (its head) to its rows."""
+
     def __init__(
-        self, name: str, version: int, config: ModelConfig, runtime: Runtime, executor: ModelExecutor
+        self,
+        name: str,
+        version: int,
+        config: ModelConfig,
+        runtime: Runtime,
+        executor: ModelExecutor,
+        post: Post | None = None,
+        nbytes: int = 0,
+        load_s: float = 0.0,
     ) -> None:
         assert config.inputs is not None and config.outputs is not None and config.max_batch_size is not None
         self.name = name
@@ -37,6 +48,11 @@ class LoadedModel:
         self.config = config
         self.runtime = runtime
         self.executor = executor
+        self.post = post
+        self.base_outputs = [config.head.input] if config.head is not None else None
+        self.nbytes = nbytes  # measured resident bytes (shared blobs not included)
+        self.load_s = load_s
+        self.in_flight = 0
         self.stats = ModelStats()
         self.inputs = {t.name: t.spec() for t in config.inputs}
         self.outputs = {t.name: t.spec() for t in config.outputs}
@@ -116,7 +132,12 @@ class LoadedModel:
             t_input = time.perf_counter_ns()
             prepared = self.prepare(request)
             t_queued = time.perf_counter_ns()
-            job = await self.executor.run(prepared.feeds, [t.name for t in prepared.outputs])
+            names = self.base_outputs or [t.name for t in prepared.outputs]
+            self.in_flight += 1
+            try:
+                job = await self.executor.run(prepared.feeds, names, prepared.batch_size, self.post)
+            finally:
+                self.in_flight -= 1
             arrays = job.future.result()
             t_output = time.perf_counter_ns()
             outputs = [
@@ -131,6 +152,7 @@ class LoadedModel:
         done = time.perf_counter_ns()
         self.stats.record_success(
             prepared.batch_size,
+            job.batch_rows,
             total_ns=done - started_ns,
             queue_ns=job.started_ns - job.enqueued_ns,
             input_ns=t_queued - t_input,

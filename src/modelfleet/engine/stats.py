@@ -51,20 +51,28 @@ class ModelStats:
         self.batches: dict[int, _BatchStats] = {}
 
     def record_success(
-        self, batch_size: int, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int
+        self,
+        rows: int,
+        batch_rows: int,
+        total_ns: int,
+        queue_ns: int,
+        input_ns: int,
+        infer_ns: int,
+        output_ns: int,
     ) -> None:
+        """One successful request of `rows` rows, executed in a batch of `batch_rows` rows."""
         self.success_count += 1
         self.success_ns += total_ns
         self.queue_ns += queue_ns
         self.compute_input_ns += input_ns
         self.compute_infer_ns += infer_ns
         self.compute_output_ns += output_ns
-        self.inference_count += batch_size
+        self.inference_count += rows
         self.execution_count += 1
         self.last_inference_ms = time.time_ns() // 1_000_000
-        batch = self.batches.get(batch_size)
+        batch = self.batches.get(batch_rows)
         if batch is None:
-            batch = self.batches[batch_size] = _BatchStats()
+            batch = self.batches[batch_rows] = _BatchStats()
         batch.count += 1
         batch.input_ns += input_ns
         batch.infer_ns += infer_ns

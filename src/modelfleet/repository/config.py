@@ -94,13 +94,63 @@ class OnnxRuntimeOptions(_Strict):
     """ONNX Runtime graph optimisation level."""
 
 
+class WarmupConfig(_Strict):
+    """Inferences run after a load and before the model is reported ready."""
+
+    runs: Annotated[int, Field(ge=0, le=100)] | None = None
+    """How many; 0 turns warm-up off; unset: 1 for models with their own session, 0 for adapters."""
+    sample: str | None = None
+    """A V2 JSON request body in the model folder (e.g. warmup.json); unset: inputs generated from
+    the signature (zeros, ones for inputs named like *mask*, batch 1, other variable dims 8)."""
+
+    @model_validator(mode="after")
+    def _plain_file(self) -> WarmupConfig:
+        if self.sample is not None and (Path(self.sample).name != self.sample or self.sample in (".", "..")):
+            raise ValueError(f"sample must be a plain file name in the model folder, got '{self.sample}'")
+        return self
+
+
+class DynamicBatching(_Strict):
+    """Requests queued for one model run together as one batch (rows concatenated, answers split)."""
+
+    enabled: bool = True
+    max_batch_size: Annotated[int, Field(ge=1)] | None = None
+    """Most rows per execution; unset: the model's max_batch_size, at most 64."""
+    max_queue_delay_us: Annotated[int, Field(ge=0, le=10_000_000)] = 0
+    """How long the first queued request may wait for others; 0: batch only what is already queued."""
+
+
+class HeadConfig(_Strict):
+    """A head over a shared base model: output = activation(base_output @ weight.T + bias).
+
+    `weight` [out, in] and `bias` [out] come from the version's weights.json."""
+
+    input: str
+    """The base model's output that the head reads."""
+    output: str = "logits"
+    """The name of the head's output."""
+    activation: Literal["none", "softmax", "sigmoid"] = "none"
+
+
 class ModelConfig(_Strict):
     """`config.yaml` of one model. Every field is optional for an ONNX model."""
 
     name: str | None = None
     """Must equal the folder name when given."""
-    backend: Literal["onnxruntime"] | None = None
-    """The runtime; inferred from the files when left out (model.onnx -> onnxruntime)."""
+    backend: Literal["onnxruntime", "adapter"] | None = None
+    """The runtime; inferred from the files when left out (model.onnx -> onnxruntime).
+    `adapter`: a small head (`head`) over a shared `base` model of the same repository."""
+    base: str | None = None
+    """For adapters: the base model whose output the head reads; requests of every adapter over
+    one base are batched together through it."""
+    head: HeadConfig | None = None
+    pinned: bool = False
+    """Loaded at start and never evicted."""
+    warmup: WarmupConfig = WarmupConfig()
+    dynamic_batching: DynamicBatching = DynamicBatching()
+    memory_bytes: Annotated[int, Field(ge=0)] | None = None
+    """Expected resident size of one version: room is made for it before the first load, and
+    afterwards the larger of it and the measured size is accounted."""
     filename: str | None = None
     """The model file inside each version folder (default per backend, e.g. model.onnx)."""
     max_batch_size: Annotated[int, Field(ge=0)] | None = None
@@ -128,6 +178,10 @@ class ModelConfig(_Strict):
                             f"{kind}: '{t.name}' has shape {t.shape}, but max_batch_size "
                             f"{self.max_batch_size} needs -1 as its first (batch) dimension"
                         )
+        if (self.backend == "adapter") != (self.base is not None) or (self.base is None) != (
+            self.head is None
+        ):
+            raise ValueError("an adapter needs backend: adapter, base: <model> and head: {...}, all three")
         if self.filename is not None and (
             Path(self.filename).name != self.filename or self.filename in ("", ".", "..")
         ):

@@ -6,28 +6,34 @@ The repository only finds and describes models; it loads nothing and keeps no st
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from modelfleet.errors import ModelLoadError, model_not_found
 from modelfleet.repository.config import CONFIG_FILENAME, ModelConfig, parse_config
 from modelfleet.repository.names import inside, is_model_name
+from modelfleet.repository.weights import WeightsManifest, blob_relpath, read_manifest
 
 log = logging.getLogger(__name__)
 
 # Default model file per backend, and the backend a file name implies.
-DEFAULT_FILENAMES = {"onnxruntime": "model.onnx"}
+DEFAULT_FILENAMES = {"onnxruntime": "model.onnx", "adapter": "weights.json"}
+INFERRED_BACKENDS = {"model.onnx": "onnxruntime"}  # file present -> backend, when config.yaml names none
 _CONFIG_MAX_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
 class ModelSource:
-    """Everything needed to load one model: its parsed config and its version folders."""
+    """Everything needed to load one model, on local disk: config, version files and weight blobs."""
 
     name: str
     config: ModelConfig  # backend and filename filled in
     files: dict[int, Path]  # version -> its model file, resolved inside the repository
+    weights: dict[int, WeightsManifest] = field(default_factory=dict)  # versions with a weights.json
+    blobs: dict[str, Path] = field(
+        default_factory=dict
+    )  # sha256 hex -> local file, for every blob referenced
 
     @property
     def versions(self) -> list[int]:
@@ -44,6 +50,10 @@ class Repository(Protocol):
 
     def fetch(self, name: str) -> ModelSource:
         """Blocking. NotFound when absent, ModelLoadError when present but unusable."""
+        ...
+
+    def config(self, name: str) -> ModelConfig:
+        """Blocking, cheap: only the model's config.yaml (defaults when it has none)."""
         ...
 
     def describe(self) -> str: ...
@@ -87,7 +97,19 @@ class FolderRepository:
         config = _with_backend(config, versions)
         assert config.filename is not None
         files = {v: inside(self.root, name, path.name, config.filename) for v, path in versions.items()}
-        return ModelSource(name, config, files)
+        weights = {v: m for v, path in versions.items() if (m := read_manifest(path)) is not None}
+        blobs = {}
+        for digest in sorted({d for m in weights.values() for d in m.blobs}):
+            blob = inside(self.root, blob_relpath(digest))
+            if not blob.is_file():
+                raise ModelLoadError(f"weight blob {digest[:12]}… is missing from the repository")
+            blobs[digest] = blob
+        return ModelSource(name, config, files, weights, blobs)
+
+    def config(self, name: str) -> ModelConfig:
+        if not is_model_name(name) or not (self.root / name).is_dir():
+            raise model_not_found(name)
+        return self._read_config(inside(self.root, name), name)
 
     def _read_config(self, folder: Path, name: str) -> ModelConfig:
         path = folder / CONFIG_FILENAME
@@ -108,9 +130,9 @@ def _with_backend(config: ModelConfig, versions: dict[int, Path]) -> ModelConfig
     backend: str | None = config.backend
     if backend is None:
         present = {p.name for folder in versions.values() for p in folder.iterdir()}
-        found = [b for b, filename in DEFAULT_FILENAMES.items() if filename in present]
+        found = [b for filename, b in INFERRED_BACKENDS.items() if filename in present]
         if not found:
-            expected = ", ".join(DEFAULT_FILENAMES.values())
+            expected = ", ".join(INFERRED_BACKENDS)
             raise ModelLoadError(
                 f"no backend given in {CONFIG_FILENAME} and no known model file ({expected})"
             )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +28,9 @@ class LoadSpec:
     path: Path  # the model file
     config: ModelConfig  # as written; the runtime's signature completes it
     default_intra_op_threads: int  # server default when the config sets none (0: framework's choice)
+    shared: Mapping[str, np.ndarray] = field(default_factory=dict)
+    """Tensors from the repository's blob store (weights.json), by name: shared with other models,
+    read-only, to be used in place (never copied per model)."""
 
 
 class Runtime(Protocol):

@@ -45,8 +45,11 @@ CPU = "CPUExecutionProvider"
 
 
 class OnnxModel:
-    def __init__(self, session: ort.InferenceSession, name: str) -> None:
+    def __init__(
+        self, session: ort.InferenceSession, name: str, shared: list[ort.OrtValue] | None = None
+    ) -> None:
         self._session = session
+        self._shared = shared or []  # ONNX Runtime borrows these buffers: they must outlive the session
         self._name = name
         self.inputs = [_spec(arg) for arg in session.get_inputs()]
         self.outputs = [_spec(arg) for arg in session.get_outputs()]
@@ -68,6 +71,7 @@ class OnnxModel:
 
     def unload(self) -> None:
         del self._session
+        self._shared.clear()
 
 
 def load(spec: LoadSpec) -> OnnxModel:
@@ -82,6 +86,14 @@ def load(spec: LoadSpec) -> OnnxModel:
     so.inter_op_num_threads = options.inter_op_threads
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3  # errors only; load failures are reported through ModelLoadError
+    shared = []
+    for name, array in spec.shared.items():
+        value = ort.OrtValue.ortvalue_from_numpy(array)  # no copy: the blob's (memory-mapped) pages
+        so.add_initializer(name, value)
+        shared.append(value)
+    if shared:
+        # pre-packing makes a private, re-laid-out copy of every weight per session
+        so.add_session_config_entry("session.disable_prepacking", "1")
     try:
         session = ort.InferenceSession(str(spec.path), so, providers=providers_for(spec.config.device))
     except ModelLoadError:
@@ -90,7 +102,7 @@ def load(spec: LoadSpec) -> OnnxModel:
         message = _ORT_PREFIX.sub("", str(exc)).replace(str(spec.path), where).strip()
         message = message.removeprefix(f"Load model from {where} failed:").strip()
         raise ModelLoadError(f"ONNX Runtime cannot load {where}: {message[:500]}") from None
-    return OnnxModel(session, spec.name)
+    return OnnxModel(session, spec.name, shared)
 
 
 def providers_for(device: Device, available: Sequence[str] | None = None) -> list[str]:

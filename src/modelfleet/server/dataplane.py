@@ -48,18 +48,22 @@ class DataPlane:
     def server_metadata(self) -> dict[str, Any]:
         return {"name": "modelfleet", "version": __version__, "extensions": EXTENSIONS}
 
-    def model_metadata(self, name: str, version: str | None) -> dict[str, Any]:
-        model = self.manager.resolve(name, version)
+    async def model_metadata(self, name: str, version: str | None) -> dict[str, Any]:
+        model = await self.model(name, version)
         return model.metadata(self.manager.served_versions(name))
 
     def model_ready(self, name: str, version: str | None) -> dict[str, Any]:
-        """The model's readiness document; raises (404 / 503) when it is not ready."""
-        model = self.manager.resolve(name, version)
+        """The model's readiness document; raises (404 / 503) when it is not resident and ready."""
+        model = self.manager.resident(name, version)
+        if model is None:
+            record = self.manager.record(name)
+            assert record is not None
+            raise record.not_ready(version)
         return {"name": model.name, "version": model.version_str, "ready": True}
 
-    def model_config(self, name: str, version: str | None) -> dict[str, Any]:
+    async def model_config(self, name: str, version: str | None) -> dict[str, Any]:
         """The completed config in Triton's JSON shape (dims without the batch dimension)."""
-        model = self.manager.resolve(name, version)
+        model = await self.model(name, version)
         config = model.config
         skip = 1 if model.max_batch_size else 0
 
@@ -88,10 +92,11 @@ class DataPlane:
 
     # -- inference ------------------------------------------------------------------------------------
 
-    def model(self, name: str, version: str | None) -> LoadedModel:
-        """The ready model a request names (400 bad name, 404 unknown, 503 not ready); transports
-        call this before decoding the body so that a wrong model is reported before a wrong tensor."""
-        return self.manager.resolve(name, version)
+    async def model(self, name: str, version: str | None) -> LoadedModel:
+        """The ready model a request names, loaded on demand (400 bad name, 404 unknown, 503 not
+        ready, 507 no room); transports call this before decoding the body so that a wrong model
+        is reported before a wrong tensor."""
+        return self.manager.resident(name, version) or await self.manager.acquire(name, version)
 
     async def infer(self, model: LoadedModel, request: InferRequest, started_ns: int) -> InferResponse:
         return await model.infer(request, started_ns)
@@ -122,9 +127,16 @@ class DataPlane:
     def statistics(self, name: str | None, version: str | None) -> dict[str, Any]:
         if name is None:
             models = self.manager.loaded()
-        elif version is None:
-            self.manager.resolve(name)  # 400 / 404 / 503 like every other per-model call
-            models = self.manager.loaded(name)
         else:
-            models = [self.manager.resolve(name, version)]
+            model = self._known_or_raise(name, version)
+            models = [model] if version is not None and model is not None else self.manager.loaded(name)
         return {"model_stats": [m.stats.as_dict(m.name, m.version_str) for m in models]}
+
+    def _known_or_raise(self, name: str, version: str | None) -> LoadedModel | None:
+        """400 / 404 like every other per-model call, without loading anything."""
+        model = self.manager.resident(name, version)
+        if model is None and version is not None:
+            record = self.manager.record(name)
+            assert record is not None
+            raise record.not_ready(version)
+        return model

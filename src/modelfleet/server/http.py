@@ -155,7 +155,7 @@ class InferEndpoint:
             json_length = (
                 None if raw_length is None else header_length(raw_length.decode("latin-1"), len(body))
             )
-            model = self._plane.model(name, version)
+            model = await self._plane.model(name, version)
             request = decode_request(body, json_length, self._limits)
             response = await self._plane.infer(model, request, started)
             payload, binary_header = encode_response(response, request)
@@ -225,13 +225,13 @@ def _control_routes(plane: DataPlane) -> list[Route]:
         return _ok(plane.server_metadata())
 
     async def model_metadata(request: Request) -> Response:
-        return _ok(plane.model_metadata(*name_version(request)))
+        return _ok(await plane.model_metadata(*name_version(request)))
 
     async def model_ready(request: Request) -> Response:
         return _ok(plane.model_ready(*name_version(request)))
 
     async def model_config(request: Request) -> Response:
-        return _ok(plane.model_config(*name_version(request)))
+        return _ok(await plane.model_config(*name_version(request)))
 
     async def stats_all(request: Request) -> Response:
         return _ok(plane.statistics(None, None))

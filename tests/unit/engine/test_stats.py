@@ -3,8 +3,8 @@ from modelfleet.engine.stats import ModelStats
 
 def test_statistics_extension_shape() -> None:
     stats = ModelStats()
-    stats.record_success(2, total_ns=100, queue_ns=10, input_ns=5, infer_ns=70, output_ns=15)
-    stats.record_success(1, total_ns=50, queue_ns=1, input_ns=2, infer_ns=40, output_ns=7)
+    stats.record_success(2, 2, total_ns=100, queue_ns=10, input_ns=5, infer_ns=70, output_ns=15)
+    stats.record_success(1, 1, total_ns=50, queue_ns=1, input_ns=2, infer_ns=40, output_ns=7)
     stats.record_failure(30)
     doc = stats.as_dict("m", "1")
     assert doc["inference_count"] == 3

@@ -28,11 +28,11 @@ async def test_ready_only_after_start_and_not_while_draining(plane: DataPlane) -
 
 async def test_config_reports_the_version_policy_and_dims_without_batch(plane: DataPlane) -> None:
     await plane.manager.start()
-    config = plane.model_config("versioned", None)
+    config = await plane.model_config("versioned", None)
     assert config["version_policy"] == {"all": {}}
     assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [2]}]
-    assert plane.model_config("identity", "1")["version_policy"] == {"latest": {"num_versions": 1}}
-    assert plane.model_config("strings", None)["input"][0]["data_type"] == "TYPE_STRING"
+    assert (await plane.model_config("identity", "1"))["version_policy"] == {"latest": {"num_versions": 1}}
+    assert (await plane.model_config("strings", None))["input"][0]["data_type"] == "TYPE_STRING"
 
 
 async def test_load_refuses_inline_files_before_config(plane: DataPlane) -> None:
