@@ -35,6 +35,9 @@ class ServerSettings(BaseSettings):
     memory_budget: str = "0.6"
     """Memory for resident models: bytes ('12GiB', '800MB') or a fraction of the machine's (or
     container's) memory ('0.6'). Least recently used models are evicted to stay within it."""
+    repository_poll_s: Annotated[float, Field(ge=0)] = 0.0
+    """Look for models added to or removed from the repository every N seconds (0: only when
+    POST /v2/repository/index asks)."""
     max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     """Largest request body, also after gzip/deflate decompression; larger gets 413."""
     max_inputs: Annotated[int, Field(ge=1)] = 64

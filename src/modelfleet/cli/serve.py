@@ -16,7 +16,16 @@ def serve(
         int | None,
         typer.Option(help="Intra-op threads per model where its config sets none (0: framework's)."),
     ] = None,
-    startup_load: Annotated[str | None, typer.Option(help="Models loaded at start: all | none.")] = None,
+    startup_load: Annotated[
+        str | None, typer.Option(help="Models loaded at start: pinned | all | none [default: pinned].")
+    ] = None,
+    memory_budget: Annotated[
+        str | None,
+        typer.Option(help="Memory for resident models: 12GiB, 800MB, or a fraction of the machine's: 0.6."),
+    ] = None,
+    repository_poll_s: Annotated[
+        float | None, typer.Option(help="Look for added and removed models every N seconds (0: never).")
+    ] = None,
     max_body_bytes: Annotated[
         int | None, typer.Option(help="Largest request body [default: 64 MiB].")
     ] = None,
@@ -38,6 +47,8 @@ def serve(
         "http_port": port,
         "intra_op_threads": intra_op_threads,
         "startup_load": startup_load,
+        "memory_budget": memory_budget,
+        "repository_poll_s": repository_poll_s,
         "max_body_bytes": max_body_bytes,
         "log_level": log_level,
     }

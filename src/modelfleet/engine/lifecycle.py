@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from modelfleet.errors import (
 )
 from modelfleet.repository.config import ModelConfig
 from modelfleet.repository.folder import ModelSource, Repository
-from modelfleet.repository.names import check_model_name, check_version
+from modelfleet.repository.names import check_model_name, check_version, is_alias
 from modelfleet.runtimes.adapter import Head
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ class ModelRecord:
     held: bool = False  # unloaded on request: not loaded on demand until loaded again
     pinned: bool = False
     base: str | None = None  # adapters: the base model they run through
+    aliases: dict[str, int] = field(default_factory=dict)
+    traffic: list[tuple[float, int]] = field(default_factory=list)  # (cumulative weight, version)
     failures: int = 0
     retry_at: float = 0.0  # monotonic
     counters: Counters = field(default_factory=Counters)
@@ -98,14 +101,30 @@ class ModelRecord:
         self.ready = ready
         self.latest = ready[max(ready)] if ready else None
 
-    def pick(self, version: str | None) -> LoadedModel | None:
-        if version is None:
-            return self.latest
-        return self.ready.get(int(check_version(version)))
+    def pick(self, version: str | None, draw: float = 0.0) -> LoadedModel | None:
+        """The ready copy a request goes to: the named version or alias, else the traffic split's
+        choice for `draw` in [0, 1) (the highest version without a split)."""
+        if version is not None:
+            return self.ready.get(self.number(version))
+        if self.traffic:
+            total = self.traffic[-1][0]
+            for bound, number in self.traffic:
+                if draw * total < bound:
+                    return self.ready.get(number) or self.latest
+        return self.latest
+
+    def number(self, version: str) -> int:
+        """A version number from its digits or its alias (400 for neither, 404 for an unknown alias)."""
+        number = self.aliases.get(version)
+        if number is not None:
+            return number
+        if is_alias(version):
+            raise NotFound(f"model '{self.name}' has no version alias '{version}'")
+        return int(check_version(version))
 
     def not_ready(self, version: str | None) -> ModelfleetError:
         """The error for a request that found no ready version to run on."""
-        number = None if version is None else int(check_version(version))
+        number = None if version is None else self.number(version)
         if number is not None and self.versions and number not in self.versions:
             return model_not_found(self.name, version)
         status = self.versions[number] if number is not None and number in self.versions else self.status
@@ -132,6 +151,7 @@ class ModelManager:
         self.residency = Residency(settings.memory_budget_bytes(), time.monotonic)
         self.blobs = BlobCache()
         self.started = False
+        self._random = random.Random()
 
     # -- request path ---------------------------------------------------------------------------
 
@@ -147,11 +167,14 @@ class ModelManager:
             if version is not None:
                 check_version(version)
             raise model_not_found(name, version)
-        model = record.pick(version)
+        model = record.pick(version, self._random.random() if record.traffic else 0.0)
         if model is not None:
             self.residency.touch(name)
+            record.counters.last_used = time.time()
             return model
-        if record.held or (version is not None and record.versions and not _servable(record, int(version))):
+        if record.held or (
+            version is not None and record.versions and not _servable(record, record.number(version))
+        ):
             raise record.not_ready(version)
         return None
 
@@ -174,7 +197,7 @@ class ModelManager:
             await asyncio.shield(record.loading)  # a waiter that gives up does not cancel the load
         except ModelLoadError as exc:
             raise Unavailable(f"model '{name}' failed to load: {exc.message}") from None
-        model = record.pick(version)
+        model = record.pick(version, self._random.random())
         if model is None:
             raise record.not_ready(version)
         self.residency.touch(name)
@@ -288,8 +311,21 @@ class ModelManager:
             "last_load_s": round(c.last_load_s, 6),
             "last_used": round(c.last_used, 3),
             "loads": c.loads,
+            "load_failures": c.load_failures,
             "cold_starts": c.cold_starts,
             "evictions": c.evictions,
+        }
+
+    def residency_of(self, name: str) -> dict[str, Any]:
+        """A model's state, reason and load / eviction counters (for the statistics extension)."""
+        record = self._records[name]
+        entry = self.residency.get(name)
+        return self._memory_fields(record) | {
+            "state": record.status.state.value,
+            "reason": record.status.reason,
+            "load_s_total": round(record.counters.load_s_total, 6),
+            "last_used": round(record.counters.last_used, 3),
+            "accounted_bytes": entry.nbytes if entry else 0,
         }
 
     def memory(self) -> dict[str, Any]:
@@ -368,6 +404,7 @@ class ModelManager:
             selected = source.config.version_policy.select(source.versions)
             if not selected:
                 raise ModelLoadError(f"the version policy selects none of the versions {source.versions}")
+            _check_routing(source.config, selected)
             record.pinned = source.config.pinned
             record.base = source.config.base
             base = await self._base_of(record, source.config)
@@ -504,6 +541,13 @@ class ModelManager:
         for number in selected:
             record.versions[number] = Status(State.READY)
         record.set_ready(ready)
+        config = next(iter(built.values())).config
+        record.aliases = dict(config.aliases)
+        cumulative, record.traffic = 0.0, []
+        for number, weight in sorted((config.traffic or {}).items()):
+            if weight > 0:
+                cumulative += weight
+                record.traffic.append((cumulative, number))
         for number in [n for n in record.versions if n not in selected]:
             record.versions[number] = Status(State.UNAVAILABLE, NOT_SERVED, served=False)
         record.status = Status(State.READY)
@@ -596,6 +640,19 @@ class ModelManager:
         if model.post is None:  # adapters share their base's executor
             await model.executor.close()
         await asyncio.get_running_loop().run_in_executor(self._pool, model.runtime.unload)
+
+
+def _check_routing(config: ModelConfig, selected: list[int]) -> None:
+    for what, versions in (
+        ("traffic", list(config.traffic or {})),
+        ("aliases", list(config.aliases.values())),
+    ):
+        unserved = sorted(set(versions) - set(selected))
+        if unserved:
+            raise ModelLoadError(
+                f"{what} names version(s) {unserved}, which the version policy does not serve "
+                f"(it serves {sorted(selected)})"
+            )
 
 
 def _servable(record: ModelRecord, number: int) -> bool:

@@ -9,6 +9,7 @@ from modelfleet.errors import BadRequest, ModelLoadError
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _VERSION = re.compile(r"[0-9]{1,18}")
+_ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 
 def check_model_name(name: str) -> str:
@@ -30,8 +31,16 @@ def check_version(version: str) -> str:
     """A version is a non-negative integer written in decimal; 400 otherwise."""
     if not _VERSION.fullmatch(version):
         shown = version if len(version) <= 32 and version.isprintable() else repr(version[:32])
-        raise BadRequest(f"invalid model version '{shown}': versions are non-negative integers")
+        raise BadRequest(
+            f"invalid model version '{shown}': versions are non-negative integers or aliases "
+            "(lower-case letters, digits, '_' and '-', starting with a letter)"
+        )
     return str(int(version))
+
+
+def is_alias(text: str) -> bool:
+    """A version alias such as 'stable' or 'canary' (never all digits)."""
+    return bool(_ALIAS.fullmatch(text))
 
 
 def inside(root: Path, *parts: str) -> Path:

@@ -91,8 +91,8 @@ def load(spec: LoadSpec) -> OnnxModel:
         value = ort.OrtValue.ortvalue_from_numpy(array)  # no copy: the blob's (memory-mapped) pages
         so.add_initializer(name, value)
         shared.append(value)
-    if shared:
-        # pre-packing makes a private, re-laid-out copy of every weight per session
+    prepacking = options.prepacking if options.prepacking is not None else not shared
+    if not prepacking:  # pre-packing makes a private, re-laid-out copy of every weight per session
         so.add_session_config_entry("session.disable_prepacking", "1")
     try:
         session = ort.InferenceSession(str(spec.path), so, providers=providers_for(spec.config.device))

@@ -29,23 +29,38 @@ def build_app(settings: ServerSettings) -> tuple[ASGIApp, DataPlane]:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        starting = asyncio.create_task(manager.start(), name="load-models")
-        starting.add_done_callback(_log_failure)
+        tasks = [asyncio.create_task(manager.start(), name="load-models")]
+        if settings.repository_poll_s > 0:
+            tasks.append(
+                asyncio.create_task(_poll(manager, settings.repository_poll_s), name="poll-repository")
+            )
+        for task in tasks:
+            task.add_done_callback(_log_failure)
         try:
             yield
         finally:
             plane.draining = True
-            starting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await starting
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await manager.close()
 
     return build_http_app(plane, settings, lifespan), plane
 
 
+async def _poll(manager: ModelManager, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await manager.refresh()
+        except Exception:
+            log.exception("looking for repository changes failed; trying again in %g s", every_s)
+
+
 def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.error("loading the repository failed", exc_info=task.exception())
+        log.error("%s failed", task.get_name(), exc_info=task.exception())
 
 
 def serve(settings: ServerSettings) -> None:

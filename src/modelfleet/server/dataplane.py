@@ -130,7 +130,15 @@ class DataPlane:
         else:
             model = self._known_or_raise(name, version)
             models = [model] if version is not None and model is not None else self.manager.loaded(name)
-        return {"model_stats": [m.stats.as_dict(m.name, m.version_str) for m in models]}
+        entries = []
+        for m in models:
+            entry = m.stats.as_dict(m.name, m.version_str)
+            entry["residency"] = self.manager.residency_of(m.name) | {
+                "resident_bytes": m.nbytes,
+                "load_s": m.load_s,
+            }
+            entries.append(entry)
+        return {"model_stats": entries, "memory": self.manager.memory()}
 
     def _known_or_raise(self, name: str, version: str | None) -> LoadedModel | None:
         """400 / 404 like every other per-model call, without loading anything."""

@@ -66,6 +66,8 @@ async def test_start_all_loads_everything_and_keeps_broken_models_apart(root: Pa
     with pytest.raises(BadRequest, match="invalid model name"):
         manager.resident("../identity")
     with pytest.raises(BadRequest, match="invalid model version"):
+        manager.resident("identity", "1.5")
+    with pytest.raises(NotFound, match="model 'identity' has no version alias 'x'"):
         manager.resident("identity", "x")
     assert "broken" not in {e["name"] for e in manager.index(ready_only=True)}
     await manager.close()
@@ -413,4 +415,51 @@ async def test_eviction_does_not_wait_for_or_break_requests_in_flight(tmp_path: 
     assert response.outputs[0].data.tolist() == [x]
     await manager.acquire("b")
     assert manager.resident("a") is None
+    await manager.close()
+
+
+# -- versions behind one name: traffic split and aliases -------------------------------------------------
+
+
+def ab_repo(root: Path, config: dict[str, object]) -> Path:
+    for v in (1, 2):
+        identity(root / "ab" / str(v) / "model.onnx")
+    write_config(root / "ab", {"version_policy": {"all": True}} | config)
+    return root
+
+
+async def test_traffic_split_sends_unversioned_requests_by_weight(tmp_path: Path) -> None:
+    ab_repo(tmp_path, {"traffic": {1: 90, 2: 10}})
+    manager = manager_for(tmp_path)
+    await manager.start()
+    counts = {1: 0, 2: 0}
+    for _ in range(2000):
+        model = manager.resident("ab")
+        assert model is not None
+        counts[model.version] += 1
+    assert 0.86 < counts[1] / 2000 < 0.94
+    assert manager.resident("ab", "2").version == 2  # type: ignore[union-attr]
+    await manager.close()
+
+
+async def test_aliases_name_versions_and_unknown_aliases_are_404(tmp_path: Path) -> None:
+    ab_repo(tmp_path, {"aliases": {"stable": 1, "canary": 2}})
+    manager = manager_for(tmp_path)
+    await manager.start()
+    assert manager.resident("ab", "stable").version == 1  # type: ignore[union-attr]
+    assert manager.resident("ab", "canary").version == 2  # type: ignore[union-attr]
+    assert manager.resident("ab").version == 2  # type: ignore[union-attr]
+    with pytest.raises(NotFound, match="model 'ab' has no version alias 'beta'"):
+        manager.resident("ab", "beta")
+    with pytest.raises(BadRequest, match="invalid model version 'Beta!'"):
+        manager.resident("ab", "Beta!")
+    await manager.close()
+
+
+async def test_routing_to_versions_the_policy_does_not_serve_is_refused(tmp_path: Path) -> None:
+    ab_repo(tmp_path, {"version_policy": {"latest": 1}, "traffic": {1: 50, 2: 50}})
+    manager = manager_for(tmp_path)
+    await manager.start()
+    reason = next(e["reason"] for e in manager.index() if e["name"] == "ab")
+    assert reason == "traffic names version(s) [1], which the version policy does not serve (it serves [2])"
     await manager.close()

@@ -53,6 +53,16 @@ def test_empty_config_is_all_defaults() -> None:
         ("[1, 2]", "must be a mapping, got list"),
         ("a: [1,\n  b", "not valid YAML at line"),
         ("device: tpu", "device: Input should be 'auto', 'cpu' or 'cuda'"),
+        ("traffic: {1: 0, 2: 0}", "traffic needs at least one version with a weight above 0"),
+        ("traffic: {1: -5}", "traffic.1: Input should be greater than or equal to 0"),
+        ("aliases: {Stable: 1}", "aliases \\['Stable'\\]: use lower-case letters"),
+        ("backend: adapter", "an adapter needs backend: adapter, base: <model> and head"),
+        ("base: other", "an adapter needs backend: adapter"),
+        ("warmup: {sample: ../x.json}", "sample must be a plain file name"),
+        (
+            "dynamic_batching: {max_queue_delay_us: -1}",
+            "dynamic_batching.max_queue_delay_us: Input should be greater",
+        ),
     ],
 )
 def test_bad_configs_name_the_field(text: str, message: str) -> None:

@@ -40,7 +40,7 @@ def test_invalid_names_are_400(name: str) -> None:
 def test_versions_are_decimal_integers() -> None:
     assert check_version("1") == "1"
     assert check_version("007") == "7"
-    for bad in ("", "-1", "1.0", "v1", "1" * 19, "../1"):
+    for bad in ("", "-1", "1.0", "v1", "1" * 19, "../1"):  # "v1" is an alias, not a version
         with pytest.raises(BadRequest, match="invalid model version"):
             check_version(bad)
 
