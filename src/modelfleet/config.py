@@ -9,10 +9,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelfleet.engine.memory import parse_budget
+from modelfleet.repository.objectstore import ObjectStoreOptions
+
+DEFAULT_S3_CACHE = Path.home() / ".cache" / "modelfleet" / "s3"
 
 
 class StartupLoad(StrEnum):
@@ -22,10 +25,15 @@ class StartupLoad(StrEnum):
 
 
 class ServerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MODELFLEET_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="MODELFLEET_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
 
-    repository: Path
-    """Folder holding the models: NAME/config.yaml and NAME/VERSION/model files."""
+    repository: str
+    """Where the models are: a folder (NAME/config.yaml, NAME/VERSION/...) or s3://bucket/prefix."""
+    s3: ObjectStoreOptions = Field(default_factory=lambda: ObjectStoreOptions(cache_dir=DEFAULT_S3_CACHE))
+    """For s3:// repositories: endpoint, region, local cache (MODELFLEET_S3__ENDPOINT_URL=...).
+    Credentials come from the standard AWS environment only."""
     host: str = "127.0.0.1"
     """Address the HTTP server binds to."""
     http_port: Annotated[int, Field(ge=0, le=65535)] = 8000
@@ -61,12 +69,21 @@ class ServerSettings(BaseSettings):
     log_level: str = "info"
     """Python logging level name."""
 
+    @field_validator("repository", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, Path) else value
+
     @model_validator(mode="after")
     def _repository_exists(self) -> ServerSettings:
-        if not self.repository.is_dir():
-            raise ValueError(f"repository {self.repository} is not a folder")
+        if not self.is_object_store and not Path(self.repository).is_dir():
+            raise ValueError(f"repository {self.repository} is not a folder (nor an s3://bucket/prefix)")
         self.memory_budget_bytes()  # refuse an unreadable budget at start
         return self
+
+    @property
+    def is_object_store(self) -> bool:
+        return self.repository.startswith("s3://")
 
     def memory_budget_bytes(self) -> int:
         return parse_budget(self.memory_budget)

@@ -9,7 +9,7 @@ import typer
 
 
 def serve(
-    repository: Annotated[Path, typer.Argument(help="Model repository folder.")],
+    repository: Annotated[str, typer.Argument(help="Model repository: a folder or s3://bucket/prefix.")],
     host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option("--port", "-p", help="HTTP port [default: 8000].")] = None,
     intra_op_threads: Annotated[
@@ -30,6 +30,11 @@ def serve(
         int | None, typer.Option(help="Largest request body [default: 64 MiB].")
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error.")] = None,
+    s3_endpoint_url: Annotated[
+        str | None, typer.Option(help="S3-compatible endpoint for s3:// repositories (MinIO, Ceph).")
+    ] = None,
+    s3_cache_dir: Annotated[Path | None, typer.Option(help="Local cache of s3:// models.")] = None,
+    s3_cache_max_bytes: Annotated[int | None, typer.Option(help="Size limit of that cache.")] = None,
 ) -> None:
     """Serve the models of REPOSITORY over HTTP (KServe V2 / Open Inference Protocol).
 
@@ -52,8 +57,15 @@ def serve(
         "max_body_bytes": max_body_bytes,
         "log_level": log_level,
     }
+    s3 = {"endpoint_url": s3_endpoint_url, "cache_dir": s3_cache_dir, "cache_max_bytes": s3_cache_max_bytes}
     try:
-        settings = ServerSettings(**{k: v for k, v in given.items() if v is not None})
+        base = ServerSettings(**{k: v for k, v in given.items() if v is not None})
+        s3_given = {k: v for k, v in s3.items() if v is not None}
+        settings = (
+            ServerSettings(**base.model_dump() | {"s3": base.s3.model_dump() | s3_given})
+            if s3_given
+            else base
+        )
     except ValidationError as exc:
         typer.echo(f"modelfleet serve: {format_validation_error(exc)}", err=True)
         raise typer.Exit(2) from None

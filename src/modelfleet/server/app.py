@@ -14,7 +14,7 @@ from starlette.types import ASGIApp
 
 from modelfleet.config import ServerSettings
 from modelfleet.engine.lifecycle import ModelManager
-from modelfleet.repository.folder import FolderRepository
+from modelfleet.repository.open import open_repository
 from modelfleet.server.dataplane import DataPlane
 from modelfleet.server.http import build_http_app
 
@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 def build_app(settings: ServerSettings) -> tuple[ASGIApp, DataPlane]:
     """The ASGI app and its data plane. Models load in the background after start-up, so liveness
     answers at once and readiness turns 200 when the initial loads are done."""
-    manager = ModelManager(FolderRepository(settings.repository), settings)
+    options = settings.s3.model_dump() if settings.is_object_store else {}
+    manager = ModelManager(open_repository(settings.repository, **options), settings)
     plane = DataPlane(manager)
 
     @contextlib.asynccontextmanager
