@@ -19,19 +19,27 @@ def demo_repo(
         int,
         typer.Option("--tenants", min=0, max=_MAX_TENANTS, help="Also write tenant-00001 ... tenant-NNNNN."),
     ] = 0,
+    full_copies: Annotated[
+        bool,
+        typer.Option(
+            "--full-copies", help="Write tenants as fine-tuned copies of minilm-sentiment, not adapters."
+        ),
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Rebuild models that are already there.")] = False,
 ) -> None:
-    """Build the demo model repository at PATH: identity, minilm-sentiment and optional tenants.
+    """Build the demo model repository at PATH: identity, minilm-sentiment, minilm-base and optional tenants.
 
     identity echoes FP32 rows of 16 numbers.
     minilm-sentiment is all-MiniLM-L6-v2 with a 2-class head: logit 1 > logit 0 means positive.
-    Each tenant is the same ONNX graph with a head of its own, hard-linking the shared weights file.
+    minilm-base is its encoder alone (a 384-wide embedding), weights in the blob store .blobs/.
+    Each tenant is an adapter over minilm-base: a 2-class head of its own, stored as blobs.
+    With --full-copies, each is minilm-sentiment with its own last-layer biases, LayerNorms and head.
     Models already present are kept unless --force. Needs the demo extra (torch, transformers, onnx).
     """
     try:
         from modelfleet.demo import build_demo_repo
 
-        build_demo_repo(path, tenants=tenants, force=force, log=typer.echo)
+        build_demo_repo(path, tenants=tenants, full_copies=full_copies, force=force, log=typer.echo)
     except ModuleNotFoundError as exc:
         if (exc.name or "").partition(".")[0] not in _DEMO_EXTRA:
             raise

@@ -1,6 +1,7 @@
-"""The demo model repository: identity, a MiniLM sentiment classifier and tenant copies of it.
+"""The demo model repository: identity, a MiniLM sentiment classifier, the MiniLM encoder as a shared
+base, and tenants: adapters over that base or fine-tuned copies of the classifier.
 
-`modelfleet demo-repo` builds it; building minilm-sentiment needs the `demo` extra (torch).
+`modelfleet demo-repo` builds it; building the MiniLM models needs the `demo` extra (torch).
 """
 
 from modelfleet.demo.builder import build_demo_repo

@@ -1,9 +1,11 @@
-"""minilm-sentiment: all-MiniLM-L6-v2, masked mean pooling and a 2-class head fitted on a few sentences,
-exported to ONNX and checked against PyTorch. Imports torch: load this module only to build the model.
+"""minilm-sentiment and minilm-base: all-MiniLM-L6-v2 and masked mean pooling, with and without a 2-class
+head fitted on a few sentences, exported to ONNX and checked against PyTorch. Imports torch: load this
+module only to build them.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -23,12 +25,16 @@ from modelfleet.demo.onnx_files import (
     OPSET,
     read_initializers,
     save_with_external_weights,
+    without_head,
 )
 from modelfleet.demo.request import load_tokenizer, minilm_files
 from modelfleet.demo.sentences import NEGATIVE, POSITIVE
+from modelfleet.demo.shared_weights import BlobSession, move_to_blobs, store_in, write_shared_model
 
 TOLERANCE = 1e-4
-"""Largest absolute difference allowed between ONNX Runtime's and PyTorch's logits."""
+"""Largest absolute difference allowed between ONNX Runtime's and PyTorch's outputs."""
+SENTIMENT_OUTPUT = "logits"
+BASE_OUTPUT = "embedding"
 
 _FIT_STEPS = 300
 _FIT_LR = 0.05
@@ -64,6 +70,17 @@ class SentimentClassifier(torch.nn.Module):
         return logits
 
 
+class MeanPooledEncoder(torch.nn.Module):
+    """Encoder -> mean of the token embeddings under the attention mask: what minilm-base computes."""
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return mean_pool(self.encoder, input_ids, attention_mask)
+
+
 def mean_pool(
     encoder: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
@@ -73,24 +90,49 @@ def mean_pool(
     return pooled
 
 
-def export_minilm(folder: Path, log: Callable[[str], None]) -> float:
-    """Write folder/model.onnx and its weights file; the largest |ORT - torch| seen in the check."""
-    start = time.monotonic()
-    encoder = _load_encoder()
-    head, accuracy = fit_head(encoder)
-    log(
-        f"minilm-sentiment: head fitted on {len(POSITIVE) + len(NEGATIVE)} sentences, accuracy {accuracy:.0%}"
-    )
-    model = SentimentClassifier(encoder, head).eval()
-    proto = _to_onnx(model, folder / "torch-export.onnx")
-    try:
-        read_initializers(proto, HEAD_INITIALIZERS)
-    except ValueError as exc:
-        raise ExportCheckError(f"the exported graph has no head for tenants to replace: {exc}") from None
-    save_with_external_weights(proto, folder, inline=HEAD_INITIALIZERS)
-    worst = check_export(model, folder / MODEL_FILENAME)
-    log(f"minilm-sentiment: exported in {time.monotonic() - start:.1f} s, max |ORT - torch| = {worst:.1e}")
-    return worst
+class MiniLMExport:
+    """all-MiniLM-L6-v2 and its fitted head, exported to ONNX once and written as minilm-sentiment
+    (self-contained) and minilm-base (no head, weights in the blob store), each checked against PyTorch.
+    """
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        start = time.monotonic()
+        self._log = log
+        encoder = _load_encoder()
+        head, accuracy = fit_head(encoder)
+        log(f"minilm: head fitted on {len(POSITIVE) + len(NEGATIVE)} sentences, accuracy {accuracy:.0%}")
+        self._classifier = SentimentClassifier(encoder, head).eval()
+        self._pooled = MeanPooledEncoder(encoder).eval()
+        self._proto = _to_onnx(self._classifier)
+        try:
+            read_initializers(self._proto, HEAD_INITIALIZERS)
+        except ValueError as exc:
+            raise ExportCheckError(f"the exported graph has no head for tenants to replace: {exc}") from None
+        log(f"minilm: exported in {time.monotonic() - start:.1f} s")
+
+    def write_sentiment(self, folder: Path) -> float:
+        """folder/model.onnx and its weights file; the largest |ORT - torch| seen in the check."""
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self._proto)  # saving moves the weights out of the proto
+        save_with_external_weights(proto, folder, inline=HEAD_INITIALIZERS)
+        session = ort.InferenceSession(str(folder / MODEL_FILENAME), providers=["CPUExecutionProvider"])
+        worst = check_export(self._classifier, lambda feeds: session.run([SENTIMENT_OUTPUT], feeds)[0])
+        self._log(f"minilm-sentiment: written, max |ORT - torch| = {worst:.1e}")
+        return worst
+
+    def write_base(self, folder: Path, repo_root: Path) -> float:
+        """The encoder and pooling with every weight stored as a blob under repo_root: folder/model.onnx,
+        its empty placeholder and weights.json; the largest |ORT - torch| seen in the check."""
+        proto = without_head(self._proto, BASE_OUTPUT)
+        manifest = move_to_blobs(proto, store_in(repo_root))
+        write_shared_model(folder, proto.SerializeToString(), manifest.model_dump_json())
+        session = BlobSession(folder, repo_root)
+        worst = check_export(self._pooled, lambda feeds: session.run([BASE_OUTPUT], feeds)[0])
+        self._log(
+            f"minilm-base: written, {len(manifest.tensors)} weight tensors in the blob store, "
+            f"max |ORT - torch| = {worst:.1e}"
+        )
+        return worst
 
 
 def _load_encoder() -> torch.nn.Module:
@@ -126,50 +168,48 @@ def fit_head(encoder: torch.nn.Module) -> tuple[torch.nn.Linear, float]:
     return head, accuracy
 
 
-def check_export(model: torch.nn.Module, path: Path) -> float:
-    """Compare ONNX Runtime with PyTorch at several (batch, seq) shapes; ExportCheckError beyond TOLERANCE."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def check_export(model: torch.nn.Module, run: Callable[[dict[str, np.ndarray]], np.ndarray]) -> float:
+    """Compare ONNX Runtime (`run`, given the feeds) with PyTorch at several (batch, seq) shapes;
+    the largest absolute difference, ExportCheckError beyond TOLERANCE."""
     worst = 0.0
     for texts in _CHECK_BATCHES:
         ids, mask = _tokenize(texts)
         with torch.inference_mode():
             expected = model(ids, mask).numpy()
-        got = session.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+        got = run({"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
         if got.shape != expected.shape:
-            raise ExportCheckError(f"ONNX logits have shape {got.shape}, PyTorch's {expected.shape}")
+            raise ExportCheckError(f"ONNX output has shape {got.shape}, PyTorch's {expected.shape}")
         diff = float(np.abs(got - expected).max())
         if not diff <= TOLERANCE:  # also catches NaN
             raise ExportCheckError(
-                f"ONNX and PyTorch logits differ by {diff:.2e} (> {TOLERANCE:.0e}) "
+                f"ONNX and PyTorch outputs differ by {diff:.2e} (> {TOLERANCE:.0e}) "
                 f"at (batch, seq) = {tuple(ids.shape)}"
             )
         worst = max(worst, diff)
     return worst
 
 
-def _to_onnx(model: torch.nn.Module, scratch: Path) -> onnx.ModelProto:
-    """The TorchScript exporter's graph, with every weight inline (written to `scratch` on the way)."""
+def _to_onnx(model: torch.nn.Module) -> onnx.ModelProto:
+    """The TorchScript exporter's graph, with every weight inline."""
     ids, mask = _tokenize(_CHECK_BATCHES[1])
-    with torch.no_grad(), warnings.catch_warnings():
+    with tempfile.TemporaryDirectory() as scratch, torch.no_grad(), warnings.catch_warnings():
+        exported = Path(scratch) / "minilm.onnx"
         _ignore_known_export_warnings()
         torch.onnx.export(
             model,
             (ids, mask),
-            scratch,
+            exported,
             dynamo=False,
             opset_version=OPSET,
             input_names=["input_ids", "attention_mask"],
-            output_names=["logits"],
+            output_names=[SENTIMENT_OUTPUT],
             dynamic_axes={
                 "input_ids": {0: "batch", 1: "seq"},
                 "attention_mask": {0: "batch", 1: "seq"},
-                "logits": {0: "batch"},
+                SENTIMENT_OUTPUT: {0: "batch"},
             },
         )
-    try:
-        return onnx.load(str(scratch))
-    finally:
-        scratch.unlink()
+        return onnx.load(str(exported))
 
 
 def _ignore_known_export_warnings() -> None:

@@ -1,5 +1,5 @@
 """The ONNX files of the demo repository: the identity graph, weights kept in one external-data
-file next to model.onnx, and the inline initializers (the classifier head) that tenants change.
+file next to model.onnx, the inline initializers that tenants change, and the classifier without its head.
 """
 
 from __future__ import annotations
@@ -63,9 +63,70 @@ def save_with_external_weights(model: onnx.ModelProto, folder: Path, inline: Col
     (folder / MODEL_FILENAME).write_bytes(model.SerializeToString())
 
 
+def without_head(model: onnx.ModelProto, output: str) -> onnx.ModelProto:
+    """A copy of the classifier up to its head's input: the features, renamed `output` [batch, width].
+
+    The head is the one node reading HEAD_INITIALIZERS and writing the only graph output; it goes,
+    with its initializers. Every other node and initializer is kept as it is.
+    """
+    base = onnx.ModelProto()
+    base.CopyFrom(model)
+    graph = base.graph
+    heads = [n for n in graph.node if set(HEAD_INITIALIZERS) & set(n.input)]
+    if len(heads) != 1 or [o.name for o in graph.output] != list(heads[0].output):
+        raise ValueError(
+            f"expected one head node reading {list(HEAD_INITIALIZERS)} and writing the graph output"
+        )
+    head = heads[0]
+    features = head.input[0]
+    width = int(next(t for t in graph.initializer if t.name == HEAD_INITIALIZERS[0]).dims[1])  # [out, in]
+    batch = graph.output[0].type.tensor_type.shape.dim[0]
+    graph.node.remove(head)
+    for name in HEAD_INITIALIZERS:
+        graph.initializer.remove(next(t for t in graph.initializer if t.name == name))
+    for node in graph.node:
+        node.input[:] = [output if i == features else i for i in node.input]
+        node.output[:] = [output if o == features else o for o in node.output]
+    for info in graph.value_info:
+        if info.name == features:
+            info.name = output
+    dims: list[str | int] = [batch.dim_param or batch.dim_value, width]
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(output, TensorProto.FLOAT, dims))
+    return base
+
+
 def load_without_weights(path: Path) -> onnx.ModelProto:
     """The graph and its inline initializers; external ones keep pointing at their file."""
     return onnx.load(str(path), load_external_data=False)
+
+
+def read_weights(model: onnx.ModelProto, folder: Path | None = None) -> dict[str, np.ndarray]:
+    """Every initializer's value by name, inline or in a weights file in `folder` (memory-mapped,
+    read-only). Unlike onnx.load, this reads a weights file with several hard links, as in a
+    repository copied with `cp -al`: ours, written by `save_with_external_weights`.
+    """
+    files: dict[str, np.ndarray] = {}
+    values = {}
+    for tensor in model.graph.initializer:
+        if not external_data_helper.uses_external_data(tensor):
+            values[tensor.name] = numpy_helper.to_array(tensor)
+            continue
+        info = external_data_helper.ExternalDataInfo(tensor)
+        if folder is None or Path(info.location).name != info.location:
+            raise ValueError(
+                f"initializer '{tensor.name}' is in {info.location!r}, not a weights file in a known folder"
+            )
+        if info.location not in files:
+            files[info.location] = np.memmap(folder / info.location, dtype=np.uint8, mode="r")
+        dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        start = int(info.offset or 0)
+        length = int(np.prod(tensor.dims, dtype=np.int64)) * dtype.itemsize
+        data = files[info.location][start : start + length]
+        if len(data) != length:
+            raise ValueError(f"initializer '{tensor.name}' does not fit in {info.location}")
+        values[tensor.name] = data.view(dtype).reshape(tuple(tensor.dims))
+    return values
 
 
 def read_initializers(model: onnx.ModelProto, names: Collection[str]) -> dict[str, np.ndarray]:
