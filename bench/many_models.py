@@ -149,7 +149,7 @@ def cmd_zipf(a: argparse.Namespace) -> None:
         print(
             f"{label}: {report['requests_per_s']:.1f} req/s, P50 {lat['p50']:.1f} ms, P90 {lat['p90']:.1f} ms, "
             f"P99 {lat['p99']:.1f} ms, errors {report['errors']['total']} (+{report['warmup_errors']} in warm-up), "
-            f"models hit {report.get('models_hit', '?')}, cold starts {memory['cold_starts']}, "
+            f"models hit {report['models']['hit']} of {report['models']['count']}, cold starts {memory['cold_starts']}, "
             f"resident {memory['resident_models']}"
         )
     ratio = results["zipf"]["requests_per_s"] / results["one"]["requests_per_s"]
@@ -165,7 +165,9 @@ def manager_for(repo: Path, budget: str = "16GiB") -> Any:
     from modelfleet.repository.folder import FolderRepository
 
     settings = ServerSettings(repository=repo, startup_load=StartupLoad.NONE, memory_budget=budget)
-    return ModelManager(FolderRepository(repo), settings)
+    manager = ModelManager(FolderRepository(repo), settings)
+    run(manager.start())
+    return manager
 
 
 def load_times(manager: Any, names: list[str]) -> list[float]:

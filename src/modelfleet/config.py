@@ -64,6 +64,8 @@ class ServerSettings(BaseSettings):
     """Model loads running at the same time."""
     load_timeout_s: Annotated[float, Field(gt=0)] = 300.0
     """A load taking longer fails with this reason."""
+    room_wait_s: Annotated[float, Field(ge=0)] = 10.0
+    """How long a load waits for busy models (requests in flight) to become evictable before 507."""
     shutdown_timeout_s: Annotated[float, Field(gt=0)] = 20.0
     """On SIGTERM, how long in-flight requests may take to finish."""
     log_level: str = "info"

@@ -88,6 +88,7 @@ class ModelRecord:
     latest: LoadedModel | None = None  # the highest ready version: where unversioned requests go
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     loading: asyncio.Future[None] | None = None  # the load requests are waiting for (single flight)
+    waiting: int = 0  # requests waiting for that load
     held: bool = False  # unloaded on request: not loaded on demand until loaded again
     pinned: bool = False
     base: str | None = None  # adapters: the base model they run through
@@ -193,10 +194,13 @@ class ModelManager:
                 )
             record.counters.cold_starts += 1
             record.loading = asyncio.ensure_future(self._load_on_demand(record))
+        record.waiting += 1  # waiting requests keep the fresh model from being evicted under them
         try:
             await asyncio.shield(record.loading)  # a waiter that gives up does not cancel the load
         except ModelLoadError as exc:
             raise Unavailable(f"model '{name}' failed to load: {exc.message}") from None
+        finally:
+            record.waiting -= 1
         model = record.pick(version, self._random.random())
         if model is None:
             raise record.not_ready(version)
@@ -481,17 +485,17 @@ class ModelManager:
                     self._pool, loading.shared_tensors, source, number, self.blobs
                 )
                 built[number] = await self._build_one(source, number, shared, base)
+            self.residency.resize(
+                record.name,
+                sum(m.nbytes for m in built.values())
+                + sum(m.nbytes for n, m in record.ready.items() if n not in built),
+            )
+            if self.residency.free_bytes < 0:  # measured larger than estimated: evict what is idle now
+                await self._make_room(0, record.name, protect | {record.name}, wait=False)
         except BaseException:
             await asyncio.gather(*(self._retire(m) for m in built.values()))
             self._account(record)
             raise
-        self.residency.resize(
-            record.name,
-            sum(m.nbytes for m in built.values())
-            + sum(m.nbytes for n, m in record.ready.items() if n not in built),
-        )
-        if self.residency.free_bytes < 0:  # measured larger than estimated: make it right now
-            await self._make_room(0, record.name, protect)
         return built
 
     async def _build_one(
@@ -595,29 +599,48 @@ class ModelManager:
         record = self._records.get(key)
         if record is None:
             return False
-        if record.loading is not None or record.lock.locked():
+        if record.loading is not None or record.lock.locked() or record.waiting:
             return True
         return any(m.in_flight or (m.post is None and m.executor.pending) for m in record.ready.values())
 
-    async def _make_room(self, needed: int, for_name: str, protect: set[str]) -> None:
+    async def _make_room(self, needed: int, for_name: str, protect: set[str], wait: bool = True) -> None:
+        """Evict idle models until `needed` more bytes fit. When only busy models (requests in
+        flight, loads under way) stand in the way, wait for them a while; 507 when nothing could
+        ever make room, or when the wait runs out. Without `wait`, evict what is idle and accept
+        being over the budget for now (a measured size a little above its estimate)."""
         busy = lambda key: key in protect or self._busy(key)  # noqa: E731
-        victims = self.residency.victims(needed, busy, f"model '{for_name}'")
-        for key in victims:  # detach synchronously: no request can pick a victim after this line
+        deadline = time.monotonic() + min(self._settings.load_timeout_s, self._settings.room_wait_s)
+        while True:
+            try:
+                victims = self.residency.victims(needed, busy, f"model '{for_name}'")
+                break
+            except InsufficientMemory:
+                if not wait:
+                    victims = self.residency.idle_victims(busy)
+                    break
+                self.residency.victims(needed, protect.__contains__, f"model '{for_name}'")  # never fits: 507
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.005)  # busy models free up as their requests finish
+        retiring: list[LoadedModel] = []
+        # Detach every victim before the first await: no request can pick one after this loop, and
+        # no other load can choose the same victims again while these are being unloaded.
+        for key in victims:
+            self.residency.remove(key)
             if key.startswith(BLOB):
-                self.residency.remove(key)
                 self.blobs.drop(key.removeprefix(BLOB))
                 continue
             record = self._records[key]
-            retiring = list(record.ready.values())
+            retiring.extend(record.ready.values())
             record.set_ready({})
+            evicted = Status(State.EVICTED, f"evicted to make room for '{for_name}'")
             for number in record.versions:
-                record.versions[number] = Status(State.EVICTED, f"evicted to make room for '{for_name}'")
-            record.status = Status(State.EVICTED, f"evicted to make room for '{for_name}'")
+                record.versions[number] = evicted
+            record.status = evicted
             record.counters.evictions += 1
-            self.residency.remove(key)
-            await self._retire_all(retiring)
         if victims:
             log.info("evicted %d to make room for '%s': %s", len(victims), for_name, ", ".join(victims[:10]))
+            await self._retire_all(retiring)
 
     async def _drop(self, record: ModelRecord, final: Status, unloading: bool) -> None:
         async with record.lock:

@@ -94,8 +94,16 @@ class Residency:
         joins the candidates. InsufficientMemory (507) when even evicting everything evictable
         would not make room; nothing is chosen then.
         """
-        if needed <= self.free_bytes:
-            return []
+        chosen, enough = self._select(needed, busy)
+        if not enough:
+            raise InsufficientMemory(self._no_room(needed, what))
+        return chosen
+
+    def idle_victims(self, busy: Callable[[str], bool]) -> list[str]:
+        """What is evictable now, least recently used first, as far as needed to be within budget."""
+        return self._select(0, busy)[0]
+
+    def _select(self, needed: int, busy: Callable[[str], bool]) -> tuple[list[str], bool]:
         chosen: list[str] = []
         gone: set[str] = set()
         freed = 0
@@ -106,12 +114,12 @@ class Residency:
                 if e.key not in gone and not e.pinned and not (e.dependents - gone) and not busy(e.key)
             ]
             if not candidates:
-                raise InsufficientMemory(self._no_room(needed, what))
+                return chosen, False
             victim = min(candidates, key=lambda e: (e.last_used, e.key))
             chosen.append(victim.key)
             gone.add(victim.key)
             freed += victim.nbytes
-        return chosen
+        return chosen, True
 
     def _no_room(self, needed: int, what: str) -> str:
         pinned = sum(e.nbytes for e in self._entries.values() if e.pinned)

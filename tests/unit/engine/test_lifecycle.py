@@ -19,7 +19,7 @@ MiB = 1 << 20
 
 
 def manager_for(root: Path, **overrides: object) -> ModelManager:
-    options = {"startup_load": StartupLoad.ALL, "memory_budget": "1GiB"} | overrides
+    options = {"startup_load": StartupLoad.ALL, "memory_budget": "1GiB", "room_wait_s": 0} | overrides
     settings = ServerSettings(repository=root, intra_op_threads=1, **options)  # type: ignore[arg-type]
     return ModelManager(FolderRepository(root), settings)
 
@@ -462,4 +462,32 @@ async def test_routing_to_versions_the_policy_does_not_serve_is_refused(tmp_path
     await manager.start()
     reason = next(e["reason"] for e in manager.index() if e["name"] == "ab")
     assert reason == "traffic names version(s) [1], which the version policy does not serve (it serves [2])"
+    await manager.close()
+
+
+async def test_concurrent_churn_keeps_the_books_straight(tmp_path: Path) -> None:
+    """Many requests for many models under a small budget: no request fails, and every eviction
+    matches an earlier load (a victim chosen twice, or a loading model evicted, would break this)."""
+    import random
+
+    sized_repo(tmp_path, [f"m{i:02d}" for i in range(30)], 4 * MiB)
+    manager = manager_for(tmp_path, startup_load=StartupLoad.NONE, memory_budget="20MiB", room_wait_s=10)
+    await manager.start()
+    failures: list[str] = []
+
+    async def client(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(40):
+            name = f"m{rng.randrange(30):02d}"
+            try:
+                model = manager.resident(name) or await manager.acquire(name)
+                await model.infer(row([0.5] * 16), 0)
+            except Exception as exc:
+                failures.append(f"{name}: {exc!r}")
+
+    await asyncio.gather(*(client(seed) for seed in range(8)))
+    memory = manager.memory()
+    assert failures == []
+    assert memory["loads"] - memory["evictions"] == memory["resident_models"] == len(manager.residency)
+    assert manager.residency.used_bytes <= manager.residency.budget_bytes
     await manager.close()
