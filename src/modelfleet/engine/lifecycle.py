@@ -25,7 +25,7 @@ from modelfleet.config import ServerSettings, StartupLoad
 from modelfleet.engine import loading
 from modelfleet.engine.blobs import BlobCache
 from modelfleet.engine.executor import Batching, ModelExecutor
-from modelfleet.engine.memory import format_bytes, release_free_memory
+from modelfleet.engine.memory import format_bytes, tune_allocator
 from modelfleet.engine.model import LoadedModel
 from modelfleet.engine.residency import Residency
 from modelfleet.errors import (
@@ -149,6 +149,7 @@ class ModelManager:
         self._settings = settings
         self._records: dict[str, ModelRecord] = {}
         self._pool = ThreadPoolExecutor(max_workers=settings.load_concurrency, thread_name_prefix="load")
+        tune_allocator()
         self.residency = Residency(settings.memory_budget_bytes(), time.monotonic)
         self.blobs = BlobCache()
         self.started = False
@@ -589,7 +590,7 @@ class ModelManager:
 
     def _discard_late_load(self, future: Any) -> None:
         if not future.cancelled() and future.exception() is None:
-            self._pool.submit(future.result().runtime.unload)
+            self._pool.submit(loading.unload, future.result().runtime)
 
     # -- eviction and unloading ------------------------------------------------------------------------
 
@@ -656,13 +657,11 @@ class ModelManager:
 
     async def _retire_all(self, models: list[LoadedModel]) -> None:
         await asyncio.gather(*(self._retire(m) for m in models))
-        if models:
-            await asyncio.get_running_loop().run_in_executor(self._pool, release_free_memory)
 
     async def _retire(self, model: LoadedModel) -> None:
         if model.post is None:  # adapters share their base's executor
             await model.executor.close()
-        await asyncio.get_running_loop().run_in_executor(self._pool, model.runtime.unload)
+        await asyncio.get_running_loop().run_in_executor(self._pool, loading.unload, model.runtime)
 
 
 def _check_routing(config: ModelConfig, selected: list[int]) -> None:

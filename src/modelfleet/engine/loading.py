@@ -71,6 +71,13 @@ def build(
     return Built(runtime, config, max(nbytes, 0), time.perf_counter() - started)
 
 
+def unload(runtime: Runtime) -> None:
+    """Release a runtime and return the memory, never while another load is being measured."""
+    with _SESSION_LOCK:
+        runtime.unload()
+        release_free_memory()
+
+
 def build_adapter(
     source: ModelSource, version: int, shared: Mapping[str, np.ndarray], base_config: ModelConfig
 ) -> Built:

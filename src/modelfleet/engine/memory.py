@@ -82,3 +82,19 @@ def release_free_memory() -> None:
     trim = getattr(_libc, "malloc_trim", None)
     if trim is not None:
         trim(0)
+
+
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def tune_allocator() -> bool:
+    """Give every allocation of 1 MiB or more (weights, arenas) its own mapping (glibc only).
+
+    glibc otherwise raises its mmap threshold as large blocks are freed and serves later ones from
+    the heap, where freed weights are reused by the next model instead of returning to the system:
+    resident memory then creeps up under load/evict churn, and the footprint a load measures
+    understates what the model holds. Returns whether the setting took effect.
+    """
+    mallopt = getattr(_libc, "mallopt", None)
+    return bool(mallopt is not None and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1)
