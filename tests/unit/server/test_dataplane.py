@@ -51,3 +51,26 @@ async def test_statistics_for_all_one_and_one_version(plane: DataPlane) -> None:
     assert ("versioned", "2") in {(m["name"], m["version"]) for m in everything}
     assert [m["version"] for m in plane.statistics("versioned", None)["model_stats"]] == ["1", "2"]
     assert [m["version"] for m in plane.statistics("versioned", "2")["model_stats"]] == ["2"]
+
+
+async def test_polling_picks_up_models_added_to_the_repository(tmp_path: Path) -> None:
+    import asyncio
+    import contextlib
+
+    from modelfleet.server.app import _poll
+    from tests.models import identity
+
+    identity(tmp_path / "first" / "1" / "model.onnx")
+    manager = ModelManager(FolderRepository(tmp_path), ServerSettings(repository=tmp_path))
+    await manager.start()
+    poller = asyncio.create_task(_poll(manager, 0.02))
+    identity(tmp_path / "second" / "1" / "model.onnx")
+    for _ in range(100):
+        if manager.known("second"):
+            break
+        await asyncio.sleep(0.02)
+    poller.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await poller
+    assert manager.known("second")
+    await manager.close()
