@@ -4,6 +4,7 @@
     ├── BadRequest (400)             malformed body, wrong datatype / shape / size, bad name
     ├── Unauthorized (401)           missing or wrong key
     ├── NotFound (404)               unknown model or version, unknown route
+    ├── MethodNotAllowed (405)       a route asked with the wrong method
     ├── Conflict (409)               model already loaded (SageMaker contract)
     ├── PayloadTooLarge (413)        body or decompressed body over the configured limit
     ├── Overloaded (429)             per-model queue full; carries Retry-After seconds
@@ -43,6 +44,10 @@ class Unauthorized(ModelfleetError):
 
 class NotFound(ModelfleetError):
     status = HTTPStatus.NOT_FOUND
+
+
+class MethodNotAllowed(ModelfleetError):
+    status = HTTPStatus.METHOD_NOT_ALLOWED
 
 
 class Conflict(ModelfleetError):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelfleet.errors import Overloaded, Unavailable
+from modelfleet.errors import InferenceFailed, Overloaded, Unavailable
 from modelfleet.runtimes.base import Runtime
 
 FLUSH_NS = 50_000  # hand results back at least this often (ns) while draining a busy queue
@@ -128,12 +128,14 @@ class ModelExecutor:
         outputs: Sequence[str],
         rows: int = 1,
         post: Post | None = None,
+        label: str | None = None,
     ) -> Job:
-        """Queue one inference and wait for it; the finished job carries its results and timings."""
+        """Queue one inference and wait for it; the finished job carries its results and timings.
+        `label` names the model in errors (an adapter's own name, not its base's)."""
         if self._closed:
-            raise Unavailable(f"model '{self._label}' was unloaded; try again")
+            raise Unavailable(f"model '{label or self._label}' was unloaded; try again")
         if self._pending >= self._max_queue_size:
-            raise Overloaded(f"model '{self._label}' has {self._pending} requests queued; try again later")
+            raise Overloaded(f"model '{label or self._label}' has too many requests queued; try again later")
         job = Job(asyncio.get_running_loop(), inputs, outputs, rows, post, self._clock())
         self._pending += 1
         self._queue.put(job)
@@ -156,12 +158,17 @@ class ModelExecutor:
             jobs, stop = self._take()
             live = [j for j in jobs if not j.future.cancelled()]
             done: list[Outcome] = []
-            for group in self._groups(live):
-                done.extend(self._execute(group))
-                if done and done[-1][0].finished_ns - done[0][0].started_ns >= FLUSH_NS:
-                    if not self._hand_back(done):
-                        return
-                    done = []
+            try:
+                for group in self._groups(live):
+                    done.extend(self._execute(group))
+                    if done and done[-1][0].finished_ns - done[0][0].started_ns >= FLUSH_NS:
+                        if not self._hand_back(done):
+                            return
+                        done = []
+            except BaseException as exc:  # a bug here must not leave requests waiting forever
+                settled = {id(job) for job, _, _ in done}
+                failure = InferenceFailed(f"model '{self._label}' failed: {type(exc).__name__}")
+                done += [(job, None, failure) for job in live if id(job) not in settled]
             if not self._hand_back(done) or stop:
                 return
 

@@ -7,6 +7,7 @@ are accounted for separately by their size).
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -29,6 +30,11 @@ from modelfleet.runtimes.base import LoadSpec, Runtime, load_runtime
 
 WARMUP_DIM = 8  # size given to variable non-batch dimensions of generated warm-up inputs
 _SESSION_LOCK = threading.Lock()  # one framework session created at a time: footprints stay exact
+_UNLOAD_WAIT_S = 30.0
+# An ONNX model with one Identity node, x FP32 [1, 1] -> y (built with onnx.helper, opset 17).
+_TINY_ONNX = base64.b64decode(
+    "CAg6PwoQCgF4EgF5IghJZGVudGl0eRIBZ1oTCgF4Eg4KDAgBEggKAggBCgIIAWITCgF5Eg4KDAgBEggKAggBCgIIAUIECgAQEQ=="
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +78,33 @@ def build(
 
 
 def unload(runtime: Runtime) -> None:
-    """Release a runtime and return the memory, never while another load is being measured."""
-    with _SESSION_LOCK:
+    """Release a runtime and return the memory, never while another load is being measured
+    (unless that load hangs: after a while the unload goes ahead anyway)."""
+    if isinstance(runtime, adapter.Head):  # a few kilobytes: nothing to measure or trim
         runtime.unload()
+        return
+    locked = _SESSION_LOCK.acquire(timeout=_UNLOAD_WAIT_S)
+    try:
+        runtime.unload()
+        release_free_memory()
+    finally:
+        if locked:
+            _SESSION_LOCK.release()
+
+
+def initialize_runtime() -> None:
+    """Create and drop one tiny session, so that ONNX Runtime's one-time process state is not
+    counted in the footprint of the first model loaded."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return
+    with _SESSION_LOCK:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(_TINY_ONNX, options, providers=["CPUExecutionProvider"])
+        session.run(None, {"x": np.zeros((1, 1), np.float32)})
+        del session
         release_free_memory()
 
 

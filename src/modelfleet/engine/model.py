@@ -13,7 +13,7 @@ import numpy as np
 
 from modelfleet.engine.executor import ModelExecutor, Post
 from modelfleet.engine.stats import ModelStats
-from modelfleet.errors import BadRequest, InferenceFailed, ModelfleetError
+from modelfleet.errors import BadRequest, InferenceFailed, ModelfleetError, Overloaded
 from modelfleet.protocol.v2 import InferOutput, InferRequest, InferResponse, TensorSpec
 from modelfleet.repository.config import ModelConfig
 from modelfleet.runtimes.base import Runtime
@@ -40,6 +40,7 @@ class LoadedModel:
         post: Post | None = None,
         nbytes: int = 0,
         load_s: float = 0.0,
+        max_in_flight: int | None = None,
     ) -> None:
         assert config.inputs is not None and config.outputs is not None and config.max_batch_size is not None
         self.name = name
@@ -53,6 +54,7 @@ class LoadedModel:
         self.nbytes = nbytes  # measured resident bytes (shared blobs not included)
         self.load_s = load_s
         self.in_flight = 0
+        self.max_in_flight = max_in_flight  # adapters: their share of the base's queue
         self.stats = ModelStats()
         self.inputs = {t.name: t.spec() for t in config.inputs}
         self.outputs = {t.name: t.spec() for t in config.outputs}
@@ -133,9 +135,13 @@ class LoadedModel:
             prepared = self.prepare(request)
             t_queued = time.perf_counter_ns()
             names = self.base_outputs or [t.name for t in prepared.outputs]
+            if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
+                raise Overloaded(f"model '{self.name}' has {self.in_flight} requests queued; try again later")
             self.in_flight += 1
             try:
-                job = await self.executor.run(prepared.feeds, names, prepared.batch_size, self.post)
+                job = await self.executor.run(
+                    prepared.feeds, names, prepared.batch_size, self.post, self.name
+                )
             finally:
                 self.in_flight -= 1
             arrays = job.future.result()

@@ -46,19 +46,20 @@ class Residency:
         return self._entries.get(key)
 
     def add(self, key: str, nbytes: int, pinned: bool = False, depends_on: Iterable[str] = ()) -> None:
-        """Record a resident entry (replacing one of the same key); its dependencies must be resident."""
-        if key in self._entries:
-            self.remove(key)
+        """Record a resident entry; its dependencies must be resident. Replacing an entry (a reload)
+        keeps what depends on it."""
         deps = frozenset(depends_on)
         missing = [d for d in deps if d not in self._entries]
         if missing:
             raise KeyError(f"{key} depends on {missing}, which are not resident")
+        old = self.remove(key)
         entry = Entry(key, max(0, nbytes), pinned, deps, self._clock())
+        if old is not None:
+            entry.dependents = {d for d in old.dependents if d in self._entries}
         self._entries[key] = entry
         self.used_bytes += entry.nbytes
         for d in deps:
             self._entries[d].dependents.add(key)
-            self._entries[d].last_used = entry.last_used
 
     def resize(self, key: str, nbytes: int) -> None:
         entry = self._entries[key]
@@ -66,15 +67,12 @@ class Residency:
         entry.nbytes = max(0, nbytes)
 
     def touch(self, key: str) -> None:
+        """A use. What an entry depends on can't be evicted while it is resident, so only the entry
+        itself is touched (cheap on the request path); its dependencies inherit its last use when
+        it leaves."""
         entry = self._entries.get(key)
-        if entry is None:
-            return
-        now = self._clock()
-        entry.last_used = now
-        for d in entry.depends_on:  # a base is as recently used as its busiest adapter
-            dep = self._entries.get(d)
-            if dep is not None:
-                dep.last_used = now
+        if entry is not None:
+            entry.last_used = self._clock()
 
     def remove(self, key: str) -> Entry | None:
         entry = self._entries.pop(key, None)
@@ -85,7 +83,12 @@ class Residency:
             dep = self._entries.get(d)
             if dep is not None:
                 dep.dependents.discard(key)
+                dep.last_used = max(dep.last_used, entry.last_used)
         return entry
+
+    def orphans(self, prefix: str) -> list[str]:
+        """Entries with this key prefix that nothing depends on any more."""
+        return [k for k, e in self._entries.items() if k.startswith(prefix) and not e.dependents]
 
     def victims(self, needed: int, busy: Callable[[str], bool], what: str = "the model") -> list[str]:
         """Keys to evict, least recently used first, so that `needed` more bytes fit the budget.

@@ -24,14 +24,14 @@ class Head:
         self, config: HeadConfig, weight: np.ndarray, bias: np.ndarray, base_inputs: list[TensorSpec]
     ) -> None:
         self.config = config
-        self.weight_t = np.ascontiguousarray(weight.T, dtype=np.float32)
-        self.bias = np.ascontiguousarray(bias, dtype=np.float32)
+        self.weight = np.asarray(weight, dtype=np.float32)  # the blob itself: no per-head copy
+        self.bias = np.asarray(bias, dtype=np.float32)
         self.inputs = list(base_inputs)
         self.outputs = [TensorSpec(config.output, "FP32", (-1, weight.shape[0]))]
-        self.nbytes = self.weight_t.nbytes + self.bias.nbytes
+        self.nbytes = 0  # its weights are blobs, accounted once by the blob store
 
     def apply(self, base_outputs: list[np.ndarray]) -> list[np.ndarray]:
-        logits = base_outputs[0] @ self.weight_t + self.bias
+        logits = base_outputs[0] @ self.weight.T + self.bias
         if self.config.activation == "softmax":
             logits = np.exp(logits - logits.max(axis=-1, keepdims=True))
             logits /= logits.sum(axis=-1, keepdims=True)

@@ -40,6 +40,19 @@ _LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
+_SOURCE_LOCATION = re.compile(r"[\w./-]+\.(?:cc|cpp|h|hpp):\d+\s+(?:[^()\n]*?\([^()\n]*\)\s*(?:const\s*)?)?")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s\"'/]+/)+([^\s\"']+)")
+_NODE_FAILED = "Non-zero status code returned while running"
+
+
+def clean_message(message: str) -> str:
+    """An ONNX Runtime message fit for a client: no error-code prefix, no C++ source locations,
+    no absolute paths (only their last part)."""
+    message = _ORT_PREFIX.sub("", message.strip())
+    message = _SOURCE_LOCATION.sub("", message)
+    return _ABSOLUTE_PATH.sub(r"\1", message).strip()
+
+
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
@@ -63,9 +76,11 @@ class OnnxModel:
         try:
             result: list[np.ndarray] = self._session.run(outputs, feeds)
         except Exception as exc:
-            message = _ORT_PREFIX.sub("", str(exc)).strip()
+            message = clean_message(str(exc))
             if type(exc).__name__ in ("InvalidArgument", "INVALID_ARGUMENT"):
                 raise BadRequest(f"model '{self._name}' refused the input: {message}") from None
+            if _NODE_FAILED in str(exc):  # a node could not compute this input (shapes, indices)
+                raise BadRequest(f"model '{self._name}' could not run this input: {message}") from None
             raise InferenceFailed(f"model '{self._name}' failed: {message}") from None
         return result
 
@@ -85,7 +100,7 @@ def load(spec: LoadSpec) -> OnnxModel:
     so.intra_op_num_threads = spec.default_intra_op_threads if threads is None else threads
     so.inter_op_num_threads = options.inter_op_threads
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3  # errors only; load failures are reported through ModelLoadError
+    so.log_severity_level = 4  # fatal only: failures reach clients and the log through exceptions
     shared = []
     for name, array in spec.shared.items():
         value = ort.OrtValue.ortvalue_from_numpy(array)  # no copy: the blob's (memory-mapped) pages
@@ -99,8 +114,12 @@ def load(spec: LoadSpec) -> OnnxModel:
     except ModelLoadError:
         raise
     except Exception as exc:
-        message = _ORT_PREFIX.sub("", str(exc)).replace(str(spec.path), where).strip()
-        message = message.removeprefix(f"Load model from {where} failed:").strip()
+        message = (
+            str(exc)
+            .replace(str(spec.path), where)
+            .replace(str(spec.path.parent), f"{spec.name}/{spec.version}")
+        )
+        message = clean_message(message).removeprefix(f"Load model from {where} failed:").strip()
         raise ModelLoadError(f"ONNX Runtime cannot load {where}: {message[:500]}") from None
     return OnnxModel(session, spec.name, shared)
 

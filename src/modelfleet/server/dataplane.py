@@ -54,7 +54,7 @@ class DataPlane:
 
     def model_ready(self, name: str, version: str | None) -> dict[str, Any]:
         """The model's readiness document; raises (404 / 503) when it is not resident and ready."""
-        model = self.manager.resident(name, version)
+        model = self.manager.peek(name, version)
         if model is None:
             record = self.manager.record(name)
             assert record is not None
@@ -82,7 +82,7 @@ class DataPlane:
             version_policy = {"latest": {"num_versions": policy.latest or 1}}
         return {
             "name": model.name,
-            "platform": "onnxruntime_onnx",
+            "platform": "onnxruntime_onnx" if config.backend == "onnxruntime" else config.backend,
             "backend": config.backend,
             "max_batch_size": model.max_batch_size,
             "input": tensors(model.inputs),
@@ -142,7 +142,7 @@ class DataPlane:
 
     def _known_or_raise(self, name: str, version: str | None) -> LoadedModel | None:
         """400 / 404 like every other per-model call, without loading anything."""
-        model = self.manager.resident(name, version)
+        model = self.manager.peek(name, version)
         if model is None and version is not None:
             record = self.manager.record(name)
             assert record is not None

@@ -23,7 +23,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelfleet.config import ServerSettings
-from modelfleet.errors import BadRequest, ModelfleetError, Overloaded, PayloadTooLarge
+from modelfleet.errors import BadRequest, MethodNotAllowed, ModelfleetError, Overloaded, PayloadTooLarge
 from modelfleet.protocol.rest import (
     HEADER_LENGTH,
     Limits,
@@ -148,7 +148,7 @@ class InferEndpoint:
         started = time.perf_counter_ns()
         try:
             if scope["method"] != "POST":
-                raise _MethodNotAllowed("inference takes POST")
+                raise MethodNotAllowed("inference takes POST")
             headers = _headers(scope)
             body = await read_body(receive, headers, self._limit)
             raw_length = headers.get(_HEADER_LENGTH)
@@ -174,10 +174,6 @@ class InferEndpoint:
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers_out})
         await send({"type": "http.response.body", "body": payload})
-
-
-class _MethodNotAllowed(ModelfleetError):
-    status = 405
 
 
 # -- control routes ---------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from modelfleet.engine.executor import ModelExecutor
-from modelfleet.errors import BadRequest, Overloaded
+from modelfleet.errors import BadRequest, InferenceFailed, Overloaded
 from modelfleet.protocol.v2 import TensorSpec
 
 
@@ -60,7 +60,7 @@ async def test_full_queue_is_refused_at_once() -> None:
     executor = ModelExecutor(runtime, "m/1", max_queue_size=2)
     held = [asyncio.create_task(executor.run({"x": np.array([1.0])}, ["y"])) for _ in range(2)]
     await asyncio.sleep(0)
-    with pytest.raises(Overloaded, match="model 'm/1' has 2 requests queued"):
+    with pytest.raises(Overloaded, match="model 'm/1' has too many requests queued"):
         await executor.run({"x": np.array([1.0])}, ["y"])
     runtime.gate.set()
     await asyncio.gather(*held)
@@ -154,4 +154,21 @@ async def test_fast_jobs_are_handed_back_together() -> None:
     assert not any(t.done() for t in tasks)  # the group waits for the third job
     runtime.allowed[2].set()
     await asyncio.gather(*tasks)
+    await executor.close()
+
+
+async def test_a_fault_in_the_executor_thread_fails_the_jobs_instead_of_hanging_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    executor = ModelExecutor(Doubler(), "m/1", 8)
+
+    def broken(jobs: list[object]) -> list[list[object]]:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(executor, "_groups", broken)
+    with pytest.raises(InferenceFailed, match="model 'm/1' failed: RuntimeError"):
+        await asyncio.wait_for(executor.run({"x": np.array([1.0])}, ["y"]), 5)
+    monkeypatch.undo()
+    job = await executor.run({"x": np.array([2.0])}, ["y"])  # the thread is still serving
+    assert job.future.result()[0].tolist() == [4.0]
     await executor.close()

@@ -9,7 +9,14 @@ import pytest
 
 from modelfleet.config import ServerSettings, StartupLoad
 from modelfleet.engine.lifecycle import ModelManager
-from modelfleet.errors import BadRequest, InsufficientMemory, ModelLoadError, NotFound, Unavailable
+from modelfleet.errors import (
+    BadRequest,
+    InsufficientMemory,
+    ModelLoadError,
+    NotFound,
+    Overloaded,
+    Unavailable,
+)
 from modelfleet.protocol.v2 import InferInput, InferRequest
 from modelfleet.repository.folder import FolderRepository
 from modelfleet.runtimes import base
@@ -323,7 +330,7 @@ async def test_adapters_run_their_head_over_the_base_and_batch_together(tmp_path
     responses = await asyncio.gather(*(h.infer(row(x), 0) for h in heads))
     for h, response in zip(heads, responses, strict=True):
         head = h.runtime
-        expected = np.array([x], np.float32) @ head.weight_t + head.bias  # type: ignore[attr-defined]
+        expected = np.array([x], np.float32) @ head.weight.T + head.bias  # type: ignore[attr-defined]
         np.testing.assert_allclose(response.outputs[0].data, expected, rtol=1e-6)
     # the three requests were queued together and ran as one batch of three rows through the base
     assert {h.stats.as_dict(h.name, "1")["batch_stats"][0]["batch_size"] for h in heads} == {3}
@@ -344,9 +351,14 @@ async def test_a_base_stays_under_busy_adapters_and_unloading_it_takes_them_alon
     assert loaded(manager) == {"base", "t0"}
     t0.in_flight -= 1
     await manager.unload("base")
-    assert manager.resident("t1") is None
-    with pytest.raises(NotFound, match="model 't0' is not loaded"):
-        manager.resident("t0")
+    assert loaded(manager) == set()
+    t0_entry = next(e for e in manager.index() if e["name"] == "t0")
+    assert (t0_entry["state"], t0_entry["reason"]) == ("UNAVAILABLE", "base model 'base' was unloaded")
+    with pytest.raises(
+        Unavailable,
+        match="model 't0' failed to load: base model 'base' is not in the repository or not loaded",
+    ):
+        await manager.acquire("t0")
     await manager.acquire("other")  # the room is free now
     await manager.close()
 
@@ -490,4 +502,120 @@ async def test_concurrent_churn_keeps_the_books_straight(tmp_path: Path) -> None
     assert failures == []
     assert memory["loads"] - memory["evictions"] == memory["resident_models"] == len(manager.residency)
     assert manager.residency.used_bytes <= manager.residency.budget_bytes
+    await manager.close()
+
+
+# -- regressions from review -------------------------------------------------------------------------
+
+
+async def test_reloading_a_base_takes_its_adapters_along_and_they_come_back_over_the_new_copy(
+    tmp_path: Path,
+) -> None:
+    adapter_repo(tmp_path, 1)
+    manager = manager_for(tmp_path, startup_load=StartupLoad.NONE)
+    await manager.start()
+    t0 = await manager.acquire("t0")
+    before = (await t0.infer(row([1.0, 2.0, 3.0, 4.0]), 0)).outputs[0].data
+    await manager.load("base")  # an explicit reload
+    assert states(manager)["t0/1"] == "EVICTED"
+    t0 = await manager.acquire("t0")
+    base = manager.peek("base")
+    assert base is not None
+    assert t0.executor is base.executor
+    after = (await t0.infer(row([1.0, 2.0, 3.0, 4.0]), 0)).outputs[0].data
+    np.testing.assert_array_equal(before, after)
+    entry = manager.residency.get("base")
+    assert entry is not None
+    assert entry.dependents == {"t0"}
+    await manager.close()
+
+
+async def test_a_load_never_evicts_the_blobs_it_needs(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    weight = rng.standard_normal((512, 512)).astype(np.float32)  # a 1 MiB shared blob
+    for name in ("a", "b"):
+        shared_matmul(tmp_path, name, weight, rng.standard_normal(512))
+        write_config(tmp_path / name, {"memory_bytes": 2 * MiB})
+    manager = manager_for(tmp_path, startup_load=StartupLoad.NONE, memory_budget="3.5MiB")
+    await manager.start()
+    await manager.acquire("a")
+    b = await manager.acquire("b")  # a must go; the blob both use must stay
+    assert loaded(manager) == {"b"}
+    x = rng.standard_normal((1, 512)).astype(np.float32)
+    assert (await b.infer(InferRequest([InferInput("x", "FP32", x.shape, x)]), 0)).outputs[0].data.shape == (
+        1,
+        512,
+    )
+    assert manager.residency.used_bytes <= manager.residency.budget_bytes
+    await manager.close()
+
+
+async def test_an_explicit_load_and_a_request_at_the_same_time_load_once(root: Path) -> None:
+    manager = manager_for(root, startup_load=StartupLoad.NONE)
+    await manager.start()
+    explicit = asyncio.create_task(manager.load("identity"))
+    await asyncio.sleep(0)
+    await asyncio.gather(explicit, manager.acquire("identity"))
+    record = manager.record("identity")
+    assert record is not None
+    assert record.counters.loads == 1
+    await manager.close()
+
+
+async def test_an_alias_works_before_the_first_load(tmp_path: Path) -> None:
+    ab_repo(tmp_path, {"aliases": {"stable": 1}})
+    manager = manager_for(tmp_path, startup_load=StartupLoad.NONE)
+    await manager.start()
+    assert (await manager.acquire("ab", "stable")).version == 1
+    await manager.close()
+
+
+async def test_eviction_leaves_versions_the_policy_does_not_serve_alone(root: Path) -> None:
+    manager = manager_for(root, startup_load=StartupLoad.NONE, memory_budget="2.5MiB")
+    await manager.start()
+    await manager.acquire("identity")  # version 1
+    identity(root / "identity" / "2" / "model.onnx")
+    await manager.load("identity")  # now version 2; version 1 is not served any more
+    await manager.acquire("auto")
+    await manager.acquire("add_sub")  # evicts identity, the least recently used
+    assert states(manager)["identity/2"] == "EVICTED"
+    assert states(manager)["identity/1"] == "UNAVAILABLE"
+    loads = manager.memory()["loads"]
+    with pytest.raises(NotFound, match="model 'identity' version 1 is not served by the version policy"):
+        await manager.acquire("identity", "1")
+    assert manager.memory()["loads"] == loads  # refused without loading anything
+    await manager.close()
+
+
+async def test_waiting_requests_give_up_after_the_load_timeout(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = manager_for(root, startup_load=StartupLoad.NONE, load_timeout_s=0.2)
+    await manager.start()
+    real_fetch = manager._repository.fetch
+
+    def slow_fetch(name: str):  # type: ignore[no-untyped-def]
+        time.sleep(0.5)
+        return real_fetch(name)
+
+    monkeypatch.setattr(manager._repository, "fetch", slow_fetch)
+    started = time.monotonic()
+    with pytest.raises(
+        Unavailable, match="model 'identity' (is still loading|failed to load: fetching took longer)"
+    ):
+        await manager.acquire("identity")
+    assert time.monotonic() - started < 2
+    await manager.close()
+
+
+async def test_an_adapter_has_its_own_share_of_the_base_queue(tmp_path: Path) -> None:
+    adapter_repo(tmp_path, 2)
+    manager = manager_for(tmp_path, startup_load=StartupLoad.NONE, max_queue_size=8)
+    await manager.start()
+    t0, t1 = await manager.acquire("t0"), await manager.acquire("t1")
+    t0.in_flight = t0.max_in_flight or 0  # t0 has used up its share
+    with pytest.raises(Overloaded, match="model 't0' has 2 requests queued"):
+        await t0.infer(row([1.0, 2.0, 3.0, 4.0]), 0)
+    assert (await t1.infer(row([1.0, 2.0, 3.0, 4.0]), 0)).model_name == "t1"  # t1 is not affected
+    t0.in_flight = 0
     await manager.close()

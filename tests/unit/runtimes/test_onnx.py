@@ -66,3 +66,51 @@ def test_providers_follow_the_device_setting() -> None:
     assert providers_for(Device.CUDA, [CUDA, CPU]) == [CUDA, CPU]
     with pytest.raises(ModelLoadError, match="device 'cuda' asked for, but ONNX Runtime has no CUDA"):
         providers_for(Device.CUDA, [CPU])
+
+
+def test_runtime_messages_lose_source_locations_and_absolute_paths() -> None:
+    from modelfleet.runtimes.onnx import clean_message
+
+    raw = (
+        "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running Add node. "
+        "Status Message: /onnxruntime_src/onnxruntime/core/providers/cpu/math/element_wise_ops.h:563 "
+        "void onnxruntime::BroadcastIterator::Init(ptrdiff_t, ptrdiff_t) axis == 1 was false. 3 by 5"
+    )
+    assert clean_message(raw) == (
+        "Non-zero status code returned while running Add node. Status Message: axis == 1 was false. 3 by 5"
+    )
+    assert clean_message('path does not exist: "/srv/models/.cache/b/1/shared.weights"') == (
+        'path does not exist: "shared.weights"'
+    )
+
+
+def test_an_input_the_graph_cannot_compute_is_a_clean_400(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    from tests.models import _save
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["y"])],
+        "add",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n"]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["m"]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])],
+    )
+    model = load_runtime(spec(_save(graph, tmp_path / "model.onnx")))
+    with pytest.raises(BadRequest, match="model 'm' could not run this input: Non-zero status code") as info:
+        model.infer({"a": np.ones(3, np.float32), "b": np.ones(5, np.float32)}, ["y"])
+    assert ".h:" not in str(info.value)
+    assert "/onnxruntime_src" not in str(info.value)
+
+
+def test_a_missing_external_data_file_is_named_relative_to_the_repository(tmp_path: Path) -> None:
+    from tests.models import shared_matmul
+
+    path = shared_matmul(tmp_path, "m", np.ones((4, 4), np.float32), np.zeros(4, np.float32))
+    (path.parent / "shared.weights").unlink()
+    with pytest.raises(ModelLoadError) as info:
+        load_runtime(spec(path))
+    assert str(tmp_path) not in str(info.value)
+    assert "m/1/shared.weights" in str(info.value)
