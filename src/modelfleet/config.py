@@ -61,7 +61,8 @@ class ServerSettings(BaseSettings):
     max_queue_size: Annotated[int, Field(ge=1)] = 1024
     """Requests waiting per model before new ones get 429."""
     load_concurrency: Annotated[int, Field(ge=1)] = 2
-    """Model loads running at the same time."""
+    """Model loads running at the same time (fetches and adapter heads; framework sessions are
+    created one at a time so that each one's memory footprint can be measured)."""
     load_timeout_s: Annotated[float, Field(gt=0)] = 300.0
     """A load taking longer fails with this reason."""
     room_wait_s: Annotated[float, Field(ge=0)] = 10.0
