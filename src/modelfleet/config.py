@@ -65,6 +65,11 @@ class ServerSettings(BaseSettings):
     created one at a time so that each one's memory footprint can be measured)."""
     load_timeout_s: Annotated[float, Field(gt=0)] = 300.0
     """A load taking longer fails with this reason."""
+    request_timeout_s: Annotated[float, Field(ge=0)] = 60.0
+    """Longest a request may take (queue and run); the V2 `timeout` parameter may ask for less.
+    0: no limit. A request past it gets 504 and, if it was still queued, is never run."""
+    response_cache_bytes: Annotated[int, Field(ge=0)] = 256 << 20
+    """Size of the response cache shared by the models whose config sets response_cache: true."""
     room_wait_s: Annotated[float, Field(ge=0)] = 10.0
     """How long a load waits for busy models (requests in flight) to become evictable before 507."""
     shutdown_timeout_s: Annotated[float, Field(gt=0)] = 20.0

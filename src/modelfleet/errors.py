@@ -10,6 +10,7 @@
     ├── Overloaded (429)             per-model queue full; carries Retry-After seconds
     ├── InferenceFailed (500)        the runtime raised on valid input
     ├── Unavailable (503)            not ready, loading failed, draining, worker died
+    ├── DeadlineExceeded (504)       the request's timeout passed before it was answered
     ├── InsufficientMemory (507)     a model does not fit the memory budget
     └── ModelLoadError (not sent)    raised inside a load; becomes the model's "unavailable" reason
 
@@ -72,6 +73,10 @@ class InferenceFailed(ModelfleetError):
 
 class Unavailable(ModelfleetError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class DeadlineExceeded(ModelfleetError):
+    status = HTTPStatus.GATEWAY_TIMEOUT
 
 
 class InsufficientMemory(ModelfleetError):

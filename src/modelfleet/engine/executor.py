@@ -1,16 +1,21 @@
-"""Runs one model's inferences on its own thread, fed by a bounded queue, batching what is queued.
+"""Runs one model's inferences on its own threads, fed by a bounded queue, batching what is queued.
 
-The event loop never blocks on a framework call: it enqueues a job and awaits a future that the
-executor thread settles through `call_soon_threadsafe`. Jobs whose caller has gone (cancelled
-future) are skipped, never executed. Closing drains what is queued, then stops the thread.
+The event loop never blocks on a framework call: it enqueues a job and awaits a future that an
+executor thread settles through `call_soon_threadsafe`. A job whose future is already settled when
+its turn comes (caller gone, deadline passed, shed for a higher-priority request) is never run.
+Closing drains what is queued, then stops the threads.
 
-Each wake-up of the thread takes every job already queued (waiting up to `max_queue_delay_ns` for
-more when batching asks for it). Jobs with the same requested outputs and the same non-batch
-shapes run as one batch: inputs concatenated along the batch axis, outputs split back row by row,
-N in and N out. A job may carry a `post` step run on its own rows (an adapter's head over a shared
-base model). If a merged batch fails, its jobs are run again one by one so that only the faulty
-one fails. Results go back in groups (one loop wake-up per group instead of per job) once FLUSH_NS
-have passed since the group's first job started, so slow models still answer job by job.
+Each wake-up of a thread takes what is queued (waiting up to `max_queue_delay_ns` for company when
+batching). Queued jobs run highest priority first; jobs with the same requested outputs and the
+same non-batch shapes run as one batch: inputs concatenated along the batch axis, outputs split
+back row by row, N in and N out, cut at a preferred batch size where one is configured. A job may
+carry a `post` step run on its own rows (an adapter's head over a shared base model). If a merged
+batch fails, its jobs run again one by one so that only the faulty one fails. Results go back in
+groups (one loop wake-up per group instead of per job) once FLUSH_NS have passed since the group's
+first job started, so slow models still answer job by job.
+
+With `instances` > 1, that many threads share the queue (and the runtime, which must allow
+concurrent calls: ONNX Runtime sessions do).
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modelfleet.errors import InferenceFailed, Overloaded, Unavailable
+from modelfleet.errors import DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
 from modelfleet.runtimes.base import Runtime
 
 FLUSH_NS = 50_000  # hand results back at least this often (ns) while draining a busy queue
+DEFAULT_PRIORITY = 1 << 16  # V2 priority 0 ("default"); 1 is the highest, larger numbers lower
 
 Arrays = list[np.ndarray]
 Post = Callable[[Arrays], Arrays]
@@ -37,6 +43,7 @@ Post = Callable[[Arrays], Arrays]
 class Batching:
     max_rows: int  # most rows in one execution
     max_queue_delay_ns: int = 0  # how long the first job may wait for company
+    preferred: tuple[int, ...] = ()  # batch sizes to cut at, ascending
 
 
 class Job:
@@ -51,8 +58,10 @@ class Job:
         "loop",
         "outputs",
         "post",
+        "priority",
         "rows",
         "started_ns",
+        "timer",
     )
 
     def __init__(
@@ -63,6 +72,7 @@ class Job:
         rows: int,
         post: Post | None,
         enqueued_ns: int,
+        priority: int = DEFAULT_PRIORITY,
     ) -> None:
         self.loop = loop
         self.future: asyncio.Future[Arrays] = loop.create_future()
@@ -71,9 +81,11 @@ class Job:
         self.rows = rows
         self.post = post
         self.enqueued_ns = enqueued_ns
+        self.priority = priority
         self.started_ns = 0
         self.finished_ns = 0
         self.batch_rows = rows  # rows of the execution this job was part of
+        self.timer: asyncio.TimerHandle | None = None
 
     def key(self) -> tuple[object, ...]:
         """Jobs with equal keys can share one execution."""
@@ -88,8 +100,10 @@ Outcome = tuple[Job, Arrays | None, BaseException | None]
 
 def _settle_all(done: list[Outcome]) -> None:
     for job, result, error in done:
+        if job.timer is not None:
+            job.timer.cancel()
         future = job.future
-        if future.done():  # the caller went away
+        if future.done():  # the caller went away, or the deadline passed
             continue
         if error is not None:
             future.set_exception(error)
@@ -106,17 +120,24 @@ class ModelExecutor:
         max_queue_size: int,
         batching: Batching | None = None,
         clock: Callable[[], int] = time.perf_counter_ns,
+        instances: int = 1,
     ) -> None:
         self._runtime = runtime
         self._label = label
-        self._max_queue_size = max_queue_size
+        self.max_queue_size = max_queue_size
         self._batching = batching
         self._clock = clock
+        self._instances = instances
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._pending = 0  # jobs submitted and not yet settled; event-loop thread only
+        self._waiting: set[Job] = set()  # the same jobs, for shedding by priority
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=f"model:{label}", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"model:{label}#{i}", daemon=True)
+            for i in range(instances)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def pending(self) -> int:
@@ -129,34 +150,65 @@ class ModelExecutor:
         rows: int = 1,
         post: Post | None = None,
         label: str | None = None,
+        priority: int = 0,
+        timeout_s: float | None = None,
     ) -> Job:
         """Queue one inference and wait for it; the finished job carries its results and timings.
-        `label` names the model in errors (an adapter's own name, not its base's)."""
+
+        `label` names the model in errors (an adapter's own name, not its base's). `priority`: 1 is
+        the highest, larger numbers lower, 0 the default; a full queue sheds a queued job of lower
+        priority to take a higher one. `timeout_s`: past it the request ends with 504 and, if it
+        has not started, is never run.
+        """
+        name = label or self._label
         if self._closed:
-            raise Unavailable(f"model '{label or self._label}' was unloaded; try again")
-        if self._pending >= self._max_queue_size:
-            raise Overloaded(f"model '{label or self._label}' has too many requests queued; try again later")
-        job = Job(asyncio.get_running_loop(), inputs, outputs, rows, post, self._clock())
+            raise Unavailable(f"model '{name}' was unloaded; try again")
+        level = priority or DEFAULT_PRIORITY
+        if self._pending >= self.max_queue_size and not self._shed_lower_than(level):
+            raise Overloaded(f"model '{name}' has too many requests queued; try again later")
+        loop = asyncio.get_running_loop()
+        job = Job(loop, inputs, outputs, rows, post, self._clock(), level)
+        if timeout_s is not None:
+            job.timer = loop.call_later(timeout_s, _expire, job, name, timeout_s)
         self._pending += 1
+        self._waiting.add(job)
         self._queue.put(job)
         try:
             await job.future
         finally:
             self._pending -= 1
+            self._waiting.discard(job)
+            if job.timer is not None:
+                job.timer.cancel()
         return job
 
-    async def close(self) -> None:
-        """Refuse new jobs, let queued ones finish, then stop the thread."""
-        self._closed = True
-        self._queue.put(None)
-        await asyncio.to_thread(self._thread.join)
+    def _shed_lower_than(self, level: int) -> bool:
+        """Refuse the lowest-priority queued job below `level` (not yet started); False if none."""
+        candidates = [
+            j for j in self._waiting if j.priority > level and not j.started_ns and not j.future.done()
+        ]
+        if not candidates:
+            return False
+        victim = max(candidates, key=lambda j: (j.priority, j.enqueued_ns))
+        victim.future.set_exception(
+            Overloaded(f"model '{self._label}' is saturated; a higher-priority request took this one's place")
+        )
+        return True
 
-    # -- the executor thread ------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Refuse new jobs, let queued ones finish, then stop the threads."""
+        self._closed = True
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join)
+
+    # -- the executor threads ------------------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
             jobs, stop = self._take()
-            live = [j for j in jobs if not j.future.cancelled()]
+            live = sorted((j for j in jobs if not j.future.done()), key=lambda j: j.priority)
             done: list[Outcome] = []
             try:
                 for group in self._groups(live):
@@ -173,45 +225,67 @@ class ModelExecutor:
                 return
 
     def _take(self) -> tuple[list[Job], bool]:
-        """Block for one job, then take what else is queued (waiting up to the batching delay)."""
+        """Block for one job, then take what else is queued: up to one batch when batching (waiting
+        up to the batching delay for company), one job when instances share the queue unbatched,
+        everything otherwise."""
         first = self._queue.get()
         if first is None:
             return [], True
-        jobs = [first]
-        rows = first.rows
-        delay = self._batching.max_queue_delay_ns if self._batching else 0
+        batching = self._batching
+        if batching is None and self._instances > 1:
+            return [first], False
+        jobs, rows = [first], first.rows
+        limit = batching.max_rows if batching else 0
+        target = (batching.preferred[-1] if batching.preferred else limit) if batching else 0
+        delay = batching.max_queue_delay_ns if batching else 0
         deadline = self._clock() + delay
-        max_rows = self._batching.max_rows if self._batching else 0
-        while True:
-            remaining = (deadline - self._clock()) / 1e9 if delay and rows < max_rows else 0.0
+        while not batching or rows < limit:
+            remaining = (deadline - self._clock()) / 1e9 if delay and rows < target else 0.0
             try:
                 more = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
-                return jobs, False
+                break
             if more is None:
                 return jobs, True
             jobs.append(more)
             rows += more.rows
+        return jobs, False
 
     def _groups(self, jobs: list[Job]) -> list[list[Job]]:
-        """Jobs that can run together, in order of arrival, at most max_rows rows each."""
-        if self._batching is None:
+        """Jobs that can run together, best priority first, each group at most max_rows rows and
+        cut at the largest preferred batch size that it reaches."""
+        batching = self._batching
+        if batching is None:
             return [[j] for j in jobs]
-        groups: list[list[Job]] = []
-        open_group: dict[tuple[object, ...], list[Job]] = {}
+        by_key: dict[tuple[object, ...], list[Job]] = {}
         for job in jobs:
-            key = job.key()
-            group = open_group.get(key)
-            if group is None or sum(j.rows for j in group) + job.rows > self._batching.max_rows:
-                group = open_group[key] = []
-                groups.append(group)
-            group.append(job)
-        return groups
+            by_key.setdefault(job.key(), []).append(job)
+        groups: list[list[Job]] = []
+        for same in by_key.values():
+            group: list[Job] = []
+            rows, remaining = 0, sum(j.rows for j in same)
+            for job in same:
+                if group and rows + job.rows > self._cut(rows, rows + remaining, batching):
+                    groups.append(group)
+                    group, rows = [], 0
+                group.append(job)
+                rows += job.rows
+                remaining -= job.rows
+            groups.append(group)
+        return sorted(groups, key=lambda g: g[0].priority)
+
+    @staticmethod
+    def _cut(rows: int, available: int, batching: Batching) -> int:
+        """Where to close the current group: at a preferred size it can reach, else max_rows."""
+        reachable = [p for p in batching.preferred if p <= min(available, batching.max_rows)]
+        return reachable[-1] if reachable and rows >= reachable[-1] else batching.max_rows
 
     def _execute(self, group: list[Job]) -> list[Outcome]:
         if len(group) == 1:
             return [self._single(group[0])]
         started = self._clock()
+        for job in group:
+            job.started_ns = started
         try:
             first = group[0]
             feeds = {name: np.concatenate([j.inputs[name] for j in group]) for name in first.inputs}
@@ -227,7 +301,7 @@ class ModelExecutor:
         for job in group:
             rows = [o[offset : offset + job.rows] for o in merged]
             offset += job.rows
-            job.started_ns, job.batch_rows = started, total
+            job.batch_rows = total
             result: Arrays | None = rows
             error: BaseException | None = None
             if job.post is not None:
@@ -261,3 +335,11 @@ class ModelExecutor:
         except RuntimeError:
             return False
         return True
+
+
+def _expire(job: Job, name: str, timeout_s: float) -> None:
+    if not job.future.done():
+        state = "running" if job.started_ns else "queued (it will not run)"
+        job.future.set_exception(
+            DeadlineExceeded(f"model '{name}': request timed out after {timeout_s:g} s while {state}")
+        )

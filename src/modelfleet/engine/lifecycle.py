@@ -29,6 +29,7 @@ from typing import Any
 from modelfleet.config import ServerSettings, StartupLoad
 from modelfleet.engine import loading
 from modelfleet.engine.blobs import BlobCache
+from modelfleet.engine.cache import ResponseCache
 from modelfleet.engine.executor import Batching, ModelExecutor
 from modelfleet.engine.memory import format_bytes, tune_allocator
 from modelfleet.engine.model import LoadedModel
@@ -71,6 +72,7 @@ class ModelManager:
         tune_allocator()
         self.residency = Residency(settings.memory_budget_bytes(), time.monotonic)
         self.blobs = BlobCache()
+        self.cache = ResponseCache(settings.response_cache_bytes)
         self.started = False
         self._random = random.Random()
         self._reserved: Counter[str] = Counter()  # residency keys loads under way depend on
@@ -495,13 +497,19 @@ class ModelManager:
             return LoadedModel(
                 source.name, number, built.config, built.runtime, base.executor, built.runtime.apply,
                 nbytes, built.load_s, max_in_flight=max(1, settings.max_queue_size // 4),
+                cache=self.cache if built.config.response_cache else None, timeout_s=settings.request_timeout_s,
             )  # fmt: skip
         executor = ModelExecutor(
-            built.runtime, f"{source.name}/{number}", settings.max_queue_size, _batching(built.config)
+            built.runtime,
+            f"{source.name}/{number}",
+            settings.max_queue_size,
+            _batching(built.config),
+            instances=built.config.instances,
         )
         return LoadedModel(
-            source.name, number, built.config, built.runtime, executor, None, nbytes, built.load_s
-        )
+            source.name, number, built.config, built.runtime, executor, None, nbytes, built.load_s,
+            cache=self.cache if built.config.response_cache else None, timeout_s=settings.request_timeout_s,
+        )  # fmt: skip
 
     def _swap_in(
         self, record: ModelRecord, built: dict[int, LoadedModel], selected: list[int]
@@ -518,6 +526,7 @@ class ModelManager:
         ]  # fmt: skip
         replaced += self._detach(adapters, State.EVICTED, f"base model '{record.name}' was reloaded")
         record.set_ready(ready)
+        self.cache.drop_model(record.name)  # answers of the copies being replaced must not be served
         record.route(next(iter(built.values())).config)
         for number in selected:
             record.versions[number] = Status(State.READY)
@@ -636,4 +645,5 @@ def _batching(config: ModelConfig) -> Batching | None:
     if not policy.enabled or not config.max_batch_size:
         return None
     rows = policy.max_batch_size or min(config.max_batch_size, 64)
-    return Batching(max_rows=rows, max_queue_delay_ns=policy.max_queue_delay_us * 1000)
+    preferred = tuple(size for size in policy.preferred_batch_sizes if size <= rows)
+    return Batching(max_rows=rows, max_queue_delay_ns=policy.max_queue_delay_us * 1000, preferred=preferred)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from modelfleet.engine.cache import ResponseCache
 from modelfleet.engine.executor import ModelExecutor, Post
 from modelfleet.engine.stats import ModelStats
 from modelfleet.errors import BadRequest, InferenceFailed, ModelfleetError, Overloaded
@@ -24,6 +25,7 @@ class PreparedRequest:
     feeds: dict[str, np.ndarray]
     outputs: list[TensorSpec]
     batch_size: int
+    length: int | None = None  # the request's length on the shape-bucket axis, before padding
 
 
 class LoadedModel:
@@ -41,6 +43,8 @@ class LoadedModel:
         nbytes: int = 0,
         load_s: float = 0.0,
         max_in_flight: int | None = None,
+        cache: ResponseCache | None = None,
+        timeout_s: float = 0.0,
     ) -> None:
         assert config.inputs is not None and config.outputs is not None and config.max_batch_size is not None
         self.name = name
@@ -55,11 +59,19 @@ class LoadedModel:
         self.load_s = load_s
         self.in_flight = 0
         self.max_in_flight = max_in_flight  # adapters: their share of the base's queue
+        self.cache = cache  # the server's response cache, for models whose config asks for it
+        self.timeout_s = timeout_s  # the server's request timeout: default and maximum
+        self.buckets = config.shape_buckets
         self.stats = ModelStats()
         self.inputs = {t.name: t.spec() for t in config.inputs}
         self.outputs = {t.name: t.spec() for t in config.outputs}
         self.all_outputs = list(self.outputs.values())
         self.max_batch_size = config.max_batch_size
+
+    def expected_wait_ns(self) -> int:
+        """Roughly how long a request queued now would wait (queued requests times mean compute)."""
+        done = self.stats.success_count
+        return self.executor.pending * (self.stats.compute_infer_ns // done) if done else 0
 
     def metadata(self, versions: list[str]) -> dict[str, object]:
         return {
@@ -110,7 +122,34 @@ class LoadedModel:
                 f"'{n}' ({s.datatype} {list(s.shape)})" for n, s in self.inputs.items() if n not in feeds
             ]
             raise BadRequest(f"missing input {', '.join(missing)} for model '{self.name}'")
-        return PreparedRequest(feeds, self._requested_outputs(request), batch if batch is not None else 1)
+        length = self._pad(feeds) if self.buckets is not None else None
+        return PreparedRequest(
+            feeds, self._requested_outputs(request), batch if batch is not None else 1, length
+        )
+
+    def _pad(self, feeds: dict[str, np.ndarray]) -> int:
+        """Pad the bucketed inputs up to their bucket, in place; return the original length."""
+        buckets = self.buckets
+        assert buckets is not None
+        axis = buckets.axis
+        lengths = {name: feeds[name].shape[axis] for name in buckets.pad}
+        length = int(next(iter(lengths.values())))
+        if len(set(lengths.values())) > 1:
+            raise BadRequest(
+                f"inputs {sorted(lengths)} must have the same length on axis {axis}, got {lengths}"
+            )
+        size = buckets.bucket(length)
+        if size is None:
+            raise BadRequest(
+                f"model '{self.name}' takes at most {buckets.sizes[-1]} on axis {axis} of "
+                f"{sorted(lengths)}, got {length}"
+            )
+        if size != length:
+            for name, value in buckets.pad.items():
+                widths = [(0, 0)] * feeds[name].ndim
+                widths[axis] = (0, size - length)
+                feeds[name] = np.pad(feeds[name], widths, constant_values=value)
+        return length
 
     def _requested_outputs(self, request: InferRequest) -> list[TensorSpec]:
         if not request.outputs:
@@ -133,23 +172,33 @@ class LoadedModel:
         try:
             t_input = time.perf_counter_ns()
             prepared = self.prepare(request)
-            t_queued = time.perf_counter_ns()
             names = self.base_outputs or [t.name for t in prepared.outputs]
+            key = (
+                self.cache.key(self.name, self.version, prepared.feeds, names)
+                if self.cache is not None
+                else None
+            )
+            cached = self.cache.get(key) if self.cache is not None and key is not None else None
+            if cached is not None:
+                return self._from_cache(request, prepared, cached, started_ns)
+            t_queued = time.perf_counter_ns()
             if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
                 raise Overloaded(f"model '{self.name}' has {self.in_flight} requests queued; try again later")
             self.in_flight += 1
             try:
                 job = await self.executor.run(
-                    prepared.feeds, names, prepared.batch_size, self.post, self.name
-                )
+                    prepared.feeds, names, prepared.batch_size, self.post, self.name,
+                    request.priority, self._timeout(request),
+                )  # fmt: skip
             finally:
                 self.in_flight -= 1
             arrays = job.future.result()
+            if self.cache is not None and key is not None:
+                self.cache.put(key, arrays)
+                self.stats.cache_miss_count += 1
+                self.stats.cache_miss_ns += t_queued - t_input
             t_output = time.perf_counter_ns()
-            outputs = [
-                InferOutput(spec.name, spec.datatype, array.shape, array)
-                for spec, array in zip(prepared.outputs, arrays, strict=True)
-            ]
+            outputs = self._outputs(prepared, arrays)
         except Exception as exc:
             self.stats.record_failure(time.perf_counter_ns() - started_ns)
             if isinstance(exc, ModelfleetError):
@@ -165,6 +214,35 @@ class LoadedModel:
             infer_ns=job.finished_ns - job.started_ns,
             output_ns=done - t_output,
         )
+        return InferResponse(self.name, self.version_str, outputs, request.id)
+
+    def _timeout(self, request: InferRequest) -> float | None:
+        """The request's `timeout` (microseconds), at most the server's; None: no limit."""
+        limit = self.timeout_s or None
+        asked = request.timeout_us
+        if asked is None or asked == 0:
+            return limit
+        seconds = asked / 1e6
+        return seconds if limit is None else min(seconds, limit)
+
+    def _outputs(self, prepared: PreparedRequest, arrays: list[np.ndarray]) -> list[InferOutput]:
+        if prepared.length is not None and self.buckets is not None and self.buckets.outputs:
+            cut = self.buckets.outputs
+            arrays = [
+                np.take(a, range(prepared.length), axis=cut[spec.name]) if spec.name in cut else a
+                for spec, a in zip(prepared.outputs, arrays, strict=True)
+            ]
+        return [
+            InferOutput(spec.name, spec.datatype, array.shape, array)
+            for spec, array in zip(prepared.outputs, arrays, strict=True)
+        ]
+
+    def _from_cache(
+        self, request: InferRequest, prepared: PreparedRequest, arrays: list[np.ndarray], started_ns: int
+    ) -> InferResponse:
+        outputs = self._outputs(prepared, arrays)
+        self.stats.cache_hit_count += 1
+        self.stats.cache_hit_ns += time.perf_counter_ns() - started_ns
         return InferResponse(self.name, self.version_str, outputs, request.id)
 
 

@@ -123,6 +123,40 @@ class DynamicBatching(_Strict):
     """Most rows per execution; unset: the model's max_batch_size, at most 64."""
     max_queue_delay_us: Annotated[int, Field(ge=0, le=10_000_000)] = 0
     """How long the first queued request may wait for others; 0: batch only what is already queued."""
+    preferred_batch_sizes: list[Annotated[int, Field(ge=1)]] = []
+    """Batch sizes to form when enough requests are queued (the delay waits for the largest)."""
+
+    @model_validator(mode="after")
+    def _sizes(self) -> DynamicBatching:
+        sizes = self.preferred_batch_sizes
+        if sizes != sorted(set(sizes)):
+            raise ValueError(f"preferred_batch_sizes must be distinct and ascending, got {sizes}")
+        if self.max_batch_size is not None and sizes and sizes[-1] > self.max_batch_size:
+            raise ValueError(f"preferred_batch_sizes {sizes} go past max_batch_size {self.max_batch_size}")
+        return self
+
+
+class ShapeBuckets(_Strict):
+    """Pad a variable axis up to the next of a few sizes, so that requests of different lengths
+    batch together (and static-shape compiled models work); outputs are cut back after the run."""
+
+    axis: Annotated[int, Field(ge=1)] = 1
+    """The padded axis of every input named in `pad` (axis 0 is the batch)."""
+    sizes: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+    """Bucket lengths, ascending; a longer request gets 400."""
+    pad: Annotated[dict[str, float], Field(min_length=1)]
+    """The inputs to pad, with their padding value (e.g. input_ids: 0, attention_mask: 0)."""
+    outputs: dict[str, Annotated[int, Field(ge=1)]] = {}
+    """Outputs that carry the padded axis, with its position there: cut back to the request's length."""
+
+    @model_validator(mode="after")
+    def _ascending(self) -> ShapeBuckets:
+        if self.sizes != sorted(set(self.sizes)):
+            raise ValueError(f"sizes must be distinct and ascending, got {self.sizes}")
+        return self
+
+    def bucket(self, length: int) -> int | None:
+        return next((size for size in self.sizes if size >= length), None)
 
 
 class HeadConfig(_Strict):
@@ -153,6 +187,11 @@ class ModelConfig(_Strict):
     """Loaded at start and never evicted."""
     warmup: WarmupConfig = WarmupConfig()
     dynamic_batching: DynamicBatching = DynamicBatching()
+    instances: Annotated[int, Field(ge=1, le=64)] = 1
+    """Executions of this model that run at the same time (threads sharing one session)."""
+    shape_buckets: ShapeBuckets | None = None
+    response_cache: bool = False
+    """Answer repeated identical requests from the server's response cache (deterministic models)."""
     memory_bytes: Annotated[int, Field(ge=0)] | None = None
     """Expected resident size of one version: room is made for it before the first load, and
     afterwards the larger of it and the measured size is accounted."""
@@ -260,9 +299,25 @@ def complete_config(
             f"max_batch_size {max_batch} needs a variable first dimension, but the model's "
             f"'{fixed.name}' has shape {list(fixed.shape)}"
         )
+    if config.shape_buckets is not None:
+        _check_buckets(config.shape_buckets, checked_in, checked_out)
     return config.model_copy(
         update={"inputs": checked_in, "outputs": checked_out, "max_batch_size": max_batch}
     )
+
+
+def _check_buckets(buckets: ShapeBuckets, inputs: list[TensorConfig], outputs: list[TensorConfig]) -> None:
+    by_name = {t.name: t for t in (*inputs, *outputs)}
+    wanted = [("pad", name, buckets.axis) for name in buckets.pad]
+    wanted += [("outputs", name, axis) for name, axis in buckets.outputs.items()]
+    for kind, name, axis in wanted:
+        tensor = by_name.get(name)
+        if tensor is None:
+            raise ModelLoadError(f"shape_buckets.{kind}: the model has no tensor '{name}'")
+        if axis >= len(tensor.shape) or tensor.shape[axis] != -1:
+            raise ModelLoadError(
+                f"shape_buckets.{kind}: '{name}' has shape {tensor.shape}; axis {axis} must be variable (-1)"
+            )
 
 
 def _merge(kind: str, declared: list[TensorConfig] | None, actual: list[TensorSpec]) -> list[TensorConfig]:

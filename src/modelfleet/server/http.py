@@ -7,6 +7,7 @@ reading past the limit, gzip/deflate decoded within the same limit) and the erro
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -23,6 +24,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelfleet.config import ServerSettings
+from modelfleet.engine.model import LoadedModel
 from modelfleet.errors import BadRequest, MethodNotAllowed, ModelfleetError, Overloaded, PayloadTooLarge
 from modelfleet.protocol.rest import (
     HEADER_LENGTH,
@@ -32,11 +34,13 @@ from modelfleet.protocol.rest import (
     encode_response,
     header_length,
 )
+from modelfleet.protocol.v2 import InferRequest
 from modelfleet.server.dataplane import DataPlane
 
 log = logging.getLogger(__name__)
 
 JSON = b"application/json"
+WATCH_DISCONNECT_NS = 20_000_000  # watch for a leaving client when the queue ahead is this long
 _HEADER_LENGTH = HEADER_LENGTH.encode()
 _CONTROL_BODY_LIMIT = 1 << 20
 # Encoded separators, NUL and dot-segments in the raw path: refused before any routing.
@@ -123,6 +127,15 @@ async def send_error(send: Send, exc: ModelfleetError) -> None:
     await send_json(send, exc.status, body, extra)
 
 
+async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any]) -> None:
+    """Cancel the request's task if its client goes away while it waits."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            task.cancel("client disconnected")
+            return
+
+
 class InferEndpoint:
     """`POST /v2/models/{m}[/versions/{v}]/infer` without framework overhead."""
 
@@ -130,6 +143,23 @@ class InferEndpoint:
         self._plane = plane
         self._limit = settings.max_body_bytes
         self._limits = Limits(settings.max_inputs, settings.max_tensor_rank, settings.max_tensor_elements)
+
+    async def _infer(self, model: LoadedModel, request: InferRequest, started: int, receive: Receive) -> Any:
+        """Run the request; if it is likely to wait in a queue, watch for its client leaving, so
+        that a request nobody waits for any more is dropped from the queue and never run."""
+        if model.expected_wait_ns() < WATCH_DISCONNECT_NS:
+            return await self._plane.infer(model, request, started)
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, task))
+        try:
+            return await self._plane.infer(model, request, started)
+        except asyncio.CancelledError:
+            if watcher.done() and not watcher.cancelled():
+                raise ClientGone from None
+            raise
+        finally:
+            watcher.cancel()
 
     @staticmethod
     def match(path: str) -> tuple[str, str | None] | None:
@@ -157,7 +187,7 @@ class InferEndpoint:
             )
             model = await self._plane.model(name, version)
             request = decode_request(body, json_length, self._limits)
-            response = await self._plane.infer(model, request, started)
+            response = await self._infer(model, request, started, receive)
             payload, binary_header = encode_response(response, request)
         except ModelfleetError as exc:
             await send_error(send, exc)

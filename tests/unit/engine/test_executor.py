@@ -5,8 +5,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pytest
 
-from modelfleet.engine.executor import ModelExecutor
-from modelfleet.errors import BadRequest, InferenceFailed, Overloaded
+from modelfleet.engine.executor import Batching, ModelExecutor
+from modelfleet.errors import BadRequest, DeadlineExceeded, InferenceFailed, Overloaded
 from modelfleet.protocol.v2 import TensorSpec
 
 
@@ -40,7 +40,7 @@ async def test_runs_off_the_event_loop_and_returns_timings() -> None:
     job = await executor.run({"x": np.array([1.0, 2.0])}, ["y"])
     assert job.future.result()[0].tolist() == [2.0, 4.0]
     assert job.enqueued_ns <= job.started_ns <= job.finished_ns
-    assert runtime.threads == {"model:m/1"}
+    assert runtime.threads == {"model:m/1#0"}
     assert executor.pending == 0
     await executor.close()
 
@@ -172,3 +172,86 @@ async def test_a_fault_in_the_executor_thread_fails_the_jobs_instead_of_hanging_
     job = await executor.run({"x": np.array([2.0])}, ["y"])  # the thread is still serving
     assert job.future.result()[0].tolist() == [4.0]
     await executor.close()
+
+
+# -- timeouts, priorities, batching shapes, instances ---------------------------------------------------
+
+
+class Gated:
+    """A runtime whose calls wait for the gate and record the first input value of each call."""
+
+    inputs = Doubler.inputs
+    outputs = Doubler.outputs
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.seen: list[list[float]] = []
+        self.threads: set[str] = set()
+
+    def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
+        self.gate.wait(5)
+        self.seen.append(inputs["x"].tolist())
+        self.threads.add(threading.current_thread().name)
+        return [inputs["x"]]
+
+    def unload(self) -> None:
+        pass
+
+
+async def test_a_queued_request_past_its_timeout_gets_504_and_never_runs() -> None:
+    runtime = Gated()
+    executor = ModelExecutor(runtime, "m/1", 8)
+    first = asyncio.create_task(executor.run({"x": np.array([1.0])}, ["y"]))
+    await asyncio.sleep(0.01)  # the first one is running (blocked on the gate)
+    with pytest.raises(DeadlineExceeded, match="model 'm/1': request timed out after 0.05 s while queued"):
+        await executor.run({"x": np.array([2.0])}, ["y"], timeout_s=0.05)
+    runtime.gate.set()
+    await first
+    await executor.close()
+    assert runtime.seen == [[1.0]]  # the expired one never ran
+
+
+async def test_higher_priority_runs_first_and_sheds_lower_priority_when_full() -> None:
+    runtime = Gated()
+    executor = ModelExecutor(runtime, "m/1", max_queue_size=3)
+    blocker = asyncio.create_task(executor.run({"x": np.array([0.0])}, ["y"]))
+    await asyncio.sleep(0.01)
+    low = asyncio.create_task(executor.run({"x": np.array([3.0])}, ["y"], priority=3))
+    default = asyncio.create_task(executor.run({"x": np.array([9.0])}, ["y"]))
+    await asyncio.sleep(0)
+    high = asyncio.create_task(
+        executor.run({"x": np.array([1.0])}, ["y"], priority=1)
+    )  # full: sheds 'default'
+    await asyncio.sleep(0.01)
+    with pytest.raises(Overloaded, match="a higher-priority request took this one's place"):
+        await default
+    runtime.gate.set()
+    await asyncio.gather(blocker, low, high)
+    await executor.close()
+    assert runtime.seen == [[0.0], [1.0], [3.0]]  # the queued ones by priority: 1 before 3
+
+
+async def test_batches_are_cut_at_preferred_sizes() -> None:
+    runtime = Gated()
+    executor = ModelExecutor(runtime, "m/1", 64, Batching(max_rows=16, preferred=(2, 4)))
+    blocker = asyncio.create_task(executor.run({"x": np.array([0.0])}, ["y"]))
+    await asyncio.sleep(0.01)
+    tasks = [asyncio.create_task(executor.run({"x": np.array([float(i)])}, ["y"])) for i in range(1, 8)]
+    await asyncio.sleep(0.01)
+    runtime.gate.set()
+    jobs = await asyncio.gather(*tasks)
+    await blocker
+    await executor.close()
+    assert [len(batch) for batch in runtime.seen] == [1, 4, 2, 1]  # 7 queued: 4 + 2 + 1
+    assert [j.future.result()[0].tolist() for j in jobs] == [[float(i)] for i in range(1, 8)]
+
+
+async def test_instances_run_side_by_side() -> None:
+    runtime = Gated()
+    executor = ModelExecutor(runtime, "m/1", 8, instances=2)
+    tasks = [asyncio.create_task(executor.run({"x": np.array([float(i)])}, ["y"])) for i in range(2)]
+    await asyncio.sleep(0.05)
+    runtime.gate.set()
+    await asyncio.gather(*tasks)
+    await executor.close()
+    assert runtime.threads == {"model:m/1#0", "model:m/1#1"}
