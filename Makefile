@@ -28,7 +28,7 @@ $(REPO): | $(VENV)/.serve-deps
 
 serve: $(VENV)/.serve-deps $(REPO)
 	@$(BIN)/python -m modelfleet.demo.banner --url http://$(HOST):$(PORT) --repo $(REPO)
-	$(BIN)/modelfleet serve $(REPO) --host $(HOST) --port $(PORT)
+	$(BIN)/modelfleet serve $(REPO) --host $(HOST) --port $(PORT) --python-models
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff format --check src tests bench

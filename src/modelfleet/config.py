@@ -65,6 +65,9 @@ class ServerSettings(BaseSettings):
     created one at a time so that each one's memory footprint can be measured)."""
     load_timeout_s: Annotated[float, Field(gt=0)] = 300.0
     """A load taking longer fails with this reason."""
+    python_models: bool = False
+    """Allow models with backend: python. Their code runs in the server process with its rights:
+    turn this on only for repositories whose authors you trust."""
     request_timeout_s: Annotated[float, Field(ge=0)] = 60.0
     """Longest a request may take (queue and run); the V2 `timeout` parameter may ask for less.
     0: no limit. A request past it gets 504 and, if it was still queued, is never run."""

@@ -33,7 +33,15 @@ from modelfleet.repository.weights import SHARED_PLACEHOLDER, blob_relpath, open
 pytestmark = pytest.mark.slow
 
 TENANTS = ["tenant-00001", "tenant-00002", "tenant-00003"]
-MODELS = ["identity", "minilm-base", "minilm-sentiment", *TENANTS]
+MODELS = [
+    "identity",
+    "minilm-base",
+    "minilm-label",
+    "minilm-sentiment",
+    "minilm-sentiment-text",
+    "minilm-tokenize",
+    *TENANTS,
+]
 POSITIVE = "What a wonderful day, I absolutely love this and I am so happy!"
 NEGATIVE = "This is awful, it broke at once and I hate it. Never again."
 TEXTS = [POSITIVE, "Fine.", NEGATIVE, "The delivery was late and the box was damaged."]  # padded batch
@@ -79,7 +87,7 @@ class served:
     """`async with served(path) as manager`: the server's model manager over a repository."""
 
     def __init__(self, path: Path) -> None:
-        settings = ServerSettings(repository=path, startup_load=StartupLoad.NONE)
+        settings = ServerSettings(repository=path, startup_load=StartupLoad.NONE, python_models=True)
         self.manager = ModelManager(FolderRepository(path), settings)
 
     async def __aenter__(self) -> ModelManager:
@@ -251,3 +259,12 @@ def test_a_second_build_without_force_changes_nothing(demo: Built) -> None:
     assert "minilm-base: present, kept" in output
     assert "tenants: 3 present, kept" in output
     assert {p: p.stat().st_mtime_ns for p in demo.path.rglob("*")} == before
+
+
+async def test_the_text_pipeline_labels_sentences(manager: ModelManager) -> None:
+    model = await manager.acquire("minilm-sentiment-text")
+    texts = np.array([[b"What a wonderful, delightful day"], [b"This is terrible, I hate it"]], dtype=object)
+    response = await model.infer(InferRequest([InferInput("text", "BYTES", texts.shape, texts)]), 0)
+    outputs = {o.name: o.data for o in response.outputs}
+    assert outputs["label"].tolist() == [[b"positive"], [b"negative"]]
+    assert all(0.5 < p < 1.0 for p in outputs["probability"].ravel())

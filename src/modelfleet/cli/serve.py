@@ -30,6 +30,9 @@ def serve(
         int | None, typer.Option(help="Largest request body [default: 64 MiB].")
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error.")] = None,
+    python_models: Annotated[
+        bool | None, typer.Option("--python-models", help="Allow backend: python models (they run code).")
+    ] = None,
     s3_endpoint_url: Annotated[
         str | None, typer.Option(help="S3-compatible endpoint for s3:// repositories (MinIO, Ceph).")
     ] = None,
@@ -56,6 +59,7 @@ def serve(
         "repository_poll_s": repository_poll_s,
         "max_body_bytes": max_body_bytes,
         "log_level": log_level,
+        "python_models": python_models,
     }
     s3 = {"endpoint_url": s3_endpoint_url, "cache_dir": s3_cache_dir, "cache_max_bytes": s3_cache_max_bytes}
     try:

@@ -17,6 +17,14 @@ def banner(url: str, repo: str) -> str:
     host = url.removeprefix("http://").removeprefix("https://")
     body = json.dumps(example_request("I love how fast this is!"), separators=(",", ":"))
     identity = json.dumps(IDENTITY_BODY, separators=(",", ":"))
+    text = json.dumps(
+        {
+            "inputs": [
+                {"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": ["I love how fast this is!"]}
+            ]
+        },
+        separators=(",", ":"),
+    )
     return f"""
 modelfleet is starting on {url} with the models in {repo}/ (Ctrl-C stops it).
 
@@ -24,6 +32,7 @@ modelfleet is starting on {url} with the models in {repo}/ (Ctrl-C stops it).
   curl -s {url}/v2/models/minilm-sentiment
   curl -s {url}/v2/models/identity/infer -d '{identity}'
   curl -s {url}/v2/models/minilm-sentiment/infer -d '{body}'
+  curl -s {url}/v2/models/minilm-sentiment-text/infer -d '{text}'
   curl -s -X POST {url}/v2/repository/index
   curl -s {url}/v2/models/stats
 

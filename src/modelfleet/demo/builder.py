@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from modelfleet.demo import text
 from modelfleet.demo.onnx_files import IDENTITY_WIDTH, MODEL_FILENAME, WEIGHTS_FILENAME, identity_model
 from modelfleet.demo.shared_weights import SHARED_FILES
 from modelfleet.demo.tenants import MAX_TENANTS, AdapterWriter, FullCopyWriter, tenant_name
@@ -105,6 +106,7 @@ def _build_models(path: Path, tenants: int, full_copies: bool, force: bool, log:
     else:
         log(f"{IDENTITY}: present, kept")
     _build_minilm(path, force, log)
+    _build_text(path, force, log)
     if tenants:
         _build_tenants(path, tenants, full_copies, force, log)
 
@@ -130,6 +132,21 @@ def _build_minilm(path: Path, force: bool, log: _Log) -> None:
         _write_model(path / SENTIMENT, SENTIMENT_CONFIG, export.write_sentiment)
     if BASE in todo:
         _write_model(path / BASE, BASE_CONFIG, partial(export.write_base, repo_root=path))
+
+
+def _build_text(path: Path, force: bool, log: _Log) -> None:
+    """minilm-sentiment-text: an ensemble of two python models around minilm-sentiment."""
+    models = (
+        (text.TOKENIZE, text.TOKENIZE_CONFIG, text.write_tokenize, ("model.py", "tokenizer.json")),
+        (text.LABEL, text.LABEL_CONFIG, text.write_label, ("model.py",)),
+        (text.TEXT, text.TEXT_CONFIG, text.write_text, ()),
+    )
+    for name, config, write, files in models:
+        if _needs_build(path / name, [files], force):
+            _write_model(path / name, config, write)
+            log(f"{name}: written")
+        else:
+            log(f"{name}: present, kept")
 
 
 def _build_tenants(path: Path, count: int, full_copies: bool, force: bool, log: _Log) -> None:

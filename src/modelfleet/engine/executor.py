@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -44,6 +45,29 @@ class Batching:
     max_rows: int  # most rows in one execution
     max_queue_delay_ns: int = 0  # how long the first job may wait for company
     preferred: tuple[int, ...] = ()  # batch sizes to cut at, ascending
+
+
+class Executor(Protocol):
+    """What a loaded model runs its requests on: a ModelExecutor, or an ensemble's Pipeline."""
+
+    @property
+    def pending(self) -> int: ...
+
+    @property
+    def max_queue_size(self) -> int: ...
+
+    async def run(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str],
+        rows: int = 1,
+        post: Post | None = None,
+        label: str | None = None,
+        priority: int = 0,
+        timeout_s: float | None = None,
+    ) -> Job: ...
+
+    async def close(self) -> None: ...
 
 
 class Job:

@@ -33,6 +33,7 @@ from modelfleet.engine.cache import ResponseCache
 from modelfleet.engine.executor import Batching, ModelExecutor
 from modelfleet.engine.memory import format_bytes, tune_allocator
 from modelfleet.engine.model import LoadedModel
+from modelfleet.engine.pipeline import Declared, Pipeline
 from modelfleet.engine.records import (
     NOT_SERVED,
     UNLOADED,
@@ -50,7 +51,7 @@ from modelfleet.errors import (
     Unavailable,
     model_not_found,
 )
-from modelfleet.repository.config import ModelConfig
+from modelfleet.repository.config import ModelConfig, complete_config
 from modelfleet.repository.folder import ModelSource, Repository
 from modelfleet.repository.names import check_model_name, check_version
 from modelfleet.runtimes.adapter import Head
@@ -466,6 +467,12 @@ class ModelManager:
     ) -> LoadedModel:
         loop = asyncio.get_running_loop()
         settings = self._settings
+        if source.config.backend == "ensemble":
+            return self._ensemble(source, number)
+        if source.config.backend == "python" and not settings.python_models:
+            raise ModelLoadError(
+                "python models are off: start the server with --python-models to run model.py code"
+            )
         if base is not None:
             future = loop.run_in_executor(
                 self._pool, loading.build_adapter, source, number, shared, base.config
@@ -510,6 +517,27 @@ class ModelManager:
             source.name, number, built.config, built.runtime, executor, None, nbytes, built.load_s,
             cache=self.cache if built.config.response_cache else None, timeout_s=settings.request_timeout_s,
         )  # fmt: skip
+
+    def _ensemble(self, source: ModelSource, number: int) -> LoadedModel:
+        config = source.config
+        assert config.steps is not None
+        for step in config.steps:
+            if step.model == source.name:
+                raise ModelLoadError(f"ensemble step '{step.model}' is the ensemble itself")
+            if not self.known(step.model):
+                raise ModelLoadError(f"ensemble step model '{step.model}' is not in the repository")
+        declared = Declared(config)
+        completed = complete_config(
+            config, declared.inputs, declared.outputs, self._settings.default_max_batch_size
+        )
+        pipeline = Pipeline(source.name, config.steps, self._step_model, self._settings.max_queue_size)
+        return LoadedModel(
+            source.name, number, completed, declared, pipeline,
+            cache=self.cache if completed.response_cache else None, timeout_s=self._settings.request_timeout_s,
+        )  # fmt: skip
+
+    async def _step_model(self, name: str, version: str | None) -> LoadedModel:
+        return self.resident(name, version) or await self.acquire(name, version)
 
     def _swap_in(
         self, record: ModelRecord, built: dict[int, LoadedModel], selected: list[int]

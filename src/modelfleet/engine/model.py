@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelfleet.engine.cache import ResponseCache
-from modelfleet.engine.executor import ModelExecutor, Post
+from modelfleet.engine.executor import Executor, Post
 from modelfleet.engine.stats import ModelStats
 from modelfleet.errors import BadRequest, InferenceFailed, ModelfleetError, Overloaded
 from modelfleet.protocol.v2 import InferOutput, InferRequest, InferResponse, TensorSpec
@@ -38,7 +38,7 @@ class LoadedModel:
         version: int,
         config: ModelConfig,
         runtime: Runtime,
-        executor: ModelExecutor,
+        executor: Executor,
         post: Post | None = None,
         nbytes: int = 0,
         load_s: float = 0.0,

@@ -171,14 +171,31 @@ class HeadConfig(_Strict):
     activation: Literal["none", "softmax", "sigmoid"] = "none"
 
 
+class Step(_Strict):
+    """One step of an ensemble."""
+
+    model: str
+    """A model of the same repository."""
+    version: str | None = None
+    inputs: Annotated[dict[str, str], Field(min_length=1)]
+    """The step model's input -> the ensemble tensor that feeds it."""
+    outputs: Annotated[dict[str, str], Field(min_length=1)]
+    """The step model's output -> the ensemble tensor it becomes."""
+
+
 class ModelConfig(_Strict):
     """`config.yaml` of one model. Every field is optional for an ONNX model."""
 
     name: str | None = None
     """Must equal the folder name when given."""
-    backend: Literal["onnxruntime", "adapter"] | None = None
+    backend: Literal["onnxruntime", "adapter", "python", "ensemble"] | None = None
     """The runtime; inferred from the files when left out (model.onnx -> onnxruntime).
-    `adapter`: a small head (`head`) over a shared `base` model of the same repository."""
+    `adapter`: a small head (`head`) over a shared `base` model of the same repository.
+    `python`: a class in model.py (pre/post-processing; only with --python-models).
+    `ensemble`: `steps` through other models of the repository."""
+    steps: list[Step] | None = None
+    """For ensembles: the models a request goes through, each step's inputs and outputs mapped to
+    tensors of the ensemble (its inputs, or earlier steps' outputs); run in dependency order."""
     base: str | None = None
     """For adapters: the base model whose output the head reads; requests of every adapter over
     one base are batched together through it."""
@@ -235,6 +252,10 @@ class ModelConfig(_Strict):
             raise ValueError(
                 f"aliases {bad_alias}: use lower-case letters, digits, '_' and '-', starting with a letter"
             )
+        if (self.backend == "ensemble") != (self.steps is not None):
+            raise ValueError("an ensemble needs backend: ensemble and steps: [...], both")
+        if self.steps is not None:
+            _check_steps(self)
         if (self.backend == "adapter") != (self.base is not None) or (self.base is None) != (
             self.head is None
         ):
@@ -244,6 +265,34 @@ class ModelConfig(_Strict):
         ):
             raise ValueError(f"filename must be a plain file name, got '{self.filename}'")
         return self
+
+
+def _check_steps(config: ModelConfig) -> None:
+    """Every step input is an ensemble input or an earlier-produced tensor; every ensemble output
+    is produced; no tensor is produced twice; the steps form no cycle (any order is fine)."""
+    assert config.steps is not None
+    if config.inputs is None or config.outputs is None:
+        raise ValueError("an ensemble must declare its inputs and outputs")
+    known = {t.name for t in config.inputs}
+    produced: set[str] = set()
+    for step in config.steps:
+        twice = produced & set(step.outputs.values()) | known & set(step.outputs.values())
+        if twice:
+            raise ValueError(f"steps: tensor(s) {sorted(twice)} produced twice")
+        produced |= set(step.outputs.values())
+    pending = list(config.steps)
+    while pending:
+        ready = [s for s in pending if set(s.inputs.values()) <= known]
+        if not ready:
+            missing = sorted({t for s in pending for t in s.inputs.values()} - known - produced)
+            problem = f"no step produces {missing}" if missing else "the steps form a cycle"
+            raise ValueError(f"steps: {problem}")
+        for step in ready:
+            known |= set(step.outputs.values())
+            pending.remove(step)
+    missing_outputs = sorted({t.name for t in config.outputs} - known)
+    if missing_outputs:
+        raise ValueError(f"steps: no step produces the ensemble output(s) {missing_outputs}")
 
 
 def format_validation_error(exc: ValidationError) -> str:

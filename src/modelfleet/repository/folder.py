@@ -18,7 +18,12 @@ from modelfleet.repository.weights import WeightsManifest, blob_relpath, read_ma
 log = logging.getLogger(__name__)
 
 # Default model file per backend, and the backend a file name implies.
-DEFAULT_FILENAMES = {"onnxruntime": "model.onnx", "adapter": "weights.json"}
+DEFAULT_FILENAMES = {
+    "onnxruntime": "model.onnx",
+    "adapter": "weights.json",
+    "python": "model.py",
+    "ensemble": "",
+}
 INFERRED_BACKENDS = {"model.onnx": "onnxruntime"}  # file present -> backend, when config.yaml names none
 _CONFIG_MAX_BYTES = 1 << 20
 

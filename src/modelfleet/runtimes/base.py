@@ -51,6 +51,7 @@ class Runtime(Protocol):
 # backend name -> "module:function" taking a LoadSpec and returning a Runtime
 BACKENDS: dict[str, str] = {
     "onnxruntime": "modelfleet.runtimes.onnx:load",
+    "python": "modelfleet.runtimes.python:load",
 }
 
 

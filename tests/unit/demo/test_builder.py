@@ -29,6 +29,7 @@ from modelfleet.demo.onnx_files import (
     read_initializers,
 )
 from modelfleet.demo.tenants import tenant_head
+from modelfleet.demo.text import LABEL, TEXT, TOKENIZE
 from modelfleet.engine.lifecycle import ModelManager
 from modelfleet.protocol.v2 import InferInput, InferRequest
 from modelfleet.repository.config import CONFIG_FILENAME, parse_config
@@ -51,7 +52,7 @@ def test_build_writes_identity_and_adapter_tenants_that_the_repository_accepts(t
     build_demo_repo(tmp_path, tenants=2, log=lines.append)
 
     repo = FolderRepository(tmp_path)
-    assert repo.list_models() == [IDENTITY, BASE, SENTIMENT, *TENANTS]
+    assert repo.list_models() == sorted([IDENTITY, BASE, SENTIMENT, TEXT, TOKENIZE, LABEL, *TENANTS])
     for name in repo.list_models():
         repo.fetch(name)  # config valid, files and blobs present
     identity = parse_config((tmp_path / IDENTITY / CONFIG_FILENAME).read_text(), IDENTITY)
@@ -130,10 +131,13 @@ def test_second_build_without_force_changes_nothing(tmp_path: Path) -> None:
     lines: list[str] = []
     build_demo_repo(tmp_path, tenants=2, log=lines.append)
     assert snapshot(tmp_path) == before
-    assert lines[:4] == [
+    assert lines[:7] == [
         f"{IDENTITY}: present, kept",
         f"{SENTIMENT}: present, kept",
         f"{BASE}: present, kept",
+        f"{TOKENIZE}: present, kept",
+        f"{LABEL}: present, kept",
+        f"{TEXT}: present, kept",
         "tenants: 2 present, kept",
     ]
 

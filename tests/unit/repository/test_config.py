@@ -140,3 +140,47 @@ def test_config_may_narrow_a_dynamic_dimension_and_list_some_outputs() -> None:
 def test_configs_contradicting_the_model_are_refused(text: str, message: str) -> None:
     with pytest.raises(ModelLoadError, match=message):
         complete_config(parse_config(text, "m"), SIG_IN, SIG_OUT, 8)
+
+
+ENSEMBLE = """
+backend: ensemble
+inputs: [{name: a, datatype: FP32, shape: [-1, 4]}]
+outputs: [{name: out, datatype: FP32, shape: [-1, 4]}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        (
+            "steps: [{model: x, inputs: {input: a}, outputs: {output: mid}}, {model: y, inputs: {input: mid}, outputs: {output: out}}]",
+            None,
+        ),
+        (
+            "steps: [{model: y, inputs: {input: mid}, outputs: {output: out}}, {model: x, inputs: {input: a}, outputs: {output: mid}}]",
+            None,
+        ),
+        (
+            "steps: [{model: x, inputs: {input: nope}, outputs: {output: out}}]",
+            "no step produces \\['nope'\\]",
+        ),
+        (
+            "steps: [{model: x, inputs: {input: b}, outputs: {output: c}}, {model: y, inputs: {input: c}, outputs: {output: b}}]",
+            "cycle|no step produces",
+        ),
+        (
+            "steps: [{model: x, inputs: {input: a}, outputs: {output: other}}]",
+            "no step produces the ensemble output\\(s\\) \\['out'\\]",
+        ),
+        (
+            "steps: [{model: x, inputs: {input: a}, outputs: {output: out}}, {model: y, inputs: {input: a}, outputs: {output: out}}]",
+            "produced twice",
+        ),
+    ],
+)
+def test_ensemble_steps_are_checked(steps: str, message: str | None) -> None:
+    if message is None:
+        assert parse_config(ENSEMBLE + steps, "m").steps is not None
+    else:
+        with pytest.raises(ModelLoadError, match=message):
+            parse_config(ENSEMBLE + steps, "m")
