@@ -79,6 +79,7 @@ class Job:
         "finished_ns",
         "future",
         "inputs",
+        "label",
         "loop",
         "outputs",
         "post",
@@ -97,8 +98,10 @@ class Job:
         post: Post | None,
         enqueued_ns: int,
         priority: int = DEFAULT_PRIORITY,
+        label: str = "",
     ) -> None:
         self.loop = loop
+        self.label = label  # who sent it (an adapter's name): the unit of fairness
         self.future: asyncio.Future[Arrays] = loop.create_future()
         self.inputs = inputs
         self.outputs = outputs
@@ -191,7 +194,7 @@ class ModelExecutor:
         if self._pending >= self.max_queue_size and not self._shed_lower_than(level):
             raise Overloaded(f"model '{name}' has too many requests queued; try again later")
         loop = asyncio.get_running_loop()
-        job = Job(loop, inputs, outputs, rows, post, self._clock(), level)
+        job = Job(loop, inputs, outputs, rows, post, self._clock(), level, name)
         if timeout_s is not None:
             job.timer = loop.call_later(timeout_s, _expire, job, name, timeout_s)
         self._pending += 1
@@ -230,12 +233,23 @@ class ModelExecutor:
     # -- the executor threads ------------------------------------------------------------------------
 
     def _run(self) -> None:
+        backlog: list[Job] = []  # taken from the queue, not run yet (this thread's)
+        stopping = False
         while True:
-            jobs, stop = self._take()
-            live = sorted((j for j in jobs if not j.future.done()), key=lambda j: j.priority)
+            if not stopping:
+                fresh, stopping = self._take(block=not backlog)
+                backlog += fresh
+            live = [j for j in backlog if not j.future.done()]
+            if not live:
+                if stopping:
+                    return
+                backlog = []
+                continue
+            groups: list[list[Job]] = [live]  # if forming the batch fails, every job here fails
             done: list[Outcome] = []
             try:
-                for group in self._groups(live):
+                groups, backlog = self._next(live)
+                for group in groups:
                     done.extend(self._execute(group))
                     if done and done[-1][0].finished_ns - done[0][0].started_ns >= FLUSH_NS:
                         if not self._hand_back(done):
@@ -244,59 +258,62 @@ class ModelExecutor:
             except BaseException as exc:  # a bug here must not leave requests waiting forever
                 settled = {id(job) for job, _, _ in done}
                 failure = InferenceFailed(f"model '{self._label}' failed: {type(exc).__name__}")
-                done += [(job, None, failure) for job in live if id(job) not in settled]
-            if not self._hand_back(done) or stop:
+                done += [(job, None, failure) for group in groups for job in group if id(job) not in settled]
+                backlog = [j for j in backlog if all(j is not g for group in groups for g in group)]
+            if not self._hand_back(done):
                 return
 
-    def _take(self) -> tuple[list[Job], bool]:
-        """Block for one job, then take what else is queued: up to one batch when batching (waiting
-        up to the batching delay for company), one job when instances share the queue unbatched,
-        everything otherwise."""
-        first = self._queue.get()
+    def _take(self, block: bool) -> tuple[list[Job], bool]:
+        """What is queued: block for the first job unless told not to; when batching, wait up to the
+        batching delay for company; one job when instances share the queue unbatched."""
+        try:
+            first = self._queue.get() if block else self._queue.get_nowait()
+        except queue.Empty:
+            return [], False
         if first is None:
             return [], True
         batching = self._batching
         if batching is None and self._instances > 1:
             return [first], False
         jobs, rows = [first], first.rows
-        limit = batching.max_rows if batching else 0
-        target = (batching.preferred[-1] if batching.preferred else limit) if batching else 0
+        target = (batching.preferred[-1] if batching.preferred else batching.max_rows) if batching else 0
         delay = batching.max_queue_delay_ns if batching else 0
         deadline = self._clock() + delay
-        while not batching or rows < limit:
+        while True:
             remaining = (deadline - self._clock()) / 1e9 if delay and rows < target else 0.0
             try:
                 more = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
-                break
+                return jobs, False
             if more is None:
                 return jobs, True
             jobs.append(more)
             rows += more.rows
-        return jobs, False
 
-    def _groups(self, jobs: list[Job]) -> list[list[Job]]:
-        """Jobs that can run together, best priority first, each group at most max_rows rows and
-        cut at the largest preferred batch size that it reaches."""
+    def _next(self, jobs: list[Job]) -> tuple[list[list[Job]], list[Job]]:
+        """What to run now, and what waits for the next round.
+
+        Jobs go best priority first and, within a priority, round robin over the models (tenants)
+        that sent them, so that one tenant's flood does not queue everyone else behind it. Without
+        batching every job runs now, one by one; with batching the next batch is formed: jobs that
+        can share an execution, at most max_rows rows, cut at a preferred batch size it reaches.
+        """
+        ordered = _fair(jobs)
         batching = self._batching
         if batching is None:
-            return [[j] for j in jobs]
-        by_key: dict[tuple[object, ...], list[Job]] = {}
-        for job in jobs:
-            by_key.setdefault(job.key(), []).append(job)
-        groups: list[list[Job]] = []
-        for same in by_key.values():
-            group: list[Job] = []
-            rows, remaining = 0, sum(j.rows for j in same)
-            for job in same:
-                if group and rows + job.rows > self._cut(rows, rows + remaining, batching):
-                    groups.append(group)
-                    group, rows = [], 0
-                group.append(job)
-                rows += job.rows
-                remaining -= job.rows
-            groups.append(group)
-        return sorted(groups, key=lambda g: g[0].priority)
+            return [[j] for j in ordered], []
+        key = ordered[0].key()
+        same = [j for j in ordered if j.key() == key]
+        available = sum(j.rows for j in same)
+        group: list[Job] = []
+        rows = 0
+        for job in same:
+            if group and rows + job.rows > self._cut(rows, available, batching):
+                break
+            group.append(job)
+            rows += job.rows
+        chosen = {id(j) for j in group}
+        return [group], [j for j in ordered if id(j) not in chosen]
 
     @staticmethod
     def _cut(rows: int, available: int, batching: Batching) -> int:
@@ -359,6 +376,18 @@ class ModelExecutor:
         except RuntimeError:
             return False
         return True
+
+
+def _fair(jobs: list[Job]) -> list[Job]:
+    """Priority first; then each sender's first job, each sender's second job, ...; then arrival."""
+    seen: dict[str, int] = {}
+    ranked = []
+    for job in sorted(jobs, key=lambda j: j.enqueued_ns):
+        nth = seen.get(job.label, 0)
+        seen[job.label] = nth + 1
+        ranked.append((job.priority, nth, job.enqueued_ns, job))
+    ranked.sort(key=lambda r: r[:3])
+    return [r[3] for r in ranked]
 
 
 def _expire(job: Job, name: str, timeout_s: float) -> None:

@@ -162,10 +162,10 @@ async def test_a_fault_in_the_executor_thread_fails_the_jobs_instead_of_hanging_
 ) -> None:
     executor = ModelExecutor(Doubler(), "m/1", 8)
 
-    def broken(jobs: list[object]) -> list[list[object]]:
+    def broken(jobs: list[object]) -> tuple[list[list[object]], list[object]]:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(executor, "_groups", broken)
+    monkeypatch.setattr(executor, "_next", broken)
     with pytest.raises(InferenceFailed, match="model 'm/1' failed: RuntimeError"):
         await asyncio.wait_for(executor.run({"x": np.array([1.0])}, ["y"]), 5)
     monkeypatch.undo()
@@ -255,3 +255,21 @@ async def test_instances_run_side_by_side() -> None:
     await asyncio.gather(*tasks)
     await executor.close()
     assert runtime.threads == {"model:m/1#0", "model:m/1#1"}
+
+
+async def test_a_flooding_tenant_does_not_queue_the_others_behind_it() -> None:
+    """Round robin over senders: a quiet tenant's request runs in the next batch, not after the flood."""
+    runtime = Gated()
+    executor = ModelExecutor(runtime, "base/1", 256, Batching(max_rows=4))
+    blocker = asyncio.create_task(executor.run({"x": np.array([0.0])}, ["y"], label="noisy"))
+    await asyncio.sleep(0.01)
+    flood = [asyncio.create_task(executor.run({"x": np.array([1.0])}, ["y"], label="noisy")) for _ in range(40)]
+    await asyncio.sleep(0)
+    quiet = asyncio.create_task(executor.run({"x": np.array([2.0])}, ["y"], label="quiet"))
+    await asyncio.sleep(0.01)
+    runtime.gate.set()
+    await asyncio.gather(blocker, quiet, *flood)
+    await executor.close()
+    assert runtime.seen[0] == [0.0]  # the blocker
+    assert 2.0 in runtime.seen[1]  # the quiet tenant is in the very next batch, not after ten of the flood
+    assert len(runtime.seen) == 1 + 11  # 41 rows after the blocker, in batches of at most 4
