@@ -97,7 +97,9 @@ def run_bench(url: str, model: str, seq: int, concurrency: int, seconds: float) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repo", type=Path, default=Path("/tmp/demo"))
     parser.add_argument("--model", default="minilm-sentiment")
     parser.add_argument("--seqs", type=int, nargs="+", default=[32, 128])
@@ -111,7 +113,9 @@ def main() -> None:
     for seq in a.seqs:
         limit, best, rates = in_process_limit(model_file, seq, a.seconds)
         shown = ", ".join(f"b{b} {r:.0f}" for b, r in rates.items())
-        print(f"seq {seq}: in-process limit {limit:.1f} rows/s at batch {best} ({shown}; batch-1 = {rates[1]:.1f})")
+        print(
+            f"seq {seq}: in-process limit {limit:.1f} rows/s at batch {best} ({shown}; batch-1 = {rates[1]:.1f})"
+        )
         for name in a.variants:
             repo = repo_with(a.repo, a.model, VARIANTS[name], work / "repo")
             server = Server(repo, "--startup-load", "all")
@@ -132,10 +136,15 @@ def main() -> None:
             repo = repo_with(a.repo, a.model, VARIANTS[name], work / "repo")
             server = Server(repo, "--startup-load", "all")
             try:
-                p50s = [run_bench(server.url, a.model, seq, 1, a.seconds / 2)["latency_ms"]["p50"] for _ in range(3)]
+                p50s = [
+                    run_bench(server.url, a.model, seq, 1, a.seconds / 2)["latency_ms"]["p50"]
+                    for _ in range(3)
+                ]
             finally:
                 server.stop()
-            print(f"  c=1 {name:36s} P50 {statistics.median(p50s):.3f} ms (runs {', '.join(f'{p:.3f}' for p in p50s)})")
+            print(
+                f"  c=1 {name:36s} P50 {statistics.median(p50s):.3f} ms (runs {', '.join(f'{p:.3f}' for p in p50s)})"
+            )
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -263,7 +263,9 @@ async def test_a_flooding_tenant_does_not_queue_the_others_behind_it() -> None:
     executor = ModelExecutor(runtime, "base/1", 256, Batching(max_rows=4))
     blocker = asyncio.create_task(executor.run({"x": np.array([0.0])}, ["y"], label="noisy"))
     await asyncio.sleep(0.01)
-    flood = [asyncio.create_task(executor.run({"x": np.array([1.0])}, ["y"], label="noisy")) for _ in range(40)]
+    flood = [
+        asyncio.create_task(executor.run({"x": np.array([1.0])}, ["y"], label="noisy")) for _ in range(40)
+    ]
     await asyncio.sleep(0)
     quiet = asyncio.create_task(executor.run({"x": np.array([2.0])}, ["y"], label="quiet"))
     await asyncio.sleep(0.01)
