@@ -26,7 +26,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from many_models import Server, machine  # noqa: E402
+from many_models import Server, machine
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "batching (delay 0)": {"dynamic_batching": {"enabled": True, "max_queue_delay_us": 0}},
