@@ -79,6 +79,15 @@ class ServerSettings(BaseSettings):
     """On SIGTERM, how long in-flight requests may take to finish."""
     log_level: str = "info"
     """Python logging level name."""
+    log_format: Annotated[str, Field(pattern="^(text|json)$")] = "text"
+    """'text': one readable line per event, for people; 'json': one JSON object per line (time,
+    level, logger, message, and model and request_id inside a request), for log pipelines."""
+    metrics_top_k: Annotated[int, Field(ge=0)] = 50
+    """/metrics gives a model its own `model` label when it is among the N with the most recent
+    traffic; every other model counts under model="_other", so series stay bounded."""
+    metrics_models: tuple[str, ...] = ()
+    """Models that always get their own label on /metrics, whatever their traffic (a JSON list in
+    the environment: MODELFLEET_METRICS_MODELS='["bert", "resnet"]')."""
 
     @field_validator("repository", mode="before")
     @classmethod

@@ -30,6 +30,13 @@ def serve(
         int | None, typer.Option(help="Largest request body [default: 64 MiB].")
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error.")] = None,
+    log_format: Annotated[
+        str | None, typer.Option(help="text (for people) | json (one object a line) [default: text].")
+    ] = None,
+    metrics_top_k: Annotated[
+        int | None,
+        typer.Option(help="/metrics: models with their own label, by recent traffic [default: 50]."),
+    ] = None,
     python_models: Annotated[
         bool | None, typer.Option("--python-models", help="Allow backend: python models (they run code).")
     ] = None,
@@ -59,6 +66,8 @@ def serve(
         "repository_poll_s": repository_poll_s,
         "max_body_bytes": max_body_bytes,
         "log_level": log_level,
+        "log_format": log_format,
+        "metrics_top_k": metrics_top_k,
         "python_models": python_models,
     }
     s3 = {"endpoint_url": s3_endpoint_url, "cache_dir": s3_cache_dir, "cache_max_bytes": s3_cache_max_bytes}

@@ -17,6 +17,8 @@ from modelfleet.engine.lifecycle import ModelManager
 from modelfleet.repository.open import open_repository
 from modelfleet.server.dataplane import DataPlane
 from modelfleet.server.http import build_http_app
+from modelfleet.server.logs import configure_logging
+from modelfleet.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,7 @@ def build_app(settings: ServerSettings) -> tuple[ASGIApp, DataPlane]:
     options = settings.s3.model_dump() if settings.is_object_store else {}
     manager = ModelManager(open_repository(settings.repository, **options), settings)
     plane = DataPlane(manager)
+    metrics = Metrics(manager, settings.metrics_top_k, settings.metrics_models)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -47,7 +50,7 @@ def build_app(settings: ServerSettings) -> tuple[ASGIApp, DataPlane]:
                     await task
             await manager.close()
 
-    return build_http_app(plane, settings, lifespan), plane
+    return build_http_app(plane, settings, lifespan, metrics), plane
 
 
 async def _poll(manager: ModelManager, every_s: float) -> None:
@@ -68,9 +71,7 @@ def serve(settings: ServerSettings) -> None:
     """Run the server until SIGINT / SIGTERM, then drain and exit 0."""
     import uvicorn
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     app, plane = build_app(settings)
 
     class Server(uvicorn.Server):
@@ -98,6 +99,7 @@ def serve(settings: ServerSettings) -> None:
         access_log=False,
         proxy_headers=False,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers go through ours (configure_logging), in the same format
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
         lifespan="on",
     )

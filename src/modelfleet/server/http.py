@@ -36,6 +36,9 @@ from modelfleet.protocol.rest import (
 )
 from modelfleet.protocol.v2 import InferRequest
 from modelfleet.server.dataplane import DataPlane
+from modelfleet.server.logs import begin_request, end_request, set_request_id
+from modelfleet.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from modelfleet.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +142,9 @@ async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any]) -> None:
 class InferEndpoint:
     """`POST /v2/models/{m}[/versions/{v}]/infer` without framework overhead."""
 
-    def __init__(self, plane: DataPlane, settings: ServerSettings) -> None:
+    def __init__(self, plane: DataPlane, settings: ServerSettings, metrics: Metrics | None = None) -> None:
         self._plane = plane
+        self._answered = metrics.answered if metrics is not None else _not_counted
         self._limit = settings.max_body_bytes
         self._limits = Limits(settings.max_inputs, settings.max_tensor_rank, settings.max_tensor_elements)
 
@@ -176,6 +180,7 @@ class InferEndpoint:
         self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
     ) -> None:
         started = time.perf_counter_ns()
+        model: LoadedModel | None = None
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed("inference takes POST")
@@ -187,13 +192,17 @@ class InferEndpoint:
             )
             model = await self._plane.model(name, version)
             request = decode_request(body, json_length, self._limits)
+            if request.id is not None:
+                set_request_id(request.id)
             response = await self._infer(model, request, started, receive)
             payload, binary_header = encode_response(response, request)
         except ModelfleetError as exc:
+            self._answered(name, exc.status, model)
             await send_error(send, exc)
             return
         except ClientGone:
             return
+        self._answered(name, 200, model)
         if binary_header is None:
             await send_json(send, 200, payload)
             return
@@ -204,6 +213,10 @@ class InferEndpoint:
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers_out})
         await send({"type": "http.response.body", "body": payload})
+
+
+def _not_counted(name: str, status: int, model: LoadedModel | None) -> None:
+    pass
 
 
 # -- control routes ---------------------------------------------------------------------------------------
@@ -327,10 +340,22 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return Response(dumps({"error": "internal server error"}), 500, media_type="application/json")
 
 
-def build_http_app(plane: DataPlane, settings: ServerSettings, lifespan: Any = None) -> ASGIApp:
-    """The whole REST surface as one ASGI app."""
+def _metrics_route(metrics: Metrics) -> Route:
+    async def metrics_text(request: Request) -> Response:
+        return Response(await metrics.render(), headers={"content-type": METRICS_CONTENT_TYPE})
+
+    return Route("/metrics", metrics_text, methods=["GET"])
+
+
+def build_http_app(
+    plane: DataPlane, settings: ServerSettings, lifespan: Any = None, metrics: Metrics | None = None
+) -> ASGIApp:
+    """The whole REST surface as one ASGI app; GET /metrics and per-answer counts with `metrics`."""
+    routes = _control_routes(plane)
+    if metrics is not None:
+        routes.append(_metrics_route(metrics))
     control = Starlette(
-        routes=_control_routes(plane),
+        routes=routes,
         exception_handlers={
             ModelfleetError: _modelfleet_error,
             HTTPException: _http_error,
@@ -338,7 +363,8 @@ def build_http_app(plane: DataPlane, settings: ServerSettings, lifespan: Any = N
         },
         lifespan=lifespan,
     )
-    infer = InferEndpoint(plane, settings)
+    infer = InferEndpoint(plane, settings, metrics)
+    answered = metrics.answered if metrics is not None else _not_counted
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -349,11 +375,15 @@ def build_http_app(plane: DataPlane, settings: ServerSettings, lifespan: Any = N
                 return
             target = InferEndpoint.match(scope["path"])
             if target is not None:
+                token = begin_request(target[0])  # log lines from here on carry the request
                 try:
                     await infer(scope, receive, send, *target)
                 except Exception:
                     log.exception("unexpected error on %s", scope["path"])
+                    answered(target[0], 500, None)
                     await send_json(send, 500, dumps({"error": "internal server error"}))
+                finally:
+                    end_request(token)
                 return
         await control(scope, receive, send)
 

@@ -23,3 +23,9 @@ def test_serve_refuses_bad_settings_with_the_field(tmp_path: Path) -> None:
     result = CliRunner().invoke(build_app(), ["serve", str(tmp_path), "--port", "99999"])
     assert result.exit_code == 2
     assert "http_port" in result.output
+    result = CliRunner().invoke(build_app(), ["serve", str(tmp_path), "--log-format", "xml"])
+    assert result.exit_code == 2
+    assert "log_format" in result.output
+    result = CliRunner().invoke(build_app(), ["serve", str(tmp_path), "--metrics-top-k", "-1"])
+    assert result.exit_code == 2
+    assert "metrics_top_k" in result.output
