@@ -1,7 +1,8 @@
 """`modelfleet bench` end to end: real sockets, a real server, the CLI through CliRunner.
 
-Targets: `bench/trivial_target.py` under uvicorn in a subprocess, and a small threaded server here
-that answers chunked, closes every third connection, and never answers model `silent`.
+Targets: `bench/trivial_target.py` under uvicorn in a subprocess, a small threaded server here
+that answers chunked, closes every third connection, and never answers model `silent`, and another
+that refuses model `busy` at once with 429 and answers others after 20 ms (for the open loop).
 """
 
 from __future__ import annotations
@@ -215,3 +216,151 @@ def test_chunked_answers_reconnects_and_timeouts(odd_url: str, tmp_path: Path) -
     rows = {m["model"]: m for m in report["top_models"]}
     assert rows["good"]["errors"] == 0 and rows["good"]["requests"] == report["requests"]
     assert rows["silent"]["requests"] == 0 and rows["silent"]["errors"] == report["errors"]["total"]
+
+
+SERIES_FIELDS = {"t_s", "sent", "ok", "refused", "failed", "saturated", "ok_p99_ms"}
+
+
+def test_open_loop_keeps_the_asked_rate(trivial_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    bench(
+        "--url",
+        trivial_url,
+        "-m",
+        "trivial",
+        "--rate",
+        "200",
+        "-d",
+        "2",
+        "--warmup",
+        "0.2",
+        "--report",
+        str(out),
+    )
+    report = read_report(out)
+    loop = report["open_loop"]
+    total = loop["total"]
+    assert total["scheduled"] == total["sent"] == 400  # constant spacing: exactly rate x duration
+    assert total["send_rate_per_s"] == pytest.approx(200, rel=0.02)
+    assert total["status_counts"] == {"200": 400} and total["client_failures"] == {}
+    assert report["requests"] == 400 and report["errors"]["total"] == 0
+    assert loop["send_lag_ms"]["p50"] < 20  # the client kept to its schedule
+    series = loop["series"]
+    assert len(series) >= 2 and all(set(second) == SERIES_FIELDS for second in series)
+    assert [second["sent"] for second in series[:2]] == [
+        pytest.approx(200, abs=10)
+    ] * 2  # by actual send time
+    assert sum(second["ok"] for second in series) == 400
+    assert series[0]["ok_p99_ms"] > 0
+    assert 1 <= loop["peak_connections"] <= 512
+
+
+def test_open_loop_phases_over_two_processes(trivial_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    phases = ["--phase", "1s@100", "--phase", "1s@300", "--arrivals", "poisson", "--seed", "5"]
+    bench("--url", trivial_url, "-m", "trivial", *phases, "-p", "2", "--warmup", "0.2", "--report", str(out))
+    report = read_report(out)
+    assert report["options"]["duration_s"] == 2 and report["client"]["processes"] == 2
+    first, second = report["open_loop"]["phases"]
+    assert (first["rate_per_s"], second["rate_per_s"]) == (100, 300)
+    assert first["sent"] == pytest.approx(100, abs=40)  # Poisson: about 4 sigma
+    assert second["sent"] == pytest.approx(300, abs=70)
+    assert first["status_counts"] == {"200": first["sent"]}
+    assert second["start_s"] == 1
+
+
+def test_open_loop_rejects_closed_loop_options(trivial_url: str) -> None:
+    bench("--url", trivial_url, "-m", "trivial", "--rate", "10", "-c", "4", exit_code=2)
+    bench("--url", trivial_url, "-m", "trivial", "--phase", "1s@10", "-d", "3", exit_code=2)
+    bench("--url", trivial_url, "-m", "trivial", "--phase", "1s", exit_code=2)
+
+
+class RefusingHandler(socketserver.BaseRequestHandler):
+    """Keep-alive HTTP/1.1: 429 at once for model `busy`, 200 after 20 ms for any other."""
+
+    def handle(self) -> None:
+        buffer = b""
+        while True:
+            try:
+                while b"\r\n\r\n" not in buffer:
+                    data = self.request.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                while len(buffer) < length:
+                    buffer += self.request.recv(65536)
+                buffer = buffer[length:]
+                if b"/busy/" in head:
+                    status, body = b"429 Too Many Requests", b'{"error":"queue full"}'
+                else:
+                    time.sleep(0.02)
+                    status, body = b"200 OK", b"{}"
+                self.request.sendall(
+                    b"HTTP/1.1 "
+                    + status
+                    + b"\r\nContent-Length: "
+                    + str(len(body)).encode()
+                    + b"\r\n\r\n"
+                    + body
+                )
+            except OSError:
+                return
+
+
+@pytest.fixture
+def refusing_url() -> Iterator[str]:
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), RefusingHandler) as server:
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            thread.join()
+
+
+def test_open_loop_counts_refusals_and_how_fast_they_came(refusing_url: str, tmp_path: Path) -> None:
+    request = tmp_path / "request.json"
+    request.write_text('{"inputs": []}')
+    out = tmp_path / "report.json"
+    args = ["--url", refusing_url, "-m", "fine,busy", "--input-file", str(request), "--warmup", "0.1"]
+    bench(*args, "--rate", "100", "-d", "1.5", "--report", str(out), exit_code=1)  # 429s fail the run
+    report = read_report(out)
+    total = report["open_loop"]["total"]
+    codes = total["status_counts"]
+    assert set(codes) == {"200", "429"} and codes["200"] + codes["429"] == total["sent"] == 150
+    assert report["errors"]["by_kind"] == {"http_429": codes["429"]}
+    refused, ok = total["latency_ms"]["refused"], total["latency_ms"]["ok"]
+    assert refused["p99"] < 20 <= ok["p50"]  # refused at once, answered after 20 ms
+    assert sum(second["refused"] for second in report["open_loop"]["series"]) == codes["429"]
+    rows = {m["model"]: m for m in report["top_models"]}
+    assert rows["busy"]["requests"] == 0 and rows["busy"]["errors"] == codes["429"]
+
+
+def test_open_loop_counts_what_a_full_pool_cannot_send(refusing_url: str, tmp_path: Path) -> None:
+    request = tmp_path / "request.json"
+    request.write_text('{"inputs": []}')
+    out = tmp_path / "report.json"
+    args = ["--url", refusing_url, "-m", "fine", "--input-file", str(request), "--warmup", "0"]
+    # two connections answer at most ~100 requests/s at 20 ms each: the rest cannot be sent
+    bench(
+        *args,
+        "--rate",
+        "300",
+        "-d",
+        "1",
+        "--max-connections",
+        "2",
+        "--report",
+        str(out),
+        "--no-fail-on-error",
+    )
+    total = read_report(out)["open_loop"]["total"]
+    saturated = total["client_failures"]["client_saturated"]
+    assert total["scheduled"] == 300 and total["sent"] + saturated == 300
+    assert saturated > 100 and total["status_counts"] == {"200": total["sent"]}
+    assert total["latency_ms"]["ok"]["p99"] < 100  # nothing waited for a connection

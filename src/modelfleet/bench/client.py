@@ -39,6 +39,7 @@ class ErrorKind(enum.StrEnum):
     TIMEOUT = "timeout"  # no complete answer within --timeout
     READ = "read"  # connection closed or reset with a request in flight
     PROTOCOL = "protocol"  # not a well-formed HTTP/1.1 response
+    SATURATED = "client_saturated"  # open loop: due with no free connection and the pool full; not sent
 
 
 def http_error(status: int) -> str:

@@ -1,7 +1,8 @@
 """Typed messages between the bench coordinator and its client processes (msgpack, never pickle).
 
 The coordinator sends a `ShareJob`, the client answers `Ready` once its requests are built, waits
-for `Go`, runs, and sends back a `ShareResult` whose latencies travel as raw little-endian arrays.
+for `Go`, runs, and sends back a `ShareResult` (closed loop) or an `OpenShareResult` (open loop,
+when the job carries an `OpenLoopJob`) whose figures travel as raw little-endian arrays.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import IO, TypeVar
 import msgspec
 
 from modelfleet.bench.encode import Body
-from modelfleet.bench.spec import Popularity, Target
+from modelfleet.bench.spec import Arrivals, Phase, Popularity, Target
 
 
 class Workload(msgspec.Struct, frozen=True):
@@ -26,15 +27,25 @@ class Workload(msgspec.Struct, frozen=True):
     zipf_s: float
 
 
+class OpenLoopJob(msgspec.Struct, frozen=True):
+    """The schedule of an open-loop share: share `share` of `shares` of the phases' arrivals."""
+
+    phases: list[Phase]  # the recorded window; the warm-up runs at the first phase's rate
+    arrivals: Arrivals
+    share: int
+    shares: int
+
+
 class ShareJob(msgspec.Struct, frozen=True):
     """One client process's part of the run."""
 
     workload: Workload
-    connections: int
+    connections: int  # closed loop: each with one request in flight; open loop: the pool's limit
     warmup_s: float
     duration_s: float
     timeout_s: float
     seed: int
+    open_loop: OpenLoopJob | None = None
 
 
 class Ready(msgspec.Struct, frozen=True):
@@ -54,6 +65,22 @@ class ShareResult(msgspec.Struct, frozen=True):
     model_errors: dict[int, int]  # errors by model index (connect errors have no model)
     warmup_errors: int
     cpu_s: float  # this process's CPU time inside the recorded window
+
+
+class OpenShareResult(msgspec.Struct, frozen=True):
+    """Every request one open-loop client process scheduled inside the recorded window.
+
+    Parallel int arrays, one entry per request, times relative to the window's start.
+    """
+
+    scheduled_ns: bytes  # int64: when it was due
+    lag_ns: bytes  # int64: how much later it was written (0 when never sent)
+    latency_ns: bytes  # int64: from `scheduled` to the answer's last byte, or to the failure
+    statuses: bytes  # int16: HTTP status, or a negative client-side failure code
+    model_indexes: bytes  # int32
+    warmup_errors: int
+    cpu_s: float  # this process's CPU time from the window's start until the last answer
+    peak_connections: int
 
 
 M = TypeVar("M")

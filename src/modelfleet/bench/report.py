@@ -14,6 +14,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from modelfleet.bench.openstats import REFUSED, OpenLoopFigures, Outcomes
 from modelfleet.bench.spec import BenchSpec
 from modelfleet.bench.stats import BenchResult, LatencySummary
 
@@ -38,17 +39,62 @@ def options(spec: BenchSpec) -> dict[str, Any]:
     doc["shapes"] = {k: list(v) for k, v in spec.shapes.items()}
     doc["input_file"] = str(spec.input_file) if spec.input_file else None
     doc["same_signature"] = spec.shares_signature
+    doc["arrivals"] = str(spec.arrivals)
     return doc
 
 
 def _latency(summary: LatencySummary) -> dict[str, float | None]:
     fields = asdict(summary)
     fields.pop("count")
-    return {k.removesuffix("_ms"): None if math.isnan(v) else round(v, 4) for k, v in fields.items()}
+    return {k.removesuffix("_ms"): _number(v) for k, v in fields.items()}
+
+
+def _number(value: float, digits: int = 4) -> float | None:
+    return None if math.isnan(value) else round(value, digits)
+
+
+def _outcomes(o: Outcomes) -> dict[str, Any]:
+    return {
+        "start_s": o.start_s,
+        "duration_s": o.duration_s,
+        "rate_per_s": round(o.rate_per_s, 3),
+        "scheduled": o.scheduled,
+        "sent": o.sent,
+        "send_rate_per_s": round(o.send_rate_per_s, 2),
+        "ok": o.ok,
+        "goodput_per_s": round(o.goodput_per_s, 2),
+        "status_counts": o.statuses,
+        "client_failures": o.failures,
+        "latency_ms": {"ok": _latency(o.ok_latency), "refused": _latency(o.refused_latency)},
+    }
+
+
+def _open_loop(figures: OpenLoopFigures) -> dict[str, Any]:
+    """Per status, phase and second; latency runs from each request's scheduled send time."""
+    return {
+        "arrivals": figures.arrivals,
+        "max_connections": figures.max_connections,
+        "peak_connections": figures.peak_connections,
+        "send_lag_ms": _latency(figures.send_lag),
+        "total": _outcomes(figures.total),
+        "phases": [_outcomes(p) for p in figures.phases],
+        "series": [
+            {
+                "t_s": s.t_s,
+                "sent": s.sent,
+                "ok": s.ok,
+                "refused": s.refused,
+                "failed": s.failed,
+                "saturated": s.saturated,
+                "ok_p99_ms": _number(s.ok_p99_ms),
+            }
+            for s in figures.series
+        ],
+    }
 
 
 def report_document(spec: BenchSpec, result: BenchResult, started_at: datetime) -> dict[str, Any]:
-    return {
+    doc: dict[str, Any] = {
         "report_version": REPORT_VERSION,
         "started_at": started_at.isoformat(),
         "options": options(spec),
@@ -78,6 +124,9 @@ def report_document(spec: BenchSpec, result: BenchResult, started_at: datetime) 
         },
         "host": {"cpus": os.cpu_count(), "cpu_model": _cpu_model(), "python": platform.python_version()},
     }
+    if result.open_loop is not None:
+        doc["open_loop"] = _open_loop(result.open_loop)
+    return doc
 
 
 def write_report(path: Path, document: dict[str, Any]) -> None:
@@ -89,12 +138,9 @@ def _ms(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.2f}"
 
 
-def print_result(console: Console, spec: BenchSpec, result: BenchResult) -> None:
-    summary = Table(title=f"modelfleet bench → {spec.target.url}", show_header=False, title_justify="left")
-    summary.add_column(style="bold")
-    summary.add_column(justify="right")
+def _closed_rows(spec: BenchSpec, result: BenchResult) -> list[tuple[str, str]]:
     lat = result.latency
-    rows = [
+    return [
         ("requests", f"{result.requests:,} in {result.duration_s:g} s"),
         ("requests/s", f"{result.requests_per_s:,.1f}"),
         ("latency p50 / p90 / p95 ms", f"{_ms(lat.p50_ms)} / {_ms(lat.p90_ms)} / {_ms(lat.p95_ms)}"),
@@ -111,10 +157,82 @@ def print_result(console: Console, spec: BenchSpec, result: BenchResult) -> None
             f"{_ms(result.client_cpu_us_per_request)} µs CPU/request",
         ),
     ]
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v:,}" for k, v in counts.items()) or "none"
+
+
+def _open_rows(spec: BenchSpec, result: BenchResult, figures: OpenLoopFigures) -> list[tuple[str, str]]:
+    total, ok, refused, lag = (
+        figures.total,
+        figures.total.ok_latency,
+        figures.total.refused_latency,
+        figures.send_lag,
+    )
+    return [
+        ("asked", f"{total.rate_per_s:,.1f} req/s ({figures.arrivals}) for {total.duration_s:g} s"),
+        ("sent", f"{total.sent:,} = {total.send_rate_per_s:,.1f} req/s"),
+        ("answers (HTTP status)", _counts(total.statuses)),
+        ("goodput (2xx answers / s)", f"{total.goodput_per_s:,.1f}"),
+        (
+            "ok latency p50 / p90 / p99 / max ms",
+            f"{_ms(ok.p50_ms)} / {_ms(ok.p90_ms)} / {_ms(ok.p99_ms)} / {_ms(ok.max_ms)}",
+        ),
+        (
+            "429 latency p50 / p99 / max ms",
+            f"{_ms(refused.p50_ms)} / {_ms(refused.p99_ms)} / {_ms(refused.max_ms)}",
+        ),
+        (
+            "client failures",
+            _counts(total.failures)
+            + (f" (+{result.warmup_errors:,} errors in warm-up)" * bool(result.warmup_errors)),
+        ),
+        ("send lag p50 / p99 / max ms", f"{_ms(lag.p50_ms)} / {_ms(lag.p99_ms)} / {_ms(lag.max_ms)}"),
+        ("models hit", f"{result.models_hit:,} of {len(spec.models.expand()):,}"),
+        (
+            "client",
+            f"{result.client_processes} process(es), {figures.peak_connections} of {figures.max_connections} "
+            f"connection(s) opened, {_ms(result.client_cpu_us_per_request)} µs CPU/request sent",
+        ),
+    ]
+
+
+def _phase_table(figures: OpenLoopFigures) -> Table:
+    table = Table(
+        title="Phases (2xx/s by answer time; the rest by scheduled time; latency in ms from it)",
+        title_justify="left",
+    )
+    for name in ("from s", "asked/s", "sent/s", "2xx/s", "429", "other", "ok p50 / p99", "429 p50 / p99"):
+        table.add_column(name, justify="right")
+    for p in figures.phases:
+        refused = p.statuses.get(str(REFUSED), 0)
+        ok, no = p.ok_latency, p.refused_latency
+        table.add_row(
+            f"{p.start_s:g}",
+            f"{p.rate_per_s:,.1f}",
+            f"{p.send_rate_per_s:,.1f}",
+            f"{p.goodput_per_s:,.1f}",
+            f"{refused:,}",
+            f"{p.scheduled - p.ok - refused:,}",
+            f"{_ms(ok.p50_ms)} / {_ms(ok.p99_ms)}",
+            f"{_ms(no.p50_ms)} / {_ms(no.p99_ms)}",
+        )
+    return table
+
+
+def print_result(console: Console, spec: BenchSpec, result: BenchResult) -> None:
+    summary = Table(title=f"modelfleet bench → {spec.target.url}", show_header=False, title_justify="left")
+    summary.add_column(style="bold")
+    summary.add_column(justify="right")
+    figures = result.open_loop
+    rows = _closed_rows(spec, result) if figures is None else _open_rows(spec, result, figures)
     for name, value in rows:
         summary.add_row(name, value)
     console.print(summary)
-    if result.errors:
+    if figures is not None and len(figures.phases) > 1:
+        console.print(_phase_table(figures))
+    if result.errors and figures is None:
         errors = Table(title="Errors by kind", title_justify="left")
         errors.add_column("error")
         errors.add_column("count", justify="right")

@@ -6,7 +6,9 @@ import asyncio
 from collections.abc import Callable
 
 from modelfleet.bench.client import Share, event_loop_factory
-from modelfleet.bench.messages import ShareJob, Workload
+from modelfleet.bench.messages import OpenLoopJob, OpenShareResult, ShareJob, ShareResult, Workload
+from modelfleet.bench.openloop import OpenShare
+from modelfleet.bench.openstats import merge_open
 from modelfleet.bench.spec import BenchSpec
 from modelfleet.bench.stats import BenchResult, merge
 from modelfleet.bench.worker import run_in_processes
@@ -14,8 +16,10 @@ from modelfleet.bench.workload import build_workload
 
 
 def split_jobs(spec: BenchSpec, workload: Workload) -> list[ShareJob]:
-    """One job per client process, the connections dealt out as evenly as they go."""
-    per_process, extra = divmod(spec.concurrency, spec.processes)
+    """One job per client process, the connections dealt out as evenly as they go (the open loop's
+    arrivals too: each process sends its share of every phase's rate)."""
+    connections = spec.max_connections if spec.open_loop else spec.concurrency
+    per_process, extra = divmod(connections, spec.processes)
     return [
         ShareJob(
             workload=workload,
@@ -24,9 +28,25 @@ def split_jobs(spec: BenchSpec, workload: Workload) -> list[ShareJob]:
             duration_s=spec.duration_s,
             timeout_s=spec.timeout_s,
             seed=spec.seed + i,
+            open_loop=OpenLoopJob(list(spec.schedule), spec.arrivals, i, spec.processes)
+            if spec.open_loop
+            else None,
         )
         for i in range(spec.processes)
     ]
+
+
+def describe(spec: BenchSpec) -> str:
+    if not spec.open_loop:
+        return (
+            f"{spec.concurrency} connections over {spec.processes} process(es): "
+            f"{spec.warmup_s:g} s warm-up, then {spec.duration_s:g} s recorded"
+        )
+    rates = " → ".join(f"{p.rate_per_s:g}/s for {p.duration_s:g} s" for p in spec.schedule)
+    return (
+        f"open loop, {spec.arrivals} arrivals, up to {spec.max_connections} connections over "
+        f"{spec.processes} process(es): {spec.warmup_s:g} s warm-up, then {rates} recorded"
+    )
 
 
 def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda _: None) -> BenchResult:
@@ -34,9 +54,15 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda _: None) -> B
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         workload = runner.run(build_workload(spec, log))
         jobs = split_jobs(spec, workload)
-        log(
-            f"{spec.concurrency} connections over {spec.processes} process(es): "
-            f"{spec.warmup_s:g} s warm-up, then {spec.duration_s:g} s recorded"
-        )
-        results = [runner.run(Share(jobs[0]).run())] if len(jobs) == 1 else run_in_processes(jobs)
+        log(describe(spec))
+        if spec.open_loop:
+            if len(jobs) == 1:
+                open_results = [runner.run(OpenShare(jobs[0]).run())]
+            else:
+                open_results = run_in_processes(jobs, OpenShareResult)
+            return merge_open(open_results, workload.models, spec)
+        if len(jobs) == 1:
+            results = [runner.run(Share(jobs[0]).run())]
+        else:
+            results = run_in_processes(jobs, ShareResult)
     return merge(results, workload.models, spec.duration_s, spec.top_models)

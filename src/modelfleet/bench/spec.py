@@ -6,6 +6,8 @@ Everything below the CLI takes a `BenchSpec`; nothing else reads options.
 from __future__ import annotations
 
 import enum
+import math
+import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,38 @@ class Popularity(enum.StrEnum):
 class Encoding(enum.StrEnum):
     JSON = "json"  # V2 JSON tensors
     BINARY = "binary"  # binary tensor data extension: JSON header + raw bytes, binary outputs
+
+
+class Arrivals(enum.StrEnum):
+    CONSTANT = "constant"  # open loop: evenly spaced sends, 1/R apart
+    POISSON = "poisson"  # open loop: exponential gaps of mean 1/R
+
+
+_PHASE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\s*@\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:/s)?\s*$")
+_DURATION_UNITS_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, None: 1.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """One step of an open-loop run: `rate_per_s` requests per second for `duration_s` seconds."""
+
+    duration_s: float
+    rate_per_s: float
+
+    def __post_init__(self) -> None:
+        if not (self.duration_s > 0 and math.isfinite(self.duration_s)):
+            raise ValueError(f"a phase needs a positive duration, got {self.duration_s} s")
+        if not (self.rate_per_s > 0 and math.isfinite(self.rate_per_s)):
+            raise ValueError(f"a phase needs a positive rate, got {self.rate_per_s} requests/s")
+
+    @classmethod
+    def parse(cls, text: str) -> Phase:
+        """`DURATION@RATE`: `10s@100`, `500ms@2000`, `2m@50` or `10@100` (seconds); RATE per second."""
+        match = _PHASE.match(text)
+        if match is None:
+            raise ValueError(f"--phase expects DURATION@RATE such as 10s@100 or 500ms@2000, got '{text}'")
+        number, unit, rate = match.groups()
+        return cls(float(number) * _DURATION_UNITS_S[unit], float(rate))
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +147,7 @@ class BenchSpec:
     concurrency: int = 8
     """Connections, each with one request in flight (closed loop)."""
     duration_s: float = 10.0
+    """Recorded seconds; with `phases`, their sum (set here, not given)."""
     warmup_s: float = 2.0
     timeout_s: float = 30.0
     """A request unanswered for this long counts as a timeout and its connection is replaced."""
@@ -131,8 +166,35 @@ class BenchSpec:
     seed: int = 0
     top_models: int = 10
     """Rows in the per-model breakdown."""
+    rate_per_s: float | None = None
+    """Open loop: requests sent per second whatever the server answers (None: closed loop)."""
+    phases: tuple[Phase, ...] = ()
+    """Open loop in steps, one rate after the other (instead of `rate_per_s` and `duration_s`)."""
+    arrivals: Arrivals = Arrivals.CONSTANT
+    """Open loop: evenly spaced sends, or a Poisson process of the same mean rate."""
+    max_connections: int = 512
+    """Open loop: the most keep-alive connections the pool opens; a request that finds none free
+    then is counted as client_saturated and not sent (the offered load never waits for the server)."""
 
     def __post_init__(self) -> None:
+        if self.phases:
+            if self.rate_per_s is not None:
+                raise ValueError("give either --rate or --phase, not both")
+            # frozen: the recorded duration follows from the phases, so set it once here
+            object.__setattr__(self, "duration_s", sum(p.duration_s for p in self.phases))
+        connections = (
+            (
+                self.max_connections >= self.processes,
+                f"--processes ({self.processes}) cannot exceed --max-connections ({self.max_connections}): "
+                "each process needs a connection",
+            )
+            if self.open_loop
+            else (
+                self.processes <= self.concurrency,
+                f"--processes ({self.processes}) cannot exceed --concurrency ({self.concurrency}): "
+                "each process needs a connection",
+            )
+        )
         checks = [
             (self.concurrency >= 1, f"--concurrency must be at least 1, got {self.concurrency}"),
             (self.duration_s > 0, f"--duration must be positive, got {self.duration_s}"),
@@ -144,16 +206,29 @@ class BenchSpec:
             (self.bodies >= 1, f"--bodies must be at least 1, got {self.bodies}"),
             (self.processes >= 1, f"--processes must be at least 1, got {self.processes}"),
             (
-                self.processes <= self.concurrency,
-                f"--processes ({self.processes}) cannot exceed --concurrency ({self.concurrency}): "
-                "each process needs a connection",
+                self.rate_per_s is None or (self.rate_per_s > 0 and math.isfinite(self.rate_per_s)),
+                f"--rate must be positive, got {self.rate_per_s}",
             ),
+            (self.max_connections >= 1, f"--max-connections must be at least 1, got {self.max_connections}"),
+            connections,
         ]
         if self.input_file is not None and self.shapes:
             checks.append((False, "--shape does not apply with --input-file, which fixes every shape"))
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    @property
+    def open_loop(self) -> bool:
+        """Whether requests go out on a schedule (`--rate` / `--phase`) rather than one per answer."""
+        return self.rate_per_s is not None or bool(self.phases)
+
+    @property
+    def schedule(self) -> tuple[Phase, ...]:
+        """The open-loop phases of the recorded window (one for `--rate`); empty for a closed loop."""
+        if self.rate_per_s is not None:
+            return (Phase(self.duration_s, self.rate_per_s),)
+        return self.phases
 
     @property
     def shares_signature(self) -> bool:

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from modelfleet.bench.messages import ShareResult
+
+if TYPE_CHECKING:  # openstats builds on this module
+    from modelfleet.bench.openstats import OpenLoopFigures
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -66,6 +70,7 @@ class BenchResult:
     top_models: list[ModelRow]  # busiest first; empty for a single-model run
     client_processes: int
     client_cpu_s: float
+    open_loop: OpenLoopFigures | None = None  # per status, phase and second, for --rate / --phase
 
     @property
     def error_total(self) -> int:
@@ -73,7 +78,9 @@ class BenchResult:
 
     @property
     def client_cpu_us_per_request(self) -> float:
-        return self.client_cpu_s * 1e6 / self.requests if self.requests else math.nan
+        """Client CPU per successful request (closed loop), or per request sent (open loop)."""
+        count = self.requests if self.open_loop is None else self.open_loop.total.sent
+        return self.client_cpu_s * 1e6 / count if count else math.nan
 
 
 def merge(results: list[ShareResult], models: list[str], duration_s: float, top: int) -> BenchResult:

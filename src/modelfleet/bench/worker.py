@@ -1,7 +1,8 @@
 """Client processes for `--processes N`: both ends of the pipe between coordinator and clients.
 
 Each client is `python -m modelfleet.bench.worker` reading msgpack frames on stdin and writing them
-on stdout; all clients build their requests first and start together on `Go`.
+on stdout; all clients build their requests first and start together on `Go`. A job with an
+open-loop schedule runs the open loop and answers an `OpenShareResult`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
+
+import msgspec
 
 from modelfleet.bench.client import Share, event_loop_factory
-from modelfleet.bench.messages import Go, Ready, ShareJob, ShareResult, read_message, write_message
+from modelfleet.bench.messages import Go, Ready, ShareJob, read_message, write_message
+from modelfleet.bench.openloop import OpenShare
+
+R = TypeVar("R", bound=msgspec.Struct)
 
 EXIT_WAIT_S = 10.0
 
@@ -37,8 +43,9 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def run_in_processes(jobs: list[ShareJob]) -> list[ShareResult]:
-    """Run each job in its own client process, started together, and collect their results."""
+def run_in_processes(jobs: list[ShareJob], result: type[R]) -> list[R]:
+    """Run each job in its own client process, started together, and collect their results
+    (`ShareResult` for closed-loop jobs, `OpenShareResult` for open-loop ones)."""
     command = [sys.executable, "-m", "modelfleet.bench.worker"]
     with contextlib.ExitStack() as stack:
         procs = [
@@ -54,7 +61,7 @@ def run_in_processes(jobs: list[ShareJob]) -> list[ShareResult]:
                 read_message(_pipes(proc)[1], Ready)
             for proc in procs:
                 write_message(_pipes(proc)[0], Go())
-            results = [read_message(_pipes(proc)[1], ShareResult) for proc in procs]
+            results = [read_message(_pipes(proc)[1], result) for proc in procs]
             for proc in procs:
                 _pipes(proc)[0].close()
                 proc.wait(EXIT_WAIT_S)
@@ -72,7 +79,7 @@ def main() -> None:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the message pipe
     job = read_message(stdin, ShareJob)
-    share = Share(job)
+    share: Share | OpenShare = Share(job) if job.open_loop is None else OpenShare(job)
     write_message(stdout, Ready())
     read_message(stdin, Go)
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:

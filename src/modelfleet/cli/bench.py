@@ -1,4 +1,4 @@
-"""`modelfleet bench`: closed-loop load against any KServe V2 / Open Inference Protocol server.
+"""`modelfleet bench`: closed- or open-loop load against any KServe V2 / Open Inference Protocol server.
 
 Only option parsing lives here; the run itself (numpy, uvloop, rich) is imported when called.
 """
@@ -10,10 +10,12 @@ from typing import Annotated
 
 import typer
 
-from modelfleet.bench.spec import Encoding, Popularity
+from modelfleet.bench.spec import Arrivals, Encoding, Popularity
 
 EXIT_ERRORS = 1  # the run saw errors (with --fail-on-error)
 EXIT_SETUP = 2  # the run could not start
+DEFAULT_CONCURRENCY = 8
+DEFAULT_DURATION_S = 10.0
 
 
 def bench(
@@ -44,9 +46,44 @@ def bench(
     ),
     zipf_s: Annotated[float, typer.Option(help="Zipf exponent: P(rank k) ∝ 1/k^s.")] = 1.1,
     concurrency: Annotated[
-        int, typer.Option("--concurrency", "-c", help="Connections, each with one request in flight.")
-    ] = 8,
-    duration: Annotated[float, typer.Option("--duration", "-d", help="Recorded seconds.")] = 10.0,
+        int | None,
+        typer.Option(
+            "--concurrency",
+            "-c",
+            help=f"Closed loop: connections, each with one request in flight [default: {DEFAULT_CONCURRENCY}].",
+            show_default=False,
+        ),
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(help="Open loop: send R requests/s whatever the server answers (instead of -c)."),
+    ] = None,
+    phase: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Open loop in steps, DURATION@RATE, e.g. --phase 10s@100 --phase 10s@400 (instead of "
+            "--rate and --duration); repeatable."
+        ),
+    ] = None,
+    arrivals: Annotated[
+        Arrivals, typer.Option(help="Open loop: evenly spaced sends, or Poisson arrivals of the same rate.")
+    ] = Arrivals.CONSTANT,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            help="Open loop: most connections the pool opens; a request due with none free is counted "
+            "as client_saturated, not sent."
+        ),
+    ] = 512,
+    duration: Annotated[
+        float | None,
+        typer.Option(
+            "--duration",
+            "-d",
+            help=f"Recorded seconds [default: {DEFAULT_DURATION_S:g}].",
+            show_default=False,
+        ),
+    ] = None,
     warmup: Annotated[float, typer.Option(help="Unrecorded seconds of load before the record starts.")] = 2.0,
     timeout: Annotated[float, typer.Option(help="Seconds before an unanswered request is a timeout.")] = 30.0,
     encoding: Annotated[
@@ -78,18 +115,23 @@ def bench(
         ),
     ] = True,
 ) -> None:
-    """Drive a V2 inference server with closed-loop load and report throughput and latency."""
+    """Drive a V2 inference server with closed-loop (-c) or open-loop (--rate, --phase) load and
+    report throughput and latency; open-loop latency counts from each request's scheduled time."""
     from datetime import UTC, datetime
 
     from rich.console import Console
 
     from modelfleet.bench.report import print_result, report_document, write_report
     from modelfleet.bench.run import run_bench
-    from modelfleet.bench.spec import BenchSpec, ModelSelection, Target, parse_shapes, split_names
+    from modelfleet.bench.spec import BenchSpec, ModelSelection, Phase, Target, parse_shapes, split_names
     from modelfleet.bench.worker import ClientProcessError
     from modelfleet.bench.workload import SetupError
 
     console, progress = Console(), Console(stderr=True)
+    if concurrency is not None and (rate is not None or phase):
+        raise typer.BadParameter("-c is for the closed loop; the open loop's pool is --max-connections")
+    if duration is not None and phase:
+        raise typer.BadParameter("--duration does not apply with --phase: the phases set the duration")
     try:
         spec = BenchSpec(
             target=Target.parse(url),
@@ -97,8 +139,8 @@ def bench(
             same_signature=same_signature,
             popularity=popularity,
             zipf_s=zipf_s,
-            concurrency=concurrency,
-            duration_s=duration,
+            concurrency=DEFAULT_CONCURRENCY if concurrency is None else concurrency,
+            duration_s=DEFAULT_DURATION_S if duration is None else duration,
             warmup_s=warmup,
             timeout_s=timeout,
             encoding=encoding,
@@ -110,6 +152,10 @@ def bench(
             processes=processes,
             seed=seed,
             top_models=top,
+            rate_per_s=rate,
+            phases=tuple(Phase.parse(p) for p in phase or []),
+            arrivals=arrivals,
+            max_connections=max_connections,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

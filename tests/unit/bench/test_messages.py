@@ -3,11 +3,23 @@ import io
 import pytest
 
 from modelfleet.bench.encode import Body
-from modelfleet.bench.messages import Go, ShareJob, ShareResult, Workload, read_message, write_message
-from modelfleet.bench.spec import Popularity, Target
+from modelfleet.bench.messages import (
+    Go,
+    OpenLoopJob,
+    OpenShareResult,
+    ShareJob,
+    ShareResult,
+    Workload,
+    read_message,
+    write_message,
+)
+from modelfleet.bench.spec import Arrivals, Phase, Popularity, Target
 
 
-def test_job_round_trip() -> None:
+@pytest.mark.parametrize(
+    "open_loop", [None, OpenLoopJob([Phase(1.5, 100), Phase(2, 400)], Arrivals.POISSON, share=1, shares=2)]
+)
+def test_job_round_trip(open_loop: OpenLoopJob | None) -> None:
     job = ShareJob(
         workload=Workload(
             target=Target.parse("http://h:1"),
@@ -23,6 +35,7 @@ def test_job_round_trip() -> None:
         duration_s=2.0,
         timeout_s=3.0,
         seed=7,
+        open_loop=open_loop,
     )
     stream = io.BytesIO()
     write_message(stream, job)
@@ -42,3 +55,13 @@ def test_result_round_trip_and_truncation() -> None:
         read_message(io.BytesIO(data[:-1]), ShareResult)
     with pytest.raises(EOFError):
         read_message(io.BytesIO(b""), ShareResult)
+
+
+def test_open_result_round_trip() -> None:
+    result = OpenShareResult(
+        b"\x01" * 16, b"\x00" * 16, b"\x02" * 16, b"\xc8\x00" * 2, b"\x00" * 8, 3, 0.5, 7
+    )
+    stream = io.BytesIO()
+    write_message(stream, result)
+    stream.seek(0)
+    assert read_message(stream, OpenShareResult) == result

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from modelfleet.bench.spec import BenchSpec, ModelSelection, Target, parse_shapes, split_names
+from modelfleet.bench.spec import BenchSpec, ModelSelection, Phase, Target, parse_shapes, split_names
 
 
 def test_target_parse() -> None:
@@ -69,3 +69,56 @@ def test_same_signature_defaults_to_pattern() -> None:
     assert spec(same_signature=True).shares_signature
     by_pattern = BenchSpec(Target.parse("http://h:1"), ModelSelection(pattern="t{i}", count=2))
     assert by_pattern.shares_signature
+
+
+@pytest.mark.parametrize(
+    ("text", "phase"),
+    [
+        ("10s@100", Phase(10, 100)),
+        ("500ms@2000", Phase(0.5, 2000)),
+        ("2m@50", Phase(120, 50)),
+        ("10@100", Phase(10, 100)),
+        (" 1.5s @ 0.5/s ", Phase(1.5, 0.5)),
+        (".5s@12.5", Phase(0.5, 12.5)),
+    ],
+)
+def test_phase_parse(text: str, phase: Phase) -> None:
+    assert Phase.parse(text) == phase
+
+
+@pytest.mark.parametrize("text", ["10s", "@100", "10x@1", "s@1", "10s@", "10s@1e3", "-1s@10", "10s@-1"])
+def test_phase_parse_rejects_the_form(text: str) -> None:
+    with pytest.raises(ValueError, match="DURATION@RATE"):
+        Phase.parse(text)
+
+
+@pytest.mark.parametrize(("text", "message"), [("0s@10", "positive duration"), ("10s@0", "positive rate")])
+def test_phase_parse_rejects_zero(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Phase.parse(text)
+
+
+def test_open_loop_spec() -> None:
+    closed = spec()
+    assert not closed.open_loop and closed.schedule == ()
+    by_rate = spec(rate_per_s=250.0, duration_s=4)
+    assert by_rate.open_loop and by_rate.schedule == (Phase(4, 250),)
+    stepped = spec(phases=(Phase(10, 100), Phase(5, 400)))
+    assert stepped.open_loop and stepped.duration_s == 15 and stepped.schedule == stepped.phases
+    # the open loop's processes share --max-connections, not --concurrency
+    assert spec(rate_per_s=10.0, concurrency=1, processes=2).processes == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"rate_per_s": 10.0, "phases": (Phase(1, 1),)}, "either --rate or --phase"),
+        ({"rate_per_s": 0.0}, "--rate must be positive"),
+        ({"rate_per_s": float("inf")}, "--rate must be positive"),
+        ({"rate_per_s": 10.0, "max_connections": 0}, "--max-connections must be at least 1"),
+        ({"rate_per_s": 10.0, "max_connections": 2, "processes": 3}, "cannot exceed --max-connections"),
+    ],
+)
+def test_open_loop_spec_checks(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        spec(**kwargs)
