@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
@@ -11,8 +13,10 @@ from tests.e2e.conftest import ServerProcess
 
 
 @pytest.fixture
-def client(server: ServerProcess) -> httpclient.InferenceServerClient:
-    return httpclient.InferenceServerClient(server.url)
+def client(server: ServerProcess) -> Iterator[httpclient.InferenceServerClient]:
+    client = httpclient.InferenceServerClient(server.url)
+    yield client
+    client.close()  # closed here: left to __del__, gevent may raise in whichever test collects it
 
 
 def identity_input(x: np.ndarray, binary: bool) -> httpclient.InferInput:

@@ -47,14 +47,17 @@ def test_bad_requests_do_not_disturb_concurrent_good_ones(server: ServerProcess)
 
     def good(seed: int) -> None:
         client = httpclient.InferenceServerClient(server.url)
-        rng = np.random.default_rng(seed)
-        for _ in range(40):
-            x = rng.standard_normal((2, 16)).astype(np.float32)
-            t = httpclient.InferInput("input", [2, 16], "FP32")
-            t.set_data_from_numpy(x)
-            got = client.infer("identity", [t]).as_numpy("output")
-            if not np.array_equal(got, x):
-                errors.append(f"client {seed}: wrong answer")
+        try:
+            rng = np.random.default_rng(seed)
+            for _ in range(40):
+                x = rng.standard_normal((2, 16)).astype(np.float32)
+                t = httpclient.InferInput("input", [2, 16], "FP32")
+                t.set_data_from_numpy(x)
+                got = client.infer("identity", [t]).as_numpy("output")
+                if not np.array_equal(got, x):
+                    errors.append(f"client {seed}: wrong answer")
+        finally:
+            client.close()  # in its own thread: gevent refuses to close it from another one
 
     def bad() -> None:
         header = json.dumps(

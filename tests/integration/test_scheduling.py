@@ -30,7 +30,8 @@ def body(value: float = 0.0, **parameters: Any) -> dict[str, Any]:
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     identity(tmp_path / "m" / "1" / "model.onnx")
-    write_config(tmp_path / "m", {"dynamic_batching": {"enabled": False}})
+    # one execution at a time: these tests hold it and watch what queues behind it
+    write_config(tmp_path / "m", {"dynamic_batching": {"enabled": False}, "instances": 1})
     identity(tmp_path / "cached" / "1" / "model.onnx")
     write_config(tmp_path / "cached", {"response_cache": True})
     return tmp_path

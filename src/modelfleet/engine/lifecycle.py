@@ -511,7 +511,7 @@ class ModelManager:
             f"{source.name}/{number}",
             settings.max_queue_size,
             _batching(built.config),
-            instances=built.config.instances,
+            instances=built.config.instances or 1,
         )
         return LoadedModel(
             source.name, number, built.config, built.runtime, executor, None, nbytes, built.load_s,
