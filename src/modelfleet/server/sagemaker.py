@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from enum import Enum
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -78,8 +78,9 @@ class SageMakerApi:
         ]
 
     def authorize(self, request: Request, access: Access, model: str | None = None) -> None:
-        """Where credentials are checked (issue 5, item 6): every handler calls this first, with
-        what it is about to do and, where known, the model. Today everything is allowed."""
+        """Where credentials are checked (issue 5, item 6): every handler calls this once, before it
+        touches the data plane, with what it is about to do and, where known, the model (a tenant
+        key may reach only its own models: answer 404 for others). Today everything is allowed."""
 
     # -- health -------------------------------------------------------------------------------------------
 
@@ -91,13 +92,13 @@ class SageMakerApi:
     # -- inference ----------------------------------------------------------------------------------------
 
     async def invocations(self, request: Request) -> Response:
-        self.authorize(request, Access.INFER)
         header = request.headers.get(shapes.TARGET_MODEL)
         try:
             name = shapes.target_model(header) if header is not None else self._default_model()
         except ModelfleetError as exc:
             self._count(header or "", exc.status, None)
             raise
+        self.authorize(request, Access.INFER, name)  # the name is checked, nothing else is done yet
         return await self._invoke(request, name)
 
     async def invoke(self, request: Request) -> Response:
@@ -176,7 +177,6 @@ class SageMakerApi:
         if not isinstance(name, str):
             raise BadRequest("'model_name' must be a string")
         check_model_name(name)
-        self.authorize(request, Access.CONTROL, name)
         url = doc.get("url")
         if url is not None:
             if not isinstance(url, str):
@@ -238,19 +238,16 @@ class SageMakerApi:
         """400 unless `url` lies inside the repository: models load from the repository by name, so
         the url is only checked and reported, never read; a url elsewhere means a misconfigured
         endpoint (or a probe) and is refused rather than ignored."""
-        refused = BadRequest(f"url '{_shown(url)}' is not inside the model repository")
-        if "\x00" in url or "\\" in url or (self._root is not None and "://" in url):
-            raise refused
-        if self._root is None:  # s3://bucket/prefix: compare the text, with no dot-segments
-            prefix = self._settings.repository.rstrip("/")
-            parts = PurePosixPath(url[len(prefix) :]).parts
-            if not (url == prefix or url.startswith(prefix + "/")) or ".." in parts or "." in url.split("/"):
-                raise refused
-            return
-        root = self._root
-        path = await asyncio.to_thread(lambda: (root / url).resolve())  # follows links: blocking
-        if path != root and root not in path.parents:
-            raise refused
+        if self._root is None:
+            inside = url_in_prefix(url, self._settings.repository)
+        elif "\x00" in url or "\\" in url or "://" in url:
+            inside = False
+        else:
+            root = self._root
+            path = await asyncio.to_thread(lambda: (root / url).resolve())  # follows links: blocking
+            inside = path == root or root in path.parents
+        if not inside:
+            raise BadRequest(f"url '{_shown(url)}' is not inside the model repository")
 
     async def _json_body(self, request: Request) -> dict[str, Any]:
         shapes.require_json(request.headers.get("content-type"))
@@ -265,6 +262,14 @@ class SageMakerApi:
         if not isinstance(doc, dict):
             raise BadRequest("request body must be a JSON object")
         return doc
+
+
+def url_in_prefix(url: str, prefix: str) -> bool:
+    """For s3:// repositories: the url is the prefix or below it, with no dot-segments or tricks."""
+    prefix = prefix.rstrip("/")
+    if "\x00" in url or "\\" in url or not (url == prefix or url.startswith(prefix + "/")):
+        return False
+    return not any(part in (".", "..") for part in url[len(prefix) :].split("/"))
 
 
 def page_size(value: str | None) -> int:

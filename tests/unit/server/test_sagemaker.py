@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from modelfleet.config import ServerSettings
 from modelfleet.errors import BadRequest
-from modelfleet.server.sagemaker import page_size
+from modelfleet.server.sagemaker import page_size, url_in_prefix
 
 
 def test_port_is_8080_in_sagemaker_mode_unless_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,3 +42,20 @@ def testpage_size() -> None:
     for bad in ("0", "1001", "-1", "x", ""):
         with pytest.raises(BadRequest, match="max_results"):
             page_size(bad)
+
+
+def test_urls_under_an_object_store_prefix() -> None:
+    prefix = "s3://bucket/models/"
+    for good in ("s3://bucket/models", "s3://bucket/models/a", "s3://bucket/models/a/b.tar.gz"):
+        assert url_in_prefix(good, prefix), good
+    for bad in (
+        "s3://bucket/models-other/a",
+        "s3://bucket/models/../secret",
+        "s3://bucket/models/./a",
+        "s3://bucket/models/a/..",
+        "s3://other/models/a",
+        "/opt/ml/models/a",
+        "s3://bucket/models/a\\..\\b",
+        "s3://bucket/models/a\x00",
+    ):
+        assert not url_in_prefix(bad, prefix), bad
