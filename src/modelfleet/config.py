@@ -9,10 +9,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelfleet.engine.memory import parse_budget
+from modelfleet.repository.names import is_model_name
 from modelfleet.repository.objectstore import ObjectStoreOptions
 
 DEFAULT_S3_CACHE = Path.home() / ".cache" / "modelfleet" / "s3"
@@ -36,8 +37,9 @@ class ServerSettings(BaseSettings):
     Credentials come from the standard AWS environment only."""
     host: str = "127.0.0.1"
     """Address the HTTP server binds to."""
-    http_port: Annotated[int, Field(ge=0, le=65535)] = 8000
-    """HTTP port (0 picks a free one)."""
+    http_port: Annotated[int | None, Field(ge=0, le=65535)] = None
+    """HTTP port (0 picks a free one). Unset: 8000, or in SageMaker mode SAGEMAKER_BIND_TO_PORT or
+    8080, as SageMaker's own containers do; `port` is the one to bind."""
     startup_load: StartupLoad = StartupLoad.PINNED
     """Which models are loaded at start; every other model loads on its first request."""
     memory_budget: str = "0.6"
@@ -89,6 +91,28 @@ class ServerSettings(BaseSettings):
     """Models that always get their own label on /metrics, whatever their traffic (a JSON list in
     the environment: MODELFLEET_METRICS_MODELS='["bert", "resnet"]')."""
 
+    sagemaker: bool = False
+    """Also serve SageMaker's container contract: GET /ping, POST /invocations and the multi-model
+    API under /models (the V2 routes stay)."""
+    sagemaker_default_model: str | None = None
+    """SageMaker mode: the model /invocations runs when X-Amzn-SageMaker-Target-Model is absent
+    (unset: the repository's only model, if it has exactly one)."""
+    sagemaker_bind_to_port: Annotated[
+        int | None,
+        Field(
+            ge=1, le=65535, validation_alias=AliasChoices("sagemaker_bind_to_port", "SAGEMAKER_BIND_TO_PORT")
+        ),
+    ] = None
+    """The port SageMaker asks for (its own SAGEMAKER_BIND_TO_PORT variable, no MODELFLEET_ prefix);
+    used in SageMaker mode when http_port is unset."""
+
+    @field_validator("sagemaker_default_model")
+    @classmethod
+    def _default_model_name(cls, value: str | None) -> str | None:
+        if value is not None and not is_model_name(value):
+            raise ValueError(f"'{value[:64]}' is not a model name (letters, digits, '.', '_', '-')")
+        return value
+
     @field_validator("repository", mode="before")
     @classmethod
     def _path_as_text(cls, value: object) -> object:
@@ -104,6 +128,15 @@ class ServerSettings(BaseSettings):
     @property
     def is_object_store(self) -> bool:
         return self.repository.startswith("s3://")
+
+    @property
+    def port(self) -> int:
+        """The HTTP port to bind: http_port when set, else SageMaker's or the V2 default."""
+        if self.http_port is not None:
+            return self.http_port
+        if self.sagemaker:
+            return self.sagemaker_bind_to_port or 8080
+        return 8000
 
     def memory_budget_bytes(self) -> int:
         return parse_budget(self.memory_budget)

@@ -11,7 +11,9 @@ import typer
 def serve(
     repository: Annotated[str, typer.Argument(help="Model repository: a folder or s3://bucket/prefix.")],
     host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option("--port", "-p", help="HTTP port [default: 8000].")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", "-p", help="HTTP port [default: 8000; 8080 with --sagemaker].")
+    ] = None,
     intra_op_threads: Annotated[
         int | None,
         typer.Option(help="Intra-op threads per model where its config sets none (0: framework's)."),
@@ -39,6 +41,13 @@ def serve(
     ] = None,
     python_models: Annotated[
         bool | None, typer.Option("--python-models", help="Allow backend: python models (they run code).")
+    ] = None,
+    sagemaker: Annotated[
+        bool | None,
+        typer.Option("--sagemaker", help="Also serve SageMaker's contract: /ping, /invocations, /models."),
+    ] = None,
+    sagemaker_default_model: Annotated[
+        str | None, typer.Option(help="SageMaker: the model /invocations runs without a target-model header.")
     ] = None,
     s3_endpoint_url: Annotated[
         str | None, typer.Option(help="S3-compatible endpoint for s3:// repositories (MinIO, Ceph).")
@@ -69,6 +78,8 @@ def serve(
         "log_format": log_format,
         "metrics_top_k": metrics_top_k,
         "python_models": python_models,
+        "sagemaker": sagemaker,
+        "sagemaker_default_model": sagemaker_default_model,
     }
     s3 = {"endpoint_url": s3_endpoint_url, "cache_dir": s3_cache_dir, "cache_max_bytes": s3_cache_max_bytes}
     try:

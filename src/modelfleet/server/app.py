@@ -93,7 +93,7 @@ def serve(settings: ServerSettings) -> None:
     config = uvicorn.Config(
         app,
         host=settings.host,
-        port=settings.http_port,
+        port=settings.port,
         loop="auto",  # uvloop when installed
         http="auto",  # httptools when installed
         access_log=False,

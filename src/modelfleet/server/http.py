@@ -354,6 +354,10 @@ def build_http_app(
     routes = _control_routes(plane)
     if metrics is not None:
         routes.append(_metrics_route(metrics))
+    if settings.sagemaker:
+        from modelfleet.server.sagemaker import sagemaker_routes  # imports this module
+
+        routes.extend(sagemaker_routes(plane, settings, metrics))
     control = Starlette(
         routes=routes,
         exception_handlers={

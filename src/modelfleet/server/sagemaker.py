@@ -1,0 +1,289 @@
+"""SageMaker's container contract over the data plane: /ping, /invocations and the multi-model API.
+
+Served next to the V2 routes when `settings.sagemaker` is on. Handlers only map shapes
+(protocol/sagemaker.py) and call the same data plane as the V2 transport: model selection,
+loading, memory budget, batching and every tensor check are the data plane's and the V2 codec's.
+
+    GET    /ping                  200 ready / 503 not ready or draining
+    POST   /invocations           X-Amzn-SageMaker-Target-Model, else the default model
+    POST   /models                {"model_name", "url"}: load (409 loaded, 507 no room, 404 unknown)
+    GET    /models                ?next_page_token=&max_results=: the loaded models, paged
+    GET    /models/{name}         the loaded model, or 404
+    DELETE /models/{name}         unload, or 404 when not loaded
+    POST   /models/{name}/invoke  as /invocations, for that model
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from modelfleet.config import ServerSettings
+from modelfleet.engine.model import LoadedModel
+from modelfleet.errors import BadRequest, Conflict, ModelfleetError, model_not_found
+from modelfleet.protocol import sagemaker as shapes
+from modelfleet.protocol.rest import HEADER_LENGTH, Limits, dumps, encode_response
+from modelfleet.repository.names import check_model_name, is_model_name
+from modelfleet.server.dataplane import DataPlane
+from modelfleet.server.http import ClientGone, read_body
+from modelfleet.server.logs import begin_request, end_request, set_request_id
+from modelfleet.server.metrics import Metrics
+
+CONTROL_BODY_LIMIT = 1 << 20
+DEFAULT_PAGE = 1000  # GET /models without max_results
+MAX_PAGE = 1000
+
+
+class Access(Enum):
+    """What a route does, for the authorization hook."""
+
+    HEALTH = "health"
+    INFER = "infer"
+    CONTROL = "control"
+
+
+def _json(doc: Any, status: int = 200) -> Response:
+    return Response(dumps(doc), status_code=status, media_type=shapes.JSON_TYPE)
+
+
+class SageMakerApi:
+    """The handlers; state of their own is only the artefact url SageMaker gave for each model."""
+
+    def __init__(self, plane: DataPlane, settings: ServerSettings, metrics: Metrics | None) -> None:
+        self._plane = plane
+        self._settings = settings
+        self._answered = metrics.answered if metrics is not None else None
+        self._limit = settings.max_body_bytes
+        self._limits = Limits(settings.max_inputs, settings.max_tensor_rank, settings.max_tensor_elements)
+        self._root = None if settings.is_object_store else Path(settings.repository).resolve()
+        self._urls: dict[str, str] = {}  # model -> the url it was loaded from (for GET /models)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/ping", self.ping, methods=["GET"]),
+            Route("/invocations", self.invocations, methods=["POST"]),
+            Route("/models", self.load, methods=["POST"]),
+            Route("/models", self.list_models, methods=["GET"]),
+            Route("/models/{model}", self.describe, methods=["GET"]),
+            Route("/models/{model}", self.unload, methods=["DELETE"]),
+            Route("/models/{model}/invoke", self.invoke, methods=["POST"]),
+        ]
+
+    def authorize(self, request: Request, access: Access, model: str | None = None) -> None:
+        """Where credentials are checked (issue 5, item 6): every handler calls this once, before it
+        touches the data plane, with what it is about to do and, where known, the model (a tenant
+        key may reach only its own models: answer 404 for others). Today everything is allowed."""
+
+    # -- health -------------------------------------------------------------------------------------------
+
+    async def ping(self, request: Request) -> Response:
+        self.authorize(request, Access.HEALTH)
+        ready = self._plane.ready()
+        return _json({"ready": ready}, 200 if ready else 503)
+
+    # -- inference ----------------------------------------------------------------------------------------
+
+    async def invocations(self, request: Request) -> Response:
+        header = request.headers.get(shapes.TARGET_MODEL)
+        try:
+            name = shapes.target_model(header) if header is not None else self._default_model()
+        except ModelfleetError as exc:
+            self._count(header or "", exc.status, None)
+            raise
+        self.authorize(request, Access.INFER, name)  # the name is checked, nothing else is done yet
+        return await self._invoke(request, name)
+
+    async def invoke(self, request: Request) -> Response:
+        name = request.path_params["model"]
+        self.authorize(request, Access.INFER, name)
+        return await self._invoke(request, name)
+
+    def _default_model(self) -> str:
+        if self._settings.sagemaker_default_model is not None:
+            return self._settings.sagemaker_default_model
+        names: set[str] = {entry["name"] for entry in self._plane.manager.index()}
+        if len(names) == 1:
+            return names.pop()
+        raise BadRequest(
+            "name the model in the X-Amzn-SageMaker-Target-Model header: the repository has "
+            f"{len(names)} models and no sagemaker_default_model is set"
+        )
+
+    async def _invoke(self, request: Request, name: str) -> Response:
+        started = time.perf_counter_ns()
+        model: LoadedModel | None = None
+        token = begin_request(name)  # log lines from here on carry the request
+        try:
+            headers = request.headers
+            json_ok, binary_ok = shapes.acceptable(headers.get("accept"))
+            body = await read_body(request.receive, dict(request.scope["headers"]), self._limit)
+            json_length = shapes.json_header_length(
+                headers.get("content-type"), headers.get(HEADER_LENGTH), len(body)
+            )
+            model = await self._plane.model(name, None)
+            infer_request, answer = shapes.decode_invocation(
+                body, json_length, model.inputs, bool(model.max_batch_size), self._limits
+            )
+            if infer_request.id is not None:
+                set_request_id(infer_request.id)
+            binary_asked = answer is shapes.Answer.V2 and (
+                bool(infer_request.parameters.get("binary_data_output"))
+                or any(o.parameters.get("binary_data") for o in infer_request.outputs or ())
+            )
+            if not (binary_ok if binary_asked else json_ok):
+                wanted = shapes.TRITON_BINARY_TYPE if binary_asked else shapes.JSON_TYPE
+                raise shapes.NotAcceptable(f"the answer would be {wanted}, which Accept does not allow")
+            response = await self._plane.infer(model, infer_request, started)
+            if answer is shapes.Answer.PREDICTIONS:
+                payload, binary_header = shapes.encode_predictions(response, bool(model.max_batch_size)), None
+            else:
+                payload, binary_header = encode_response(response, infer_request)
+        except ModelfleetError as exc:
+            self._count(name, exc.status, model)
+            raise
+        except ClientGone:
+            return Response(status_code=499)  # nobody reads it
+        finally:
+            end_request(token)
+        self._count(name, 200, model)
+        if binary_header is None:
+            return Response(payload, media_type=shapes.JSON_TYPE)
+        return Response(
+            payload,
+            headers={HEADER_LENGTH: str(binary_header)},
+            media_type=shapes.binary_content_type(binary_header),
+        )
+
+    def _count(self, name: str, status: int, model: LoadedModel | None) -> None:
+        """Answers count in /metrics like the V2 infer path's."""
+        if self._answered is not None:
+            self._answered(name, status, model)
+
+    # -- multi-model control ------------------------------------------------------------------------------
+
+    async def load(self, request: Request) -> Response:
+        self.authorize(request, Access.CONTROL)
+        shapes.acceptable(request.headers.get("accept"))
+        doc = await self._json_body(request)
+        name = doc.get("model_name")
+        if not isinstance(name, str):
+            raise BadRequest("'model_name' must be a string")
+        check_model_name(name)
+        url = doc.get("url")
+        if url is not None:
+            if not isinstance(url, str):
+                raise BadRequest("'url' must be a string")
+            await self._check_url(url)
+        if self._loaded(name):
+            raise Conflict(f"model '{name}' is already loaded")
+        await self._plane.load(name, {})  # 404 unknown, 507 no room, 400 failed to load
+        model_url = url if url is not None else self._default_url(name)
+        self._urls[name] = model_url
+        return _json({"modelName": name, "modelUrl": model_url})
+
+    async def list_models(self, request: Request) -> Response:
+        self.authorize(request, Access.CONTROL)
+        shapes.acceptable(request.headers.get("accept"))
+        query = request.query_params
+        after = query.get("next_page_token")
+        if after is not None and not is_model_name(after):
+            raise BadRequest("'next_page_token' is not a token this server gave")
+        size = page_size(query.get("max_results"))
+        names = sorted({m.name for m in self._plane.manager.loaded()})
+        if after is not None:
+            names = [n for n in names if n > after]
+        page = names[:size]
+        doc: dict[str, Any] = {"models": [self._describe(n) for n in page]}
+        if len(names) > size:
+            doc["nextPageToken"] = page[-1]
+        return _json(doc)
+
+    async def describe(self, request: Request) -> Response:
+        name = check_model_name(request.path_params["model"])
+        self.authorize(request, Access.CONTROL, name)
+        shapes.acceptable(request.headers.get("accept"))
+        if not self._loaded(name):
+            raise model_not_found(name)
+        return _json(self._describe(name))
+
+    async def unload(self, request: Request) -> Response:
+        name = check_model_name(request.path_params["model"])
+        self.authorize(request, Access.CONTROL, name)
+        shapes.acceptable(request.headers.get("accept"))
+        if not self._loaded(name):
+            raise model_not_found(name)
+        await self._plane.unload(name, {})
+        self._urls.pop(name, None)
+        return _json({"modelName": name})
+
+    def _loaded(self, name: str) -> bool:
+        record = self._plane.manager.record(name)
+        return record is not None and bool(record.ready)
+
+    def _describe(self, name: str) -> dict[str, str]:
+        return {"modelName": name, "modelUrl": self._urls.get(name) or self._default_url(name)}
+
+    def _default_url(self, name: str) -> str:
+        return f"{self._settings.repository.rstrip('/')}/{name}"
+
+    async def _check_url(self, url: str) -> None:
+        """400 unless `url` lies inside the repository: models load from the repository by name, so
+        the url is only checked and reported, never read; a url elsewhere means a misconfigured
+        endpoint (or a probe) and is refused rather than ignored."""
+        if self._root is None:
+            inside = url_in_prefix(url, self._settings.repository)
+        elif "\x00" in url or "\\" in url or "://" in url:
+            inside = False
+        else:
+            root = self._root
+            path = await asyncio.to_thread(lambda: (root / url).resolve())  # follows links: blocking
+            inside = path == root or root in path.parents
+        if not inside:
+            raise BadRequest(f"url '{_shown(url)}' is not inside the model repository")
+
+    async def _json_body(self, request: Request) -> dict[str, Any]:
+        shapes.require_json(request.headers.get("content-type"))
+        try:
+            body = await read_body(request.receive, dict(request.scope["headers"]), CONTROL_BODY_LIMIT)
+        except ClientGone:
+            raise BadRequest("the request body did not arrive") from None
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise BadRequest("request body is not valid JSON") from None
+        if not isinstance(doc, dict):
+            raise BadRequest("request body must be a JSON object")
+        return doc
+
+
+def url_in_prefix(url: str, prefix: str) -> bool:
+    """For s3:// repositories: the url is the prefix or below it, with no dot-segments or tricks."""
+    prefix = prefix.rstrip("/")
+    if "\x00" in url or "\\" in url or not (url == prefix or url.startswith(prefix + "/")):
+        return False
+    return not any(part in (".", "..") for part in url[len(prefix) :].split("/"))
+
+
+def page_size(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_PAGE
+    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
+        raise BadRequest(f"'max_results' must be an integer from 1 to {MAX_PAGE}, got '{_shown(value)}'")
+    return int(value)
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 100 and text.isprintable() else repr(text[:100])
+
+
+def sagemaker_routes(plane: DataPlane, settings: ServerSettings, metrics: Metrics | None) -> list[Route]:
+    """The SageMaker contract's routes, for build_http_app to serve next to the V2 ones."""
+    return SageMakerApi(plane, settings, metrics).routes()
