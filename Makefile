@@ -15,12 +15,12 @@ $(BIN)/python:
 # torch first, pinned: 2.13.0 is the CPU build (an unpinned torch pulls several GB of CUDA build)
 $(VENV)/.serve-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[demo]'
+	$(BIN)/pip install -q -e '.[demo,monitor]'
 	touch $@
 
 $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[demo,test]'
+	$(BIN)/pip install -q -e '.[demo,monitor,test]'
 	touch $@ $(VENV)/.serve-deps
 
 $(REPO): | $(VENV)/.serve-deps

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("modelfleet.cli.serve", "serve"),
     "demo-repo": ("modelfleet.cli.demo_repo", "demo_repo"),
     "bench": ("modelfleet.cli.bench", "bench"),
+    "top": ("modelfleet.cli.top", "top"),
 }
 
 
