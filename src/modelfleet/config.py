@@ -38,6 +38,8 @@ class ServerSettings(BaseSettings):
     """Address the HTTP server binds to."""
     http_port: Annotated[int, Field(ge=0, le=65535)] = 8000
     """HTTP port (0 picks a free one)."""
+    grpc_port: Annotated[int, Field(ge=0, le=65535)] = 8001
+    """gRPC port (inference.GRPCInferenceService, needs the `grpc` extra); 0: no gRPC server."""
     startup_load: StartupLoad = StartupLoad.PINNED
     """Which models are loaded at start; every other model loads on its first request."""
     memory_budget: str = "0.6"
