@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 TENANTS ?= 3
 
-.PHONY: serve test lint typecheck unit bench-peers clean
+.PHONY: serve test lint typecheck unit bench-peers clean grpc-proto
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,12 +15,12 @@ $(BIN)/python:
 # torch first, pinned: 2.13.0 is the CPU build (an unpinned torch pulls several GB of CUDA build)
 $(VENV)/.serve-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[demo,monitor]'
+	$(BIN)/pip install -q -e '.[demo,grpc,monitor]'
 	touch $@
 
 $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[demo,monitor,test]'
+	$(BIN)/pip install -q -e '.[demo,grpc,monitor,test]'
 	touch $@ $(VENV)/.serve-deps
 
 $(REPO): | $(VENV)/.serve-deps
@@ -42,6 +42,10 @@ test: lint typecheck
 
 unit: $(VENV)/.test-deps
 	$(BIN)/pytest tests/unit -q
+
+# Regenerate the protobuf modules after editing src/modelfleet/protocol/grpc/*.proto (committed).
+grpc-proto: $(VENV)/.test-deps
+	$(BIN)/python -m grpc_tools.protoc -Isrc --python_out=src --pyi_out=src src/modelfleet/protocol/grpc/*.proto
 
 clean:
 	rm -rf $(VENV) $(REPO) .mypy_cache .ruff_cache .pytest_cache

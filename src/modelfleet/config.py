@@ -40,6 +40,8 @@ class ServerSettings(BaseSettings):
     http_port: Annotated[int | None, Field(ge=0, le=65535)] = None
     """HTTP port (0 picks a free one). Unset: 8000, or in SageMaker mode SAGEMAKER_BIND_TO_PORT or
     8080, as SageMaker's own containers do; `port` is the one to bind."""
+    grpc_port: Annotated[int, Field(ge=0, le=65535)] = 8001
+    """gRPC port (inference.GRPCInferenceService, needs the `grpc` extra); 0: no gRPC server."""
     startup_load: StartupLoad = StartupLoad.PINNED
     """Which models are loaded at start; every other model loads on its first request."""
     memory_budget: str = "0.6"

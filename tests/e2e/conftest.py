@@ -27,6 +27,8 @@ class ServerProcess:
     def __init__(self, repository: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"127.0.0.1:{self.port}"
+        self.grpc_port = free_port()  # each server its own: never the shared default 8001
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.log = repository.parent / f"server-{self.port}.log"
         command = [
             sys.executable,
@@ -36,6 +38,8 @@ class ServerProcess:
             str(repository),
             "--port",
             str(self.port),
+            "--grpc-port",
+            str(self.grpc_port),
             *args,
         ]
         with self.log.open("wb") as out:

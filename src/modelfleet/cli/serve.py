@@ -14,6 +14,7 @@ def serve(
     port: Annotated[
         int | None, typer.Option("--port", "-p", help="HTTP port [default: 8000; 8080 with --sagemaker].")
     ] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="gRPC port, 0 for none [default: 8001].")] = None,
     intra_op_threads: Annotated[
         int | None,
         typer.Option(help="Intra-op threads per model where its config sets none (0: framework's)."),
@@ -55,7 +56,7 @@ def serve(
     s3_cache_dir: Annotated[Path | None, typer.Option(help="Local cache of s3:// models.")] = None,
     s3_cache_max_bytes: Annotated[int | None, typer.Option(help="Size limit of that cache.")] = None,
 ) -> None:
-    """Serve the models of REPOSITORY over HTTP (KServe V2 / Open Inference Protocol).
+    """Serve the models of REPOSITORY over HTTP and gRPC (KServe V2 / Open Inference Protocol).
 
     Every option can also be set as MODELFLEET_<OPTION> in the environment; options win.
     """
@@ -69,6 +70,7 @@ def serve(
         "repository": repository,
         "host": host,
         "http_port": port,
+        "grpc_port": grpc_port,
         "intra_op_threads": intra_op_threads,
         "startup_load": startup_load,
         "memory_budget": memory_budget,

@@ -93,7 +93,7 @@ def decode_request(body: bytes, json_length: int | None, limits: Limits) -> Infe
         where = f"input '{tensor.name}'"
         check_parameters(tensor.parameters, where, tensor=True)
         dt = datatype(tensor.datatype)
-        shape = _checked_shape(tensor.shape, where, limits)
+        shape = checked_shape(tensor.shape, where, limits)
         count = math.prod(shape)
         size = tensor.parameters.get("binary_data_size")
         if size is not None:
@@ -125,7 +125,8 @@ def decode_request(body: bytes, json_length: int | None, limits: Limits) -> Infe
     return InferRequest(inputs, outputs, raw.id, raw.parameters)
 
 
-def _checked_shape(shape: list[int], where: str, limits: Limits) -> tuple[int, ...]:
+def checked_shape(shape: list[int], where: str, limits: Limits) -> tuple[int, ...]:
+    """Rank, sign and element count against the limits (shared with the gRPC codec)."""
     if len(shape) > limits.max_rank:
         raise BadRequest(f"{where}: shape has {len(shape)} dimensions, the limit is {limits.max_rank}")
     for dim in shape:

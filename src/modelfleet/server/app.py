@@ -1,4 +1,5 @@
-"""Assembly: repository -> model manager -> data plane -> HTTP app, and running it under uvicorn."""
+"""Assembly: repository -> model manager -> data plane -> HTTP app (and the gRPC server in its
+lifespan), and running it under uvicorn."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Iterator
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp
 
@@ -19,6 +20,9 @@ from modelfleet.server.dataplane import DataPlane
 from modelfleet.server.http import build_http_app
 from modelfleet.server.logs import configure_logging
 from modelfleet.server.metrics import Metrics
+
+if TYPE_CHECKING:
+    from modelfleet.server.grpc import GrpcFront
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,7 @@ def build_app(settings: ServerSettings) -> tuple[ASGIApp, DataPlane]:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
+        grpc_front = await _start_grpc(plane, settings, metrics)
         tasks = [asyncio.create_task(manager.start(), name="load-models")]
         if settings.repository_poll_s > 0:
             tasks.append(
@@ -44,6 +49,8 @@ def build_app(settings: ServerSettings) -> tuple[ASGIApp, DataPlane]:
             yield
         finally:
             plane.draining = True
+            if grpc_front is not None:
+                await grpc_front.stop(settings.shutdown_timeout_s)
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -51,6 +58,21 @@ def build_app(settings: ServerSettings) -> tuple[ASGIApp, DataPlane]:
             await manager.close()
 
     return build_http_app(plane, settings, lifespan, metrics), plane
+
+
+async def _start_grpc(plane: DataPlane, settings: ServerSettings, metrics: Metrics) -> GrpcFront | None:
+    """The gRPC front on grpc_port, in this event loop beside uvicorn; None when grpc_port is 0 or
+    grpcio is not installed (the `grpc` extra), which is logged."""
+    if settings.grpc_port == 0:
+        return None
+    try:
+        from modelfleet.server.grpc import GrpcFront
+    except ImportError:
+        log.warning("no gRPC server: grpcio is not installed (pip install 'modelfleet[grpc]')")
+        return None
+    front = GrpcFront(plane, settings, metrics)
+    await front.start()
+    return front
 
 
 async def _poll(manager: ModelManager, every_s: float) -> None:
