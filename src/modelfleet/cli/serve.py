@@ -40,6 +40,10 @@ def serve(
     python_models: Annotated[
         bool | None, typer.Option("--python-models", help="Allow backend: python models (they run code).")
     ] = None,
+    auth_keys_file: Annotated[
+        Path | None,
+        typer.Option(help="Tenants' key digests and models (YAML/JSON); unset: inference is open."),
+    ] = None,
     s3_endpoint_url: Annotated[
         str | None, typer.Option(help="S3-compatible endpoint for s3:// repositories (MinIO, Ceph).")
     ] = None,
@@ -48,13 +52,15 @@ def serve(
 ) -> None:
     """Serve the models of REPOSITORY over HTTP (KServe V2 / Open Inference Protocol).
 
-    Every option can also be set as MODELFLEET_<OPTION> in the environment; options win.
+    Every option can also be set as MODELFLEET_<OPTION> in the environment; options win. The admin
+    key for model control is read from MODELFLEET_ADMIN_KEY only.
     """
     from pydantic import ValidationError
 
     from modelfleet.config import ServerSettings
     from modelfleet.repository.config import format_validation_error
     from modelfleet.server.app import serve as run
+    from modelfleet.server.auth import AuthConfigError
 
     given: dict[str, Any] = {
         "repository": repository,
@@ -69,6 +75,7 @@ def serve(
         "log_format": log_format,
         "metrics_top_k": metrics_top_k,
         "python_models": python_models,
+        "auth_keys_file": auth_keys_file,
     }
     s3 = {"endpoint_url": s3_endpoint_url, "cache_dir": s3_cache_dir, "cache_max_bytes": s3_cache_max_bytes}
     try:
@@ -82,4 +89,8 @@ def serve(
     except ValidationError as exc:
         typer.echo(f"modelfleet serve: {format_validation_error(exc)}", err=True)
         raise typer.Exit(2) from None
-    run(settings)
+    try:
+        run(settings)
+    except AuthConfigError as exc:
+        typer.echo(f"modelfleet serve: {exc}", err=True)
+        raise typer.Exit(2) from None

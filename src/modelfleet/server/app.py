@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 from modelfleet.config import ServerSettings
 from modelfleet.engine.lifecycle import ModelManager
 from modelfleet.repository.open import open_repository
+from modelfleet.server.auth import Guard
 from modelfleet.server.dataplane import DataPlane
 from modelfleet.server.http import build_http_app
 from modelfleet.server.logs import configure_logging
@@ -50,7 +51,7 @@ def build_app(settings: ServerSettings) -> tuple[ASGIApp, DataPlane]:
                     await task
             await manager.close()
 
-    return build_http_app(plane, settings, lifespan, metrics), plane
+    return build_http_app(plane, settings, lifespan, metrics, Guard.from_settings(settings)), plane
 
 
 async def _poll(manager: ModelManager, every_s: float) -> None:
