@@ -252,7 +252,7 @@ def _not_counted(name: str, status: int, model: LoadedModel | None) -> None:
 
 # -- control routes ---------------------------------------------------------------------------------------
 
-Handler = Callable[[Request, Principal], Awaitable[Response]]
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 def _ok(doc: Any = None, status: int = 200) -> Response:
@@ -280,16 +280,22 @@ def _parameters(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _guarded(guard: Guard, path: str, access: Access, handler: Handler, method: str) -> Route:
-    """A route that asks the Guard first; the handler gets the caller."""
+    """A route that asks the Guard first; the handler finds the caller with _caller(request)."""
 
     async def endpoint(request: Request) -> Response:
         params = request.path_params
-        who = _admit(
+        request.state.caller = _admit(
             guard, access, request.scope, _headers(request.scope), params.get("model"), params.get("version")
         )
-        return await handler(request, who)
+        return await handler(request)
 
     return Route(path, endpoint, methods=[method])
+
+
+def _caller(request: Request) -> Principal:
+    """Who made this request, as the Guard found it (for the handlers that filter lists)."""
+    caller: Principal = request.state.caller
+    return caller
 
 
 def _control_routes(plane: DataPlane, guard: Guard) -> list[Route]:
@@ -297,45 +303,46 @@ def _control_routes(plane: DataPlane, guard: Guard) -> list[Route]:
         params = request.path_params
         return params["model"], params.get("version")
 
-    async def live(request: Request, who: Principal) -> Response:
+    async def live(request: Request) -> Response:
         return _ok({"live": plane.live()})
 
-    async def ready(request: Request, who: Principal) -> Response:
+    async def ready(request: Request) -> Response:
         is_ready = plane.ready()
         return _ok({"ready": is_ready}, 200 if is_ready else 503)
 
-    async def server_metadata(request: Request, who: Principal) -> Response:
+    async def server_metadata(request: Request) -> Response:
         return _ok(plane.server_metadata())
 
-    async def model_metadata(request: Request, who: Principal) -> Response:
+    async def model_metadata(request: Request) -> Response:
         return _ok(await plane.model_metadata(*name_version(request)))
 
-    async def model_ready(request: Request, who: Principal) -> Response:
+    async def model_ready(request: Request) -> Response:
         return _ok(plane.model_ready(*name_version(request)))
 
-    async def model_config(request: Request, who: Principal) -> Response:
+    async def model_config(request: Request) -> Response:
         return _ok(await plane.model_config(*name_version(request)))
 
-    async def stats_all(request: Request, who: Principal) -> Response:
-        return _ok(who.statistics(plane.statistics(None, None)))
+    async def stats_all(request: Request) -> Response:
+        return _ok(_caller(request).statistics(plane.statistics(None, None)))
 
-    async def model_stats(request: Request, who: Principal) -> Response:
+    async def model_stats(request: Request) -> Response:
         return _ok(plane.statistics(*name_version(request)))
 
-    async def repository_index(request: Request, who: Principal) -> Response:
+    async def repository_index(request: Request) -> Response:
         doc = await _json_body(request)
         ready_only = doc.get("ready", False)
         if not isinstance(ready_only, bool):
             raise BadRequest("'ready' must be a boolean")
         # everyone may read the index (a tenant its own part); rescanning the repository is control
+        who = _caller(request)
         return _ok(who.index(await plane.repository_index(ready_only, refresh=who.control)))
 
-    async def load(request: Request, who: Principal) -> Response:
+    async def load(request: Request) -> Response:
         doc = await _json_body(request)
         await plane.load(request.path_params["model"], _parameters(doc))
         return _ok()
 
-    async def unload(request: Request, who: Principal) -> Response:
+    async def unload(request: Request) -> Response:
         doc = await _json_body(request)
         await plane.unload(request.path_params["model"], _parameters(doc))
         return _ok()
@@ -387,7 +394,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def _metrics_route(metrics: Metrics, guard: Guard) -> Route:
-    async def metrics_text(request: Request, who: Principal) -> Response:
+    async def metrics_text(request: Request) -> Response:
         return Response(await metrics.render(), headers={"content-type": METRICS_CONTENT_TYPE})
 
     return _guarded(guard, "/metrics", Access.OPERATOR, metrics_text, "GET")
