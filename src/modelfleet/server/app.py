@@ -31,6 +31,7 @@ def build_app(settings: ServerSettings) -> tuple[ASGIApp, DataPlane]:
     manager = ModelManager(open_repository(settings.repository, **options), settings)
     plane = DataPlane(manager)
     metrics = Metrics(manager, settings.metrics_top_k, settings.metrics_models)
+    guard = Guard.from_settings(settings)  # one for every front: the same keys and rules
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -51,7 +52,7 @@ def build_app(settings: ServerSettings) -> tuple[ASGIApp, DataPlane]:
                     await task
             await manager.close()
 
-    return build_http_app(plane, settings, lifespan, metrics, Guard.from_settings(settings)), plane
+    return build_http_app(plane, settings, lifespan, metrics, guard), plane
 
 
 async def _poll(manager: ModelManager, every_s: float) -> None:

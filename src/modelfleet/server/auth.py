@@ -209,11 +209,11 @@ class Guard:
         tenants = load_keys_file(settings.auth_keys_file) if settings.auth_keys_file else {}
         admin = settings.admin_key_digest()
         guard = cls(tenants, admin, settings.loopback_control)
-        if guard.enabled and guard._loopback_control and not is_loopback(settings.host):
+        if guard._loopback_control and not is_loopback(settings.host):
             log.warning(
-                "inference keys are set but no admin key: model control is open to loopback clients; "
-                "behind a proxy or sidecar on this host every client is loopback, so set "
-                "MODELFLEET_ADMIN_KEY or MODELFLEET_LOOPBACK_CONTROL=false"
+                "no admin key: model control is open to loopback clients only; behind a proxy or "
+                "sidecar on this host every client is loopback, so set MODELFLEET_ADMIN_KEY or "
+                "MODELFLEET_LOOPBACK_CONTROL=false"
             )
         if guard.enabled:
             log.info(

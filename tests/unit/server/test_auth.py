@@ -326,3 +326,14 @@ def test_guard_from_settings(tmp_path: Path) -> None:
     assert g.enabled and g.has_admin_key
     assert g.admit(Access.MODEL, k(KEY_A), REMOTE, "m", None).name == "acme"
     assert not Guard.from_settings(ServerSettings(repository=tmp_path)).enabled
+
+
+def test_a_warning_when_control_rests_on_loopback_on_a_public_address(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    Guard.from_settings(ServerSettings(repository=tmp_path, host="0.0.0.0"))
+    assert "MODELFLEET_ADMIN_KEY" in caplog.text
+    caplog.clear()
+    Guard.from_settings(ServerSettings(repository=tmp_path, host="0.0.0.0", admin_key=ADMIN))
+    Guard.from_settings(ServerSettings(repository=tmp_path, host="127.0.0.1"))
+    assert "MODELFLEET_ADMIN_KEY" not in caplog.text and ADMIN not in caplog.text
