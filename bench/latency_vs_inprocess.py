@@ -98,7 +98,7 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "modelfleet", "serve", str(args.repo), "--port", str(port),
+        [sys.executable, "-m", "modelfleet", "serve", str(args.repo), "--port", str(port), "--grpc-port", "0",
          "--intra-op-threads", str(args.threads), "--log-level", "warning"],
         env={**os.environ, "MODELFLEET_STARTUP_LOAD": "none"},
     )  # fmt: skip

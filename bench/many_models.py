@@ -62,7 +62,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(tempfile.mkstemp(prefix="modelfleet-", suffix=".log")[1])
-        command = [sys.executable, "-m", "modelfleet", "serve", str(repo), "--port", str(self.port),
+        command = [sys.executable, "-m", "modelfleet", "serve", str(repo), "--port", str(self.port), "--grpc-port", "0",
                    "--log-level", "warning", *args]  # fmt: skip
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)

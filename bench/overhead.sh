@@ -27,7 +27,7 @@ wait_port() { for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$1
   curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.2; done; return 1; }
 P_RAW=$(free_port); P_MF=$(free_port)
 "$PY" "$ROOT/bench/trivial_target.py" --port "$P_RAW" >/dev/null 2>&1 & echo $! >"$WORK/raw.pid"
-"$ROOT/.venv/bin/modelfleet" serve "$WORK/repo" --port "$P_MF" --intra-op-threads 1 --log-level warning \
+"$ROOT/.venv/bin/modelfleet" serve "$WORK/repo" --port "$P_MF" --grpc-port 0 --intra-op-threads 1 --log-level warning \
   >"$WORK/mf.log" 2>&1 & echo $! >"$WORK/mf.pid"
 wait_port "$P_RAW"; wait_port "$P_MF"
 run() { wrk -t1 -c8 -d"${SECONDS_PER_RUN}s" -s "$WORK/bin.lua" "http://127.0.0.1:$1/v2/models/identity/infer" \

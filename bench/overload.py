@@ -87,7 +87,16 @@ class Server:
     def __init__(self, repo: Path, settings: dict[str, str], args: list[str]) -> None:
         self.settings = settings  # MODELFLEET_* environment
         self.url = f"http://127.0.0.1:{free_port()}"
-        self.command = ["modelfleet", "serve", str(repo), "--port", self.url.rsplit(":", 1)[1], *args]
+        self.command = [
+            "modelfleet",
+            "serve",
+            str(repo),
+            "--port",
+            self.url.rsplit(":", 1)[1],
+            "--grpc-port",
+            "0",
+            *args,
+        ]
         self.log = Path(tempfile.mkstemp(prefix="modelfleet-overload-", suffix=".log")[1])
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(

@@ -17,5 +17,5 @@ while read -r name file; do
 done < <(model_list)
 T0=$(date +%s.%N)
 start_bg "$PIDFILE" "$RUN_DIR/modelfleet-$PORT.log" "$ROOT/.venv/bin/modelfleet" serve "$REPO" \
-  --host 127.0.0.1 --port "$PORT" --intra-op-threads "$PEER_THREADS" --log-level warning
+  --host 127.0.0.1 --port "$PORT" --grpc-port 0 --intra-op-threads "$PEER_THREADS" --log-level warning
 wait_ready v2 "$PORT" "$PIDFILE" 120

@@ -5,11 +5,12 @@ Parsed at the edge (the CLI) and passed down; nothing else reads the environment
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelfleet.engine.memory import parse_budget
@@ -27,7 +28,11 @@ class StartupLoad(StrEnum):
 
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="MODELFLEET_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix="MODELFLEET_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,  # a mistyped secret must not end up in a log or a terminal
     )
 
     repository: str
@@ -93,6 +98,18 @@ class ServerSettings(BaseSettings):
     """Models that always get their own label on /metrics, whatever their traffic (a JSON list in
     the environment: MODELFLEET_METRICS_MODELS='["bert", "resnet"]')."""
 
+    auth_keys_file: Path | None = None
+    """Inference keys and the models each tenant reaches (YAML or JSON, SHA-256 digests of the keys,
+    never the keys; README "Authentication and tenants"). Unset: inference is open."""
+    admin_key: SecretStr | None = None
+    """The key for model control (load, unload, rescans) and, with inference keys, /metrics; from
+    MODELFLEET_ADMIN_KEY only (never a command-line option). Unset: control from loopback only."""
+    admin_key_sha256: Annotated[str | None, Field(pattern="^[0-9a-fA-F]{64}$")] = None
+    """The admin key's SHA-256 hex digest, instead of admin_key, so the setting holds no secret."""
+    loopback_control: bool = True
+    """With no admin key, loopback clients without a key may control models. Turn off behind a proxy
+    or service-mesh sidecar on the same host: their connections come from loopback."""
+
     sagemaker: bool = False
     """Also serve SageMaker's container contract: GET /ping, POST /invocations and the multi-model
     API under /models (the V2 routes stay)."""
@@ -120,11 +137,25 @@ class ServerSettings(BaseSettings):
     def _path_as_text(cls, value: object) -> object:
         return str(value) if isinstance(value, Path) else value
 
+    @field_validator("admin_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError(
+                "admin_key is shorter than 16 characters; make one with "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
+
     @model_validator(mode="after")
     def _repository_exists(self) -> ServerSettings:
         if not self.is_object_store and not Path(self.repository).is_dir():
             raise ValueError(f"repository {self.repository} is not a folder (nor an s3://bucket/prefix)")
         self.memory_budget_bytes()  # refuse an unreadable budget at start
+        if self.admin_key is not None and self.admin_key_sha256 is not None:
+            raise ValueError("set admin_key or admin_key_sha256, not both")
+        if self.auth_keys_file is not None and not self.auth_keys_file.is_file():
+            raise ValueError(f"auth_keys_file {self.auth_keys_file} is not a file")
         return self
 
     @property
@@ -142,3 +173,9 @@ class ServerSettings(BaseSettings):
 
     def memory_budget_bytes(self) -> int:
         return parse_budget(self.memory_budget)
+
+    def admin_key_digest(self) -> str | None:
+        """The admin key's SHA-256 hex digest, from whichever of the two settings is set."""
+        if self.admin_key is not None:
+            return hashlib.sha256(self.admin_key.get_secret_value().encode()).hexdigest()
+        return None if self.admin_key_sha256 is None else self.admin_key_sha256.lower()

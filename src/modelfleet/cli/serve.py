@@ -50,6 +50,10 @@ def serve(
     sagemaker_default_model: Annotated[
         str | None, typer.Option(help="SageMaker: the model /invocations runs without a target-model header.")
     ] = None,
+    auth_keys_file: Annotated[
+        Path | None,
+        typer.Option(help="Tenants' key digests and models (YAML/JSON); unset: inference is open."),
+    ] = None,
     s3_endpoint_url: Annotated[
         str | None, typer.Option(help="S3-compatible endpoint for s3:// repositories (MinIO, Ceph).")
     ] = None,
@@ -58,13 +62,15 @@ def serve(
 ) -> None:
     """Serve the models of REPOSITORY over HTTP and gRPC (KServe V2 / Open Inference Protocol).
 
-    Every option can also be set as MODELFLEET_<OPTION> in the environment; options win.
+    Every option can also be set as MODELFLEET_<OPTION> in the environment; options win. The admin
+    key for model control is read from MODELFLEET_ADMIN_KEY only.
     """
     from pydantic import ValidationError
 
     from modelfleet.config import ServerSettings
     from modelfleet.repository.config import format_validation_error
     from modelfleet.server.app import serve as run
+    from modelfleet.server.auth import AuthConfigError
 
     given: dict[str, Any] = {
         "repository": repository,
@@ -82,6 +88,7 @@ def serve(
         "python_models": python_models,
         "sagemaker": sagemaker,
         "sagemaker_default_model": sagemaker_default_model,
+        "auth_keys_file": auth_keys_file,
     }
     s3 = {"endpoint_url": s3_endpoint_url, "cache_dir": s3_cache_dir, "cache_max_bytes": s3_cache_max_bytes}
     try:
@@ -95,4 +102,8 @@ def serve(
     except ValidationError as exc:
         typer.echo(f"modelfleet serve: {format_validation_error(exc)}", err=True)
         raise typer.Exit(2) from None
-    run(settings)
+    try:
+        run(settings)
+    except AuthConfigError as exc:
+        typer.echo(f"modelfleet serve: {exc}", err=True)
+        raise typer.Exit(2) from None

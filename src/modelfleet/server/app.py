@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 from modelfleet.config import ServerSettings
 from modelfleet.engine.lifecycle import ModelManager
 from modelfleet.repository.open import open_repository
+from modelfleet.server.auth import Guard
 from modelfleet.server.dataplane import DataPlane
 from modelfleet.server.http import build_http_app
 from modelfleet.server.logs import configure_logging
@@ -34,6 +35,7 @@ def build_app(settings: ServerSettings) -> tuple[ASGIApp, DataPlane]:
     manager = ModelManager(open_repository(settings.repository, **options), settings)
     plane = DataPlane(manager)
     metrics = Metrics(manager, settings.metrics_top_k, settings.metrics_models)
+    guard = Guard.from_settings(settings)  # one for every front: the same keys and rules
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -57,7 +59,7 @@ def build_app(settings: ServerSettings) -> tuple[ASGIApp, DataPlane]:
                     await task
             await manager.close()
 
-    return build_http_app(plane, settings, lifespan, metrics), plane
+    return build_http_app(plane, settings, lifespan, metrics, guard), plane
 
 
 async def _start_grpc(plane: DataPlane, settings: ServerSettings, metrics: Metrics) -> GrpcFront | None:

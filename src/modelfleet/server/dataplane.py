@@ -103,8 +103,10 @@ class DataPlane:
 
     # -- repository extension ----------------------------------------------------------------------------
 
-    async def repository_index(self, ready_only: bool) -> list[dict[str, Any]]:
-        await self.manager.refresh()
+    async def repository_index(self, ready_only: bool, refresh: bool = True) -> list[dict[str, Any]]:
+        """The index, after looking for added and removed models when `refresh` (model control)."""
+        if refresh:
+            await self.manager.refresh()
         return self.manager.index(ready_only)
 
     async def load(self, name: str, parameters: dict[str, Any]) -> None:

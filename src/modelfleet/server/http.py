@@ -2,7 +2,8 @@
 
 `POST .../infer` is served by a lean ASGI handler (no framework routing or request objects on the
 hot path); every other route is a small Starlette endpoint. Both share the body reader (413 before
-reading past the limit, gzip/deflate decoded within the same limit) and the error envelope.
+reading past the limit, gzip/deflate decoded within the same limit), the error envelope and the
+Guard (server/auth.py): each route says what it touches, and the Guard decides who may.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelfleet.config import ServerSettings
 from modelfleet.engine.model import LoadedModel
-from modelfleet.errors import BadRequest, MethodNotAllowed, ModelfleetError, Overloaded, PayloadTooLarge
+from modelfleet.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    ModelfleetError,
+    Overloaded,
+    PayloadTooLarge,
+    Unauthorized,
+)
 from modelfleet.protocol.rest import (
     HEADER_LENGTH,
     Limits,
@@ -35,6 +43,7 @@ from modelfleet.protocol.rest import (
     header_length,
 )
 from modelfleet.protocol.v2 import InferRequest
+from modelfleet.server.auth import Access, Guard, Principal, presented_key
 from modelfleet.server.dataplane import DataPlane
 from modelfleet.server.logs import begin_request, end_request, set_request_id
 from modelfleet.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -56,6 +65,21 @@ class ClientGone(Exception):
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
     return dict(scope["headers"])
+
+
+def _admit(
+    guard: Guard,
+    access: Access,
+    scope: Scope,
+    headers: dict[bytes, bytes],
+    name: str | None = None,
+    version: str | None = None,
+) -> Principal:
+    """The Guard's verdict for this request: the key from its headers, the TCP peer's address
+    (never X-Forwarded-For: uvicorn runs with proxy_headers=False)."""
+    key = presented_key(headers.get(b"authorization"), headers.get(b"x-api-key"))
+    client = scope.get("client")
+    return guard.admit(access, key, client[0] if client else None, name, version)
 
 
 async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
@@ -122,6 +146,8 @@ def error_body(exc: ModelfleetError) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         extra.append((b"retry-after", str(exc.retry_after_s).encode()))
     if isinstance(exc, PayloadTooLarge):
         extra.append((b"connection", b"close"))  # the rest of the body is not worth reading
+    if isinstance(exc, Unauthorized):
+        extra.append((b"www-authenticate", b"Bearer"))
     return dumps({"error": exc.message}), extra
 
 
@@ -142,8 +168,11 @@ async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any]) -> None:
 class InferEndpoint:
     """`POST /v2/models/{m}[/versions/{v}]/infer` without framework overhead."""
 
-    def __init__(self, plane: DataPlane, settings: ServerSettings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, plane: DataPlane, settings: ServerSettings, guard: Guard, metrics: Metrics | None = None
+    ) -> None:
         self._plane = plane
+        self._guard = guard
         self._answered = metrics.answered if metrics is not None else _not_counted
         self._limit = settings.max_body_bytes
         self._limits = Limits(settings.max_inputs, settings.max_tensor_rank, settings.max_tensor_elements)
@@ -185,6 +214,8 @@ class InferEndpoint:
             if scope["method"] != "POST":
                 raise MethodNotAllowed("inference takes POST")
             headers = _headers(scope)
+            if self._guard.enabled:  # no keys configured: inference is open, nothing to check
+                _admit(self._guard, Access.MODEL, scope, headers, name, version)
             body = await read_body(receive, headers, self._limit)
             raw_length = headers.get(_HEADER_LENGTH)
             json_length = (
@@ -248,7 +279,26 @@ def _parameters(doc: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _control_routes(plane: DataPlane) -> list[Route]:
+def _guarded(guard: Guard, path: str, access: Access, handler: Handler, method: str) -> Route:
+    """A route that asks the Guard first; the handler finds the caller with _caller(request)."""
+
+    async def endpoint(request: Request) -> Response:
+        params = request.path_params
+        request.state.caller = _admit(
+            guard, access, request.scope, _headers(request.scope), params.get("model"), params.get("version")
+        )
+        return await handler(request)
+
+    return Route(path, endpoint, methods=[method])
+
+
+def _caller(request: Request) -> Principal:
+    """Who made this request, as the Guard found it (for the handlers that filter lists)."""
+    caller: Principal = request.state.caller
+    return caller
+
+
+def _control_routes(plane: DataPlane, guard: Guard) -> list[Route]:
     def name_version(request: Request) -> tuple[str, str | None]:
         params = request.path_params
         return params["model"], params.get("version")
@@ -273,7 +323,7 @@ def _control_routes(plane: DataPlane) -> list[Route]:
         return _ok(await plane.model_config(*name_version(request)))
 
     async def stats_all(request: Request) -> Response:
-        return _ok(plane.statistics(None, None))
+        return _ok(_caller(request).statistics(plane.statistics(None, None)))
 
     async def model_stats(request: Request) -> Response:
         return _ok(plane.statistics(*name_version(request)))
@@ -283,7 +333,9 @@ def _control_routes(plane: DataPlane) -> list[Route]:
         ready_only = doc.get("ready", False)
         if not isinstance(ready_only, bool):
             raise BadRequest("'ready' must be a boolean")
-        return _ok(await plane.repository_index(ready_only))
+        # everyone may read the index (a tenant its own part); rescanning the repository is control
+        who = _caller(request)
+        return _ok(who.index(await plane.repository_index(ready_only, refresh=who.control)))
 
     async def load(request: Request) -> Response:
         doc = await _json_body(request)
@@ -295,26 +347,27 @@ def _control_routes(plane: DataPlane) -> list[Route]:
         await plane.unload(request.path_params["model"], _parameters(doc))
         return _ok()
 
-    get, post = ["GET"], ["POST"]
     model = "/v2/models/{model}"
     version = "/v2/models/{model}/versions/{version}"
-    return [
-        Route("/v2/health/live", live, methods=get),
-        Route("/v2/health/ready", ready, methods=get),
-        Route("/v2", server_metadata, methods=get),
-        Route("/v2/models/stats", stats_all, methods=get),
-        Route(model, model_metadata, methods=get),
-        Route(version, model_metadata, methods=get),
-        Route(model + "/ready", model_ready, methods=get),
-        Route(version + "/ready", model_ready, methods=get),
-        Route(model + "/config", model_config, methods=get),
-        Route(version + "/config", model_config, methods=get),
-        Route(model + "/stats", model_stats, methods=get),
-        Route(version + "/stats", model_stats, methods=get),
-        Route("/v2/repository/index", repository_index, methods=post),
-        Route("/v2/repository/models/{model}/load", load, methods=post),
-        Route("/v2/repository/models/{model}/unload", unload, methods=post),
+    public, server, one, control = Access.PUBLIC, Access.SERVER, Access.MODEL, Access.CONTROL
+    table: list[tuple[str, Access, Handler, str]] = [
+        ("/v2/health/live", public, live, "GET"),
+        ("/v2/health/ready", public, ready, "GET"),
+        ("/v2", server, server_metadata, "GET"),
+        ("/v2/models/stats", server, stats_all, "GET"),
+        (model, one, model_metadata, "GET"),
+        (version, one, model_metadata, "GET"),
+        (model + "/ready", one, model_ready, "GET"),
+        (version + "/ready", one, model_ready, "GET"),
+        (model + "/config", one, model_config, "GET"),
+        (version + "/config", one, model_config, "GET"),
+        (model + "/stats", one, model_stats, "GET"),
+        (version + "/stats", one, model_stats, "GET"),
+        ("/v2/repository/index", server, repository_index, "POST"),
+        ("/v2/repository/models/{model}/load", control, load, "POST"),
+        ("/v2/repository/models/{model}/unload", control, unload, "POST"),
     ]
+    return [_guarded(guard, *row) for row in table]
 
 
 async def _modelfleet_error(request: Request, exc: Exception) -> Response:
@@ -340,20 +393,26 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return Response(dumps({"error": "internal server error"}), 500, media_type="application/json")
 
 
-def _metrics_route(metrics: Metrics) -> Route:
+def _metrics_route(metrics: Metrics, guard: Guard) -> Route:
     async def metrics_text(request: Request) -> Response:
         return Response(await metrics.render(), headers={"content-type": METRICS_CONTENT_TYPE})
 
-    return Route("/metrics", metrics_text, methods=["GET"])
+    return _guarded(guard, "/metrics", Access.OPERATOR, metrics_text, "GET")
 
 
 def build_http_app(
-    plane: DataPlane, settings: ServerSettings, lifespan: Any = None, metrics: Metrics | None = None
+    plane: DataPlane,
+    settings: ServerSettings,
+    lifespan: Any = None,
+    metrics: Metrics | None = None,
+    guard: Guard | None = None,
 ) -> ASGIApp:
-    """The whole REST surface as one ASGI app; GET /metrics and per-answer counts with `metrics`."""
-    routes = _control_routes(plane)
+    """The whole REST surface as one ASGI app; GET /metrics and per-answer counts with `metrics`;
+    keys and tenants with `guard` (without one: inference open, control from loopback only)."""
+    guard = guard or Guard({})
+    routes = _control_routes(plane, guard)
     if metrics is not None:
-        routes.append(_metrics_route(metrics))
+        routes.append(_metrics_route(metrics, guard))
     if settings.sagemaker:
         from modelfleet.server.sagemaker import sagemaker_routes  # imports this module
 
@@ -367,7 +426,7 @@ def build_http_app(
         },
         lifespan=lifespan,
     )
-    infer = InferEndpoint(plane, settings, metrics)
+    infer = InferEndpoint(plane, settings, guard, metrics)
     answered = metrics.answered if metrics is not None else _not_counted
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
