@@ -69,6 +69,10 @@ class ServerSettings(BaseSettings):
     """Intra-op threads per model where its config sets none (0: the framework's choice)."""
     max_queue_size: Annotated[int, Field(ge=1)] = 1024
     """Requests waiting per model before new ones get 429."""
+    max_queue_wait_s: Annotated[float, Field(ge=0)] = 0.1
+    """Expected queueing time per model (queued rows x measured time per row / instances) past which
+    new requests get 429 at once, so that accepted requests keep a bounded latency under overload;
+    a queue of two full batches per instance is always accepted. 0: bound by count only."""
     load_concurrency: Annotated[int, Field(ge=1)] = 2
     """Model loads running at the same time (fetches and adapter heads; framework sessions are
     created one at a time so that each one's memory footprint can be measured)."""

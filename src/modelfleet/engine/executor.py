@@ -16,11 +16,19 @@ first job started, so slow models still answer job by job.
 
 With `instances` > 1, that many threads share the queue (and the runtime, which must allow
 concurrent calls: ONNX Runtime sessions do).
+
+Admission is bounded twice: by count (`max_queue_size` requests) and by time. The executor keeps a
+moving average of the execution time per row; a request that finds more work waiting than
+`max_queue_wait_ns` of it (rows in the system x time per row / instances) is refused at once with
+429, so that under overload the requests that are accepted keep a bounded latency instead of
+queueing for seconds. A queue of up to two full batches per instance is always accepted, so a
+closed loop that keeps that many requests in flight never sees 429.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import queue
 import threading
 import time
@@ -35,6 +43,7 @@ from modelfleet.runtimes.base import Runtime
 
 FLUSH_NS = 50_000  # hand results back at least this often (ns) while draining a busy queue
 DEFAULT_PRIORITY = 1 << 16  # V2 priority 0 ("default"); 1 is the highest, larger numbers lower
+_EWMA = 0.2  # weight of the newest execution in the time-per-row average
 
 Arrays = list[np.ndarray]
 Post = Callable[[Arrays], Arrays]
@@ -148,6 +157,7 @@ class ModelExecutor:
         batching: Batching | None = None,
         clock: Callable[[], int] = time.perf_counter_ns,
         instances: int = 1,
+        max_queue_wait_ns: int = 0,
     ) -> None:
         self._runtime = runtime
         self._label = label
@@ -157,6 +167,10 @@ class ModelExecutor:
         self._instances = instances
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._pending = 0  # jobs submitted and not yet settled; event-loop thread only
+        self._pending_rows = 0  # their rows; event-loop thread only
+        self._max_wait_ns = max_queue_wait_ns  # 0: no time bound
+        self._free_rows = 2 * (batching.max_rows if batching else 1) * instances  # always admitted
+        self.ns_per_row = 0.0  # moving average of execution time per row (written by executor threads)
         self._waiting: set[Job] = set()  # the same jobs, for shedding by priority
         self._closed = False
         self._threads = [
@@ -193,17 +207,27 @@ class ModelExecutor:
         level = priority or DEFAULT_PRIORITY
         if self._pending >= self.max_queue_size and not self._shed_lower_than(level):
             raise Overloaded(f"model '{name}' has too many requests queued; try again later")
+        if self._max_wait_ns and self._pending_rows >= self._free_rows:
+            wait_ns = self._pending_rows * self.ns_per_row / self._instances
+            if wait_ns > self._max_wait_ns and not self._shed_lower_than(level):
+                raise Overloaded(
+                    f"model '{name}' is saturated: about {wait_ns / 1e6:.0f} ms of work is queued "
+                    f"(the limit is {self._max_wait_ns / 1e6:g} ms); try again later",
+                    retry_after_s=max(1, math.ceil(wait_ns / 1e9)),
+                )
         loop = asyncio.get_running_loop()
         job = Job(loop, inputs, outputs, rows, post, self._clock(), level, name)
         if timeout_s is not None:
             job.timer = loop.call_later(timeout_s, _expire, job, name, timeout_s)
         self._pending += 1
+        self._pending_rows += rows
         self._waiting.add(job)
         self._queue.put(job)
         try:
             await job.future
         finally:
             self._pending -= 1
+            self._pending_rows -= rows
             self._waiting.discard(job)
             if job.timer is not None:
                 job.timer.cancel()
@@ -250,7 +274,9 @@ class ModelExecutor:
             try:
                 groups, backlog = self._next(live)
                 for group in groups:
+                    started = self._clock()
                     done.extend(self._execute(group))
+                    self._observe(self._clock() - started, sum(j.rows for j in group))
                     if done and done[-1][0].finished_ns - done[0][0].started_ns >= FLUSH_NS:
                         if not self._hand_back(done):
                             return
@@ -365,6 +391,14 @@ class ModelExecutor:
             result, error = None, exc
         job.finished_ns = self._clock()
         return job, result, error
+
+    def _observe(self, elapsed_ns: int, rows: int) -> None:
+        """Fold one execution into the time-per-row average (a float store: safe across threads)."""
+        if rows > 0:
+            per_row = elapsed_ns / rows
+            self.ns_per_row = (
+                per_row if not self.ns_per_row else self.ns_per_row + _EWMA * (per_row - self.ns_per_row)
+            )
 
     @staticmethod
     def _hand_back(done: list[Outcome]) -> bool:

@@ -510,8 +510,9 @@ class ModelManager:
             built.runtime,
             f"{source.name}/{number}",
             settings.max_queue_size,
-            _batching(built.config),
+            _batching(built.config, built.gpu),
             instances=built.config.instances or 1,
+            max_queue_wait_ns=int(settings.max_queue_wait_s * 1e9),
         )
         return LoadedModel(
             source.name, number, built.config, built.runtime, executor, None, nbytes, built.load_s,
@@ -668,10 +669,14 @@ class ModelManager:
         await asyncio.get_running_loop().run_in_executor(self._unload_pool, loading.unload, model.runtime)
 
 
-def _batching(config: ModelConfig) -> Batching | None:
+CPU_MAX_ROWS = 16  # measured: on CPU, batches past 8-16 rows add latency and no throughput
+GPU_MAX_ROWS = 64
+
+
+def _batching(config: ModelConfig, gpu: bool = False) -> Batching | None:
     policy = config.dynamic_batching
     if not policy.enabled or not config.max_batch_size:
         return None
-    rows = policy.max_batch_size or min(config.max_batch_size, 64)
+    rows = policy.max_batch_size or min(config.max_batch_size, GPU_MAX_ROWS if gpu else CPU_MAX_ROWS)
     preferred = tuple(size for size in policy.preferred_batch_sizes if size <= rows)
     return Batching(max_rows=rows, max_queue_delay_ns=policy.max_queue_delay_us * 1000, preferred=preferred)

@@ -44,6 +44,7 @@ class Built:
     config: ModelConfig  # completed from the runtime's signature
     nbytes: int  # measured resident bytes, shared blobs excluded
     load_s: float
+    gpu: bool = False  # runs on a GPU (device defaults differ: batching sizes)
 
 
 def shared_tensors(source: ModelSource, version: int, blobs: BlobCache) -> dict[str, np.ndarray]:
@@ -91,9 +92,8 @@ def build(
     default_max_batch_size: int,
 ) -> Built:
     """Load a model with its own runtime (not an adapter), warm it up, and measure it."""
-    instances, threads = execution_defaults(
-        source.config, default_threads, cpu_cores(), on_gpu(source.config)
-    )
+    gpu = on_gpu(source.config)
+    instances, threads = execution_defaults(source.config, default_threads, cpu_cores(), gpu)
     spec = LoadSpec(source.name, version, source.model_file(version), source.config, threads, shared)
     started = time.perf_counter()
     with _SESSION_LOCK:
@@ -108,7 +108,7 @@ def build(
             release_free_memory()
             raise
         nbytes = process_rss().anonymous - before
-    return Built(runtime, config, max(nbytes, 0), time.perf_counter() - started)
+    return Built(runtime, config, max(nbytes, 0), time.perf_counter() - started, gpu)
 
 
 def unload(runtime: Runtime) -> None:

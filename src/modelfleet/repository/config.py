@@ -120,7 +120,7 @@ class DynamicBatching(_Strict):
 
     enabled: bool = True
     max_batch_size: Annotated[int, Field(ge=1)] | None = None
-    """Most rows per execution; unset: the model's max_batch_size, at most 64."""
+    """Most rows per execution; unset: the model's max_batch_size, at most 16 on CPU and 64 on a GPU."""
     max_queue_delay_us: Annotated[int, Field(ge=0, le=10_000_000)] = 0
     """How long the first queued request may wait for others; 0: batch only what is already queued."""
     preferred_batch_sizes: list[Annotated[int, Field(ge=1)]] = []

@@ -275,3 +275,29 @@ async def test_a_flooding_tenant_does_not_queue_the_others_behind_it() -> None:
     assert runtime.seen[0] == [0.0]  # the blocker
     assert 2.0 in runtime.seen[1]  # the quiet tenant is in the very next batch, not after ten of the flood
     assert len(runtime.seen) == 1 + 11  # 41 rows after the blocker, in batches of at most 4
+
+
+async def test_a_queue_holding_more_work_than_the_wait_limit_refuses_at_once() -> None:
+    ticks = iter(range(0, 10**12, 10_000_000))  # every reading 10 ms later: executions take time
+    runtime = Doubler()
+    executor = ModelExecutor(
+        runtime, "m/1", max_queue_size=100, clock=lambda: next(ticks), max_queue_wait_ns=50_000_000
+    )
+    await executor.run({"x": np.array([1.0])}, ["y"])
+    assert executor.ns_per_row > 0  # measured from the execution
+    executor.ns_per_row = 20e6  # 20 ms a row, one instance, no batching: two rows always admitted
+    runtime.gate.clear()
+    held = [asyncio.create_task(executor.run({"x": np.array([1.0])}, ["y"])) for _ in range(2)]
+    await asyncio.sleep(0)
+    third = asyncio.create_task(executor.run({"x": np.array([1.0])}, ["y"]))  # 2 rows x 20 ms <= 50 ms
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded, match=r"about 60 ms of work is queued \(the limit is 50 ms\)") as refused:
+        await executor.run({"x": np.array([1.0])}, ["y"])  # 3 rows x 20 ms
+    assert refused.value.retry_after_s == 1
+    urgent = asyncio.create_task(executor.run({"x": np.array([5.0])}, ["y"], priority=1))
+    await asyncio.sleep(0)
+    runtime.gate.set()
+    assert (await urgent).future.result()[0].tolist() == [10.0]  # admitted by shedding a queued one
+    results = await asyncio.gather(*held, third, return_exceptions=True)
+    assert sum(isinstance(r, Overloaded) for r in results) == 1
+    await executor.close()
