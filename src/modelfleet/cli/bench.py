@@ -50,7 +50,7 @@ def bench(
         typer.Option(
             "--concurrency",
             "-c",
-            help=f"Closed loop: connections, each with one request in flight [default: {DEFAULT_CONCURRENCY}].",
+            help=f"Closed loop: connections, each with one request in flight (default: {DEFAULT_CONCURRENCY}).",
             show_default=False,
         ),
     ] = None,
@@ -80,7 +80,7 @@ def bench(
         typer.Option(
             "--duration",
             "-d",
-            help=f"Recorded seconds [default: {DEFAULT_DURATION_S:g}].",
+            help=f"Recorded seconds (default: {DEFAULT_DURATION_S:g}).",
             show_default=False,
         ),
     ] = None,

@@ -10,17 +10,17 @@ import typer
 
 def serve(
     repository: Annotated[str, typer.Argument(help="Model repository: a folder or s3://bucket/prefix.")],
-    host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1].")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default: 127.0.0.1).")] = None,
     port: Annotated[
-        int | None, typer.Option("--port", "-p", help="HTTP port [default: 8000; 8080 with --sagemaker].")
+        int | None, typer.Option("--port", "-p", help="HTTP port (default: 8000; 8080 with --sagemaker).")
     ] = None,
-    grpc_port: Annotated[int | None, typer.Option(help="gRPC port, 0 for none [default: 8001].")] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="gRPC port, 0 for none (default: 8001).")] = None,
     intra_op_threads: Annotated[
         int | None,
         typer.Option(help="Intra-op threads per model where its config sets none (0: framework's)."),
     ] = None,
     startup_load: Annotated[
-        str | None, typer.Option(help="Models loaded at start: pinned | all | none [default: pinned].")
+        str | None, typer.Option(help="Models loaded at start: pinned | all | none (default: pinned).")
     ] = None,
     memory_budget: Annotated[
         str | None,
@@ -30,15 +30,19 @@ def serve(
         float | None, typer.Option(help="Look for added and removed models every N seconds (0: never).")
     ] = None,
     max_body_bytes: Annotated[
-        int | None, typer.Option(help="Largest request body [default: 64 MiB].")
+        int | None, typer.Option(help="Largest request body (default: 64 MiB).")
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error.")] = None,
+    max_queue_wait_s: Annotated[
+        float | None,
+        typer.Option(help="429 when a model's queued work would take longer than this (default: 0.5)."),
+    ] = None,
     log_format: Annotated[
-        str | None, typer.Option(help="text (for people) | json (one object a line) [default: text].")
+        str | None, typer.Option(help="text (for people) | json (one object a line) (default: text).")
     ] = None,
     metrics_top_k: Annotated[
         int | None,
-        typer.Option(help="/metrics: models with their own label, by recent traffic [default: 50]."),
+        typer.Option(help="/metrics: models with their own label, by recent traffic (default: 50)."),
     ] = None,
     python_models: Annotated[
         bool | None, typer.Option("--python-models", help="Allow backend: python models (they run code).")
@@ -83,6 +87,7 @@ def serve(
         "repository_poll_s": repository_poll_s,
         "max_body_bytes": max_body_bytes,
         "log_level": log_level,
+        "max_queue_wait_s": max_queue_wait_s,
         "log_format": log_format,
         "metrics_top_k": metrics_top_k,
         "python_models": python_models,

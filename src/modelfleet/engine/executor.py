@@ -21,8 +21,8 @@ Admission is bounded twice: by count (`max_queue_size` requests) and by time. Th
 moving average of the execution time per row; a request that finds more work waiting than
 `max_queue_wait_ns` of it (rows in the system x time per row / instances) is refused at once with
 429, so that under overload the requests that are accepted keep a bounded latency instead of
-queueing for seconds. A queue of up to two full batches per instance is always accepted, so a
-closed loop that keeps that many requests in flight never sees 429.
+queueing for seconds. One request per instance is always accepted (the bound cannot refuse an idle
+model). The bound is the latency budget for queueing: set it from the service's latency target.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ class ModelExecutor:
         self._pending = 0  # jobs submitted and not yet settled; event-loop thread only
         self._pending_rows = 0  # their rows; event-loop thread only
         self._max_wait_ns = max_queue_wait_ns  # 0: no time bound
-        self._free_rows = 2 * (batching.max_rows if batching else 1) * instances  # always admitted
+        self._free_rows = instances  # always admitted: an idle model never refuses
         self.ns_per_row = 0.0  # moving average of execution time per row (written by executor threads)
         self._waiting: set[Job] = set()  # the same jobs, for shedding by priority
         self._closed = False
