@@ -364,6 +364,11 @@ def main() -> None:
         "--client-timeout-s", type=float, default=90.0, help="client gives up on an answer after this"
     )
     load.add_argument("--rate", type=float, help="skip step 1 and use this S")
+    load.add_argument(
+        "--open-env", action="append", default=[], metavar="KEY=VALUE",
+        help="settings for the open-loop server only (a second server; S is measured without them): "
+        "e.g. MODELFLEET_MAX_QUEUE_WAIT_S=0.03, a latency budget a closed loop of 32 would exceed by design",
+    )  # fmt: skip
     a = parser.parse_args()
     raise_file_limit(a.max_connections + 256)
 
@@ -402,6 +407,13 @@ def main() -> None:
         if rate <= 0:
             raise SystemExit("the closed loop completed no request: is the model served?")
         print(f"S = {rate:.1f} req/s", flush=True)
+        if a.open_env and started is not None:
+            started.stop()
+            env |= dict(item.split("=", 1) for item in a.open_env)
+            started = Server(a.repo, env, args)
+            url, pid = started.url, started.proc.pid
+            settings += f"\nopen-loop server: {started.describe()}"
+            print(f"open-loop server: {started.describe()}", flush=True)
         run = open_loop(url, pid, a, [a.base_factor * rate, a.overload_factor * rate, a.base_factor * rate])
     finally:
         if started is not None:
