@@ -3,10 +3,13 @@
     ModelfleetError (500)
     ├── BadRequest (400)             malformed body, wrong datatype / shape / size, bad name
     ├── Unauthorized (401)           missing or wrong key
-    ├── NotFound (404)               unknown model or version, unknown route
+    ├── Forbidden (403)              known caller, not allowed: a tenant key or a remote client on control
+    ├── NotFound (404)               unknown model or version (or another tenant's), unknown route
     ├── MethodNotAllowed (405)       a route asked with the wrong method
+    ├── NotAcceptable (406)          Accept allows no answer type we can send (SageMaker contract)
     ├── Conflict (409)               model already loaded (SageMaker contract)
     ├── PayloadTooLarge (413)        body or decompressed body over the configured limit
+    ├── UnsupportedMediaType (415)   a body's Content-Type is none we read (SageMaker contract)
     ├── Overloaded (429)             per-model queue full; carries Retry-After seconds
     ├── InferenceFailed (500)        the runtime raised on valid input
     ├── Unavailable (503)            not ready, loading failed, draining, worker died
@@ -43,6 +46,14 @@ class Unauthorized(ModelfleetError):
     status = HTTPStatus.UNAUTHORIZED
 
 
+class Forbidden(ModelfleetError):
+    """The caller is known but may not do this (a tenant key on model control, a remote client
+    on model control when no admin key is configured). Never for another tenant's model: that is
+    NotFound, so that model names cannot be probed."""
+
+    status = HTTPStatus.FORBIDDEN
+
+
 class NotFound(ModelfleetError):
     status = HTTPStatus.NOT_FOUND
 
@@ -51,12 +62,20 @@ class MethodNotAllowed(ModelfleetError):
     status = HTTPStatus.METHOD_NOT_ALLOWED
 
 
+class NotAcceptable(ModelfleetError):
+    status = HTTPStatus.NOT_ACCEPTABLE
+
+
 class Conflict(ModelfleetError):
     status = HTTPStatus.CONFLICT
 
 
 class PayloadTooLarge(ModelfleetError):
     status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class UnsupportedMediaType(ModelfleetError):
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
 
 
 class Overloaded(ModelfleetError):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import Enum
-from http import HTTPStatus
 from typing import Any
 
 import numpy as np
 import orjson
 
-from modelfleet.errors import BadRequest, ModelfleetError
+from modelfleet.errors import BadRequest
+from modelfleet.errors import NotAcceptable as NotAcceptable  # re-exported: raised by the shapes here
+from modelfleet.errors import UnsupportedMediaType as UnsupportedMediaType
 from modelfleet.protocol.rest import Limits, decode_request, header_length
 from modelfleet.protocol.v2 import InferRequest, InferResponse, TensorSpec
 from modelfleet.repository.names import check_model_name
@@ -33,14 +34,6 @@ _SUPPORTED = (
     f"{JSON_TYPE}, {OCTET_TYPE} with Inference-Header-Content-Length, "
     f"or {TRITON_BINARY_TYPE};{_HEADER_SIZE_PARAM}=N"
 )
-
-
-class UnsupportedMediaType(ModelfleetError):
-    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
-
-
-class NotAcceptable(ModelfleetError):
-    status = HTTPStatus.NOT_ACCEPTABLE
 
 
 class Answer(Enum):

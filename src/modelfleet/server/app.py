@@ -39,7 +39,7 @@ def build_app(settings: ServerSettings) -> tuple[ASGIApp, DataPlane]:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        grpc_front = await _start_grpc(plane, settings, metrics)
+        grpc_front = await _start_grpc(plane, settings, metrics, guard)
         tasks = [asyncio.create_task(manager.start(), name="load-models")]
         if settings.repository_poll_s > 0:
             tasks.append(
@@ -62,7 +62,9 @@ def build_app(settings: ServerSettings) -> tuple[ASGIApp, DataPlane]:
     return build_http_app(plane, settings, lifespan, metrics, guard), plane
 
 
-async def _start_grpc(plane: DataPlane, settings: ServerSettings, metrics: Metrics) -> GrpcFront | None:
+async def _start_grpc(
+    plane: DataPlane, settings: ServerSettings, metrics: Metrics, guard: Guard
+) -> GrpcFront | None:
     """The gRPC front on grpc_port, in this event loop beside uvicorn; None when grpc_port is 0 or
     grpcio is not installed (the `grpc` extra), which is logged."""
     if settings.grpc_port == 0:
@@ -72,7 +74,7 @@ async def _start_grpc(plane: DataPlane, settings: ServerSettings, metrics: Metri
     except ImportError:
         log.warning("no gRPC server: grpcio is not installed (pip install 'modelfleet[grpc]')")
         return None
-    front = GrpcFront(plane, settings, metrics)
+    front = GrpcFront(plane, settings, metrics, guard)
     await front.start()
     return front
 

@@ -28,14 +28,14 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from modelfleet.config import ServerSettings
-from modelfleet.errors import ModelfleetError, Unauthorized, model_not_found
+from modelfleet.errors import Forbidden as Forbidden  # re-exported: the Guard's refusal
+from modelfleet.errors import Unauthorized, model_not_found
 from modelfleet.repository.names import check_model_name, check_version
 
 log = logging.getLogger(__name__)
@@ -43,13 +43,6 @@ log = logging.getLogger(__name__)
 DIGEST_HOWTO = 'printf %s "$KEY" | sha256sum'
 _HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
 _LOOPBACK_TEXT = frozenset({"127.0.0.1", "::1", "localhost"})
-
-
-class Forbidden(ModelfleetError):
-    """The caller is known but may not do this (a tenant key on model control, a remote client
-    on model control when no admin key is configured)."""
-
-    status = HTTPStatus.FORBIDDEN
 
 
 class AuthConfigError(ValueError):

@@ -3,15 +3,18 @@ map errors. Nothing else; it runs on grpc.aio in the same event loop as the HTTP
 
 Every method takes and returns raw bytes (no serializers registered), so that a malformed message
 is a clear INVALID_ARGUMENT and each error goes through the one status table below. The message
-size limit is max_body_bytes, enforced by gRPC itself before a larger message is read.
+size limit is max_body_bytes, enforced by gRPC itself before a larger message is read. Keys and
+tenants are the HTTP front's Guard (server/auth.py): the key comes from the call's metadata
+(`authorization: Bearer KEY` or `x-api-key: KEY`), the client address from `context.peer()`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from enum import StrEnum
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable
 from http import HTTPStatus
 from typing import Any, NoReturn
 
@@ -24,6 +27,7 @@ from modelfleet.errors import BadRequest, ModelfleetError, NotFound, Overloaded,
 from modelfleet.protocol.grpc import METHODS, SERVICE, codec
 from modelfleet.protocol.grpc import grpc_service_pb2 as pb
 from modelfleet.protocol.rest import Limits
+from modelfleet.server.auth import OPEN, Access, Guard, Principal, presented_key
 from modelfleet.server.dataplane import DataPlane
 from modelfleet.server.logs import begin_request, end_request, set_request_id
 from modelfleet.server.metrics import Metrics
@@ -34,10 +38,13 @@ log = logging.getLogger(__name__)
 STATUS_CODES: dict[int, grpc.StatusCode] = {
     HTTPStatus.BAD_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
     HTTPStatus.UNAUTHORIZED: grpc.StatusCode.UNAUTHENTICATED,
+    HTTPStatus.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
     HTTPStatus.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     HTTPStatus.METHOD_NOT_ALLOWED: grpc.StatusCode.UNIMPLEMENTED,
+    HTTPStatus.NOT_ACCEPTABLE: grpc.StatusCode.INVALID_ARGUMENT,  # SageMaker's; listed for completeness
     HTTPStatus.CONFLICT: grpc.StatusCode.ALREADY_EXISTS,
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    HTTPStatus.UNSUPPORTED_MEDIA_TYPE: grpc.StatusCode.INVALID_ARGUMENT,  # SageMaker's, likewise
     HTTPStatus.TOO_MANY_REQUESTS: grpc.StatusCode.RESOURCE_EXHAUSTED,
     HTTPStatus.INTERNAL_SERVER_ERROR: grpc.StatusCode.INTERNAL,
     HTTPStatus.NOT_IMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
@@ -48,14 +55,7 @@ STATUS_CODES: dict[int, grpc.StatusCode] = {
 _INTERNAL = ModelfleetError("internal server error")
 
 Context = grpc.aio.ServicerContext[bytes, bytes]
-
-
-class Access(StrEnum):
-    """What a call reaches, for the credential check (`GrpcFront._admit`)."""
-
-    PUBLIC = "public"  # health and server metadata
-    MODEL = "model"  # one model: inference, its metadata, readiness, statistics
-    CONTROL = "control"  # the repository: index, load, unload
+Metadata = Iterable[tuple[str, str | bytes]]
 
 
 def status_code(status: int) -> grpc.StatusCode:
@@ -69,12 +69,70 @@ async def abort(context: Context, exc: ModelfleetError) -> NoReturn:
     await context.abort(status_code(exc.status), exc.message)
 
 
+def peer_host(peer: str) -> str | None:
+    """The client's IP address in a `context.peer()` string; None when there is none to trust.
+
+    gRPC core writes `ipv4:127.0.0.1:5000`, `ipv6:%5B::1%5D:5000` (older releases `ipv6:[::1]:5000`)
+    and `unix:...`. Anything else (a Unix socket, vsock, a format of some future release, a string
+    that does not parse) is None, which the Guard takes as not loopback: a peer we cannot read
+    never gets loopback's control rights.
+    """
+    scheme, _, rest = peer.partition(":")
+    if scheme == "ipv4":
+        host, sep, port = rest.rpartition(":")
+    elif scheme == "ipv6":
+        rest = urllib.parse.unquote(rest)
+        if not rest.startswith("["):
+            return None
+        host, sep, port = rest[1:].partition("]:")
+    else:
+        return None
+    if not sep or not port.isdigit():
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if address.version != (4 if scheme == "ipv4" else 6):
+        return None
+    return host
+
+
+def admit(
+    guard: Guard,
+    access: Access,
+    metadata: Metadata | None,
+    peer: str,
+    name: str | None = None,
+    version: str | None = None,
+) -> Principal:
+    """The Guard's verdict for one call: its key from the metadata (`authorization: Bearer KEY`,
+    else `x-api-key: KEY`, the first of each), its address from the peer string."""
+    authorization: str | bytes | None = None
+    api_key: str | bytes | None = None
+    for key, value in metadata or ():
+        if key == "authorization" and authorization is None:
+            authorization = value
+        elif key == "x-api-key" and api_key is None:
+            api_key = value
+    return guard.admit(access, presented_key(authorization, api_key), peer_host(peer), name, version)
+
+
 class GrpcFront:
     """The gRPC server over one data plane; `start()` binds and serves, `stop()` drains."""
 
-    def __init__(self, plane: DataPlane, settings: ServerSettings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        plane: DataPlane,
+        settings: ServerSettings,
+        metrics: Metrics | None = None,
+        guard: Guard | None = None,
+    ) -> None:
+        """`guard`: the same one as the HTTP front's (without one: every model open, control from
+        loopback only)."""
         self._plane = plane
         self._settings = settings
+        self._guard = guard or Guard({})
         self._answered = metrics.answered if metrics is not None else _not_counted
         self._limits = Limits(settings.max_inputs, settings.max_tensor_rank, settings.max_tensor_elements)
         self.port = 0
@@ -129,10 +187,14 @@ class GrpcFront:
         assert calls.keys() == METHODS.keys()
         return {method: grpc.unary_unary_rpc_method_handler(call) for method, call in calls.items()}
 
-    def _admit(self, context: Context, access: Access, model: str | None = None) -> None:
-        """The one place each call's credentials will be checked (issue 5 item 6): the auth layer
-        reads the key from `context.invocation_metadata()` and raises Unauthorized, or NotFound
-        for another tenant's model. No check yet: every call is admitted."""
+    def _admit(
+        self, context: Context, access: Access, name: str | None = None, version: str | None = None
+    ) -> Principal:
+        """Who makes this call, if they may: 401, 403, or for another tenant's model exactly the
+        unknown-model error. Without inference keys, model calls are open: nothing is read."""
+        if access is Access.PUBLIC or (access is Access.MODEL and not self._guard.enabled):
+            return OPEN
+        return admit(self._guard, access, context.invocation_metadata(), context.peer(), name, version)
 
     # -- inference: the hot path, kept free of per-call work that could be done once -----------------
 
@@ -146,7 +208,8 @@ class GrpcFront:
         token = begin_request(name)  # log lines from here on carry the request
         model: LoadedModel | None = None
         try:
-            self._admit(context, Access.MODEL, name)
+            if self._guard.enabled:  # no keys configured: inference is open, nothing to check
+                self._admit(context, Access.MODEL, name, message.model_version or None)
             model = await self._plane.model(name, message.model_version or None)
             request = codec.decode_infer_request(message, self._limits)
             if request.id is not None:
@@ -178,35 +241,45 @@ class GrpcFront:
 
     async def model_ready(self, request: pb.ModelReadyRequest, context: Context) -> Message:
         """ready=false for a model that is unknown or not ready (tritonclient's is_model_ready
-        reads the flag); a malformed name is still INVALID_ARGUMENT."""
-        self._admit(context, Access.MODEL, request.name)
+        reads the flag); a malformed name is still INVALID_ARGUMENT. Another tenant's model is
+        not ready either, exactly like an unknown one."""
         try:
+            self._admit(context, Access.MODEL, request.name, request.version or None)
             self._plane.model_ready(request.name, request.version or None)
         except (NotFound, Unavailable):
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=True)
 
     async def server_metadata(self, request: pb.ServerMetadataRequest, context: Context) -> Message:
-        self._admit(context, Access.PUBLIC)
+        self._admit(context, Access.SERVER)
         return pb.ServerMetadataResponse(**self._plane.server_metadata())
 
     async def model_metadata(self, request: pb.ModelMetadataRequest, context: Context) -> Message:
-        self._admit(context, Access.MODEL, request.name)
+        self._admit(context, Access.MODEL, request.name, request.version or None)
         return codec.model_metadata(await self._plane.model_metadata(request.name, request.version or None))
 
     async def model_config(self, request: pb.ModelConfigRequest, context: Context) -> Message:
-        self._admit(context, Access.MODEL, request.name)
+        self._admit(context, Access.MODEL, request.name, request.version or None)
         return codec.model_config(await self._plane.model_config(request.name, request.version or None))
 
     async def model_statistics(self, request: pb.ModelStatisticsRequest, context: Context) -> Message:
-        self._admit(context, Access.MODEL, request.name or None)
-        return codec.statistics(self._plane.statistics(request.name or None, request.version or None))
+        """One model's statistics, or without a name every model's the caller may see."""
+        name, version = request.name or None, request.version or None
+        if name is not None:
+            self._admit(context, Access.MODEL, name, version)
+            return codec.statistics(self._plane.statistics(name, version))
+        who = self._admit(context, Access.SERVER)
+        return codec.statistics(who.statistics(self._plane.statistics(None, None)))
 
     # -- repository extension ----------------------------------------------------------------------------
 
     async def repository_index(self, request: pb.RepositoryIndexRequest, context: Context) -> Message:
-        self._admit(context, Access.CONTROL)
-        return codec.repository_index(await self._plane.repository_index(request.ready))
+        """Everyone may read the index (a tenant its own part); rescanning the repository for
+        added and removed models is control, done only for callers that may control."""
+        who = self._admit(context, Access.SERVER)
+        return codec.repository_index(
+            who.index(await self._plane.repository_index(request.ready, who.control))
+        )
 
     async def repository_model_load(
         self, request: pb.RepositoryModelLoadRequest, context: Context

@@ -416,7 +416,7 @@ def build_http_app(
     if settings.sagemaker:
         from modelfleet.server.sagemaker import sagemaker_routes  # imports this module
 
-        routes.extend(sagemaker_routes(plane, settings, metrics))
+        routes.extend(sagemaker_routes(plane, settings, metrics, guard))
     control = Starlette(
         routes=routes,
         exception_handlers={

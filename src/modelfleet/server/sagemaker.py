@@ -11,13 +11,16 @@ loading, memory budget, batching and every tensor check are the data plane's and
     GET    /models/{name}         the loaded model, or 404
     DELETE /models/{name}         unload, or 404 when not loaded
     POST   /models/{name}/invoke  as /invocations, for that model
+
+Keys and tenants are the V2 routes' Guard (server/auth.py), with the same rules: /ping is public,
+invocations and GET /models/{name} reach one model (another tenant's answers like an unknown one),
+GET /models lists the caller's models, loading and unloading are model control.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +31,11 @@ from starlette.routing import Route
 
 from modelfleet.config import ServerSettings
 from modelfleet.engine.model import LoadedModel
-from modelfleet.errors import BadRequest, Conflict, ModelfleetError, model_not_found
+from modelfleet.errors import BadRequest, Conflict, ModelfleetError, NotAcceptable, model_not_found
 from modelfleet.protocol import sagemaker as shapes
 from modelfleet.protocol.rest import HEADER_LENGTH, Limits, dumps, encode_response
 from modelfleet.repository.names import check_model_name, is_model_name
+from modelfleet.server.auth import OPEN, Access, Guard, Principal, presented_key
 from modelfleet.server.dataplane import DataPlane
 from modelfleet.server.http import ClientGone, read_body
 from modelfleet.server.logs import begin_request, end_request, set_request_id
@@ -42,14 +46,6 @@ DEFAULT_PAGE = 1000  # GET /models without max_results
 MAX_PAGE = 1000
 
 
-class Access(Enum):
-    """What a route does, for the authorization hook."""
-
-    HEALTH = "health"
-    INFER = "infer"
-    CONTROL = "control"
-
-
 def _json(doc: Any, status: int = 200) -> Response:
     return Response(dumps(doc), status_code=status, media_type=shapes.JSON_TYPE)
 
@@ -57,9 +53,12 @@ def _json(doc: Any, status: int = 200) -> Response:
 class SageMakerApi:
     """The handlers; state of their own is only the artefact url SageMaker gave for each model."""
 
-    def __init__(self, plane: DataPlane, settings: ServerSettings, metrics: Metrics | None) -> None:
+    def __init__(
+        self, plane: DataPlane, settings: ServerSettings, metrics: Metrics | None, guard: Guard
+    ) -> None:
         self._plane = plane
         self._settings = settings
+        self._guard = guard
         self._answered = metrics.answered if metrics is not None else None
         self._limit = settings.max_body_bytes
         self._limits = Limits(settings.max_inputs, settings.max_tensor_rank, settings.max_tensor_elements)
@@ -77,15 +76,22 @@ class SageMakerApi:
             Route("/models/{model}/invoke", self.invoke, methods=["POST"]),
         ]
 
-    def authorize(self, request: Request, access: Access, model: str | None = None) -> None:
-        """Where credentials are checked (issue 5, item 6): every handler calls this once, before it
-        touches the data plane, with what it is about to do and, where known, the model (a tenant
-        key may reach only its own models: answer 404 for others). Today everything is allowed."""
+    def authorize(self, request: Request, access: Access, model: str | None = None) -> Principal:
+        """Who makes this request, if they may: every handler calls this before it touches the
+        data plane. 401, 403, or for another tenant's model exactly the unknown-model error. The
+        address is the TCP peer's (forwarded headers are ignored, as on the V2 routes). Without
+        inference keys, model calls are open: nothing is read."""
+        if access is Access.PUBLIC or (access is Access.MODEL and not self._guard.enabled):
+            return OPEN
+        headers = request.headers
+        key = presented_key(headers.get("authorization"), headers.get("x-api-key"))
+        client = request.client
+        return self._guard.admit(access, key, client.host if client else None, model)
 
     # -- health -------------------------------------------------------------------------------------------
 
     async def ping(self, request: Request) -> Response:
-        self.authorize(request, Access.HEALTH)
+        self.authorize(request, Access.PUBLIC)
         ready = self._plane.ready()
         return _json({"ready": ready}, 200 if ready else 503)
 
@@ -93,23 +99,32 @@ class SageMakerApi:
 
     async def invocations(self, request: Request) -> Response:
         header = request.headers.get(shapes.TARGET_MODEL)
+        name = header or ""
         try:
-            name = shapes.target_model(header) if header is not None else self._default_model()
+            name = shapes.target_model(header) if header is not None else self._default_model(request)
+            self.authorize(request, Access.MODEL, name)
         except ModelfleetError as exc:
-            self._count(header or "", exc.status, None)
+            self._count(name, exc.status, None)
             raise
-        self.authorize(request, Access.INFER, name)  # the name is checked, nothing else is done yet
         return await self._invoke(request, name)
 
     async def invoke(self, request: Request) -> Response:
         name = request.path_params["model"]
-        self.authorize(request, Access.INFER, name)
+        try:
+            self.authorize(request, Access.MODEL, name)
+        except ModelfleetError as exc:
+            self._count(name, exc.status, None)
+            raise
         return await self._invoke(request, name)
 
-    def _default_model(self) -> str:
+    def _default_model(self, request: Request) -> str:
+        """The configured default model, else the only model the caller can see. The caller is
+        asked for first, so nobody without a key learns anything about the repository, and a
+        tenant counts only its own models."""
         if self._settings.sagemaker_default_model is not None:
             return self._settings.sagemaker_default_model
-        names: set[str] = {entry["name"] for entry in self._plane.manager.index()}
+        who = self.authorize(request, Access.SERVER)
+        names: set[str] = {entry["name"] for entry in who.index(self._plane.manager.index())}
         if len(names) == 1:
             return names.pop()
         raise BadRequest(
@@ -140,7 +155,7 @@ class SageMakerApi:
             )
             if not (binary_ok if binary_asked else json_ok):
                 wanted = shapes.TRITON_BINARY_TYPE if binary_asked else shapes.JSON_TYPE
-                raise shapes.NotAcceptable(f"the answer would be {wanted}, which Accept does not allow")
+                raise NotAcceptable(f"the answer would be {wanted}, which Accept does not allow")
             response = await self._plane.infer(model, infer_request, started)
             if answer is shapes.Answer.PREDICTIONS:
                 payload, binary_header = shapes.encode_predictions(response, bool(model.max_batch_size)), None
@@ -190,14 +205,15 @@ class SageMakerApi:
         return _json({"modelName": name, "modelUrl": model_url})
 
     async def list_models(self, request: Request) -> Response:
-        self.authorize(request, Access.CONTROL)
+        """The loaded models the caller may see (a tenant: its own), paged."""
+        who = self.authorize(request, Access.SERVER)
         shapes.acceptable(request.headers.get("accept"))
         query = request.query_params
         after = query.get("next_page_token")
         if after is not None and not is_model_name(after):
             raise BadRequest("'next_page_token' is not a token this server gave")
         size = page_size(query.get("max_results"))
-        names = sorted({m.name for m in self._plane.manager.loaded()})
+        names = sorted({m.name for m in self._plane.manager.loaded() if who.owns(m.name)})
         if after is not None:
             names = [n for n in names if n > after]
         page = names[:size]
@@ -207,16 +223,16 @@ class SageMakerApi:
         return _json(doc)
 
     async def describe(self, request: Request) -> Response:
+        self.authorize(request, Access.MODEL, request.path_params["model"])
         name = check_model_name(request.path_params["model"])
-        self.authorize(request, Access.CONTROL, name)
         shapes.acceptable(request.headers.get("accept"))
         if not self._loaded(name):
             raise model_not_found(name)
         return _json(self._describe(name))
 
     async def unload(self, request: Request) -> Response:
+        self.authorize(request, Access.CONTROL)
         name = check_model_name(request.path_params["model"])
-        self.authorize(request, Access.CONTROL, name)
         shapes.acceptable(request.headers.get("accept"))
         if not self._loaded(name):
             raise model_not_found(name)
@@ -284,6 +300,9 @@ def _shown(text: str) -> str:
     return text if len(text) <= 100 and text.isprintable() else repr(text[:100])
 
 
-def sagemaker_routes(plane: DataPlane, settings: ServerSettings, metrics: Metrics | None) -> list[Route]:
-    """The SageMaker contract's routes, for build_http_app to serve next to the V2 ones."""
-    return SageMakerApi(plane, settings, metrics).routes()
+def sagemaker_routes(
+    plane: DataPlane, settings: ServerSettings, metrics: Metrics | None, guard: Guard
+) -> list[Route]:
+    """The SageMaker contract's routes, for build_http_app to serve next to the V2 ones, under the
+    same Guard."""
+    return SageMakerApi(plane, settings, metrics, guard).routes()
