@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelfleet.engine.memory import parse_budget
 from modelfleet.repository.objectstore import ObjectStoreOptions
+from modelfleet.workers.plan import parse_workers
 
 DEFAULT_S3_CACHE = Path.home() / ".cache" / "modelfleet" / "s3"
 
@@ -75,6 +76,9 @@ class ServerSettings(BaseSettings):
     """Size of the response cache shared by the models whose config sets response_cache: true."""
     room_wait_s: Annotated[float, Field(ge=0)] = 10.0
     """How long a load waits for busy models (requests in flight) to become evictable before 507."""
+    workers: str = "0"
+    """Worker processes serving the models: a number, or 'auto' (one per GPU, else one per two
+    cores). 0: models run in the server process itself (small machines, lowest latency)."""
     shutdown_timeout_s: Annotated[float, Field(gt=0)] = 20.0
     """On SIGTERM, how long in-flight requests may take to finish."""
     log_level: str = "info"
@@ -99,6 +103,7 @@ class ServerSettings(BaseSettings):
         if not self.is_object_store and not Path(self.repository).is_dir():
             raise ValueError(f"repository {self.repository} is not a folder (nor an s3://bucket/prefix)")
         self.memory_budget_bytes()  # refuse an unreadable budget at start
+        parse_workers(self.workers)
         return self
 
     @property

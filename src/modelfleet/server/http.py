@@ -295,6 +295,13 @@ def _control_routes(plane: DataPlane) -> list[Route]:
         await plane.unload(request.path_params["model"], _parameters(doc))
         return _ok()
 
+    async def workers(request: Request) -> Response:
+        return _ok(await plane.workers())
+
+    async def unload_from(request: Request) -> Response:
+        await plane.unload_from(request.path_params["worker"], request.path_params["model"])
+        return _ok()
+
     get, post = ["GET"], ["POST"]
     model = "/v2/models/{model}"
     version = "/v2/models/{model}/versions/{version}"
@@ -314,6 +321,8 @@ def _control_routes(plane: DataPlane) -> list[Route]:
         Route("/v2/repository/index", repository_index, methods=post),
         Route("/v2/repository/models/{model}/load", load, methods=post),
         Route("/v2/repository/models/{model}/unload", unload, methods=post),
+        Route("/v2/workers", workers, methods=get),
+        Route("/v2/workers/{worker}/models/{model}/unload", unload_from, methods=post),
     ]
 
 
