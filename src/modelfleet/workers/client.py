@@ -8,8 +8,8 @@ and `lost` resolves so that the supervisor can restart the worker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import socket
 from collections.abc import Sequence
 
 from modelfleet.errors import (
@@ -48,14 +48,18 @@ def error_of(failed: m.Failed) -> ModelfleetError:
 
 
 class Connection:
-    def __init__(self, worker_id: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, worker_id: int) -> None:
         self.worker_id = worker_id
-        self._reader = reader
-        self._writer = writer
         self._pending: dict[int, tuple[asyncio.Future[tuple[m.Message, memoryview]], str]] = {}
         self._next = 0
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._task = asyncio.ensure_future(self._read())
+        self.protocol = m.FrameProtocol(self._answer, self._fail_all)
+
+    @classmethod
+    async def open(cls, worker_id: int, sock: socket.socket) -> Connection:
+        connection = cls(worker_id)
+        await asyncio.get_running_loop().create_unix_connection(lambda: connection.protocol, sock=sock)
+        return connection
 
     @property
     def alive(self) -> bool:
@@ -69,54 +73,36 @@ class Connection:
         self, header: m.Message, buffers: Sequence[memoryview | bytes] = (), model: str = ""
     ) -> tuple[m.Message, memoryview]:
         """Send one message (its `id` from next_id()) and wait for the answer to it."""
-        if not self.alive:
-            raise self._died(model)
         ident: int = getattr(header, "id", 0)
         future: asyncio.Future[tuple[m.Message, memoryview]] = asyncio.get_running_loop().create_future()
+        if not self.alive or not self.protocol.send(header, buffers):
+            raise self._died(model)
         self._pending[ident] = (future, model)
         try:
-            try:
-                self._writer.writelines(m.encode(header, buffers))
-            except (RuntimeError, ConnectionError):  # closed under us: the reader is failing everyone
-                raise self._died(model) from None
-            if self._writer.transport.get_write_buffer_size() > 1 << 20:
-                await self._writer.drain()
             return await future
         finally:
             self._pending.pop(ident, None)  # a caller gone (timeout, client left): its answer is dropped
 
-    async def _read(self) -> None:
-        reader = self._reader
-        try:
-            while True:
-                prefix = await reader.readexactly(m.PREFIX.size)
-                header_bytes, buffer_bytes = m.frame_lengths(prefix)
-                body = await reader.readexactly(header_bytes + buffer_bytes)
-                message, buffers = m.decode(body, header_bytes)
-                entry = self._pending.pop(getattr(message, "id", -1), None)
-                if entry is not None and not entry[0].done():
-                    entry[0].set_result((message, buffers))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        except m.FrameError as exc:
-            log.error("worker %d sent a bad frame (%s); dropping its connection", self.worker_id, exc)
-        finally:
-            self._fail_all()
+    def _answer(self, message: m.Message, buffers: memoryview) -> None:
+        entry = self._pending.pop(getattr(message, "id", -1), None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result((message, buffers))
 
     def _died(self, model: str) -> Unavailable:
         what = f" while running model '{model}'" if model else ""
         return Unavailable(f"worker {self.worker_id} died{what}; retry")
 
-    def _fail_all(self) -> None:
+    def _fail_all(self, exc: BaseException | None) -> None:
+        if isinstance(exc, m.FrameError):
+            log.error("worker %d sent a bad frame (%s); dropping its connection", self.worker_id, exc)
         pending, self._pending = self._pending, {}
         for future, model in pending.values():
             if not future.done():
                 future.set_exception(self._died(model))
         if not self.lost.done():
             self.lost.set_result(None)
-        self._writer.close()
 
-    async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+    def close(self) -> None:
+        transport = self.protocol.transport
+        if transport is not None:
+            transport.close()

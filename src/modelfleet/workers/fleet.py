@@ -153,23 +153,19 @@ class Fleet:
         process, sock = await spawn(spec)
         slot.process = process
         try:
-            reader, writer = await asyncio.open_unix_connection(sock=sock)
+            connection = await Connection.open(spec.id, sock)
             start = m.Start(
                 spec.id, spec.device, list(spec.cores), spec.budget_bytes, self._settings.model_dump_json()
             )
-            writer.writelines(m.encode(start))
-            prefix = await asyncio.wait_for(reader.readexactly(m.PREFIX.size), START_TIMEOUT_S)
-            header_bytes, buffer_bytes = m.frame_lengths(prefix)
-            hello, _ = m.decode(await reader.readexactly(header_bytes + buffer_bytes), header_bytes)
+            hello, _ = await asyncio.wait_for(connection.request(start), START_TIMEOUT_S)
             if not isinstance(hello, m.Hello):
                 raise m.FrameError(f"expected Hello, got {type(hello).__name__}")
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, m.FrameError) as exc:
+        except (OSError, TimeoutError, ModelfleetError, m.FrameError) as exc:
             log.error("worker %d (pid %d) failed to start: %s", spec.id, process.pid, exc)
             sock.close()
             await stop(process, 1.0)
             self._spawn_task(self._restart(slot), f"restart-worker-{spec.id}")
             return
-        connection = Connection(spec.id, reader, writer)
         self._connections[spec.id] = connection
         self.router.worker_up(spec.id, spec.budget_bytes)
         slot.state = WorkerState.READY
@@ -214,7 +210,7 @@ class Fleet:
         for slot in self.slots:
             slot.state = WorkerState.STOPPED
         for connection in list(self._connections.values()):
-            await connection.close()
+            connection.close()
 
     def _spawn_task(self, coro: Any, name: str) -> None:
         task = asyncio.ensure_future(coro)

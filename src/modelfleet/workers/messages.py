@@ -8,9 +8,10 @@ Tensors cross as their numpy bytes (BYTES in the V2 length-prefixed form) and ar
 
 from __future__ import annotations
 
+import asyncio
 import struct
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import msgspec
 import numpy as np
@@ -44,9 +45,10 @@ class Start(msgspec.Struct, tag="start", frozen=True):
 
 
 class Hello(msgspec.Struct, tag="hello", frozen=True):
-    """Worker -> front once it is ready to serve."""
+    """Worker -> front once it is ready to serve (the answer to Start, whose id is 0)."""
 
     pid: int
+    id: int = 0
 
 
 class Infer(msgspec.Struct, tag="infer", frozen=True):
@@ -141,7 +143,7 @@ def encode(header: Message, buffers: Sequence[memoryview | bytes] = ()) -> list[
     return [PREFIX.pack(len(head), size) + head, *buffers]
 
 
-def frame_lengths(prefix: bytes) -> tuple[int, int]:
+def frame_lengths(prefix: bytes | memoryview) -> tuple[int, int]:
     header, buffers = PREFIX.unpack(prefix)
     if header > MAX_HEADER_BYTES:
         raise FrameError(f"frame header of {header} bytes is over the {MAX_HEADER_BYTES} limit")
@@ -204,3 +206,80 @@ def arrays(tensors: Sequence[Tensor], buffers: memoryview) -> list[np.ndarray]:
             array = np.frombuffer(raw, dtype=dt.dtype)
         out.append(array.reshape(t.shape))
     return out
+
+
+class FrameProtocol(asyncio.Protocol):
+    """Frames in and out over one socket, without a stream reader's per-read futures: every frame
+    that a read completes is handed to `on_message` at once, many per read under load."""
+
+    def __init__(
+        self,
+        on_message: Callable[[Message, memoryview], None],
+        on_lost: Callable[[BaseException | None], None],
+    ) -> None:
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self._buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.transport = None
+        self._on_lost(exc)
+
+    def send(self, header: Message, buffers: Sequence[memoryview | bytes] = ()) -> bool:
+        """Queue one frame; False when the connection is gone."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        chunks = encode(header, buffers)
+        if len(chunks) == 1:
+            transport.write(chunks[0])
+        elif sum(len(c) for c in chunks) < 65536:
+            transport.write(b"".join(chunks))
+        else:
+            transport.writelines(chunks)
+        return True
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            if len(buffer) < self._needed():
+                return  # a large frame still arriving: no copy until it is whole
+            data = bytes(buffer)
+            buffer.clear()
+        view = memoryview(data)
+        try:
+            offset = self._frames(view)
+        except FrameError as exc:
+            if self.transport is not None:
+                self.transport.abort()
+            self._on_lost(exc)
+            return
+        if offset < len(data):
+            buffer += view[offset:]
+
+    def _needed(self) -> int:
+        buffer = self._buffer
+        if len(buffer) < PREFIX.size:
+            return PREFIX.size
+        header_bytes, buffer_bytes = PREFIX.unpack_from(buffer)
+        return int(PREFIX.size + header_bytes + buffer_bytes)
+
+    def _frames(self, view: memoryview) -> int:
+        """Hand over every complete frame in `view` (used in place: its arrays keep the read's
+        bytes alive, no copy); returns the bytes consumed."""
+        offset, end = 0, len(view)
+        size = PREFIX.size
+        while end - offset >= size:
+            header_bytes, buffer_bytes = frame_lengths(view[offset : offset + size])
+            stop = offset + size + header_bytes + buffer_bytes
+            if stop > end:
+                break
+            message, buffers = decode(view[offset + size : stop], header_bytes)
+            self._on_message(message, buffers)
+            offset = stop
+        return offset

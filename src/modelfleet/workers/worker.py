@@ -7,11 +7,11 @@ in any order. The worker ends when the front's end of the socket closes (front g
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import resource
 import signal
+import socket
 import time
 from typing import Any
 
@@ -27,48 +27,43 @@ log = logging.getLogger(__name__)
 
 
 class Worker:
-    def __init__(self, start: m.Start, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, start: m.Start) -> None:
         settings = ServerSettings(**_settings_doc(start))
         options = settings.s3.model_dump() if settings.is_object_store else {}
         self.id = start.worker_id
         self.manager = ModelManager(open_repository(settings.repository, **options), settings)
-        self._reader = reader
-        self._writer = writer
+        self.protocol = m.FrameProtocol(self._received, self._lost)
+        self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def run(self) -> None:
+    async def run(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        stopping = loop.create_future()
-        loop.add_signal_handler(signal.SIGTERM, _set, stopping)
+        loop.add_signal_handler(signal.SIGTERM, self._lost, None)
+        await loop.create_unix_connection(lambda: self.protocol, sock=sock)
         await self.manager.start()
-        self._send(m.Hello(os.getpid()))
-        reading = asyncio.ensure_future(self._read())
+        self.protocol.send(m.Hello(os.getpid()))
         try:
-            await asyncio.wait([reading, stopping], return_when=asyncio.FIRST_COMPLETED)
+            await self._done  # the front is gone, or SIGTERM
         finally:
-            reading.cancel()
             for task in list(self._tasks):
                 task.cancel()
             await self.manager.close()
-            self._writer.close()
+            if self.protocol.transport is not None:
+                self.protocol.transport.close()
 
-    async def _read(self) -> None:
-        reader = self._reader
-        while True:
-            try:
-                prefix = await reader.readexactly(m.PREFIX.size)
-                header_bytes, buffer_bytes = m.frame_lengths(prefix)
-                body = await reader.readexactly(header_bytes + buffer_bytes)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return  # the front is gone: so are we
-            message, buffers = m.decode(body, header_bytes)
-            task = asyncio.ensure_future(self._handle(message, buffers))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    def _lost(self, exc: BaseException | None) -> None:
+        if isinstance(exc, m.FrameError):
+            log.error("worker %d: bad frame from the front (%s); stopping", self.id, exc)
+        if not self._done.done():
+            self._done.set_result(None)
+
+    def _received(self, message: m.Message, buffers: memoryview) -> None:
+        task = asyncio.ensure_future(self._handle(message, buffers))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _send(self, header: m.Message, buffers: list[memoryview | bytes] | None = None) -> None:
-        if not self._writer.is_closing():
-            self._writer.writelines(m.encode(header, buffers or ()))
+        self.protocol.send(header, buffers or ())
 
     async def _handle(self, message: m.Message, buffers: memoryview) -> None:
         ident = getattr(message, "id", 0)
@@ -90,7 +85,6 @@ class Worker:
         except Exception as exc:
             log.exception("worker %d: %s failed", self.id, type(message).__name__)
             self._send(m.Failed(ident, 500, f"internal error in worker {self.id} ({type(exc).__name__})"))
-        await self._writer.drain()
 
     async def _infer(self, message: m.Infer, buffers: memoryview) -> None:
         manager = self.manager
@@ -153,13 +147,5 @@ def _settings_doc(start: m.Start) -> dict[str, Any]:
     return doc
 
 
-async def serve(start: m.Start, sock: Any) -> None:
-    reader, writer = await asyncio.open_unix_connection(sock=sock)
-    worker = Worker(start, reader, writer)
-    with contextlib.suppress(ConnectionError):
-        await worker.run()
-
-
-def _set(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+async def serve(start: m.Start, sock: socket.socket) -> None:
+    await Worker(start).run(sock)

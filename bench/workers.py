@@ -1,0 +1,168 @@
+"""Issue 5's worker targets, each mode started here and driven by `modelfleet bench` in the same run.
+
+identity, binary, -c 16: --workers 1 throughput >= 70 % of --workers 0 (the process hop)
+minilm-sentiment, -c 32: --workers 2 throughput >= --workers 0 (2 cores)
+kill -9 of a worker under -c 16: errors only for its in-flight requests, a replacement serving
+within 5 s, and the workers' memory back to its level before the kill
+
+python bench/workers.py --repo /tmp/demo --seconds 30             # all three
+python bench/workers.py --repo /tmp/demo --only kill --kill-seconds 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, repo: Path, workers: str) -> None:
+        self.url = f"http://127.0.0.1:{free_port()}"
+        port = self.url.rsplit(":", 1)[1]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "modelfleet", "serve", str(repo), "--port", port, "--workers", workers,
+             "--log-level", "warning"],
+        )  # fmt: skip
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise SystemExit(f"server --workers {workers} did not start") from None
+                time.sleep(0.2)
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as r:
+            return json.loads(r.read())
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+
+def bench(
+    url: str, model: str, concurrency: int, seconds: float, warmup: float, encoding: str
+) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile(suffix=".json") as report:
+        subprocess.run(
+            [sys.executable, "-m", "modelfleet", "bench", "--url", url, "-m", model, "-c", str(concurrency),
+             "-d", str(seconds), "--warmup", str(warmup), "--encoding", encoding, "--report", report.name,
+             "--no-fail-on-error"],
+            check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        doc: dict[str, Any] = json.loads(Path(report.name).read_text())
+    return doc
+
+
+def throughput(repo: Path, workers: str, model: str, concurrency: int, args: argparse.Namespace) -> float:
+    server = Server(repo, workers)
+    try:
+        doc = bench(server.url, model, concurrency, args.seconds, args.warmup, args.encoding)
+    finally:
+        server.stop()
+    rate = float(doc["requests_per_s"])
+    print(f"  --workers {workers}: {rate:9.1f} req/s  ({json.dumps(doc.get('status_counts', {}))})")
+    return rate
+
+
+def compare(
+    repo: Path, model: str, concurrency: int, a: str, b: str, target: float, args: argparse.Namespace
+) -> None:
+    print(f"{model}, {args.encoding}, -c {concurrency}, {args.seconds:g} s:")
+    base = throughput(repo, a, model, concurrency, args)
+    other = throughput(repo, b, model, concurrency, args)
+    ratio = other / base if base else 0.0
+    verdict = "meets" if ratio >= target else "MISSES"
+    print(f"  ratio --workers {b} / --workers {a}: {ratio:.2f} ({verdict} the {target:.0%} target)")
+
+
+def worker_rss(server: Server) -> int:
+    return sum(int(w["rss_bytes"]) for w in server.get("/v2/workers")["workers"])
+
+
+def kill(repo: Path, args: argparse.Namespace) -> None:
+    model = args.kill_model
+    print(f"kill -9 during {args.kill_seconds:g} s of {model} at -c 16 with --workers 2:")
+    server = Server(repo, "2")
+    try:
+        result: dict[str, Any] = {}
+        load = threading.Thread(
+            target=lambda: result.update(bench(server.url, model, 16, args.kill_seconds, 1.0, args.encoding))
+        )
+        load.start()
+        time.sleep(1.0 + args.kill_seconds / 3)
+        before = worker_rss(server)
+        docs = server.get("/v2/workers")["workers"]
+        victim = next(w for w in docs if any(m["name"] == model for m in w["models"]))
+        in_flight = victim["in_flight"]
+        killed = time.monotonic()
+        os.kill(victim["pid"], signal.SIGKILL)
+        replaced_s = None
+        while replaced_s is None and time.monotonic() - killed < 30:
+            time.sleep(0.05)
+            now = next(w for w in server.get("/v2/workers")["workers"] if w["id"] == victim["id"])
+            if now["state"] == "ready" and now["pid"] != victim["pid"]:
+                replaced_s = time.monotonic() - killed
+        load.join()
+        after = worker_rss(server)
+    finally:
+        server.stop()
+    statuses = result.get("status_counts", {})
+    errors = sum(n for status, n in statuses.items() if status != "200")
+    print(f"  in flight on the victim just before the kill: ~{in_flight}; errors {errors} ({statuses})")
+    print(
+        f"  replacement ready after {replaced_s if replaced_s is None else round(replaced_s, 2)} s (target 5 s)"
+    )
+    print(f"  workers' RSS before {before / 2**20:.0f} MiB, after {after / 2**20:.0f} MiB")
+    print(f"  throughput over the run: {result.get('requests_per_s', 0):.1f} req/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--repo", type=Path, default=Path("/tmp/demo"), help="built by `modelfleet demo-repo`"
+    )
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--encoding", choices=["json", "binary"], default="binary")
+    parser.add_argument("--only", choices=["identity", "minilm", "kill"], action="append")
+    parser.add_argument("--kill-seconds", type=float, default=60.0)
+    parser.add_argument("--kill-model", default="identity")
+    args = parser.parse_args()
+    if not (args.repo / "identity").is_dir():
+        subprocess.run([sys.executable, "-m", "modelfleet", "demo-repo", str(args.repo)], check=True)
+    chosen = args.only or ["identity", "minilm", "kill"]
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, nproc {os.cpu_count()}, loadavg {load}")
+    if "identity" in chosen:
+        compare(args.repo, "identity", 16, "0", "1", 0.70, args)
+    if "minilm" in chosen:
+        compare(args.repo, "minilm-sentiment", 32, "0", "2", 1.0, args)
+    if "kill" in chosen:
+        kill(args.repo, args)
+
+
+if __name__ == "__main__":
+    main()
