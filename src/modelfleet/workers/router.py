@@ -41,7 +41,8 @@ class WorkerLoad:
 @dataclass(slots=True)
 class _Model:
     copies: dict[int, Copy] = field(default_factory=dict)
-    hot_since: float | None = None
+    hot_since: float | None = None  # since when every copy keeps reaching hot_in_flight
+    hot_seen: float = 0.0  # the last time it did
 
 
 class Router:
@@ -90,7 +91,7 @@ class Router:
                 best = copy
         if best is None:
             return None, None
-        grow = self._heat(name, model, best.in_flight)
+        grow = self._heat(name, model, best.in_flight + 1)  # counting this request
         self.begin(name, best.worker)
         return best.worker, grow
 
@@ -111,10 +112,15 @@ class Router:
             load.in_flight -= 1
 
     def _heat(self, name: str, model: _Model, least: int) -> int | None:
-        if least < self.hot_in_flight:
-            model.hot_since = None
-            return None
+        """Hot: the least busy copy reaches hot_in_flight again and again for hot_for_s. Dips in
+        between do not reset it unless they last half that long: a batching worker answers a whole
+        batch at once, so in-flight counts saw-tooth between 0 and the concurrency."""
         now = self._clock()
+        if least < self.hot_in_flight:
+            if model.hot_since is not None and now - model.hot_seen > self.hot_for_s / 2:
+                model.hot_since = None
+            return None
+        model.hot_seen = now
         if model.hot_since is None:
             model.hot_since = now
             return None

@@ -86,6 +86,29 @@ def test_a_hot_model_gets_a_copy_elsewhere_and_requests_spread() -> None:
     assert sorted(r.placements("bert")) == [0, 1]
 
 
+def test_short_dips_of_a_batching_worker_do_not_cool_a_hot_model() -> None:
+    r, clock = router(hot_in_flight=4, hot_for_s=1.0)
+    home = place(r, "bert", GiB)
+    grown = None
+    for _ in range(12):  # every 100 ms a batch of 4 is answered at once, then the clients resend
+        for _ in range(4):
+            _, grow = r.route("bert")
+            grown = grown if grow is None else grow
+        for _ in range(4):
+            r.end("bert", home)
+        clock.now += 0.1
+    assert grown == 1 - home
+    r2, clock2 = router(hot_in_flight=4, hot_for_s=1.0)
+    home = place(r2, "bert", GiB)
+    for _ in range(5):
+        r2.route("bert")
+    clock2.now += 0.9
+    for _ in range(5):
+        r2.end("bert", home)
+    clock2.now += 0.6  # quiet for more than half of hot_for_s: not hot any more
+    assert r2.route("bert") == (home, None)
+
+
 def test_no_copy_while_traffic_stays_under_the_threshold_or_no_worker_is_spare() -> None:
     r, clock = router(1, hot_in_flight=1, hot_for_s=0.0)
     place(r, "bert", GiB)
