@@ -81,7 +81,7 @@ def throughput(repo: Path, workers: str, model: str, concurrency: int, args: arg
     finally:
         server.stop()
     rate = float(doc["requests_per_s"])
-    print(f"  --workers {workers}: {rate:9.1f} req/s  ({json.dumps(doc.get('status_counts', {}))})")
+    print(f"  --workers {workers}: {rate:9.1f} req/s  (errors {json.dumps(doc['errors'])})")
     return rate
 
 
@@ -127,9 +127,9 @@ def kill(repo: Path, args: argparse.Namespace) -> None:
         after = worker_rss(server)
     finally:
         server.stop()
-    statuses = result.get("status_counts", {})
-    errors = sum(n for status, n in statuses.items() if status != "200")
-    print(f"  in flight on the victim just before the kill: ~{in_flight}; errors {errors} ({statuses})")
+    errors = result.get("errors", {})
+    warm = result.get("warmup_errors")
+    print(f"  in flight on the victim just before the kill: ~{in_flight}; errors {json.dumps(errors)} (warm-up: {warm})")
     print(
         f"  replacement ready after {replaced_s if replaced_s is None else round(replaced_s, 2)} s (target 5 s)"
     )
