@@ -81,6 +81,24 @@ def test_two_models_are_placed_on_two_workers_and_stay_there(fleet: ServerProces
     assert entry["state"] == "READY" and len(entry["workers"]) == 1
 
 
+def test_errors_and_bytes_cross_the_worker_hop_unchanged(fleet: ServerProcess) -> None:
+    strings = {"inputs": [{"name": "input", "datatype": "BYTES", "shape": [1, 2], "data": ["héllo", ""]}]}
+    assert call(fleet, "/v2/models/strings/infer", strings)[1]["outputs"][0]["data"] == ["héllo", ""]
+    bad_shape = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]}
+    assert call(fleet, "/v2/models/identity/infer", bad_shape) == (
+        400,
+        {"error": "input 'input': shape [1, 2] does not match the model's [-1, 16]"},
+    )
+    status, body = call(fleet, "/v2/models/broken/infer", IDENTITY)
+    assert status == 503 and body["error"].startswith("model 'broken' failed to load: ")
+    status, body = call(fleet, "/v2/models/broken/infer", IDENTITY)  # backing off: no second load
+    assert status == 503 and "next attempt in" in body["error"]
+    assert call(fleet, "/v2/repository/models/broken/load", {})[0] == 400
+    assert call(fleet, "/v2/models/nope/infer", IDENTITY) == (404, {"error": "model 'nope' not found"})
+    assert call(fleet, "/v2/health/ready")[0] == 200
+    assert [w["state"] for w in workers(fleet)] == ["ready", "ready"]
+
+
 def test_workers_listen_on_no_tcp_port(fleet: ServerProcess) -> None:
     tcp_inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):

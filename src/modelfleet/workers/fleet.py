@@ -22,7 +22,7 @@ from modelfleet.engine.executor import Job, Post
 from modelfleet.engine.lifecycle import ModelManager
 from modelfleet.engine.model import LoadedModel
 from modelfleet.engine.records import UNLOADED, ModelRecord, State, Status
-from modelfleet.errors import ModelfleetError, NotFound, Unavailable, model_not_found
+from modelfleet.errors import ModelfleetError, ModelLoadError, NotFound, Unavailable, model_not_found
 from modelfleet.protocol.v2 import InferOutput, InferRequest, InferResponse, TensorSpec
 from modelfleet.repository.config import ModelConfig
 from modelfleet.repository.folder import Repository
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 POLL_S = 1.0  # how often workers report memory and models
 START_TIMEOUT_S = 120.0
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 60.0  # a model failing to load is tried again after this back-off
 
 
 class _Elsewhere:
@@ -226,14 +227,27 @@ class Fleet:
 
     # -- placement ----------------------------------------------------------------------------------------------
 
-    async def place(self, name: str) -> None:
-        """Load a model resident nowhere on the worker the router chooses (single flight)."""
+    async def place(self, name: str, on_request: bool = True) -> None:
+        """Load a model resident nowhere on the worker the router chooses (single flight). For a
+        request: 503 while a failed load backs off; for the load API: ModelLoadError (400)."""
         placing = self._placing.get(name)
         if placing is None:
+            record = self._records[name]
+            wait = record.retry_at - time.monotonic()
+            if on_request and wait > 0:
+                raise Unavailable(
+                    f"model '{name}' failed to load: {record.status.reason}; next attempt in {wait:.1f} s"
+                )
+            record.counters.cold_starts += on_request
             placing = asyncio.ensure_future(self._place(name))
             self._placing[name] = placing
             placing.add_done_callback(lambda _: self._placing.pop(name, None))
-        await asyncio.shield(placing)
+        try:
+            await asyncio.shield(placing)
+        except ModelLoadError as exc:
+            if not on_request:
+                raise
+            raise Unavailable(f"model '{name}' failed to load: {exc.message}") from None
 
     async def _place(self, name: str) -> int:
         worker = self.router.place(name)
@@ -264,9 +278,17 @@ class Fleet:
             raise
         if isinstance(reply, m.Failed):
             self.router.load_failed(name, worker)
+            error = error_of(reply)
+            if not isinstance(error, Unavailable):
+                raise error  # 404 (gone from the repository), 507 (no room): not the model's fault
             record.counters.load_failures += 1
-            raise error_of(reply)
+            record.failures += 1
+            record.retry_at = time.monotonic() + min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (record.failures - 1))
+            record.mark_failed(reply.message)
+            raise ModelLoadError(reply.message)
         assert isinstance(reply, m.Loaded)
+        record.failures = 0
+        record.retry_at = 0.0
         self.router.loaded(name, worker, sum(v.nbytes for v in reply.versions))
         record.counters.loads += 1
         if not record.ready or {v.version for v in reply.versions} != set(record.ready):
@@ -327,7 +349,7 @@ class Fleet:
         record.held = False
         holders = self.router.placements(name)
         if not holders:
-            await self.place(name)
+            await self.place(name, on_request=False)
         for worker in holders:
             await self._load_on(name, worker)
 
