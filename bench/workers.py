@@ -129,7 +129,9 @@ def kill(repo: Path, args: argparse.Namespace) -> None:
         server.stop()
     errors = result.get("errors", {})
     warm = result.get("warmup_errors")
-    print(f"  in flight on the victim just before the kill: ~{in_flight}; errors {json.dumps(errors)} (warm-up: {warm})")
+    print(
+        f"  in flight on the victim just before the kill: ~{in_flight}; errors {json.dumps(errors)} (warm-up: {warm})"
+    )
     print(
         f"  replacement ready after {replaced_s if replaced_s is None else round(replaced_s, 2)} s (target 5 s)"
     )

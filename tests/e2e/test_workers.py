@@ -186,3 +186,18 @@ def test_without_workers_the_server_is_its_own_worker_0(server: ServerProcess) -
     assert (worker["id"], worker["pid"], worker["state"]) == (0, server.proc.pid, "ready")
     assert {m["name"] for m in worker["models"]} >= {"identity", "add_sub"}
     assert call(server, "/v2/workers/1/models/identity/unload", {})[0] == 404
+
+
+def test_workers_die_with_a_killed_front(repo: Path) -> None:
+    proc = ServerProcess(repo, "--workers", "1", "--startup-load", "none")
+    try:
+        proc.wait_ready()
+        (worker,) = workers(proc)
+        proc.proc.kill()
+        proc.proc.wait()
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{worker['pid']}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{worker['pid']}").exists()
+    finally:
+        proc.stop()

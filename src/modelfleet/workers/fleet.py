@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import time
 from typing import Any
 
@@ -122,6 +123,7 @@ class Fleet:
         self._reports: dict[int, m.StatsReply] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._random = random.Random()
         self.started = False
 
     # -- processes -----------------------------------------------------------------------------------------
@@ -307,7 +309,7 @@ class Fleet:
             if version is not None:
                 check_version(version)
             raise model_not_found(name, version)
-        model = record.pick(version)
+        model = record.pick(version, self._random.random() if record.traffic else 0.0)
         if model is not None:
             return model
         if record.held or (version is not None and record.versions and not record.servable(version)):
