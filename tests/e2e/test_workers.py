@@ -173,9 +173,25 @@ def test_unload_a_model_from_one_worker(fleet: ServerProcess) -> None:
     assert call(fleet, "/v2/health/ready")[0] == 200
 
 
-def test_sigterm_exits_0_and_leaves_no_worker_behind(fleet: ServerProcess) -> None:
+def test_sigterm_drains_exits_0_and_leaves_no_worker_behind(fleet: ServerProcess) -> None:
     pids = [w["pid"] for w in workers(fleet)]
+    answers: Counter[int] = Counter()
+
+    def hammer() -> None:
+        while True:
+            try:
+                answers[call(fleet, "/v2/models/identity/infer", IDENTITY)[0]] += 1
+            except (urllib.error.URLError, ConnectionError):
+                return  # no longer accepting
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
     assert fleet.stop() == 0
+    for t in threads:
+        t.join()
+    assert answers[200] > 0 and set(answers) == {200}  # in-flight requests finish before workers stop
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
 

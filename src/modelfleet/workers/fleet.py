@@ -490,7 +490,7 @@ class Fleet:
                 if entry is None:
                     entry = merged[key] = use.statistics | {"residency": use.residency | {"workers": []}}
                 else:
-                    _add(entry, use.statistics)
+                    merge_statistics(entry, use.statistics)
                     entry["residency"]["resident_bytes"] += use.resident_bytes
                 entry["residency"]["workers"].append(worker)
         return {"model_stats": [merged[k] for k in sorted(merged)], "memory": self.memory()}
@@ -528,7 +528,7 @@ class Fleet:
         return docs
 
 
-def _add(into: dict[str, Any], other: dict[str, Any]) -> None:
+def merge_statistics(into: dict[str, Any], other: dict[str, Any]) -> None:
     """Sum one copy's V2 statistics entry into another's (last_inference: the later one)."""
     for key, value in other.items():
         if key in ("name", "version"):
@@ -539,12 +539,12 @@ def _add(into: dict[str, Any], other: dict[str, Any]) -> None:
             sizes = {b["batch_size"]: b for b in into.get(key, [])}
             for batch in value:
                 if batch["batch_size"] in sizes:
-                    _add(sizes[batch["batch_size"]], batch)
+                    merge_statistics(sizes[batch["batch_size"]], batch)
                 else:
                     sizes[batch["batch_size"]] = batch
             into[key] = [sizes[s] for s in sorted(sizes)]
         elif isinstance(value, dict):
-            _add(into.setdefault(key, {}), value)
+            merge_statistics(into.setdefault(key, {}), value)
         elif isinstance(value, int | float) and key != "batch_size":
             into[key] = into.get(key, 0) + value
 

@@ -120,7 +120,6 @@ class StatsReply(msgspec.Struct, tag="stats_reply", frozen=True):
     cpu_seconds: float
     memory: dict[str, Any]
     models: list[ModelUse]
-    index: list[dict[str, Any]]
 
 
 Message = Start | Hello | Infer | Result | Failed | Load | Loaded | Unload | Done | Stats | StatsReply

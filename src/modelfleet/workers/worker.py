@@ -125,10 +125,8 @@ class Worker:
             )
             for c in manager.loaded()
         ]
-        return m.StatsReply(
-            ident, process_rss().total, usage.ru_utime + usage.ru_stime, manager.memory(), models,
-            manager.index(),
-        )  # fmt: skip
+        cpu_seconds = usage.ru_utime + usage.ru_stime
+        return m.StatsReply(ident, process_rss().total, cpu_seconds, manager.memory(), models)
 
 
 def _settings_doc(start: m.Start) -> dict[str, Any]:

@@ -67,7 +67,7 @@ def test_a_non_contiguous_array_is_sent_in_logical_order() -> None:
         m.Unload(5, "bert"),
         m.Done(5),
         m.Stats(6),
-        m.StatsReply(6, 1, 0.5, {"used_bytes": 1}, [m.ModelUse("a", "1", 2, 0, {}, {})], []),
+        m.StatsReply(6, 1, 0.5, {"used_bytes": 1}, [m.ModelUse("a", "1", 2, 0, {}, {})]),
     ],
 )
 def test_control_messages_round_trip(message: m.Message) -> None:
