@@ -7,6 +7,7 @@ within 5 s, and the workers' memory back to its level before the kill
 
 python bench/workers.py --repo /tmp/demo --seconds 30             # all three
 python bench/workers.py --repo /tmp/demo --only kill --kill-seconds 60
+python bench/workers.py --only ipc     # the hop alone: one multiplexed socket vs a pool of 4
 """
 
 from __future__ import annotations
@@ -139,7 +140,90 @@ def kill(repo: Path, args: argparse.Namespace) -> None:
     print(f"  throughput over the run: {result.get('requests_per_s', 0):.1f} req/s")
 
 
+def echo(fds: list[int]) -> None:
+    """The far end of the IPC measurement: answers every Infer with its own tensors."""
+    import asyncio
+
+    import uvloop
+
+    from modelfleet.workers import messages as m
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def protocol() -> m.FrameProtocol:
+            def answer(msg: m.Message, raw: memoryview) -> None:
+                assert isinstance(msg, m.Infer)
+                proto.send(m.Result(msg.id, msg.model, "1", msg.inputs), [raw])
+
+            proto = m.FrameProtocol(answer, lambda _: done.done() or done.set_result(None))
+            return proto
+
+        for fd in fds:
+            await loop.create_unix_connection(protocol, sock=socket.socket(fileno=fd))
+        await done
+
+    uvloop.run(serve())
+
+
+def ipc(connections: int, concurrency: int, seconds: float) -> float:
+    """Infer round trips per second over `connections` sockets to an echo process."""
+    import asyncio
+
+    import numpy as np
+    import uvloop
+
+    from modelfleet.workers import messages as m
+    from modelfleet.workers.client import Connection
+
+    pairs = [socket.socketpair() for _ in range(connections)]
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--echo", ",".join(str(b.fileno()) for _, b in pairs)],
+        pass_fds=[b.fileno() for _, b in pairs],
+    )
+    for _, b in pairs:
+        b.close()
+
+    async def drive() -> float:
+        pool = [await Connection.open(0, a) for a, _ in pairs]
+        tensors, buffers = m.describe([("input", "FP32", np.arange(16, dtype=np.float32).reshape(1, 16))])
+        done = 0
+        end = time.perf_counter() + seconds
+
+        async def client(i: int) -> None:
+            nonlocal done
+            connection = pool[i % len(pool)]
+            while time.perf_counter() < end:
+                await connection.request(m.Infer(connection.next_id(), "identity", "1", tensors), buffers)
+                done += 1
+
+        await asyncio.gather(*(client(i) for i in range(concurrency)))
+        for connection in pool:
+            connection.close()
+        return done / seconds
+
+    rate = uvloop.run(drive())
+    child.wait(10)
+    return rate
+
+
+def ipc_compare(args: argparse.Namespace) -> None:
+    print("the hop alone (front <-> echo process, 16 concurrent Infer of 1x16 FP32), req/s:")
+    rates: dict[int, list[float]] = {1: [], 4: []}
+    for _ in range(3):
+        for connections in rates:
+            rates[connections].append(ipc(connections, 16, args.seconds / 3))
+    for connections, figures in rates.items():
+        print(
+            f"  {connections} connection(s): median {sorted(figures)[1]:9.0f}  ({', '.join(f'{r:.0f}' for r in figures)})"
+        )
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--echo":
+        echo([int(fd) for fd in sys.argv[2].split(",")])
+        return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -149,7 +233,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--encoding", choices=["json", "binary"], default="binary")
-    parser.add_argument("--only", choices=["identity", "minilm", "kill"], action="append")
+    parser.add_argument("--only", choices=["identity", "minilm", "kill", "ipc"], action="append")
     parser.add_argument("--kill-seconds", type=float, default=60.0)
     parser.add_argument("--kill-model", default="identity")
     args = parser.parse_args()
@@ -164,6 +248,8 @@ def main() -> None:
         compare(args.repo, "minilm-sentiment", 32, "0", "2", 1.0, args)
     if "kill" in chosen:
         kill(args.repo, args)
+    if "ipc" in chosen:
+        ipc_compare(args)
 
 
 if __name__ == "__main__":

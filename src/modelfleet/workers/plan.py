@@ -3,7 +3,8 @@
 `auto` is one worker per GPU where onnxruntime can use CUDA and NVIDIA devices are present, else
 one worker per two cores (at least one): a worker's models run intra-op parallel on its cores,
 and pairs keep the front's HTTP work and each worker's own event loop from starving on small
-machines. Neuron cores are taken only when asked for explicitly (NEURON_RT_VISIBLE_CORES).
+machines. Neuron cores are used when the server is given them (NEURON_RT_VISIBLE_CORES=0-3 in its
+environment): then `auto` is one worker per Neuron core, each seeing only its own.
 """
 
 from __future__ import annotations
@@ -51,14 +52,29 @@ def cuda_devices() -> int:
     return len(list(Path("/dev").glob("nvidia[0-9]*")))
 
 
+def neuron_cores(visible: str | None) -> list[int]:
+    """The Neuron cores of a NEURON_RT_VISIBLE_CORES value ("0-3", "0,2", unset: none)."""
+    found: list[int] = []
+    for part in (visible or "").split(","):
+        low, _, high = part.strip().partition("-")
+        if low.isdigit() and (not high or high.isdigit()):
+            found.extend(range(int(low), int(high or low) + 1))
+    return found
+
+
 def plan(
-    count: int | None, budget_bytes: int, cores: list[int] | None = None, gpus: int | None = None
+    count: int | None,
+    budget_bytes: int,
+    cores: list[int] | None = None,
+    gpus: int | None = None,
+    neuron: list[int] | None = None,
 ) -> list[WorkerSpec]:
-    """The workers to start for `--workers count` (None: auto) on these cores and GPUs."""
+    """The workers to start for `--workers count` (None: auto) on these cores and devices."""
     cores = sorted(os.sched_getaffinity(0)) if cores is None else cores
     gpus = cuda_devices() if gpus is None else gpus
+    neuron = neuron_cores(os.environ.get("NEURON_RT_VISIBLE_CORES")) if neuron is None else neuron
     if count is None:
-        count = gpus if gpus else max(1, len(cores) // 2)
+        count = gpus or len(neuron) or max(1, len(cores) // 2)
     if count == 0:
         return []
     share = budget_bytes // count
@@ -69,6 +85,11 @@ def plan(
         )
         if i < gpus:
             specs.append(WorkerSpec(i, f"cuda:{i}", group, share, {"CUDA_VISIBLE_DEVICES": str(i)}))
+        elif neuron and not gpus:
+            mine = neuron[i % len(neuron)]
+            specs.append(
+                WorkerSpec(i, f"neuron:{mine}", group, share, {"NEURON_RT_VISIBLE_CORES": str(mine)})
+            )
         else:
             env = {"CUDA_VISIBLE_DEVICES": ""} if gpus else {}
             specs.append(WorkerSpec(i, f"cpu:{_span(group)}", group, share, env))
