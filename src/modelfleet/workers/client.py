@@ -52,6 +52,7 @@ class Connection:
         self.worker_id = worker_id
         self._pending: dict[int, tuple[asyncio.Future[tuple[m.Message, memoryview]], str]] = {}
         self._next = 0
+        self.failed = 0  # requests that were waiting when the connection was lost
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.protocol = m.FrameProtocol(self._answer, self._fail_all)
 
@@ -96,6 +97,7 @@ class Connection:
         if isinstance(exc, m.FrameError):
             log.error("worker %d sent a bad frame (%s); dropping its connection", self.worker_id, exc)
         pending, self._pending = self._pending, {}
+        self.failed += len(pending)
         for future, model in pending.values():
             if not future.done():
                 future.set_exception(self._died(model))

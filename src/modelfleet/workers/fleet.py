@@ -183,8 +183,9 @@ class Fleet:
         if self._closing or slot.stopping:
             return
         log.error(
-            "worker %d (pid %s) died; models it held: %s", slot.spec.id, slot.pid, ", ".join(models) or "none"
-        )
+            "worker %d (pid %s) died with %d requests in flight; models it held: %s",
+            slot.spec.id, slot.pid, connection.failed, ", ".join(models) or "none",
+        )  # fmt: skip
         slot.state = WorkerState.RESTARTING
         self._spawn_task(self._restart(slot), f"restart-worker-{slot.spec.id}")
 
