@@ -38,7 +38,12 @@ log = logging.getLogger(__name__)
 
 POLL_S = 1.0  # how often workers report memory and models
 START_TIMEOUT_S = 120.0
-RETRY_FIRST_S, RETRY_MAX_S = 1.0, 60.0  # a model failing to load is tried again after this back-off
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 60.0
+ANSWER_GRACE_S = 5.0  # past the request timeout, a worker that has not answered is taken as hung
+REPORT_TIMEOUT_S, HUNG_AFTER_REPORTS = (
+    5.0,
+    3,
+)  # a worker missing this many reports in a row is killed  # a model failing to load is tried again after this back-off
 
 
 class _Elsewhere:
@@ -97,7 +102,12 @@ class RemoteModel(LoadedModel):
             )
             self.in_flight += 1
             try:
-                reply, raw = await connection.request(message, buffers, name)
+                async with asyncio.timeout(fleet.answer_within_s):
+                    reply, raw = await connection.request(message, buffers, name)
+            except TimeoutError:
+                raise Unavailable(
+                    f"worker {worker} did not answer for model '{name}' within {fleet.answer_within_s:g} s; retry"
+                ) from None
             finally:
                 self.in_flight -= 1
         finally:
@@ -124,6 +134,11 @@ class Fleet:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._random = random.Random()
+        self._silent: dict[int, int] = {}  # reports missed in a row, per worker
+        # A backstop for a hung worker (the worker itself answers 504 at the request timeout).
+        self.answer_within_s = (
+            settings.request_timeout_s + ANSWER_GRACE_S if settings.request_timeout_s else None
+        )
         self.started = False
 
     # -- processes -----------------------------------------------------------------------------------------
@@ -406,14 +421,33 @@ class Fleet:
         """Ask every live worker for its report (memory, models, statistics); update the router."""
 
         async def one(worker: int, connection: Connection) -> None:
-            with contextlib.suppress(ModelfleetError, TimeoutError):
-                reply, _ = await asyncio.wait_for(connection.request(m.Stats(connection.next_id())), 5.0)
+            with contextlib.suppress(ModelfleetError):
+                try:
+                    reply, _ = await asyncio.wait_for(
+                        connection.request(m.Stats(connection.next_id())), REPORT_TIMEOUT_S
+                    )
+                except TimeoutError:
+                    self._unresponsive(worker)
+                    return
+                self._silent.pop(worker, None)
                 if isinstance(reply, m.StatsReply):
                     self._reports[worker] = reply
                     resident = {u.name: u.resident_bytes for u in reply.models}
                     self.router.sync(worker, resident, int(reply.memory.get("used_bytes", 0)))
 
         await asyncio.gather(*(one(w, c) for w, c in list(self._connections.items())))
+
+    def _unresponsive(self, worker: int) -> None:
+        """A worker whose event loop does not answer (a model holding the GIL, a deadlock) is
+        killed after a few missed reports; the usual restart follows."""
+        self._silent[worker] = missed = self._silent.get(worker, 0) + 1
+        process = self.slots[worker].process
+        if missed >= HUNG_AFTER_REPORTS and process is not None and process.returncode is None:
+            log.error(
+                "worker %d (pid %d) has not answered for %d reports; killing it", worker, process.pid, missed
+            )
+            self._silent.pop(worker, None)
+            process.kill()
 
     def reports(self) -> dict[int, m.StatsReply]:
         return self._reports
