@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from modelfleet.engine.memory import parse_budget
 from modelfleet.repository.names import is_model_name
 from modelfleet.repository.objectstore import ObjectStoreOptions
+from modelfleet.workers.plan import parse_workers
 
 DEFAULT_S3_CACHE = Path.home() / ".cache" / "modelfleet" / "s3"
 
@@ -89,6 +90,9 @@ class ServerSettings(BaseSettings):
     """Size of the response cache shared by the models whose config sets response_cache: true."""
     room_wait_s: Annotated[float, Field(ge=0)] = 10.0
     """How long a load waits for busy models (requests in flight) to become evictable before 507."""
+    workers: str = "0"
+    """Worker processes serving the models: a number, or 'auto' (one per GPU, else one per two
+    cores). 0: models run in the server process itself (small machines, lowest latency)."""
     shutdown_timeout_s: Annotated[float, Field(gt=0)] = 20.0
     """On SIGTERM, how long in-flight requests may take to finish."""
     log_level: str = "info"
@@ -161,6 +165,7 @@ class ServerSettings(BaseSettings):
             raise ValueError("set admin_key or admin_key_sha256, not both")
         if self.auth_keys_file is not None and not self.auth_keys_file.is_file():
             raise ValueError(f"auth_keys_file {self.auth_keys_file} is not a file")
+        parse_workers(self.workers)
         return self
 
     @property

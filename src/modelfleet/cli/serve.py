@@ -32,6 +32,10 @@ def serve(
     max_body_bytes: Annotated[
         int | None, typer.Option(help="Largest request body (default: 64 MiB).")
     ] = None,
+    workers: Annotated[
+        str | None,
+        typer.Option(help="Worker processes: N, or auto (one per GPU, else per two cores); 0: in process."),
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error.")] = None,
     max_queue_wait_s: Annotated[
         float | None,
@@ -86,6 +90,7 @@ def serve(
         "memory_budget": memory_budget,
         "repository_poll_s": repository_poll_s,
         "max_body_bytes": max_body_bytes,
+        "workers": workers,
         "log_level": log_level,
         "max_queue_wait_s": max_queue_wait_s,
         "log_format": log_format,

@@ -289,6 +289,15 @@ def parse_workers(doc: Any) -> tuple[list[Worker], list[WorkerModel]]:
     return workers, copies
 
 
+def _worker_processes(answer: httpx.Response) -> Any | None:
+    """The /v2/workers document when the server runs worker processes; None without them (404
+    from older servers, or the server listing itself as worker 0 with `in_process`)."""
+    if answer.status_code != 200:
+        return None
+    doc = _json(answer)
+    return None if isinstance(doc, dict) and doc.get("in_process") is True else doc
+
+
 # -- one snapshot from the four answers ---------------------------------------------------------------------
 
 
@@ -471,7 +480,7 @@ class Source:
             server=_json(server) if server.status_code == 200 else None,
             stats=_json(_ok(stats)),
             metrics=parse_metrics(metrics.text) if metrics.status_code == 200 else None,
-            workers=_json(workers) if workers.status_code == 200 else None,
+            workers=_worker_processes(workers),
             notes=tuple(notes),
         )
 

@@ -21,6 +21,9 @@ from modelfleet.server.dataplane import DataPlane
 from modelfleet.server.http import build_http_app
 from modelfleet.server.logs import configure_logging
 from modelfleet.server.metrics import Metrics
+from modelfleet.workers.fleet import Fleet
+from modelfleet.workers.metrics import WorkerCollector
+from modelfleet.workers.plan import parse_workers, plan
 
 if TYPE_CHECKING:
     from modelfleet.server.grpc import GrpcFront
@@ -32,9 +35,12 @@ def build_app(settings: ServerSettings) -> tuple[ASGIApp, DataPlane]:
     """The ASGI app and its data plane. Models load in the background after start-up, so liveness
     answers at once and readiness turns 200 when the initial loads are done."""
     options = settings.s3.model_dump() if settings.is_object_store else {}
-    manager = ModelManager(open_repository(settings.repository, **options), settings)
+    repository = open_repository(settings.repository, **options)
+    specs = plan(parse_workers(settings.workers), settings.memory_budget_bytes())
+    manager = Fleet(repository, settings, specs) if specs else ModelManager(repository, settings)
     plane = DataPlane(manager)
-    metrics = Metrics(manager, settings.metrics_top_k, settings.metrics_models)
+    extra = [WorkerCollector(manager)] if isinstance(manager, Fleet) else []
+    metrics = Metrics(manager, settings.metrics_top_k, settings.metrics_models, extra=extra)
     guard = Guard.from_settings(settings)  # one for every front: the same keys and rules
 
     @contextlib.asynccontextmanager
@@ -79,7 +85,7 @@ async def _start_grpc(
     return front
 
 
-async def _poll(manager: ModelManager, every_s: float) -> None:
+async def _poll(manager: ModelManager | Fleet, every_s: float) -> None:
     while True:
         await asyncio.sleep(every_s)
         try:

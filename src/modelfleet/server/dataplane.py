@@ -11,8 +11,9 @@ from typing import Any
 from modelfleet import __version__
 from modelfleet.engine.lifecycle import ModelManager
 from modelfleet.engine.model import LoadedModel
-from modelfleet.errors import BadRequest, ModelLoadError
+from modelfleet.errors import BadRequest, ModelLoadError, NotFound
 from modelfleet.protocol.v2 import InferRequest, InferResponse
+from modelfleet.workers.fleet import Fleet, in_process_worker
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
 _TRITON_TYPES = {
@@ -33,7 +34,10 @@ _TRITON_TYPES = {
 
 
 class DataPlane:
-    def __init__(self, manager: ModelManager) -> None:
+    """Over the models of this process (ModelManager) or, with --workers N, of worker processes
+    (Fleet: same surface, models routed to workers)."""
+
+    def __init__(self, manager: ModelManager | Fleet) -> None:
         self.manager = manager
         self.draining = False
 
@@ -127,6 +131,8 @@ class DataPlane:
     # -- statistics extension ------------------------------------------------------------------------------
 
     def statistics(self, name: str | None, version: str | None) -> dict[str, Any]:
+        if isinstance(self.manager, Fleet):
+            return self.manager.statistics(name, version)
         if name is None:
             models = self.manager.loaded()
         else:
@@ -141,6 +147,25 @@ class DataPlane:
             }
             entries.append(entry)
         return {"model_stats": entries, "memory": self.manager.memory()}
+
+    # -- workers ----------------------------------------------------------------------------------------------------
+
+    async def workers(self) -> dict[str, Any]:
+        """Each worker with its device, memory and models (one, this process, without workers)."""
+        if isinstance(self.manager, Fleet):
+            return {"workers": await self.manager.workers()}
+        return {"workers": [in_process_worker(self.manager)], "in_process": True}
+
+    async def unload_from(self, worker: str, name: str) -> None:
+        """Remove a model from one worker (without workers: from this process, as unload does)."""
+        if not worker.isdigit():
+            raise BadRequest(f"worker id must be a number, got '{worker[:40]}'")
+        if isinstance(self.manager, Fleet):
+            await self.manager.unload_from(int(worker), name)
+        elif int(worker) != 0:
+            raise NotFound(f"no worker {worker}; this server runs its models in process (worker 0)")
+        else:
+            await self.manager.unload(name)
 
     def _known_or_raise(self, name: str, version: str | None) -> LoadedModel | None:
         """400 / 404 like every other per-model call, without loading anything."""

@@ -347,6 +347,13 @@ def _control_routes(plane: DataPlane, guard: Guard) -> list[Route]:
         await plane.unload(request.path_params["model"], _parameters(doc))
         return _ok()
 
+    async def workers(request: Request) -> Response:
+        return _ok(await plane.workers())
+
+    async def unload_from(request: Request) -> Response:
+        await plane.unload_from(request.path_params["worker"], request.path_params["model"])
+        return _ok()
+
     model = "/v2/models/{model}"
     version = "/v2/models/{model}/versions/{version}"
     public, server, one, control = Access.PUBLIC, Access.SERVER, Access.MODEL, Access.CONTROL
@@ -366,6 +373,8 @@ def _control_routes(plane: DataPlane, guard: Guard) -> list[Route]:
         ("/v2/repository/index", server, repository_index, "POST"),
         ("/v2/repository/models/{model}/load", control, load, "POST"),
         ("/v2/repository/models/{model}/unload", control, unload, "POST"),
+        ("/v2/workers", Access.OPERATOR, workers, "GET"),
+        ("/v2/workers/{worker}/models/{model}/unload", control, unload_from, "POST"),
     ]
     return [_guarded(guard, *row) for row in table]
 

@@ -46,6 +46,7 @@ from modelfleet.engine.lifecycle import ModelManager
 from modelfleet.engine.model import LoadedModel
 from modelfleet.engine.records import Counters
 from modelfleet.engine.stats import BATCH_BOUNDS, DURATION_BOUNDS_NS, ModelStats
+from modelfleet.workers.fleet import Fleet
 
 OTHER = "_other"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -201,7 +202,7 @@ class FleetMetrics:
 
     def __init__(
         self,
-        manager: ModelManager,
+        manager: ModelManager | Fleet,
         top_k: int,
         always: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
@@ -494,14 +495,17 @@ class FleetCollector(Collector):
 class _Taken(Collector):
     """One sample already taken, with the process's metrics: what a worker thread formats."""
 
-    def __init__(self, sample: Sample, process: Collector | None) -> None:
+    def __init__(self, sample: Sample, process: Collector | None, extra: Iterable[Collector] = ()) -> None:
         self._sample = sample
         self._process = process
+        self._extra = extra
 
     def collect(self) -> Iterator[Metric]:
         yield from families(self._sample)
         if self._process is not None:
             yield from self._process.collect()
+        for collector in self._extra:
+            yield from collector.collect()
 
 
 class Metrics:
@@ -510,13 +514,16 @@ class Metrics:
 
     def __init__(
         self,
-        manager: ModelManager,
+        manager: ModelManager | Fleet,
         top_k: int,
         always: Iterable[str] = (),
         clock: Callable[[], float] = time.monotonic,
         process: bool = True,
+        extra: Iterable[Collector] = (),
     ) -> None:
+        """`extra`: more collectors of plain data, read in the formatting thread (worker gauges)."""
         self.fleet = FleetMetrics(manager, top_k, always, clock)
+        self._extra = tuple(extra)
         self.registry = CollectorRegistry()
         self.registry.register(FleetCollector(self.fleet))
         # CPU seconds, resident memory, open files: read from /proc when collected (Linux only)
@@ -528,4 +535,4 @@ class Metrics:
         loop, the only thread that touches the counters; the text (tens of ms for thousands of
         lines) is written in a worker thread, so inference keeps going meanwhile."""
         sample = self.fleet.sample()
-        return await asyncio.to_thread(generate_latest, _Taken(sample, self._process))
+        return await asyncio.to_thread(generate_latest, _Taken(sample, self._process, self._extra))

@@ -1,0 +1,110 @@
+"""The front's end of one worker's socket: many concurrent requests multiplexed by id.
+
+A reader task matches answers to waiting futures. When the worker's end closes (it died, it was
+killed), every request still waiting fails at once with a 503 naming the worker and the model,
+and `lost` resolves so that the supervisor can restart the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Sequence
+
+from modelfleet.errors import (
+    BadRequest,
+    DeadlineExceeded,
+    InferenceFailed,
+    InsufficientMemory,
+    ModelfleetError,
+    NotFound,
+    Overloaded,
+    Unavailable,
+)
+from modelfleet.workers import messages as m
+
+log = logging.getLogger(__name__)
+
+_ERRORS: dict[int, type[ModelfleetError]] = {
+    400: BadRequest,
+    404: NotFound,
+    429: Overloaded,
+    500: InferenceFailed,
+    503: Unavailable,
+    504: DeadlineExceeded,
+    507: InsufficientMemory,
+}
+
+
+def error_of(failed: m.Failed) -> ModelfleetError:
+    """The worker's error as the front raises it: same status, same message."""
+    kind = _ERRORS.get(failed.status)
+    if kind is not None:
+        return kind(failed.message)
+    error = ModelfleetError(failed.message)
+    error.status = failed.status
+    return error
+
+
+class Connection:
+    def __init__(self, worker_id: int) -> None:
+        self.worker_id = worker_id
+        self._pending: dict[int, tuple[asyncio.Future[tuple[m.Message, memoryview]], str]] = {}
+        self._next = 0
+        self.failed = 0  # requests that were waiting when the connection was lost
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.protocol = m.FrameProtocol(self._answer, self._fail_all)
+
+    @classmethod
+    async def open(cls, worker_id: int, sock: socket.socket) -> Connection:
+        connection = cls(worker_id)
+        await asyncio.get_running_loop().create_unix_connection(lambda: connection.protocol, sock=sock)
+        return connection
+
+    @property
+    def alive(self) -> bool:
+        return not self.lost.done()
+
+    def next_id(self) -> int:
+        self._next += 1
+        return self._next
+
+    async def request(
+        self, header: m.Message, buffers: Sequence[memoryview | bytes] = (), model: str = ""
+    ) -> tuple[m.Message, memoryview]:
+        """Send one message (its `id` from next_id()) and wait for the answer to it."""
+        ident: int = getattr(header, "id", 0)
+        future: asyncio.Future[tuple[m.Message, memoryview]] = asyncio.get_running_loop().create_future()
+        if not self.alive or not self.protocol.send(header, buffers):
+            raise self._died(model)
+        self._pending[ident] = (future, model)
+        try:
+            return await future
+        finally:
+            self._pending.pop(ident, None)  # a caller gone (timeout, client left): its answer is dropped
+
+    def _answer(self, message: m.Message, buffers: memoryview) -> None:
+        entry = self._pending.pop(getattr(message, "id", -1), None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result((message, buffers))
+
+    def _died(self, model: str) -> Unavailable:
+        what = f" while running model '{model}'" if model else ""
+        return Unavailable(f"worker {self.worker_id} died{what}; retry")
+
+    def _fail_all(self, exc: BaseException | None) -> None:
+        if isinstance(exc, m.FrameError):
+            log.error("worker %d sent a bad frame (%s); dropping its connection", self.worker_id, exc)
+        pending, self._pending = self._pending, {}
+        self.failed += len(pending)
+        for future, model in pending.values():
+            if not future.done():
+                future.set_exception(self._died(model))
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def close(self) -> None:
+        transport = self.protocol.transport
+        if transport is not None:
+            transport.close()

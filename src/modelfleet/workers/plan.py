@@ -1,0 +1,102 @@
+"""How many workers, and what each one gets: device, CPU cores, environment, memory share.
+
+`auto` is one worker per GPU where onnxruntime can use CUDA and NVIDIA devices are present, else
+one worker per two cores (at least one): a worker's models run intra-op parallel on its cores,
+and pairs keep the front's HTTP work and each worker's own event loop from starving on small
+machines. Neuron cores are used when the server is given them (NEURON_RT_VISIBLE_CORES=0-3 in its
+environment): then `auto` is one worker per Neuron core, each seeing only its own.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    id: int
+    device: str  # "cpu:0-1", "cuda:0"
+    cores: tuple[int, ...]
+    budget_bytes: int
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def threads(self) -> int:
+        return max(1, len(self.cores))
+
+
+def parse_workers(value: str) -> int | None:
+    """The setting: a count, or None for auto (ValueError otherwise)."""
+    text = value.strip().lower()
+    if text == "auto":
+        return None
+    if not text.isdigit() or int(text) > 256:
+        raise ValueError(f"workers must be 'auto' or a number from 0 to 256, got {value!r}")
+    return int(text)
+
+
+def cuda_devices() -> int:
+    """NVIDIA devices onnxruntime could run on (0 without its CUDA provider)."""
+    try:
+        import onnxruntime
+
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            return 0
+    except ImportError:
+        return 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip()])
+    return len(list(Path("/dev").glob("nvidia[0-9]*")))
+
+
+def neuron_cores(visible: str | None) -> list[int]:
+    """The Neuron cores of a NEURON_RT_VISIBLE_CORES value ("0-3", "0,2", unset: none)."""
+    found: list[int] = []
+    for part in (visible or "").split(","):
+        low, _, high = part.strip().partition("-")
+        if low.isdigit() and (not high or high.isdigit()):
+            found.extend(range(int(low), int(high or low) + 1))
+    return found
+
+
+def plan(
+    count: int | None,
+    budget_bytes: int,
+    cores: list[int] | None = None,
+    gpus: int | None = None,
+    neuron: list[int] | None = None,
+) -> list[WorkerSpec]:
+    """The workers to start for `--workers count` (None: auto) on these cores and devices."""
+    cores = sorted(os.sched_getaffinity(0)) if cores is None else cores
+    gpus = cuda_devices() if gpus is None else gpus
+    neuron = neuron_cores(os.environ.get("NEURON_RT_VISIBLE_CORES")) if neuron is None else neuron
+    if count is None:
+        count = gpus or len(neuron) or max(1, len(cores) // 2)
+    if count == 0:
+        return []
+    share = budget_bytes // count
+    specs = []
+    for i in range(count):
+        group = tuple(cores[i * len(cores) // count : (i + 1) * len(cores) // count]) or (
+            cores[i % len(cores)],
+        )
+        if i < gpus:
+            specs.append(WorkerSpec(i, f"cuda:{i}", group, share, {"CUDA_VISIBLE_DEVICES": str(i)}))
+        elif neuron and not gpus:
+            mine = neuron[i % len(neuron)]
+            specs.append(
+                WorkerSpec(i, f"neuron:{mine}", group, share, {"NEURON_RT_VISIBLE_CORES": str(mine)})
+            )
+        else:
+            env = {"CUDA_VISIBLE_DEVICES": ""} if gpus else {}
+            specs.append(WorkerSpec(i, f"cpu:{_span(group)}", group, share, env))
+    return specs
+
+
+def _span(cores: tuple[int, ...]) -> str:
+    if len(cores) > 1 and cores[-1] - cores[0] == len(cores) - 1:
+        return f"{cores[0]}-{cores[-1]}"
+    return ",".join(map(str, cores))

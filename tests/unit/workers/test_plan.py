@@ -1,0 +1,53 @@
+"""How `--workers` becomes worker specs: counts, core groups, devices, budget shares."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelfleet.workers.plan import neuron_cores, parse_workers, plan
+
+
+def test_the_setting_is_a_count_or_auto() -> None:
+    assert parse_workers("auto") is None
+    assert parse_workers(" 3 ") == 3
+    for bad in ("-1", "two", "1000", ""):
+        with pytest.raises(ValueError, match="workers must be 'auto' or a number"):
+            parse_workers(bad)
+
+
+def test_zero_workers_is_in_process() -> None:
+    assert plan(0, 100, cores=[0, 1], gpus=0, neuron=[]) == []
+
+
+def test_cpu_workers_split_the_cores_and_the_budget() -> None:
+    specs = plan(2, 1000, cores=[0, 1, 2, 3], gpus=0, neuron=[])
+    assert [(s.device, s.cores, s.budget_bytes, s.threads) for s in specs] == [
+        ("cpu:0-1", (0, 1), 500, 2),
+        ("cpu:2-3", (2, 3), 500, 2),
+    ]
+    assert all(s.env == {} for s in specs)
+
+
+def test_more_workers_than_cores_share_cores() -> None:
+    specs = plan(3, 900, cores=[0, 1], gpus=0, neuron=[])
+    assert [s.cores for s in specs] == [(0,), (0,), (1,)] or all(len(s.cores) == 1 for s in specs)
+
+
+def test_auto_is_one_per_gpu_else_one_per_two_cores() -> None:
+    assert len(plan(None, 100, cores=list(range(8)), gpus=0, neuron=[])) == 4
+    assert len(plan(None, 100, cores=[0], gpus=0, neuron=[])) == 1
+    gpus = plan(None, 100, cores=list(range(8)), gpus=2, neuron=[])
+    assert [(s.device, s.env["CUDA_VISIBLE_DEVICES"], s.cores) for s in gpus] == [
+        ("cuda:0", "0", (0, 1, 2, 3)),
+        ("cuda:1", "1", (4, 5, 6, 7)),
+    ]
+
+
+def test_neuron_cores_given_to_the_server_get_one_worker_each() -> None:
+    assert neuron_cores("0-2,5") == [0, 1, 2, 5]
+    assert neuron_cores(None) == [] and neuron_cores("x") == []
+    specs = plan(None, 400, cores=[0, 1, 2, 3], gpus=0, neuron=[4, 5])
+    assert [(s.device, s.env, s.cores) for s in specs] == [
+        ("neuron:4", {"NEURON_RT_VISIBLE_CORES": "4"}, (0, 1)),
+        ("neuron:5", {"NEURON_RT_VISIBLE_CORES": "5"}, (2, 3)),
+    ]
