@@ -29,9 +29,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from many_models import Server, machine
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "batching (delay 0)": {"dynamic_batching": {"enabled": True, "max_queue_delay_us": 0}},
-    "batching (delay 2 ms)": {"dynamic_batching": {"enabled": True, "max_queue_delay_us": 2000}},
-    "no batching": {"dynamic_batching": {"enabled": False}},
+    "defaults (no scheduling config)": {},
+    "batching (delay 0), 1 instance": {
+        "dynamic_batching": {"enabled": True, "max_queue_delay_us": 0},
+        "instances": 1,
+    },
+    "batching (delay 2 ms), 1 instance": {
+        "dynamic_batching": {"enabled": True, "max_queue_delay_us": 2000},
+        "instances": 1,
+    },
+    "no batching": {"dynamic_batching": {"enabled": False}, "instances": 1},
     "2 instances, 1 thread each": {
         "dynamic_batching": {"enabled": False},
         "instances": 2,
@@ -132,7 +139,12 @@ def main() -> None:
                 f"P50 {lat['p50']:.1f} ms, P99 {lat['p99']:.1f} ms, mean batch {mean_batch:.1f}, "
                 f"errors {report['errors']['total']}"
             )
-        for name in ("no batching", "batching (delay 0)", "batching (delay 2 ms)"):
+        for name in (
+            "no batching",
+            "batching (delay 0), 1 instance",
+            "batching (delay 2 ms), 1 instance",
+            "defaults (no scheduling config)",
+        ):
             repo = repo_with(a.repo, a.model, VARIANTS[name], work / "repo")
             server = Server(repo, "--startup-load", "all")
             try:

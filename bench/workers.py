@@ -38,7 +38,7 @@ class Server:
         self.url = f"http://127.0.0.1:{free_port()}"
         port = self.url.rsplit(":", 1)[1]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelfleet", "serve", str(repo), "--port", port, "--workers", workers,
+            [sys.executable, "-m", "modelfleet", "serve", str(repo), "--port", port, "--grpc-port", "0", "--workers", workers,
              "--log-level", "warning"],
         )  # fmt: skip
         deadline = time.monotonic() + 180

@@ -39,7 +39,7 @@ def serve(
     log_level: Annotated[str | None, typer.Option(help="debug | info | warning | error.")] = None,
     max_queue_wait_s: Annotated[
         float | None,
-        typer.Option(help="429 when a model's queued work would take longer than this (default: 0.5)."),
+        typer.Option(help="429 when a model's queued work would take longer than this (default: 1)."),
     ] = None,
     log_format: Annotated[
         str | None, typer.Option(help="text (for people) | json (one object a line) (default: text).")

@@ -511,7 +511,7 @@ class ModelManager:
             f"{source.name}/{number}",
             settings.max_queue_size,
             _batching(built.config, built.gpu),
-            instances=built.config.instances or 1,
+            instances=built.config.instances,
             max_queue_wait_ns=int(settings.max_queue_wait_s * 1e9),
         )
         return LoadedModel(

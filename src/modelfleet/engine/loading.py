@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -55,11 +54,6 @@ def shared_tensors(source: ModelSource, version: int, blobs: BlobCache) -> dict[
     return {name: blobs.open(source.blobs[ref.blob], ref) for name, ref in manifest.tensors.items()}
 
 
-def cpu_cores() -> int:
-    """Cores this process may run on (a pinned worker sees its own group)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def on_gpu(config: ModelConfig) -> bool:
     """Whether the model's runtime will run on a GPU (ONNX Runtime with CUDA present and allowed)."""
     if config.backend != "onnxruntime":
@@ -67,21 +61,6 @@ def on_gpu(config: ModelConfig) -> bool:
     from modelfleet.runtimes.onnx import CUDA, providers_for
 
     return providers_for(config.device)[0] == CUDA
-
-
-def execution_defaults(config: ModelConfig, default_threads: int, cores: int, gpu: bool) -> tuple[int, int]:
-    """(instances, intra-op threads where the config sets none) for a model, from measurements
-    (docs/benchmarks.md, "Batching and instances"): on CPU, two instances sharing one session with
-    half the cores each beat one instance with all of them, batching or not, and stay fast when the
-    cores are busy with other work (ONNX Runtime's spinning thread pool degrades badly then); on a
-    GPU one instance with dynamic batching. A config's `instances` and threads always win."""
-    instances = config.instances
-    if instances is None:
-        instances = 1 if gpu or cores < 2 else 2
-    threads = default_threads
-    if threads == 0 and not gpu and config.instances is None:
-        threads = max(1, cores // instances)
-    return instances, threads
 
 
 def build(
@@ -93,15 +72,13 @@ def build(
 ) -> Built:
     """Load a model with its own runtime (not an adapter), warm it up, and measure it."""
     gpu = on_gpu(source.config)
-    instances, threads = execution_defaults(source.config, default_threads, cpu_cores(), gpu)
-    spec = LoadSpec(source.name, version, source.model_file(version), source.config, threads, shared)
+    spec = LoadSpec(source.name, version, source.model_file(version), source.config, default_threads, shared)
     started = time.perf_counter()
     with _SESSION_LOCK:
         before = process_rss().anonymous
         runtime = load_runtime(spec)
         try:
             config = complete_config(spec.config, runtime.inputs, runtime.outputs, default_max_batch_size)
-            config = config.model_copy(update={"instances": instances})
             warm_up(runtime, config, source.model_file(version).parent.parent)
         except BaseException:
             runtime.unload()

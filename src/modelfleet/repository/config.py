@@ -204,9 +204,10 @@ class ModelConfig(_Strict):
     """Loaded at start and never evicted."""
     warmup: WarmupConfig = WarmupConfig()
     dynamic_batching: DynamicBatching = DynamicBatching()
-    instances: Annotated[int, Field(ge=1, le=64)] | None = None
-    """Executions of this model that run at the same time (threads sharing one session); unset:
-    2 on CPU (each with half the cores as intra-op threads), 1 on a GPU."""
+    instances: Annotated[int, Field(ge=1, le=64)] = 1
+    """Executions of this model that run at the same time (threads sharing one session). Measured
+    on CPU (docs/benchmarks.md): one instance with every core and dynamic batching is as fast under
+    load as two with half the cores each, and about twice as fast for a lone request."""
     shape_buckets: ShapeBuckets | None = None
     response_cache: bool = False
     """Answer repeated identical requests from the server's response cache (deterministic models)."""

@@ -38,12 +38,10 @@ log = logging.getLogger(__name__)
 
 POLL_S = 1.0  # how often workers report memory and models
 START_TIMEOUT_S = 120.0
-RETRY_FIRST_S, RETRY_MAX_S = 1.0, 60.0
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 60.0  # a model failing to load is tried again after this back-off
 ANSWER_GRACE_S = 5.0  # past the request timeout, a worker that has not answered is taken as hung
-REPORT_TIMEOUT_S, HUNG_AFTER_REPORTS = (
-    5.0,
-    3,
-)  # a worker missing this many reports in a row is killed  # a model failing to load is tried again after this back-off
+REPORT_TIMEOUT_S = 5.0  # how long a worker may take to answer a report request
+HUNG_AFTER_REPORTS = 3  # a worker missing this many reports in a row is killed
 
 
 class _Elsewhere:

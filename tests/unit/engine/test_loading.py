@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelfleet.engine.loading import execution_defaults, warm_up
+from modelfleet.engine.loading import warm_up
 from modelfleet.errors import BadRequest, ModelLoadError
 from modelfleet.protocol.v2 import TensorSpec
 from modelfleet.repository.config import ModelConfig, TensorConfig, WarmupConfig
@@ -75,21 +75,3 @@ def test_a_failing_warm_up_fails_the_load_with_its_reason(tmp_path: Path) -> Non
     (tmp_path / "bad.json").write_text('{"inputs": 3}')
     with pytest.raises(ModelLoadError, match="warm-up sample bad.json: invalid inference request"):
         warm_up(Recorder(), config(sample="bad.json"), tmp_path)
-
-
-@pytest.mark.parametrize(
-    ("config", "server_threads", "cores", "gpu", "expected"),
-    [
-        ({}, 0, 2, False, (2, 1)),  # CPU: two instances, half the cores each
-        ({}, 0, 16, False, (2, 8)),
-        ({}, 0, 1, False, (1, 1)),
-        ({}, 3, 16, False, (2, 3)),  # the server's --intra-op-threads wins over the split
-        ({}, 0, 16, True, (1, 0)),  # GPU: one instance (batching), the framework's threads
-        ({"instances": 4}, 0, 16, False, (4, 0)),  # the config's instances win, threads untouched
-        ({"instances": 1}, 2, 16, True, (1, 2)),
-    ],
-)
-def test_execution_defaults_follow_the_device(
-    config: dict[str, int], server_threads: int, cores: int, gpu: bool, expected: tuple[int, int]
-) -> None:
-    assert execution_defaults(ModelConfig(**config), server_threads, cores, gpu) == expected
