@@ -6,7 +6,7 @@ its turn comes (caller gone, deadline passed, shed for a higher-priority request
 Closing drains what is queued, then stops the threads.
 
 Each wake-up of a thread takes what is queued (waiting up to `max_queue_delay_ns` for company when
-batching). Queued jobs run highest priority first; jobs with the same requested outputs and the
+batching and other requests of the model are in flight; a lone request never waits). Queued jobs run highest priority first; jobs with the same requested outputs and the
 same non-batch shapes run as one batch: inputs concatenated along the batch axis, outputs split
 back row by row, N in and N out, cut at a preferred batch size where one is configured. A job may
 carry a `post` step run on its own rows (an adapter's head over a shared base model). If a merged
@@ -303,7 +303,10 @@ class ModelExecutor:
             return [first], False
         jobs, rows = [first], first.rows
         target = (batching.preferred[-1] if batching.preferred else batching.max_rows) if batching else 0
-        delay = batching.max_queue_delay_ns if batching else 0
+        # Wait for company only while other requests of this model are in flight (queued, running
+        # or being answered): a lone request gains nothing from waiting. `_pending` is the event
+        # loop's; reading a possibly stale int here is harmless.
+        delay = batching.max_queue_delay_ns if batching and self._pending > 1 else 0
         deadline = self._clock() + delay
         while True:
             remaining = (deadline - self._clock()) / 1e9 if delay and rows < target else 0.0

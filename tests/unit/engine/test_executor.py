@@ -301,3 +301,42 @@ async def test_a_queue_holding_more_work_than_the_wait_limit_refuses_at_once() -
     results = await asyncio.gather(*held, third, return_exceptions=True)
     assert sum(isinstance(r, Overloaded) for r in results) == 1
     await executor.close()
+
+
+class Held(Doubler):
+    """Holds inputs whose first value is -1 on the gate; records the rows of every execution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate.clear()
+        self.rows: list[int] = []
+
+    def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
+        if inputs["x"][0] == -1:
+            self.gate.wait(5)
+        self.rows.append(len(inputs["x"]))
+        return [inputs["x"] * 2]
+
+
+async def test_a_lone_request_does_not_wait_out_the_batching_delay() -> None:
+    executor = ModelExecutor(Held(), "m/1", 8, Batching(max_rows=8, max_queue_delay_ns=5_000_000_000))
+    job = await asyncio.wait_for(executor.run({"x": np.array([1.0])}, ["y"]), 2.0)  # not 5 s
+    assert job.future.result()[0].tolist() == [2.0]
+    await executor.close()
+
+
+async def test_the_batching_delay_waits_for_company_while_others_are_in_flight() -> None:
+    runtime = Held()
+    executor = ModelExecutor(
+        runtime, "m/1", 8, Batching(max_rows=8, max_queue_delay_ns=500_000_000), instances=2
+    )
+    long = asyncio.create_task(executor.run({"x": np.array([-1.0])}, ["y"]))  # holds one instance
+    await asyncio.sleep(0.05)
+    first = asyncio.create_task(executor.run({"x": np.array([1.0])}, ["y"]))  # the other instance waits
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(executor.run({"x": np.array([2.0])}, ["y"]))
+    assert [(await j).future.result()[0].tolist() for j in (first, second)] == [[2.0], [4.0]]
+    assert 2 in runtime.rows  # the two ran as one batch
+    runtime.gate.set()
+    await long
+    await executor.close()
