@@ -35,6 +35,8 @@ modelfleet is starting on {url} with the models in {repo}/ (Ctrl-C stops it).
   curl -s {url}/v2/models/minilm-sentiment-text/infer -d '{text}'
   curl -s -X POST {url}/v2/repository/index
   curl -s {url}/v2/models/stats
+  curl -s {url}/metrics
+  .venv/bin/modelfleet top {url}
 
   .venv/bin/python -m modelfleet.demo.banner --text "your sentence" | \\
       curl -s {url}/v2/models/tenant-00001/infer -d @-
@@ -46,6 +48,7 @@ x = httpclient.InferInput("input", [1, 16], "FP32")
 x.set_data_from_numpy(np.arange(16, dtype=np.float32).reshape(1, 16))
 print(client.infer("identity", [x]).as_numpy("output"))
 PY
+  (the same with tritonclient.grpc on the gRPC port, 127.0.0.1:8001 by default)
 
   .venv/bin/modelfleet bench --url {url} --model identity -c 8 -d 10 --encoding binary
 """
