@@ -99,6 +99,25 @@ def test_errors_and_bytes_cross_the_worker_hop_unchanged(fleet: ServerProcess) -
     assert [w["state"] for w in workers(fleet)] == ["ready", "ready"]
 
 
+def metric(server: ServerProcess, line_start: str) -> float:
+    with urllib.request.urlopen(f"http://{server.url}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start))
+
+
+def test_metrics_have_the_workers_histograms(fleet: ServerProcess) -> None:
+    for _ in range(3):
+        assert call(fleet, "/v2/models/identity/infer", IDENTITY)[0] == 200
+    wanted = 'modelfleet_request_duration_seconds_count{model="identity"}'
+    deadline = time.monotonic() + 10
+    while metric(fleet, wanted) < 3 and time.monotonic() < deadline:  # reports come every second
+        time.sleep(0.2)
+    assert metric(fleet, wanted) >= 3
+    assert metric(fleet, 'modelfleet_compute_duration_seconds_count{model="identity"}') >= 3
+    assert metric(fleet, 'modelfleet_batch_size_count{model="identity"}') >= 3
+    assert metric(fleet, 'modelfleet_requests_total{model="identity",status_class="2xx"}') >= 3
+
+
 def test_workers_listen_on_no_tcp_port(fleet: ServerProcess) -> None:
     tcp_inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):

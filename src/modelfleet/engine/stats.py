@@ -156,6 +156,47 @@ class ModelStats:
             for i, n in enumerate(theirs):
                 mine_buckets[i] += n
 
+    def wire(self) -> dict[str, Any]:
+        """Every count, as plain data for another process (a worker reporting to the front)."""
+        doc: dict[str, Any] = {f: getattr(self, f) for f in _SUMMED}
+        doc["last_inference_ms"] = self.last_inference_ms
+        doc["batches"] = [
+            [size, b.count, b.input_ns, b.infer_ns, b.output_ns] for size, b in self.batches.items()
+        ]
+        for field in _HISTOGRAMS:
+            doc[field] = list(getattr(self, field))
+        return doc
+
+    @classmethod
+    def from_wire(cls, doc: dict[str, Any]) -> ModelStats:
+        """The inverse of `wire`; missing or malformed fields count as zero."""
+        stats = cls()
+        for field in _SUMMED:
+            value = doc.get(field)
+            if isinstance(value, int):
+                setattr(stats, field, value)
+        if isinstance(doc.get("last_inference_ms"), int):
+            stats.last_inference_ms = doc["last_inference_ms"]
+        for row in doc.get("batches") or []:
+            if isinstance(row, list) and len(row) == 5 and all(isinstance(v, int) for v in row):
+                batch = stats.batches[row[0]] = _BatchStats()
+                batch.count, batch.input_ns, batch.infer_ns, batch.output_ns = row[1:]
+        for field in _HISTOGRAMS:
+            buckets = doc.get(field)
+            if (
+                isinstance(buckets, list)
+                and len(buckets) == _BUCKETS
+                and all(isinstance(n, int) for n in buckets)
+            ):
+                setattr(stats, field, list(buckets))
+        return stats
+
+    def replace_with(self, other: ModelStats) -> None:
+        """Take another object's counts in place (readers keep a reference to this one)."""
+        for field in ModelStats.__slots__:
+            value = getattr(other, field)
+            setattr(self, field, list(value) if isinstance(value, list) else value)
+
     def as_dict(self, name: str, version: str) -> dict[str, Any]:
         def duration(count: int, ns: int) -> dict[str, int]:
             return {"count": count, "ns": ns}

@@ -23,6 +23,7 @@ from modelfleet.engine.executor import Job, Post
 from modelfleet.engine.lifecycle import ModelManager
 from modelfleet.engine.model import LoadedModel
 from modelfleet.engine.records import UNLOADED, ModelRecord, State, Status
+from modelfleet.engine.stats import ModelStats
 from modelfleet.errors import ModelfleetError, ModelLoadError, NotFound, Unavailable, model_not_found
 from modelfleet.protocol.v2 import InferOutput, InferRequest, InferResponse, TensorSpec
 from modelfleet.repository.config import ModelConfig
@@ -434,6 +435,29 @@ class Fleet:
                     self.router.sync(worker, resident, int(reply.memory.get("used_bytes", 0)))
 
         await asyncio.gather(*(one(w, c) for w, c in list(self._connections.items())))
+        self._fold_counts()
+
+    def _fold_counts(self) -> None:
+        """Each RemoteModel's statistics become the sum of its copies' counts in the workers' last
+        reports, updated in place (the metrics hold the object): /metrics then has the same
+        histograms as in process, at most one report old. A worker that died takes its copies'
+        counts with it; /metrics never shows a counter going down."""
+        totals: dict[tuple[str, str], ModelStats] = {}
+        for report in self._reports.values():
+            for use in report.models:
+                if not use.counts:
+                    continue
+                counts = ModelStats.from_wire(use.counts)
+                total = totals.get((use.name, use.version))
+                if total is None:
+                    totals[(use.name, use.version)] = counts
+                else:
+                    total.absorb(counts)
+        for (name, version), total in totals.items():
+            record = self._records.get(name)
+            remote = record.ready.get(int(version)) if record is not None and version.isdigit() else None
+            if remote is not None:
+                remote.stats.replace_with(total)
 
     def _unresponsive(self, worker: int) -> None:
         """A worker whose event loop does not answer (a model holding the GIL, a deadlock) is

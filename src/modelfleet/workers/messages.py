@@ -112,6 +112,7 @@ class ModelUse(msgspec.Struct, frozen=True):
     in_flight: int
     statistics: dict[str, Any]  # the V2 statistics entry of this copy
     residency: dict[str, Any]
+    counts: dict[str, Any] = {}  # ModelStats.wire(): every count and histogram, for /metrics
 
 
 class StatsReply(msgspec.Struct, tag="stats_reply", frozen=True):

@@ -122,6 +122,7 @@ class Worker:
                 c.in_flight,
                 c.stats.as_dict(c.name, c.version_str),
                 manager.residency_of(c.name),
+                c.stats.wire(),
             )
             for c in manager.loaded()
         ]

@@ -1,5 +1,7 @@
 import bisect
 
+import orjson
+
 from modelfleet.engine.stats import BATCH_BOUNDS, DURATION_BOUNDS_NS, ModelStats
 
 
@@ -89,3 +91,19 @@ def test_buckets_found_from_bit_lengths_match_bisect() -> None:
         stats = ModelStats()
         stats.record_success(1, 1, total_ns=ns, queue_ns=0, input_ns=0, infer_ns=0, output_ns=0)
         assert stats.request_buckets.index(1) == bisect.bisect_left(DURATION_BOUNDS_NS, ns), ns
+
+
+def test_counts_cross_a_process_as_plain_data_and_replace_in_place() -> None:
+    stats = ModelStats()
+    stats.record_success(2, 4, 9_000_000, 1_000_000, 100_000, 5_000_000, 200_000)
+    stats.record_failure(3_000)
+    copy = ModelStats.from_wire(orjson.loads(orjson.dumps(stats.wire())))
+    assert copy.as_dict("m", "1") == stats.as_dict("m", "1")
+    assert copy.request_buckets == stats.request_buckets and copy.batches.keys() == {4}
+    held = ModelStats()
+    held.replace_with(copy)
+    assert held.as_dict("m", "1") == stats.as_dict("m", "1")
+    assert (
+        ModelStats.from_wire({"success_count": "x", "batches": [[1, 2]], "queue_buckets": [1]}).success_count
+        == 0
+    )
