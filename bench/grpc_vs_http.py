@@ -5,7 +5,10 @@ run, alternately:
   HTTP   `modelfleet bench --encoding binary -c 16` (its own client processes, -p);
   gRPC   grpc.aio unary calls at concurrency 16 in 1-2 client processes, each sending one
          pre-serialized ModelInferRequest ([1, 16] FP32 in raw_input_contents).
-Prints requests/s of each and the ratio gRPC / HTTP.
+Prints requests/s of each and the ratio gRPC / HTTP, and the CPU each request cost the server and
+the client: on a small machine the client shares the cores with the server, so the ratio of
+requests/s is also a ratio of client costs (grpc.aio's client is far dearer than the bench's
+hand-written HTTP/1.1 one); server CPU per request is the figure that belongs to the server.
 
     python bench/grpc_vs_http.py --seconds 10 --processes 1
 """
@@ -17,12 +20,14 @@ import asyncio
 import json
 import multiprocessing
 import os
+import resource
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 CONCURRENCY = 16
@@ -123,6 +128,27 @@ def grpc_bench(target: str, seconds: float, processes: int) -> tuple[float, int]
     return sum(ok for ok, _ in results) / seconds, sum(err for _, err in results)
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    """CPU seconds used by this process's finished children (client processes, once waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def per_request_us(server_pid: int, seconds: float, run: Callable[[], float]) -> tuple[float, float, float]:
+    """Run one measurement; its requests/s and the server's and client's CPU microseconds per
+    request (their CPU over the whole run, warm-up included, over the requests it made)."""
+    server0, client0 = cpu_s(server_pid), children_cpu_s()
+    rps = run()
+    requests = rps * (seconds + 2.0)
+    return rps, (cpu_s(server_pid) - server0) / requests * 1e6, (children_cpu_s() - client0) / requests * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -147,12 +173,24 @@ def main() -> None:
             print(
                 f"nproc {os.cpu_count()}, loadavg {load}, -c {CONCURRENCY}, {args.processes} client process(es)"
             )
+            target = f"127.0.0.1:{grpc_port}"
+            errors: list[int] = []  # gRPC calls that failed, per round
+
+            def grpc_run() -> float:
+                rps, errs = grpc_bench(target, args.seconds, args.processes)
+                errors.append(errs)
+                return rps
+
             for i in range(args.rounds):
-                http = http_bench(url, args.seconds, args.processes, workdir)
-                grpc_rps, errors = grpc_bench(f"127.0.0.1:{grpc_port}", args.seconds, args.processes)
+                http, http_server, http_client = per_request_us(
+                    server.pid, args.seconds, lambda: http_bench(url, args.seconds, args.processes, workdir)
+                )
+                grpc_rps, grpc_server, grpc_client = per_request_us(server.pid, args.seconds, grpc_run)
                 print(
                     f"round {i + 1}: HTTP binary {http:,.0f} req/s, gRPC {grpc_rps:,.0f} req/s "
-                    f"({errors} errors) = {grpc_rps / http:.2f}x"
+                    f"({errors[-1]} errors) = {grpc_rps / http:.2f}x; CPU per request: server HTTP "
+                    f"{http_server:.0f} us, gRPC {grpc_server:.0f} us; client HTTP {http_client:.0f} us, "
+                    f"gRPC {grpc_client:.0f} us"
                 )
         finally:
             server.terminate()
