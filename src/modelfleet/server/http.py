@@ -263,6 +263,11 @@ async def _json_body(request: Request) -> dict[str, Any]:
     body = await read_body(request.receive, _headers(request.scope), _CONTROL_BODY_LIMIT)
     if not body.strip():
         return {}
+    return json_object(body)
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A control request's body as a JSON object, else 400 saying what is wrong."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:

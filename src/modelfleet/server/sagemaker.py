@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -37,7 +36,7 @@ from modelfleet.protocol.rest import HEADER_LENGTH, Limits, dumps, encode_respon
 from modelfleet.repository.names import check_model_name, is_model_name
 from modelfleet.server.auth import OPEN, Access, Guard, Principal, presented_key
 from modelfleet.server.dataplane import DataPlane
-from modelfleet.server.http import ClientGone, read_body
+from modelfleet.server.http import ClientGone, json_object, read_body
 from modelfleet.server.logs import begin_request, end_request, set_request_id
 from modelfleet.server.metrics import Metrics
 
@@ -271,13 +270,7 @@ class SageMakerApi:
             body = await read_body(request.receive, dict(request.scope["headers"]), CONTROL_BODY_LIMIT)
         except ClientGone:
             raise BadRequest("the request body did not arrive") from None
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise BadRequest("request body is not valid JSON") from None
-        if not isinstance(doc, dict):
-            raise BadRequest("request body must be a JSON object")
-        return doc
+        return json_object(body)
 
 
 def url_in_prefix(url: str, prefix: str) -> bool:
