@@ -14,9 +14,9 @@ import enum
 import itertools
 import time
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from time import perf_counter_ns
-from typing import cast
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -91,7 +91,6 @@ class Share:
         self.model_errors: dict[int, int] = {}
         self.warmup_errors = 0
         self.connections: set[Connection] = set()
-        self.timeout_ns = int(job.timeout_s * 1e9)
         self.record_from_ns = self.end_ns = 0
 
     def error(self, kind: str, model: int, now: int) -> None:
@@ -108,7 +107,7 @@ class Share:
         self.record_from_ns = start + int(self.job.warmup_s * 1e9)
         self.end_ns = self.record_from_ns + int(self.job.duration_s * 1e9)
         slots = [asyncio.create_task(self._keep_connected()) for _ in range(self.job.connections)]
-        watchdog = asyncio.create_task(self._watch())
+        watchdog = asyncio.create_task(watch_timeouts(self.connections, self.job.timeout_s))
         await asyncio.sleep(max(0, self.record_from_ns - perf_counter_ns()) / 1e9)
         cpu_start = time.process_time()
         await asyncio.sleep(max(0, self.end_ns - perf_counter_ns()) / 1e9)
@@ -141,14 +140,25 @@ class Share:
                 continue
             await conn.closed
 
-    async def _watch(self) -> None:
-        interval = min(WATCH_S, self.job.timeout_s / 4)
-        while True:
-            await asyncio.sleep(interval)
-            now = perf_counter_ns()
-            for conn in list(self.connections):
-                if conn.in_flight and now - conn.sent_ns > self.timeout_ns:
-                    conn.fail(ErrorKind.TIMEOUT)
+
+class Watched(Protocol):
+    """What the timeout watch needs of a connection (closed and open loop alike)."""
+
+    in_flight: bool
+    sent_ns: int
+
+    def fail(self, kind: ErrorKind) -> None: ...
+
+
+async def watch_timeouts(connections: Iterable[Watched], timeout_s: float) -> None:
+    """Fail the request of any connection that has waited past `timeout_s` (runs until cancelled)."""
+    interval, timeout_ns = min(WATCH_S, timeout_s / 4), int(timeout_s * 1e9)
+    while True:
+        await asyncio.sleep(interval)
+        now = perf_counter_ns()
+        for conn in list(connections):
+            if conn.in_flight and now - conn.sent_ns > timeout_ns:
+                conn.fail(ErrorKind.TIMEOUT)
 
 
 class Connection(asyncio.Protocol):

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from time import perf_counter_ns
 from typing import cast
 
-from modelfleet.bench.client import WATCH_S, ErrorKind, PlanItem, Request, build_plan
+from modelfleet.bench.client import WATCH_S, ErrorKind, PlanItem, Request, build_plan, watch_timeouts
 from modelfleet.bench.httpwire import HTTPProtocolError, ResponseParser
 from modelfleet.bench.messages import OpenLoopJob, OpenShareResult, ShareJob
 from modelfleet.bench.schedule import arrival_times, pace
@@ -59,7 +59,6 @@ class OpenShare:
         self.peak_connections = 0
         self.outstanding = 0  # requests sent (or connecting) and not ended yet
         self.all_ended = asyncio.Event()
-        self.timeout_ns = int(job.timeout_s * 1e9)
         self.record_from_ns = 0
         self.warmup_errors = 0
         self._connects: set[asyncio.Task[None]] = set()
@@ -103,7 +102,7 @@ class OpenShare:
         )
         self._cpu_from = time.process_time()
         loop.call_later(self.job.warmup_s, self._start_cpu_clock)
-        watchdog = asyncio.create_task(self._watch())
+        watchdog = asyncio.create_task(watch_timeouts(self.connections, self.job.timeout_s))
         try:
             await pace(times, self.fire)
             await self._drain()
@@ -175,15 +174,6 @@ class OpenShare:
         for conn in list(self.connections):
             if conn.in_flight:
                 conn.fail(ErrorKind.TIMEOUT)
-
-    async def _watch(self) -> None:
-        interval = min(WATCH_S, self.job.timeout_s / 4)
-        while True:
-            await asyncio.sleep(interval)
-            now = perf_counter_ns()
-            for conn in list(self.connections):
-                if conn.in_flight and now - conn.sent_ns > self.timeout_ns:
-                    conn.fail(ErrorKind.TIMEOUT)
 
 
 class PooledConnection(asyncio.Protocol):
