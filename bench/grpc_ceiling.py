@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -44,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grpc_vs_http import CONCURRENCY, free_port, grpc_bench
+from grpc_vs_http import CONCURRENCY, children_cpu_s, cpu_s, free_port, grpc_bench, spread
 
 VARIANTS = (
     "aio-asyncio",
@@ -254,28 +252,7 @@ def _grpclib_process(port: int, concurrency: int, warmup_s: float, seconds: floa
 
 
 def grpclib_bench(port: int, seconds: float, processes: int) -> tuple[float, int]:
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    shares = [CONCURRENCY // processes + (i < CONCURRENCY % processes) for i in range(processes)]
-    procs = [context.Process(target=_grpclib_process, args=(port, n, 2.0, seconds, queue)) for n in shares]
-    for p in procs:
-        p.start()
-    results = [queue.get() for _ in procs]
-    for p in procs:
-        p.join()
-    return sum(ok for ok, _ in results) / seconds, sum(err for _, err in results)
-
-
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, all threads) the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _children_cpu_s() -> float:
-    """CPU seconds used by this process's finished children (the client processes, once joined)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    return spread(_grpclib_process, port, seconds, processes)
 
 
 def main() -> None:
@@ -307,13 +284,13 @@ def main() -> None:
             assert server.stdout is not None
             if server.stdout.readline().strip() != "ready":
                 raise RuntimeError(f"{variant}: server did not start")
-            before, clients_before = _cpu_s(server.pid), _children_cpu_s()
+            before, clients_before = cpu_s(server.pid), children_cpu_s()
             if args.client == "grpcio":
                 rps, errors = grpc_bench(f"127.0.0.1:{port}", args.seconds, args.processes)
             else:
                 rps, errors = grpclib_bench(port, args.seconds, args.processes)
-            cpu = _cpu_s(server.pid) - before  # includes the 2 s warm-up, as the client's does
-            client_cpu = _children_cpu_s() - clients_before
+            cpu = cpu_s(server.pid) - before  # includes the 2 s warm-up, as the client's does
+            client_cpu = children_cpu_s() - clients_before
             calls = rps * (args.seconds + 2.0)
             print(
                 f"{variant:16} {rps:8,.0f} req/s ({errors} errors); CPU per call ~{cpu / calls * 1e6:4.0f} us "

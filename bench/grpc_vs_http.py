@@ -29,6 +29,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 CONCURRENCY = 16
 
@@ -116,10 +117,16 @@ def _grpc_process(target: str, concurrency: int, warmup_s: float, seconds: float
 
 
 def grpc_bench(target: str, seconds: float, processes: int) -> tuple[float, int]:
+    return spread(_grpc_process, target, seconds, processes)
+
+
+def spread(run: Any, target: Any, seconds: float, processes: int) -> tuple[float, int]:
+    """`run(target, connections, warmup_s, seconds, queue)` in `processes` spawned clients sharing
+    CONCURRENCY connections; (answers per second, errors) over all of them."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     shares = [CONCURRENCY // processes + (i < CONCURRENCY % processes) for i in range(processes)]
-    procs = [context.Process(target=_grpc_process, args=(target, n, 2.0, seconds, queue)) for n in shares]
+    procs = [context.Process(target=run, args=(target, n, 2.0, seconds, queue)) for n in shares]
     for p in procs:
         p.start()
     results = [queue.get() for _ in procs]
