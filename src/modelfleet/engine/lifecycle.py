@@ -289,6 +289,25 @@ class ModelManager:
             "evictions": sum(r.counters.evictions for r in records),
         }
 
+    def statistics(self, name: str | None, version: str | None) -> dict[str, Any]:
+        """The statistics extension: each ready version's counts and residency, and the memory
+        totals; 400 / 404 like every other per-model call, without loading anything."""
+        if name is None:
+            models = self.loaded()
+        else:
+            model = self.peek(name, version)
+            if model is None and version is not None:
+                record = self.record(name)
+                assert record is not None
+                raise record.not_ready(version)
+            models = [model] if version is not None and model is not None else self.loaded(name)
+        entries = []
+        for m in models:
+            entry = m.stats.as_dict(m.name, m.version_str)
+            entry["residency"] = self.residency_of(m.name) | {"resident_bytes": m.nbytes, "load_s": m.load_s}
+            entries.append(entry)
+        return {"model_stats": entries, "memory": self.memory()}
+
     def loaded(self, name: str | None = None) -> list[LoadedModel]:
         """Ready model versions, of one model or of all."""
         if name is None:

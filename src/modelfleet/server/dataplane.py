@@ -131,22 +131,7 @@ class DataPlane:
     # -- statistics extension ------------------------------------------------------------------------------
 
     def statistics(self, name: str | None, version: str | None) -> dict[str, Any]:
-        if isinstance(self.manager, Fleet):
-            return self.manager.statistics(name, version)
-        if name is None:
-            models = self.manager.loaded()
-        else:
-            model = self._known_or_raise(name, version)
-            models = [model] if version is not None and model is not None else self.manager.loaded(name)
-        entries = []
-        for m in models:
-            entry = m.stats.as_dict(m.name, m.version_str)
-            entry["residency"] = self.manager.residency_of(m.name) | {
-                "resident_bytes": m.nbytes,
-                "load_s": m.load_s,
-            }
-            entries.append(entry)
-        return {"model_stats": entries, "memory": self.manager.memory()}
+        return self.manager.statistics(name, version)
 
     # -- workers ----------------------------------------------------------------------------------------------------
 
@@ -166,12 +151,3 @@ class DataPlane:
             raise NotFound(f"no worker {worker}; this server runs its models in process (worker 0)")
         else:
             await self.manager.unload(name)
-
-    def _known_or_raise(self, name: str, version: str | None) -> LoadedModel | None:
-        """400 / 404 like every other per-model call, without loading anything."""
-        model = self.manager.peek(name, version)
-        if model is None and version is not None:
-            record = self.manager.record(name)
-            assert record is not None
-            raise record.not_ready(version)
-        return model
