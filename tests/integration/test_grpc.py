@@ -328,7 +328,7 @@ async def test_malformed_message_and_message_over_the_limit(served: Served) -> N
         served.stub,
         "ModelInfer",
         grpc.StatusCode.RESOURCE_EXHAUSTED,
-        "larger than max",
+        "request message larger than the limit of 1048576 bytes",
         **identity_request(big),
     )
 

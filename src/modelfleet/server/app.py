@@ -72,13 +72,13 @@ async def _start_grpc(
     plane: DataPlane, settings: ServerSettings, metrics: Metrics, guard: Guard
 ) -> GrpcFront | None:
     """The gRPC front on grpc_port, in this event loop beside uvicorn; None when grpc_port is 0 or
-    grpcio is not installed (the `grpc` extra), which is logged."""
+    the `grpc` extra (protobuf, hpack) is not installed, which is logged."""
     if settings.grpc_port == 0:
         return None
     try:
         from modelfleet.server.grpc import GrpcFront
     except ImportError:
-        log.warning("no gRPC server: grpcio is not installed (pip install 'modelfleet[grpc]')")
+        log.warning("no gRPC server: protobuf or hpack is not installed (pip install 'modelfleet[grpc]')")
         return None
     front = GrpcFront(plane, settings, metrics, guard)
     await front.start()

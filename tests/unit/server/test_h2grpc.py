@@ -1,0 +1,510 @@
+"""The HTTP/2 layer of the gRPC front, driven frame by frame through a fake transport (no socket):
+handshake, calls, flow control both ways, every protocol error and bound, cancellation, deadlines,
+graceful GOAWAY. Real grpcio clients over sockets are in tests/integration/test_grpc.py."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any
+
+import hpack
+import pytest
+
+from modelfleet.server import h2grpc
+from modelfleet.server.h2grpc import (
+    ACK,
+    CONTINUATION,
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADERS,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY_FLAG,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+    Call,
+    Connection,
+    H2Error,
+    H2Server,
+    Limits,
+    Status,
+    StatusCode,
+    frame,
+    parse_timeout,
+    percent_encode,
+)
+
+PATH = "/test.Service/Echo"
+
+
+class Wire:
+    """A fake transport: keeps what the server writes."""
+
+    def __init__(self, peer: Any = ("127.0.0.1", 5000)) -> None:
+        self.out = bytearray()
+        self.closed = False
+        self.peer = peer
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "write after close"
+        self.out += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    abort = close
+
+    def get_extra_info(self, key: str, default: Any = None) -> Any:
+        return self.peer if key == "peername" else default
+
+
+Frame = tuple[int, int, int, bytes]  # type, flags, stream, payload
+
+
+class Client:
+    """One HTTP/2 client connection to a Connection, frame by frame."""
+
+    def __init__(self, server: H2Server, peer: Any = ("127.0.0.1", 5000), settings: bytes = b"") -> None:
+        self.wire = Wire(peer)
+        self.conn = Connection(server)
+        self.conn.connection_made(self.wire)  # type: ignore[arg-type]
+        self.encoder = hpack.Encoder()
+        self.decoder = hpack.Decoder()
+        self.send(PREFACE + frame(SETTINGS, 0, 0, settings))
+        self.handshake = self.frames()  # the server's SETTINGS and WINDOW_UPDATE, then its ACK
+
+    def send(self, data: bytes) -> None:
+        self.conn.data_received(data)
+
+    def frames(self) -> list[Frame]:
+        out, pos, data = [], 0, bytes(self.wire.out)
+        while pos < len(data):
+            word, flags, stream = struct.unpack_from(">IBI", data, pos)
+            length = word >> 8
+            out.append((word & 0xFF, flags, stream, data[pos + 9 : pos + 9 + length]))
+            pos += 9 + length
+        self.wire.out.clear()
+        return out
+
+    def block(self, headers: list[tuple[str, str]]) -> bytes:
+        return bytes(self.encoder.encode(headers))
+
+    def headers(
+        self, stream: int, path: str = PATH, extra: tuple[tuple[str, str], ...] = (), **kw: str
+    ) -> list[tuple[str, str]]:
+        fields = [
+            (":method", kw.get("method", "POST")),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", "localhost"),
+            ("content-type", kw.get("content_type", "application/grpc")),
+            ("te", "trailers"),
+            *extra,
+        ]
+        return fields
+
+    def call(self, stream: int, message: bytes | None, path: str = PATH, **kw: Any) -> None:
+        """HEADERS, then one DATA frame with the message (gRPC-framed) and END_STREAM."""
+        self.send(frame(HEADERS, END_HEADERS, stream, self.block(self.headers(stream, path, **kw))))
+        if message is not None:
+            self.send(frame(DATA, END_STREAM, stream, grpc_message(message)))
+
+    def decode(self, payload: bytes) -> dict[str, str]:
+        return dict(self.decoder.decode(payload))
+
+
+def grpc_message(message: bytes, compressed: int = 0) -> bytes:
+    return bytes((compressed,)) + struct.pack(">I", len(message)) + message
+
+
+async def echo(message: bytes, call: Call) -> bytes:
+    if message == b"fail":
+        raise Status(StatusCode.NOT_FOUND, "model 'x' not found — 100%", (("retry-after", "2"),))
+    if message == b"boom":
+        raise RuntimeError("secret internals")
+    if message == b"slow":
+        await asyncio.sleep(10)
+    if message == b"who":
+        return f"{call.peer} {dict(call.metadata).get('x-api-key')}".encode()
+    if message.startswith(b"big:"):
+        return b"x" * int(message[4:])
+    return message[::-1]
+
+
+def server(**limits: Any) -> H2Server:
+    return H2Server({PATH: echo}, Limits(**limits))
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def answer(client: Client, stream: int) -> tuple[dict[str, str], bytes, dict[str, str]]:
+    """Headers, message and trailers of one finished call (trailers-only: headers hold all)."""
+    mine = [f for f in client.frames() if f[2] == stream]
+    heads = [client.decode(f[3]) for f in mine if f[0] == HEADERS]
+    body = b"".join(f[3] for f in mine if f[0] == DATA)
+    assert mine[-1][1] & END_STREAM, "the call did not end"
+    message = b""
+    if body:
+        assert body[0] == 0 and struct.unpack(">I", body[1:5])[0] == len(body) - 5
+        message = body[5:]
+    return heads[0], message, heads[-1]
+
+
+async def test_handshake_settings_and_window() -> None:
+    client = Client(server(max_concurrent_streams=7, max_message_bytes=100))
+    assert [f[:3] for f in client.handshake] == [(SETTINGS, 0, 0), (WINDOW_UPDATE, 0, 0), (SETTINGS, ACK, 0)]
+    settings = client.handshake[0][3]
+    values = dict(struct.unpack_from(">HI", settings, i) for i in range(0, len(settings), 6))
+    assert values[h2grpc.MAX_CONCURRENT_STREAMS] == 7
+    assert values[h2grpc.INITIAL_WINDOW_SIZE] == Limits().stream_window_bytes
+    increment = struct.unpack(">I", client.handshake[1][3])[0]
+    assert increment + 65_535 == Limits().connection_window_bytes
+
+
+async def test_a_call_and_its_answer() -> None:
+    client = Client(server())
+    client.call(1, b"hello")
+    await settle()
+    headers, message, trailers = answer(client, 1)
+    assert headers[":status"] == "200" and headers["content-type"] == "application/grpc"
+    assert message == b"olleh"
+    assert trailers == {"grpc-status": "0"}
+
+
+async def test_many_calls_on_one_connection_interleaved() -> None:
+    client = Client(server())
+    for stream in (1, 3, 5):
+        client.send(frame(HEADERS, END_HEADERS, stream, client.block(client.headers(stream))))
+    for stream in (5, 1, 3):
+        client.send(frame(DATA, END_STREAM, stream, grpc_message(f"s{stream}".encode())))
+    await settle()
+    frames = client.frames()
+    for stream in (1, 3, 5):
+        data = b"".join(f[3] for f in frames if f[2] == stream and f[0] == DATA)
+        assert data[5:] == f"s{stream}".encode()[::-1]
+
+
+async def test_message_split_over_frames_and_padding() -> None:
+    client = Client(server())
+    client.send(frame(HEADERS, END_HEADERS, 1, client.block(client.headers(1))))
+    body = grpc_message(b"abcdef")
+    padded = bytes((3,)) + body[:4] + b"\x00\x00\x00"
+    wire = frame(DATA, PADDED, 1, padded) + frame(DATA, END_STREAM, 1, body[4:])
+    for i in range(len(wire)):  # one byte at a time: frames cut anywhere
+        client.send(wire[i : i + 1])
+    await settle()
+    assert answer(client, 1)[1] == b"fedcba"
+
+
+async def test_headers_with_priority_padding_and_continuation() -> None:
+    client = Client(server())
+    block = client.block(client.headers(1))
+    first = bytes((2,)) + b"\x00\x00\x00\x00\x10" + block[:3] + b"\x00\x00"
+    client.send(frame(HEADERS, PADDED | PRIORITY_FLAG, 1, first))
+    client.send(frame(CONTINUATION, 0, 1, block[3:5]))
+    client.send(frame(CONTINUATION, END_HEADERS, 1, block[5:]))
+    client.send(frame(DATA, END_STREAM, 1, grpc_message(b"ab")))
+    await settle()
+    assert answer(client, 1)[1] == b"ba"
+
+
+async def test_errors_are_trailers_only_with_percent_encoded_message() -> None:
+    client = Client(server())
+    client.call(1, b"fail")
+    await settle()
+    frames = client.frames()
+    assert len(frames) == 1 and frames[0][1] == END_HEADERS | END_STREAM
+    fields = client.decode(frames[0][3])
+    assert fields[":status"] == "200" and fields["grpc-status"] == str(StatusCode.NOT_FOUND.value)
+    assert fields["grpc-message"] == "model 'x' not found %E2%80%94 100%25"
+    assert fields["retry-after"] == "2"
+
+
+async def test_an_unexpected_handler_error_is_internal_without_internals(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = Client(server())
+    client.call(1, b"boom")
+    await settle()
+    _, _, trailers = answer(client, 1)
+    assert trailers["grpc-status"] == str(StatusCode.INTERNAL.value)
+    assert trailers["grpc-message"] == "internal server error"
+    assert "secret internals" in caplog.text  # logged for the operator, not sent
+    client.call(3, b"ok")  # and the connection still serves
+    await settle()
+    assert answer(client, 3)[1] == b"ko"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message", "code", "text"),
+    [
+        ({"path": "/test.Service/Nope"}, b"x", StatusCode.UNIMPLEMENTED, "unknown method /test.Service/Nope"),
+        ({}, None, StatusCode.INVALID_ARGUMENT, "exactly one message"),
+    ],
+)
+async def test_unknown_methods_and_missing_messages(
+    kwargs: dict[str, Any], message: bytes | None, code: StatusCode, text: str
+) -> None:
+    client = Client(server())
+    client.call(1, message, **kwargs)
+    if message is None:
+        client.send(frame(DATA, END_STREAM, 1, b""))
+    await settle()
+    _, _, trailers = answer(client, 1)
+    assert trailers["grpc-status"] == str(code.value) and text in trailers["grpc-message"]
+
+
+async def test_two_messages_truncated_messages_and_compressed_ones_are_refused() -> None:
+    client = Client(server())
+    cases = {
+        1: (grpc_message(b"a") + grpc_message(b"b"), StatusCode.INVALID_ARGUMENT),
+        3: (grpc_message(b"abc")[:-1], StatusCode.INVALID_ARGUMENT),
+        5: (b"\x00\x00", StatusCode.INVALID_ARGUMENT),
+        7: (grpc_message(b"abc", compressed=1), StatusCode.UNIMPLEMENTED),
+    }
+    for stream, (body, _) in cases.items():
+        client.send(frame(HEADERS, END_HEADERS, stream, client.block(client.headers(stream))))
+        client.send(frame(DATA, END_STREAM, stream, body))
+    await settle()
+    frames = client.frames()
+    for stream, (_, code) in cases.items():
+        (fields,) = [client.decode(f[3]) for f in frames if f[2] == stream and f[0] == HEADERS]
+        assert fields["grpc-status"] == str(code.value)
+
+
+async def test_not_grpc_gets_a_bare_http_status() -> None:
+    client = Client(server())
+    client.call(1, b"x", method="GET")
+    client.call(3, b"x", content_type="application/json")
+    await settle()
+    frames = client.frames()
+    statuses = {f[2]: client.decode(f[3])[":status"] for f in frames if f[0] == HEADERS}
+    assert statuses == {1: "405", 3: "415"}
+    assert {(f[2], f[3]) for f in frames if f[0] == RST_STREAM} == {(1, b"\0\0\0\0"), (3, b"\0\0\0\0")}
+
+
+async def test_a_message_over_the_limit_is_refused_before_it_is_all_read() -> None:
+    client = Client(server(max_message_bytes=1000))
+    client.send(frame(HEADERS, END_HEADERS, 1, client.block(client.headers(1))))
+    body = grpc_message(b"y" * 5000)
+    client.send(frame(DATA, 0, 1, body[:2000]))
+    frames = client.frames()
+    fields = client.decode(frames[0][3])
+    assert fields["grpc-status"] == str(StatusCode.RESOURCE_EXHAUSTED.value)
+    assert fields["grpc-message"] == "request message larger than the limit of 1000 bytes"
+    assert (frames[1][0], frames[1][2], frames[1][3]) == (RST_STREAM, 1, b"\0\0\0\0")  # stop sending
+    client.send(frame(DATA, END_STREAM, 1, body[2000:]))  # what was on its way is dropped
+    client.call(3, b"ok")
+    await settle()
+    assert answer(client, 3)[1] == b"ko"
+
+
+async def test_received_data_is_credited_back() -> None:
+    limits = Limits(stream_window_bytes=10_000, connection_window_bytes=70_000, max_message_bytes=10**6)
+    client = Client(H2Server({PATH: echo}, limits))
+    client.send(frame(HEADERS, END_HEADERS, 1, client.block(client.headers(1))))
+    body = grpc_message(b"z" * 60_000)
+    for i in range(0, 55_000, 5000):
+        client.send(frame(DATA, 0, 1, body[i : i + 5000]))
+    updates = [(f[2], struct.unpack(">I", f[3])[0]) for f in client.frames() if f[0] == WINDOW_UPDATE]
+    assert sum(n for s, n in updates if s == 1) == 55_000  # each half window, per stream
+    assert updates.count((0, 35_000)) == 1 and sum(n for s, n in updates if s == 0) == 35_000
+    client.send(frame(DATA, END_STREAM, 1, body[55_000:]))
+    await settle()
+    assert len(answer(client, 1)[1]) == 60_000
+
+
+async def test_a_large_answer_waits_for_the_clients_window_and_frame_size() -> None:
+    client = Client(server())  # the client's windows: the default 65,535 bytes
+    client.call(1, b"big:200000")
+    await settle()
+    frames = client.frames()
+    sent = sum(len(f[3]) for f in frames if f[0] == DATA)
+    assert sent == 65_535
+    assert max(len(f[3]) for f in frames if f[0] == DATA) <= 16_384
+    assert not any(f[1] & END_STREAM for f in frames)
+    client.send(frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 200_000)))  # the stream's, not enough alone
+    assert client.frames() == []
+    client.send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 200_000)))
+    frames = client.frames()
+    assert sum(len(f[3]) for f in frames if f[0] == DATA) == 200_005 - 65_535
+    assert frames[-1][0] == HEADERS and frames[-1][1] & END_STREAM
+    assert client.decode(frames[-1][3]) == {"grpc-status": "0"}
+
+
+async def test_settings_raise_the_stream_window_and_frame_size() -> None:
+    settings = struct.pack(">HIHI", h2grpc.INITIAL_WINDOW_SIZE, 1 << 20, h2grpc.MAX_FRAME_SIZE, 1 << 20)
+    client = Client(server(), settings=settings)
+    client.frames()
+    client.send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1 << 20)))
+    client.call(1, b"big:200000")
+    await settle()
+    frames = [f for f in client.frames() if f[2] == 1]
+    assert [f[0] for f in frames] == [HEADERS, DATA, HEADERS]  # one write, no waiting
+
+
+async def test_ping_is_answered_and_bad_frames_close_the_connection() -> None:
+    client = Client(server())
+    client.send(frame(PING, 0, 0, b"12345678"))
+    assert client.frames() == [(PING, ACK, 0, b"12345678")]
+    for bad in (
+        frame(PING, 0, 0, b"short"),
+        frame(DATA, 0, 0, b"x"),
+        frame(HEADERS, END_HEADERS, 2, b""),
+        frame(PUSH_PROMISE, 0, 1, b"\0\0\0\2"),
+        frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0)),
+        frame(SETTINGS, 0, 0, b"12345"),
+        frame(SETTINGS, 0, 1, b""),
+        frame(DATA, 0, 99, b"x"),  # a stream never opened
+        frame(HEADERS, 0, 1, b"") + frame(PING, 0, 0, b"12345678"),  # CONTINUATION expected
+        frame(HEADERS, END_HEADERS, 1, b"\xff\xff\xff\xff"),  # not HPACK
+        frame(HEADERS, END_HEADERS, 1, b"\x00\x01x\x02\xff\xfe"),  # a value that is not UTF-8
+        struct.pack(">IBI", (2**21 << 8) | DATA, 0, 1),  # a frame larger than we allow
+    ):
+        client = Client(server())
+        client.frames()
+        client.send(bad)
+        frames = client.frames()
+        assert frames[-1][0] == GOAWAY and client.wire.closed, bad
+        code = struct.unpack(">I", frames[-1][3][4:8])[0]
+        assert code in {H2Error.PROTOCOL_ERROR, H2Error.FRAME_SIZE_ERROR, H2Error.COMPRESSION_ERROR}
+
+
+async def test_an_empty_header_name_is_no_crash() -> None:
+    client = Client(server())
+    block = client.block(client.headers(1)) + b"\x00\x00\x01v"  # literal, empty name
+    client.send(frame(HEADERS, END_HEADERS, 1, block))
+    client.send(frame(DATA, END_STREAM, 1, grpc_message(b"ab")))
+    await settle()
+    assert answer(client, 1)[1] == b"ba"
+
+
+async def test_a_wrong_preface_closes_and_a_missing_one_times_out() -> None:
+    wire = Wire()
+    conn = Connection(server())
+    conn.connection_made(wire)  # type: ignore[arg-type]
+    conn.data_received(b"GET / HTTP/1.1\r\n")
+    assert wire.closed
+    quiet = Wire()
+    conn = Connection(server(preface_timeout_s=0.01))
+    conn.connection_made(quiet)  # type: ignore[arg-type]
+    conn.data_received(PREFACE[:10])
+    await asyncio.sleep(0.05)
+    assert quiet.closed
+
+
+async def test_a_header_block_too_large_is_refused() -> None:
+    client = Client(server(max_header_list_bytes=1000))
+    client.send(frame(HEADERS, 0, 1, b"\x00" * 600))
+    client.send(frame(CONTINUATION, 0, 1, b"\x00" * 600))
+    assert client.frames()[-1][0] == GOAWAY and client.wire.closed
+
+
+async def test_streams_past_the_limit_are_refused() -> None:
+    client = Client(server(max_concurrent_streams=2))
+    for stream in (1, 3, 5):
+        client.send(frame(HEADERS, END_HEADERS, stream, client.block(client.headers(stream))))
+    assert [(f[0], f[2], f[3]) for f in client.frames()] == [
+        (RST_STREAM, 5, struct.pack(">I", H2Error.REFUSED_STREAM))
+    ]
+
+
+async def test_a_reset_stream_cancels_its_call() -> None:
+    srv = server()
+    client = Client(srv)
+    client.call(1, b"slow")
+    await settle()
+    assert srv.in_flight == 1
+    client.send(frame(RST_STREAM, 0, 1, struct.pack(">I", H2Error.CANCEL)))
+    await settle()
+    assert srv.in_flight == 0 and client.frames() == []
+
+
+async def test_a_lost_connection_cancels_its_calls() -> None:
+    srv = server()
+    client = Client(srv)
+    client.call(1, b"slow")
+    await settle()
+    client.conn.connection_lost(None)
+    await settle()
+    assert srv.in_flight == 0 and client.conn not in srv.connections
+
+
+async def test_grpc_timeout_ends_the_call_with_deadline_exceeded() -> None:
+    client = Client(server())
+    client.call(1, b"slow", extra=(("grpc-timeout", "20m"),))
+    await asyncio.sleep(0.1)
+    _, _, trailers = answer(client, 1)
+    assert trailers["grpc-status"] == str(StatusCode.DEADLINE_EXCEEDED.value)
+
+
+async def test_the_call_knows_its_peer_and_metadata() -> None:
+    client = Client(server(), peer=("::1", 5000, 0, 0))
+    client.call(1, b"who", extra=(("x-api-key", "k1"),))
+    await settle()
+    assert answer(client, 1)[1] == b"::1 k1"
+    client = Client(server(), peer="/tmp/a-unix-socket")
+    client.call(1, b"who")
+    await settle()
+    assert answer(client, 1)[1] == b"None None"
+
+
+async def test_stop_sends_goaway_and_lets_calls_finish() -> None:
+    srv = server()
+    await srv.start("127.0.0.1", 0)  # only to have a listener to close; the calls use the fake wire
+    client = Client(srv)
+    client.call(1, b"slow")
+    await settle()
+    stopping = asyncio.create_task(srv.stop(0.2))
+    await settle()
+    goaway = [f for f in client.frames() if f[0] == GOAWAY]
+    assert struct.unpack(">II", goaway[0][3]) == (1, H2Error.NO_ERROR)
+    client.call(3, b"late")  # refused: opened after GOAWAY
+    assert [(f[0], f[2]) for f in client.frames()] == [(RST_STREAM, 3)]
+    await stopping  # the slow call outlived the grace: its connection is closed
+    assert client.wire.closed
+    client.conn.connection_lost(None)  # what the closed transport reports
+
+
+async def test_stop_returns_once_calls_finish() -> None:
+    srv = server()
+    await srv.start("127.0.0.1", 0)
+    client = Client(srv)
+    client.call(1, b"abc")
+    client.send(frame(HEADERS, END_HEADERS, 3, client.block(client.headers(3))))
+    stopping = asyncio.create_task(srv.stop(5))
+    await settle()
+    assert not stopping.done()
+    client.send(frame(DATA, END_STREAM, 3, grpc_message(b"xy")))  # an open call may still finish
+    await asyncio.wait_for(stopping, 1)
+    frames = client.frames()
+    assert b"".join(f[3] for f in frames if f[0] == DATA and f[2] == 3)[5:] == b"yx"
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("1S", 1.0), ("20m", 0.02), ("3H", 10800.0), ("5M", 300.0), ("7u", 7e-6), ("99999999n", 0.099999999)],
+)
+def test_parse_timeout(value: str, seconds: float) -> None:
+    assert parse_timeout(value) == pytest.approx(seconds)
+
+
+# the last: an Arabic-Indic digit, which str.isdigit accepts
+@pytest.mark.parametrize("value", ["", "S", "1", "123456789S", "1x", "-1S", "1.5S", "\u0661S"])
+def test_malformed_timeouts_are_none(value: str) -> None:
+    assert parse_timeout(value) is None
+
+
+def test_percent_encoding_keeps_printable_ascii() -> None:
+    assert percent_encode("plain text: ok!") == b"plain text: ok!"
+    assert percent_encode("50% é\n") == b"50%25 %C3%A9%0A"
+    assert len(percent_encode("x" * 10_000)) == h2grpc.MAX_STATUS_MESSAGE_BYTES
