@@ -1,16 +1,21 @@
 """Issue 5's gRPC target: gRPC ModelInfer on `identity` reaches at least the HTTP binary throughput.
 
 One `modelfleet serve` (identity, ONNX Runtime, 1 intra-op thread) serves both fronts; in the same
-run, alternately:
-  HTTP   `modelfleet bench --encoding binary -c 16` (its own client processes, -p);
-  gRPC   grpc.aio unary calls at concurrency 16 in 1-2 client processes, each sending one
-         pre-serialized ModelInferRequest ([1, 16] FP32 in raw_input_contents).
+run, alternately, with two kinds of client:
+  h2load (nghttp2's C load generator, `apt-get install nghttp2-client`), the same client for both
+         fronts: 16 connections, one request in flight on each; HTTP/1.1 POSTs of the V2 binary
+         body to /v2/models/identity/infer, and gRPC ModelInfer calls over h2c. Each side's
+         answers are checked against the model's statistics (successes up by at least the
+         answers counted, no failures), since h2load sees only HTTP status 200 for gRPC.
+  python `modelfleet bench --encoding binary -c 16` for HTTP against grpc.aio unary calls at
+         concurrency 16 for gRPC, in 1-2 client processes each.
 Prints requests/s of each and the ratio gRPC / HTTP, and the CPU each request cost the server and
 the client: on a small machine the client shares the cores with the server, so the ratio of
 requests/s is also a ratio of client costs (grpc.aio's client is far dearer than the bench's
-hand-written HTTP/1.1 one); server CPU per request is the figure that belongs to the server.
+hand-written HTTP/1.1 one, which is why h2load, equal for both, is the comparison that counts);
+server CPU per request is the figure that belongs to the server.
 
-    python bench/grpc_vs_http.py --seconds 10 --processes 1
+    python bench/grpc_vs_http.py --seconds 10 --rounds 3
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import asyncio
 import json
 import multiprocessing
 import os
+import re
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -135,6 +142,77 @@ def spread(run: Any, target: Any, seconds: float, processes: int) -> tuple[float
     return sum(ok for ok, _ in results) / seconds, sum(err for _, err in results)
 
 
+def identity_request() -> tuple[bytes, bytes, int]:
+    """The same [1, 16] FP32 tensor as one gRPC message (framed) and as one V2 binary HTTP body
+    (with its JSON header's length)."""
+    import numpy as np
+
+    from modelfleet.protocol.grpc import grpc_service_pb2 as pb
+
+    raw = np.ones((1, 16), np.float32).tobytes()
+    message = pb.ModelInferRequest(
+        model_name="identity",
+        inputs=[pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=[1, 16])],
+        raw_input_contents=[raw],
+    ).SerializeToString()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "FP32",
+                    "shape": [1, 16],
+                    "parameters": {"binary_data_size": 64},
+                }
+            ],
+            "outputs": [{"name": "output", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    return b"\x00" + len(message).to_bytes(4, "big") + message, header + raw, len(header)
+
+
+def successes(url: str) -> tuple[int, int]:
+    """identity's inference successes and failures so far (GET .../stats)."""
+    with urllib.request.urlopen(f"{url}/v2/models/identity/stats", timeout=5) as r:
+        stats = json.load(r)["model_stats"][0]["inference_stats"]
+    return int(stats["success"]["count"]), int(stats["fail"]["count"])
+
+
+def h2load(args: list[str], seconds: float) -> tuple[float, int]:
+    """Run h2load for `seconds` after a 2 s warm-up: (requests/s, requests not answered 2xx)."""
+    out = subprocess.run(
+        ["h2load", "-t", "1", "-c", str(CONCURRENCY), "-m", "1", "-D", str(round(seconds)), "--warm-up-time", "2", *args],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    done = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    rate = re.search(r"finished in [^,]+, ([\d.]+) req/s", out)
+    if done is None or rate is None:
+        raise RuntimeError(f"h2load printed no figures:\n{out}")
+    return float(rate.group(1)), int(done.group(1)) - int(done.group(3))
+
+
+def h2load_pair(url: str, grpc_target: str, seconds: float, workdir: Path) -> tuple[float, float]:
+    """HTTP binary and gRPC requests/s, the same client for both; raises on any failed answer."""
+    grpc_body, http_body, header_length = identity_request()
+    (workdir / "grpc.bin").write_bytes(grpc_body)
+    (workdir / "http.bin").write_bytes(http_body)
+    rates = []
+    for args in (
+        ["--h1", "-d", str(workdir / "http.bin"), "-H", f"inference-header-content-length: {header_length}",
+         "-H", "content-type: application/octet-stream", f"{url}/v2/models/identity/infer"],
+        ["-d", str(workdir / "grpc.bin"), "-H", "content-type: application/grpc", "-H", "te: trailers",
+         f"http://{grpc_target}/inference.GRPCInferenceService/ModelInfer"],
+    ):  # fmt: skip
+        before = successes(url)
+        rps, failed = h2load(args, seconds)
+        after = successes(url)
+        answered = after[0] - before[0]
+        if failed or after[1] != before[1] or answered < rps * seconds:
+            raise RuntimeError(f"h2load: {failed} failed, {after[1] - before[1]} failed inferences")
+        rates.append(rps)
+    return rates[0], rates[1]
+
+
 def cpu_s(pid: int) -> float:
     """CPU seconds (user + system, all threads) process `pid` has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -163,7 +241,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="recorded seconds per measurement")
     parser.add_argument("--rounds", type=int, default=1, help="HTTP, gRPC alternations")
     parser.add_argument("--processes", type=int, default=1, choices=(1, 2), help="client processes per side")
+    parser.add_argument(
+        "--client", choices=("both", "h2load", "python"), default="both", help="which clients to run"
+    )
     args = parser.parse_args()
+    if args.client != "python" and shutil.which("h2load") is None:
+        parser.error("h2load is not installed: apt-get install nghttp2-client (or --client python)")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         repo = make_repo(workdir / "repo")
@@ -189,6 +272,15 @@ def main() -> None:
                 return rps
 
             for i in range(args.rounds):
+                if args.client != "python":
+                    server0 = cpu_s(server.pid)
+                    h1, h2 = h2load_pair(url, target, args.seconds, workdir)
+                    print(
+                        f"round {i + 1}, h2load for both: HTTP binary {h1:,.0f} req/s, gRPC {h2:,.0f} req/s "
+                        f"= {h2 / h1:.2f}x; server CPU for both runs {cpu_s(server.pid) - server0:.1f} s"
+                    )
+                if args.client == "h2load":
+                    continue
                 http, http_server, http_client = per_request_us(
                     server.pid, args.seconds, lambda: http_bench(url, args.seconds, args.processes, workdir)
                 )

@@ -152,6 +152,7 @@ _RESPONSE_HEADERS = _STATUS_200 + _GRPC_CONTENT_TYPE + _literal(b"grpc-accept-en
 _OK_TRAILERS = _literal(b"grpc-status", b"0")
 _UNSAFE_MESSAGE_BYTES = re.compile(rb"[^\x20-\x24\x26-\x7e]")
 MAX_STATUS_MESSAGE_BYTES = 4096
+HEAD_CACHE_SIZE = 64  # distinct header blocks remembered per connection
 
 
 def percent_encode(message: str) -> bytes:
@@ -242,6 +243,8 @@ class Connection(asyncio.Protocol):
         self._peer_initial_window = DEFAULT_WINDOW
         self._peer_max_frame = MIN_FRAME
         self._received = 0  # connection-level bytes not yet credited back
+        self._heads: dict[bytes, tuple[int, _Head]] = {}  # header blocks read, by table version
+        self._table_version = 0
         self._continuation: tuple[int, int, bytearray] | None = None  # stream, flags, block so far
         self._blocked: dict[int, _Stream] = {}  # streams with answer bytes waiting for credit
         self._going_away = False
@@ -407,8 +410,7 @@ class Connection(asyncio.Protocol):
             self._on_header_block(stream_id, first_flags, bytes(block))
 
     def _on_header_block(self, stream_id: int, flags: int, block: bytes) -> None:
-        # decoded always, to keep the dynamic table in step; names and values are str (raw=False)
-        headers = cast(list[tuple[str, str]], self._decoder.decode(block))
+        head = self._head(block)  # always, to keep the dynamic table in step
         known = self._streams.get(stream_id)
         if known is not None:  # trailers from the client: only their END_STREAM matters
             if known.call is not None and not known.half_closed and flags & END_STREAM:
@@ -421,29 +423,29 @@ class Connection(asyncio.Protocol):
             self._write(frame(RST_STREAM, 0, stream_id, _u32.pack(H2Error.REFUSED_STREAM)))
             return
         stream = self._streams[stream_id] = _Stream(stream_id, self._peer_initial_window)
-        method = path = content_type = ""
-        metadata: list[tuple[str, str]] = []
-        for name, value in headers:
-            if name.startswith(":"):
-                if name == ":path":
-                    path = value
-                elif name == ":method":
-                    method = value
-            elif name == "content-type":
-                content_type = value
-            elif name == "grpc-timeout":
-                stream.timeout_s = parse_timeout(value)
-            else:
-                metadata.append((name, value))
-        if method != "POST":
-            self._answer_http(stream, _status_field(405))
+        if head.refusal is not None:
+            self._answer_http(stream, head.refusal)
             return
-        if not content_type.startswith("application/grpc"):
-            self._answer_http(stream, _status_field(415))
-            return
-        stream.call = Call(path, tuple(metadata), self._peer)
+        stream.call, stream.timeout_s = head.call, head.timeout_s
         if flags & END_STREAM:
             self._dispatch(stream)
+
+    def _head(self, block: bytes) -> _Head:
+        """A request's header block, read. Clients send the same block for every call once its
+        fields are in the dynamic table (all indexed, so the table does not change): such a block
+        is read once while the table stays as it was."""
+        cached = self._heads.get(block)
+        if cached is not None and cached[0] == self._table_version:
+            return cached[1]
+        # names and values are str (raw=False); undecodable UTF-8 raises, closing the connection
+        head = _read_head(cast(list[tuple[str, str]], self._decoder.decode(block)), self._peer)
+        if _only_indexed(block):
+            if len(self._heads) >= HEAD_CACHE_SIZE:
+                self._heads.clear()
+            self._heads[block] = (self._table_version, head)
+        else:
+            self._table_version += 1  # the table may have changed: what is cached may mean other fields
+        return head
 
     def _on_window_update(self, stream_id: int, payload: bytes) -> None:
         if len(payload) != 4:
@@ -651,6 +653,56 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    """A request's headers as the server needs them: a bare HTTP status to refuse it with (not
+    gRPC), or its call and deadline."""
+
+    refusal: bytes | None
+    call: Call
+    timeout_s: float | None
+
+
+def _read_head(headers: list[tuple[str, str]], peer: str | None) -> _Head:
+    method = path = content_type = ""
+    timeout_s: float | None = None
+    metadata: list[tuple[str, str]] = []
+    for name, value in headers:
+        if name.startswith(":"):
+            if name == ":path":
+                path = value
+            elif name == ":method":
+                method = value
+        elif name == "content-type":
+            content_type = value
+        elif name == "grpc-timeout":
+            timeout_s = parse_timeout(value)
+        else:
+            metadata.append((name, value))
+    refusal = None
+    if method != "POST":
+        refusal = _status_field(405)
+    elif not content_type.startswith("application/grpc"):
+        refusal = _status_field(415)
+    return _Head(refusal, Call(path, tuple(metadata), peer), timeout_s)
+
+
+def _only_indexed(block: bytes) -> bool:
+    """True when every field of an HPACK block is an indexed one (RFC 7541 6.1): such a block
+    leaves the dynamic table as it was."""
+    pos, end = 0, len(block)
+    while pos < end:
+        byte = block[pos]
+        if not byte & 0x80:
+            return False
+        pos += 1
+        if byte & 0x7F == 0x7F:  # the index goes on in continuation bytes
+            while pos < end and block[pos] & 0x80:
+                pos += 1
+            pos += 1
+    return True
 
 
 def _unpad(payload: bytes) -> bytes:

@@ -458,6 +458,37 @@ async def test_the_call_knows_its_peer_and_metadata() -> None:
     assert answer(client, 1)[1] == b"None None"
 
 
+def _string(text: str) -> bytes:
+    return bytes((len(text),)) + text.encode()  # short, no Huffman
+
+
+async def test_repeated_header_blocks_are_read_again_once_the_table_changes() -> None:
+    """A block of indexed fields only is read once and remembered; a block that adds to the
+    dynamic table shifts its indices, so the same bytes then mean other fields."""
+    client = Client(server())
+    post_http = b"\x83\x86"  # :method POST, :scheme http (static table)
+    first = (
+        post_http
+        + b"\x44" + _string(PATH)  # :path, added to the table
+        + b"\x5f" + _string("application/grpc")  # content-type, added
+        + b"\x40" + _string("x-api-key") + _string("one")  # added: 62 key, 63 type, 64 path
+    )  # fmt: skip
+    again = post_http + b"\xc0\xbf\xbe"  # indexed 64, 63, 62: the same fields
+    changed = post_http + b"\xc0\xbf\x40" + _string("x-api-key") + _string("two")  # now 62 is "two"
+    after = post_http + b"\xc1\xc0\xbe"  # :path is 65 now
+    assert h2grpc._only_indexed(again) and not h2grpc._only_indexed(first)
+    for stream, block in ((1, first), (3, again), (5, again), (7, changed), (9, after), (11, again)):
+        client.send(frame(HEADERS, END_HEADERS, stream, block))
+        client.send(frame(DATA, END_STREAM, stream, grpc_message(b"who")))
+        await settle()
+        _, message, trailers = answer(client, stream)
+        if stream < 11:
+            assert trailers == {"grpc-status": "0"}, (stream, trailers)
+            assert message == (b"127.0.0.1 one" if stream < 7 else b"127.0.0.1 two")
+    # stream 11's bytes now read as content-type twice and no :path: not the call of stream 3
+    assert trailers["grpc-status"] == str(StatusCode.UNIMPLEMENTED.value)
+
+
 async def test_stop_sends_goaway_and_lets_calls_finish() -> None:
     srv = server()
     await srv.start("127.0.0.1", 0)  # only to have a listener to close; the calls use the fake wire
