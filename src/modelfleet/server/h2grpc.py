@@ -432,14 +432,14 @@ class Connection(asyncio.Protocol):
 
     def _head(self, block: bytes) -> _Head:
         """A request's header block, read. Clients send the same block for every call once its
-        fields are in the dynamic table (all indexed, so the table does not change): such a block
-        is read once while the table stays as it was."""
+        fields are in the dynamic table (indexed, or literals kept out of it, so the table does not
+        change): such a block is read once while the table stays as it was."""
         cached = self._heads.get(block)
         if cached is not None and cached[0] == self._table_version:
             return cached[1]
         # names and values are str (raw=False); undecodable UTF-8 raises, closing the connection
         head = _read_head(cast(list[tuple[str, str]], self._decoder.decode(block)), self._peer)
-        if _only_indexed(block):
+        if _table_neutral(block):
             if len(self._heads) >= HEAD_CACHE_SIZE:
                 self._heads.clear()
             self._heads[block] = (self._table_version, head)
@@ -689,20 +689,41 @@ def _read_head(headers: list[tuple[str, str]], peer: str | None) -> _Head:
     return _Head(refusal, Call(path, tuple(metadata), peer), timeout_s)
 
 
-def _only_indexed(block: bytes) -> bool:
-    """True when every field of an HPACK block is an indexed one (RFC 7541 6.1): such a block
-    leaves the dynamic table as it was."""
+def _table_neutral(block: bytes) -> bool:
+    """True when an HPACK block (already decoded without error) leaves the dynamic table as it
+    was: only indexed fields (RFC 7541 6.1) and literals not added to it (6.2.2, 6.2.3)."""
     pos, end = 0, len(block)
     while pos < end:
         byte = block[pos]
-        if not byte & 0x80:
+        if byte & 0x80:  # indexed field
+            pos = _hpack_int_end(block, pos, 7)[1]
+        elif byte & 0xE0 == 0:  # literal without indexing / never indexed
+            index, pos = _hpack_int_end(block, pos, 4)
+            if index == 0:  # a literal name
+                length, pos = _hpack_int_end(block, pos, 7)
+                pos += length
+            length, pos = _hpack_int_end(block, pos, 7)
+            pos += length
+        else:  # added to the table, or a table size update
             return False
-        pos += 1
-        if byte & 0x7F == 0x7F:  # the index goes on in continuation bytes
-            while pos < end and block[pos] & 0x80:
-                pos += 1
-            pos += 1
     return True
+
+
+def _hpack_int_end(block: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
+    """The integer at block[pos] with an N-bit prefix (RFC 7541 5.1), and where it ends."""
+    limit = (1 << prefix_bits) - 1
+    value = block[pos] & limit
+    pos += 1
+    if value == limit:
+        shift = 0
+        while True:
+            byte = block[pos]
+            pos += 1
+            value += (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+    return value, pos
 
 
 def _unpad(payload: bytes) -> bytes:

@@ -458,6 +458,29 @@ async def test_the_call_knows_its_peer_and_metadata() -> None:
     assert answer(client, 1)[1] == b"None None"
 
 
+@pytest.mark.parametrize(
+    ("block", "neutral"),
+    [
+        (b"\x82\x86", True),  # indexed only
+        (b"\x82\x0f\x10\x03abc\x86", True),  # literal without indexing, name from the table
+        (b"\x00\x01k\x01v\x10\x01k\x01w", True),  # literal names, without / never indexed
+        (b"\x00\x7f\x01" + b"k" * 128 + b"\x01v", True),  # a long name
+        (b"\x82\x40\x01k\x01v", False),  # added to the table
+        (b"\x44\x01/", False),  # added, name from the table
+        (b"\x3f\xe1\x1f\x82", False),  # a table size update
+    ],
+)
+def test_which_blocks_leave_the_table_alone(block: bytes, neutral: bool) -> None:
+    hpack.Decoder().decode(block)  # each is a valid block
+    assert h2grpc._table_neutral(block) is neutral
+
+
+def test_long_indices_are_skipped_whole() -> None:
+    assert h2grpc._hpack_int_end(b"\xff\x80\x01\x82", 0, 7) == (255, 3)  # 127 + 0 + (1 << 7)
+    assert h2grpc._table_neutral(b"\xff\x80\x01\x82")
+    assert not h2grpc._table_neutral(b"\xff\x80\x01\x40\x01k\x01v")
+
+
 def _string(text: str) -> bytes:
     return bytes((len(text),)) + text.encode()  # short, no Huffman
 
@@ -476,7 +499,7 @@ async def test_repeated_header_blocks_are_read_again_once_the_table_changes() ->
     again = post_http + b"\xc0\xbf\xbe"  # indexed 64, 63, 62: the same fields
     changed = post_http + b"\xc0\xbf\x40" + _string("x-api-key") + _string("two")  # now 62 is "two"
     after = post_http + b"\xc1\xc0\xbe"  # :path is 65 now
-    assert h2grpc._only_indexed(again) and not h2grpc._only_indexed(first)
+    assert h2grpc._table_neutral(again) and not h2grpc._table_neutral(first)
     for stream, block in ((1, first), (3, again), (5, again), (7, changed), (9, after), (11, again)):
         client.send(frame(HEADERS, END_HEADERS, stream, block))
         client.send(frame(DATA, END_STREAM, stream, grpc_message(b"who")))
