@@ -23,6 +23,7 @@ from modelfleet.server.app import build_app
 from modelfleet.server.dataplane import DataPlane
 from modelfleet.server.grpc import GrpcFront
 from tests.e2e.conftest import free_port
+from tests.models import identity
 
 Tensor = pb.ModelInferRequest.InferInputTensor
 Output = pb.ModelInferRequest.InferRequestedOutputTensor
@@ -414,3 +415,46 @@ async def test_a_taken_port_is_refused_by_name(served: Served, repo: Path) -> No
     with pytest.raises(OSError, match=f"cannot listen for gRPC on 127.0.0.1:{served.port}"):
         await front.start()
     await assert_healthy(served.stub)
+
+
+# -- the HTTP/2 layer under a real grpc-core client ------------------------------------------------------------
+
+
+async def test_large_tensors_both_ways_cross_flow_control(tmp_path: Path) -> None:
+    """800 KB in and out: more than HTTP/2's default 64 KiB windows and 16 KiB frames each way."""
+    identity(tmp_path / "wide" / "1" / "model.onnx", "FP32", ("batch", 1000))
+    x = np.random.default_rng(1).random((200, 1000), dtype=np.float32)
+    async with serving(grpc_settings(tmp_path)) as served:
+        answer = await served.stub("ModelInfer", **identity_request(x, model_name="wide"))
+        out = np.frombuffer(answer.raw_output_contents[0], np.float32).reshape(x.shape)
+        np.testing.assert_array_equal(out, x)
+        await asyncio.gather(
+            *(served.stub("ModelInfer", **identity_request(x, model_name="wide")) for _ in range(4))
+        )
+
+
+async def test_many_concurrent_calls_on_one_connection_get_their_own_answers(served: Served) -> None:
+    rows = [np.full((1, 16), i, np.float32) for i in range(64)]
+    answers = await asyncio.gather(*(served.stub("ModelInfer", **identity_request(r)) for r in rows))
+    for row, answer in zip(rows, answers, strict=True):
+        np.testing.assert_array_equal(np.frombuffer(answer.raw_output_contents[0], np.float32), row.ravel())
+
+
+async def test_calls_cancelled_by_the_client_leave_the_server_healthy(served: Served) -> None:
+    calls = [asyncio.ensure_future(served.stub("ModelInfer", **identity_request())) for _ in range(32)]
+    await asyncio.sleep(0)
+    for call in calls:
+        call.cancel()
+    await asyncio.gather(*calls, return_exceptions=True)
+    await assert_healthy(served.stub)
+
+
+async def test_a_client_deadline_is_honoured(served: Served) -> None:
+    """grpc-core sends `grpc-timeout`; a generous one lets the call through unchanged."""
+    call = served.stub.channel.unary_unary(
+        method_path("ModelInfer"),
+        request_serializer=pb.ModelInferRequest.SerializeToString,
+        response_deserializer=pb.ModelInferResponse.FromString,
+    )
+    answer = await call(pb.ModelInferRequest(**identity_request()), timeout=30)
+    np.testing.assert_array_equal(np.frombuffer(answer.raw_output_contents[0], np.float32), ROW)
