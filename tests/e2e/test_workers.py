@@ -131,6 +131,8 @@ def test_workers_listen_on_no_tcp_port(fleet: ServerProcess) -> None:
 
 
 def test_a_killed_worker_fails_only_its_requests_and_is_back_within_5_s(fleet: ServerProcess) -> None:
+    for model, doc in (("identity", IDENTITY), ("add_sub", ADD_SUB)):  # resident, whatever ran before
+        assert call(fleet, f"/v2/models/{model}/infer", doc)[0] == 200
     victim = holder(fleet, "identity")
     other = holder(fleet, "add_sub")
     statuses: dict[str, Counter[int]] = {"identity": Counter(), "add_sub": Counter()}
@@ -154,8 +156,8 @@ def test_a_killed_worker_fails_only_its_requests_and_is_back_within_5_s(fleet: S
     back = None
     while time.monotonic() - killed_at < 5 and back is None:
         time.sleep(0.1)
-        (now,) = [w for w in workers(fleet) if w["id"] == victim["id"]]
-        if now["state"] == "ready" and now["pid"] != victim["pid"]:
+        now = next((w for w in workers(fleet) if w["id"] == victim["id"]), None)
+        if now is not None and now["state"] == "ready" and now["pid"] != victim["pid"]:
             back = now
     time.sleep(0.5)
     stop.set()
@@ -163,9 +165,11 @@ def test_a_killed_worker_fails_only_its_requests_and_is_back_within_5_s(fleet: S
         t.join()
     assert back is not None and back["restarts"] == 1, "the worker is restarted within 5 s"
     assert statuses["add_sub"] == Counter({200: statuses["add_sub"][200]}), "the other worker is unaffected"
-    assert 1 <= statuses["identity"][503] <= 6  # at most the requests in flight at the kill
-    assert set(statuses["identity"]) <= {200, 503}
-    assert set(errors) == {f"worker {victim['id']} died while running model 'identity'; retry"}
+    # at most the requests in flight at the kill: none when the kill falls between two of them,
+    # which happens (a request spends only part of its time in the worker)
+    assert statuses["identity"][503] <= 6
+    assert set(statuses["identity"]) <= {200, 503} and statuses["identity"][200] > 0
+    assert set(errors) <= {f"worker {victim['id']} died while running model 'identity'; retry"}
     assert holder(fleet, "add_sub")["pid"] == other["pid"]
     assert call(fleet, "/v2/models/identity/infer", IDENTITY)[0] == 200
 
