@@ -83,16 +83,10 @@ def http_bench(url: str, seconds: float, processes: int, workdir: Path) -> float
 
 async def _grpc_load(target: str, concurrency: int, warmup_s: float, seconds: float) -> tuple[int, int]:
     import grpc
-    import numpy as np
 
-    from modelfleet.protocol.grpc import grpc_service_pb2 as pb
     from modelfleet.protocol.grpc import method_path
 
-    body = pb.ModelInferRequest(
-        model_name="identity",
-        inputs=[pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=[1, 16])],
-        raw_input_contents=[np.ones((1, 16), np.float32).tobytes()],
-    ).SerializeToString()
+    body = identity_message()
     counts = [0, 0]  # ok, errors, while recording
     async with grpc.aio.insecure_channel(target) as channel:
         call = channel.unary_unary(method_path("ModelInfer"))  # bytes in, bytes out: no client codec
@@ -142,33 +136,17 @@ def spread(run: Any, target: Any, seconds: float, processes: int) -> tuple[float
     return sum(ok for ok, _ in results) / seconds, sum(err for _, err in results)
 
 
-def identity_request() -> tuple[bytes, bytes, int]:
-    """The same [1, 16] FP32 tensor as one gRPC message (framed) and as one V2 binary HTTP body
-    (with its JSON header's length)."""
+def identity_message() -> bytes:
+    """One ModelInferRequest for `identity`: a [1, 16] FP32 tensor in raw_input_contents."""
     import numpy as np
 
     from modelfleet.protocol.grpc import grpc_service_pb2 as pb
 
-    raw = np.ones((1, 16), np.float32).tobytes()
-    message = pb.ModelInferRequest(
+    return pb.ModelInferRequest(
         model_name="identity",
         inputs=[pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=[1, 16])],
-        raw_input_contents=[raw],
+        raw_input_contents=[np.ones((1, 16), np.float32).tobytes()],
     ).SerializeToString()
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "input",
-                    "datatype": "FP32",
-                    "shape": [1, 16],
-                    "parameters": {"binary_data_size": 64},
-                }
-            ],
-            "outputs": [{"name": "output", "parameters": {"binary_data": True}}],
-        }
-    ).encode()
-    return b"\x00" + len(message).to_bytes(4, "big") + message, header + raw, len(header)
 
 
 def successes(url: str) -> tuple[int, int]:
@@ -196,15 +174,22 @@ def h2load_pair(
 ) -> list[tuple[float, float]]:
     """HTTP binary and gRPC (requests/s, server CPU us per request), the same client for both;
     raises on any failed answer."""
-    grpc_body, http_body, header_length = identity_request()
-    (workdir / "grpc.bin").write_bytes(grpc_body)
-    (workdir / "http.bin").write_bytes(http_body)
+    import numpy as np
+
+    from modelfleet.bench.encode import binary_body
+    from modelfleet.bench.synth import Tensor
+    from modelfleet.protocol.grpc import method_path
+
+    http = binary_body([Tensor("input", "FP32", np.ones((1, 16), np.float32))])  # the same tensor
+    message = identity_message()
+    (workdir / "grpc.bin").write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)  # gRPC framing
+    (workdir / "http.bin").write_bytes(http.content)
+    http_headers = [arg for name, value in http.headers() for arg in ("-H", f"{name}: {value}")]
     rates: list[tuple[float, float]] = []
     for args in (
-        ["--h1", "-d", str(workdir / "http.bin"), "-H", f"inference-header-content-length: {header_length}",
-         "-H", "content-type: application/octet-stream", f"{url}/v2/models/identity/infer"],
+        ["--h1", "-d", str(workdir / "http.bin"), *http_headers, f"{url}/v2/models/identity/infer"],
         ["-d", str(workdir / "grpc.bin"), "-H", "content-type: application/grpc", "-H", "te: trailers",
-         f"http://{grpc_target}/inference.GRPCInferenceService/ModelInfer"],
+         f"http://{grpc_target}{method_path('ModelInfer')}"],
     ):  # fmt: skip
         before, cpu0 = successes(url), cpu_s(server_pid)
         rps, failed = h2load(args, seconds)

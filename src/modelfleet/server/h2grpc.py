@@ -192,7 +192,7 @@ def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
     return _pack_header((len(payload) << 8) | kind, flags, stream_id) + payload
 
 
-class ConnectionError_(Exception):
+class H2ConnectionError(Exception):
     """A connection error: GOAWAY with this code, then close."""
 
     def __init__(self, code: H2Error, reason: str) -> None:
@@ -211,20 +211,18 @@ class _Stream:
         "send_window",
         "task",
         "timeout_s",
-        "trailers",
     )
 
-    def __init__(self, stream_id: int, send_window: int) -> None:
+    def __init__(self, stream_id: int, send_window: int, call: Call, timeout_s: float | None) -> None:
         self.id = stream_id
         self.send_window = send_window
+        self.call = call
+        self.timeout_s = timeout_s
         self.body = bytearray()
         self.half_closed = False  # the client's END_STREAM has come
         self.received = 0  # bytes not yet credited back by a stream WINDOW_UPDATE
-        self.call: Call | None = None
-        self.timeout_s: float | None = None
         self.task: asyncio.Task[None] | None = None
         self.pending = b""  # answer bytes waiting for flow-control credit
-        self.trailers = b""
 
 
 class Connection(asyncio.Protocol):
@@ -288,7 +286,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self._frames(self._buffer + data if self._buffer else data)
-        except ConnectionError_ as exc:
+        except H2ConnectionError as exc:
             self._close(exc.code, str(exc))
         except (hpack.HPACKError, UnicodeDecodeError) as exc:
             self._close(H2Error.COMPRESSION_ERROR, f"bad header block: {exc}")
@@ -306,11 +304,11 @@ class Connection(asyncio.Protocol):
         if not self._preface:
             if len(data) < len(PREFACE):
                 if not PREFACE.startswith(data):
-                    raise ConnectionError_(H2Error.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+                    raise H2ConnectionError(H2Error.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
                 self._buffer = data
                 return
             if data[: len(PREFACE)] != PREFACE:
-                raise ConnectionError_(H2Error.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+                raise H2ConnectionError(H2Error.PROTOCOL_ERROR, "not an HTTP/2 connection preface")
             self._preface = True
             if self._timer is not None:
                 self._timer.cancel()
@@ -323,13 +321,13 @@ class Connection(asyncio.Protocol):
             length, kind = word >> 8, word & 0xFF
             stream_id &= 0x7FFFFFFF
             if length > max_frame:
-                raise ConnectionError_(H2Error.FRAME_SIZE_ERROR, f"frame of {length} bytes")
+                raise H2ConnectionError(H2Error.FRAME_SIZE_ERROR, f"frame of {length} bytes")
             if end - pos - 9 < length:
                 break
             payload = data[pos + 9 : pos + 9 + length]
             pos += 9 + length
             if self._continuation is not None and kind != CONTINUATION:
-                raise ConnectionError_(H2Error.PROTOCOL_ERROR, "expected CONTINUATION")
+                raise H2ConnectionError(H2Error.PROTOCOL_ERROR, "expected CONTINUATION")
             if kind == DATA:
                 self._on_data(stream_id, flags, payload)
             elif kind == HEADERS:
@@ -347,28 +345,28 @@ class Connection(asyncio.Protocol):
             elif kind == GOAWAY:
                 self._going_away = True  # the client opens no more streams; those open finish
             elif kind == PUSH_PROMISE:
-                raise ConnectionError_(H2Error.PROTOCOL_ERROR, "a client may not push")
+                raise H2ConnectionError(H2Error.PROTOCOL_ERROR, "a client may not push")
             # PRIORITY and unknown frame types are ignored (RFC 9113 5.5, 5.3.2)
         self._buffer = data[pos:] if pos < end else b""
 
     def _on_data(self, stream_id: int, flags: int, payload: bytes) -> None:
         if stream_id == 0:
-            raise ConnectionError_(H2Error.PROTOCOL_ERROR, "DATA on stream 0")
+            raise H2ConnectionError(H2Error.PROTOCOL_ERROR, "DATA on stream 0")
         size = len(payload)
         self._received += size
         if self._received >= self._limits.connection_window_bytes // 2:
             self._write(frame(WINDOW_UPDATE, 0, 0, _u32.pack(self._received)))
             self._received = 0
         stream = self._streams.get(stream_id)
-        if stream is None or stream.call is None or stream.half_closed:
+        if stream is None or stream.half_closed:
             if stream_id > self._last_stream:
-                raise ConnectionError_(H2Error.PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
+                raise H2ConnectionError(H2Error.PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
             return  # a stream we have closed or answered already: its data is dropped
         if flags & PADDED:
             payload = _unpad(payload)
         stream.body += payload
         if len(stream.body) > self._limits.max_message_bytes + 5:
-            self._answer_early(
+            self._send_status(
                 stream,
                 Status(
                     StatusCode.RESOURCE_EXHAUSTED,
@@ -386,13 +384,13 @@ class Connection(asyncio.Protocol):
 
     def _on_headers(self, stream_id: int, flags: int, payload: bytes) -> None:
         if stream_id == 0 or stream_id % 2 == 0:
-            raise ConnectionError_(H2Error.PROTOCOL_ERROR, f"HEADERS on stream {stream_id}")
+            raise H2ConnectionError(H2Error.PROTOCOL_ERROR, f"HEADERS on stream {stream_id}")
         if flags & PADDED:
             payload = _unpad(payload)
         if flags & PRIORITY_FLAG:
             payload = payload[5:]
         if len(payload) > self._limits.max_header_list_bytes:
-            raise ConnectionError_(H2Error.ENHANCE_YOUR_CALM, "header block too large")
+            raise H2ConnectionError(H2Error.ENHANCE_YOUR_CALM, "header block too large")
         if not flags & END_HEADERS:
             self._continuation = (stream_id, flags, bytearray(payload))
             return
@@ -400,11 +398,11 @@ class Connection(asyncio.Protocol):
 
     def _on_continuation(self, stream_id: int, flags: int, payload: bytes) -> None:
         if self._continuation is None or self._continuation[0] != stream_id:
-            raise ConnectionError_(H2Error.PROTOCOL_ERROR, "CONTINUATION without HEADERS")
+            raise H2ConnectionError(H2Error.PROTOCOL_ERROR, "CONTINUATION without HEADERS")
         first_flags, block = self._continuation[1], self._continuation[2]
         block += payload
         if len(block) > self._limits.max_header_list_bytes:
-            raise ConnectionError_(H2Error.ENHANCE_YOUR_CALM, "header block too large")
+            raise H2ConnectionError(H2Error.ENHANCE_YOUR_CALM, "header block too large")
         if flags & END_HEADERS:
             self._continuation = None
             self._on_header_block(stream_id, first_flags, bytes(block))
@@ -413,7 +411,7 @@ class Connection(asyncio.Protocol):
         head = self._head(block)  # always, to keep the dynamic table in step
         known = self._streams.get(stream_id)
         if known is not None:  # trailers from the client: only their END_STREAM matters
-            if known.call is not None and not known.half_closed and flags & END_STREAM:
+            if not known.half_closed and flags & END_STREAM:
                 self._dispatch(known)
             return
         if stream_id <= self._last_stream:
@@ -422,11 +420,11 @@ class Connection(asyncio.Protocol):
         if self._going_away or len(self._streams) >= self._limits.max_concurrent_streams:
             self._write(frame(RST_STREAM, 0, stream_id, _u32.pack(H2Error.REFUSED_STREAM)))
             return
-        stream = self._streams[stream_id] = _Stream(stream_id, self._peer_initial_window)
         if head.refusal is not None:
-            self._answer_http(stream, head.refusal)
+            self._answer_http(stream_id, head.refusal)
             return
-        stream.call, stream.timeout_s = head.call, head.timeout_s
+        stream = _Stream(stream_id, self._peer_initial_window, head.call, head.timeout_s)
+        self._streams[stream_id] = stream
         if flags & END_STREAM:
             self._dispatch(stream)
 
@@ -449,14 +447,14 @@ class Connection(asyncio.Protocol):
 
     def _on_window_update(self, stream_id: int, payload: bytes) -> None:
         if len(payload) != 4:
-            raise ConnectionError_(H2Error.FRAME_SIZE_ERROR, "WINDOW_UPDATE of a wrong size")
+            raise H2ConnectionError(H2Error.FRAME_SIZE_ERROR, "WINDOW_UPDATE of a wrong size")
         increment = _u32.unpack(payload)[0] & 0x7FFFFFFF
         if stream_id == 0:
             if increment == 0:
-                raise ConnectionError_(H2Error.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
+                raise H2ConnectionError(H2Error.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
             self._send_window += increment
             if self._send_window > MAX_WINDOW:
-                raise ConnectionError_(H2Error.FLOW_CONTROL_ERROR, "connection window past 2^31-1")
+                raise H2ConnectionError(H2Error.FLOW_CONTROL_ERROR, "connection window past 2^31-1")
             for blocked in list(self._blocked.values()):
                 self._flush(blocked)
             return
@@ -468,22 +466,22 @@ class Connection(asyncio.Protocol):
 
     def _on_settings(self, stream_id: int, flags: int, payload: bytes) -> None:
         if stream_id != 0:
-            raise ConnectionError_(H2Error.PROTOCOL_ERROR, "SETTINGS on a stream")
+            raise H2ConnectionError(H2Error.PROTOCOL_ERROR, "SETTINGS on a stream")
         if flags & ACK:
             return
         if len(payload) % 6:
-            raise ConnectionError_(H2Error.FRAME_SIZE_ERROR, "SETTINGS of a wrong size")
+            raise H2ConnectionError(H2Error.FRAME_SIZE_ERROR, "SETTINGS of a wrong size")
         for offset in range(0, len(payload), 6):
             key, value = struct.unpack_from(">HI", payload, offset)
             if key == INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW:
-                    raise ConnectionError_(H2Error.FLOW_CONTROL_ERROR, "initial window past 2^31-1")
+                    raise H2ConnectionError(H2Error.FLOW_CONTROL_ERROR, "initial window past 2^31-1")
                 delta, self._peer_initial_window = value - self._peer_initial_window, value
                 for stream in self._streams.values():
                     stream.send_window += delta
             elif key == MAX_FRAME_SIZE:
                 if not MIN_FRAME <= value <= MAX_FRAME:
-                    raise ConnectionError_(H2Error.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value}")
+                    raise H2ConnectionError(H2Error.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value}")
                 self._peer_max_frame = value
         self._write(frame(SETTINGS, ACK, 0))
         for stream in list(self._blocked.values()):
@@ -491,7 +489,7 @@ class Connection(asyncio.Protocol):
 
     def _on_ping(self, stream_id: int, flags: int, payload: bytes) -> None:
         if stream_id != 0 or len(payload) != 8:
-            raise ConnectionError_(H2Error.PROTOCOL_ERROR, "malformed PING")
+            raise H2ConnectionError(H2Error.PROTOCOL_ERROR, "malformed PING")
         if not flags & ACK:
             self._write(frame(PING, ACK, 0, payload))
 
@@ -508,21 +506,20 @@ class Connection(asyncio.Protocol):
     def _dispatch(self, stream: _Stream) -> None:
         """The request is complete: check its one message and start the handler."""
         call = stream.call
-        assert call is not None
         body = stream.body
         stream.body = bytearray()
         stream.half_closed = True
         handler = self._server.handlers.get(call.path)
         if handler is None:
-            self._answer_early(stream, Status(StatusCode.UNIMPLEMENTED, f"unknown method {call.path}"))
+            self._send_status(stream, Status(StatusCode.UNIMPLEMENTED, f"unknown method {call.path}"))
             return
         if len(body) < 5 or _u32.unpack_from(body, 1)[0] != len(body) - 5:
-            self._answer_early(
+            self._send_status(
                 stream, Status(StatusCode.INVALID_ARGUMENT, "a unary call takes exactly one message")
             )
             return
         if body[0] != 0:
-            self._answer_early(
+            self._send_status(
                 stream, Status(StatusCode.UNIMPLEMENTED, "compressed messages are not supported")
             )
             return
@@ -530,7 +527,6 @@ class Connection(asyncio.Protocol):
 
     async def _run(self, stream: _Stream, handler: Handler, message: bytes) -> None:
         call = stream.call
-        assert call is not None
         self._server.in_flight += 1
         try:
             if stream.timeout_s is None:
@@ -557,17 +553,20 @@ class Connection(asyncio.Protocol):
         return self._transport is not None and self._streams.get(stream.id) is stream
 
     def _send_status(self, stream: _Stream, status: Status) -> None:
-        """A failed call: one trailers-only HEADERS frame."""
-        if self._live(stream):
-            block = _RESPONSE_HEADERS + status_block(status)
-            self._write(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, block))
-            self._closed(stream)
+        """A failed call: one trailers-only HEADERS frame, whether or not a handler ran; a client
+        still sending is told to stop."""
+        if not self._live(stream):
+            return
+        block = _RESPONSE_HEADERS + status_block(status)
+        self._write(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, block))
+        if not stream.half_closed:
+            self._write(frame(RST_STREAM, 0, stream.id, _u32.pack(H2Error.NO_ERROR)))
+        self._closed(stream)
 
     def _send_answer(self, stream: _Stream, answer: bytes) -> None:
         """Headers, the answer's message (as flow control allows), then OK trailers."""
         if not self._live(stream):
             return
-        trailers = _OK_TRAILERS
         message = b"\x00" + _u32.pack(len(answer)) + answer
         size = len(message)
         if size <= self._send_window and size <= stream.send_window and size <= self._peer_max_frame:
@@ -575,12 +574,12 @@ class Connection(asyncio.Protocol):
             self._write(
                 frame(HEADERS, END_HEADERS, stream.id, _RESPONSE_HEADERS)
                 + frame(DATA, 0, stream.id, message)
-                + frame(HEADERS, END_HEADERS | END_STREAM, stream.id, trailers)
+                + frame(HEADERS, END_HEADERS | END_STREAM, stream.id, _OK_TRAILERS)
             )
             self._closed(stream)
             return
         self._write(frame(HEADERS, END_HEADERS, stream.id, _RESPONSE_HEADERS))
-        stream.pending, stream.trailers = message, trailers
+        stream.pending = message
         self._blocked[stream.id] = stream
         self._flush(stream)
 
@@ -596,27 +595,18 @@ class Connection(asyncio.Protocol):
             self._send_window -= size
             stream.send_window -= size
         if not stream.pending:
-            chunks.append(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, stream.trailers))
+            chunks.append(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, _OK_TRAILERS))
             del self._blocked[stream.id]
             self._closed(stream)
         if chunks:
             self._write(b"".join(chunks))
 
-    def _answer_early(self, stream: _Stream, status: Status) -> None:
-        """Answer before or instead of running a handler; a client still sending is told to stop."""
-        still_sending = not stream.half_closed
+    def _answer_http(self, stream_id: int, status_field: bytes) -> None:
+        """A request that is not gRPC at all gets a bare HTTP status (its stream is never opened)."""
         self._write(
-            frame(HEADERS, END_HEADERS | END_STREAM, stream.id, _RESPONSE_HEADERS + status_block(status))
+            frame(HEADERS, END_HEADERS | END_STREAM, stream_id, status_field)
+            + frame(RST_STREAM, 0, stream_id, _u32.pack(H2Error.NO_ERROR))
         )
-        if still_sending:
-            self._write(frame(RST_STREAM, 0, stream.id, _u32.pack(H2Error.NO_ERROR)))
-        self._closed(stream)
-
-    def _answer_http(self, stream: _Stream, status_field: bytes) -> None:
-        """A request that is not gRPC at all gets a bare HTTP status."""
-        self._write(frame(HEADERS, END_HEADERS | END_STREAM, stream.id, status_field))
-        self._write(frame(RST_STREAM, 0, stream.id, _u32.pack(H2Error.NO_ERROR)))
-        self._closed(stream)
 
     def _closed(self, stream: _Stream) -> None:
         self._streams.pop(stream.id, None)
@@ -728,7 +718,7 @@ def _hpack_int_end(block: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
 
 def _unpad(payload: bytes) -> bytes:
     if not payload or payload[0] >= len(payload):
-        raise ConnectionError_(H2Error.PROTOCOL_ERROR, "padding longer than the frame")
+        raise H2ConnectionError(H2Error.PROTOCOL_ERROR, "padding longer than the frame")
     return payload[1 : len(payload) - payload[0]]
 
 

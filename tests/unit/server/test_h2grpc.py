@@ -96,9 +96,9 @@ class Client:
         return bytes(self.encoder.encode(headers))
 
     def headers(
-        self, stream: int, path: str = PATH, extra: tuple[tuple[str, str], ...] = (), **kw: str
+        self, path: str = PATH, extra: tuple[tuple[str, str], ...] = (), **kw: str
     ) -> list[tuple[str, str]]:
-        fields = [
+        return [
             (":method", kw.get("method", "POST")),
             (":scheme", "http"),
             (":path", path),
@@ -107,11 +107,14 @@ class Client:
             ("te", "trailers"),
             *extra,
         ]
-        return fields
+
+    def open(self, stream: int, path: str = PATH, **kw: Any) -> None:
+        """A call's HEADERS, no END_STREAM: its message is still to come."""
+        self.send(frame(HEADERS, END_HEADERS, stream, self.block(self.headers(path, **kw))))
 
     def call(self, stream: int, message: bytes | None, path: str = PATH, **kw: Any) -> None:
         """HEADERS, then one DATA frame with the message (gRPC-framed) and END_STREAM."""
-        self.send(frame(HEADERS, END_HEADERS, stream, self.block(self.headers(stream, path, **kw))))
+        self.open(stream, path, **kw)
         if message is not None:
             self.send(frame(DATA, END_STREAM, stream, grpc_message(message)))
 
@@ -183,7 +186,7 @@ async def test_a_call_and_its_answer() -> None:
 async def test_many_calls_on_one_connection_interleaved() -> None:
     client = Client(server())
     for stream in (1, 3, 5):
-        client.send(frame(HEADERS, END_HEADERS, stream, client.block(client.headers(stream))))
+        client.open(stream)
     for stream in (5, 1, 3):
         client.send(frame(DATA, END_STREAM, stream, grpc_message(f"s{stream}".encode())))
     await settle()
@@ -195,7 +198,7 @@ async def test_many_calls_on_one_connection_interleaved() -> None:
 
 async def test_message_split_over_frames_and_padding() -> None:
     client = Client(server())
-    client.send(frame(HEADERS, END_HEADERS, 1, client.block(client.headers(1))))
+    client.open(1)
     body = grpc_message(b"abcdef")
     padded = bytes((3,)) + body[:4] + b"\x00\x00\x00"
     wire = frame(DATA, PADDED, 1, padded) + frame(DATA, END_STREAM, 1, body[4:])
@@ -207,7 +210,7 @@ async def test_message_split_over_frames_and_padding() -> None:
 
 async def test_headers_with_priority_padding_and_continuation() -> None:
     client = Client(server())
-    block = client.block(client.headers(1))
+    block = client.block(client.headers())
     first = bytes((2,)) + b"\x00\x00\x00\x00\x10" + block[:3] + b"\x00\x00"
     client.send(frame(HEADERS, PADDED | PRIORITY_FLAG, 1, first))
     client.send(frame(CONTINUATION, 0, 1, block[3:5]))
@@ -272,7 +275,7 @@ async def test_two_messages_truncated_messages_and_compressed_ones_are_refused()
         7: (grpc_message(b"abc", compressed=1), StatusCode.UNIMPLEMENTED),
     }
     for stream, (body, _) in cases.items():
-        client.send(frame(HEADERS, END_HEADERS, stream, client.block(client.headers(stream))))
+        client.open(stream)
         client.send(frame(DATA, END_STREAM, stream, body))
     await settle()
     frames = client.frames()
@@ -294,7 +297,7 @@ async def test_not_grpc_gets_a_bare_http_status() -> None:
 
 async def test_a_message_over_the_limit_is_refused_before_it_is_all_read() -> None:
     client = Client(server(max_message_bytes=1000))
-    client.send(frame(HEADERS, END_HEADERS, 1, client.block(client.headers(1))))
+    client.open(1)
     body = grpc_message(b"y" * 5000)
     client.send(frame(DATA, 0, 1, body[:2000]))
     frames = client.frames()
@@ -311,7 +314,7 @@ async def test_a_message_over_the_limit_is_refused_before_it_is_all_read() -> No
 async def test_received_data_is_credited_back() -> None:
     limits = Limits(stream_window_bytes=10_000, connection_window_bytes=70_000, max_message_bytes=10**6)
     client = Client(H2Server({PATH: echo}, limits))
-    client.send(frame(HEADERS, END_HEADERS, 1, client.block(client.headers(1))))
+    client.open(1)
     body = grpc_message(b"z" * 60_000)
     for i in range(0, 55_000, 5000):
         client.send(frame(DATA, 0, 1, body[i : i + 5000]))
@@ -381,7 +384,7 @@ async def test_ping_is_answered_and_bad_frames_close_the_connection() -> None:
 
 async def test_an_empty_header_name_is_no_crash() -> None:
     client = Client(server())
-    block = client.block(client.headers(1)) + b"\x00\x00\x01v"  # literal, empty name
+    block = client.block(client.headers()) + b"\x00\x00\x01v"  # literal, empty name
     client.send(frame(HEADERS, END_HEADERS, 1, block))
     client.send(frame(DATA, END_STREAM, 1, grpc_message(b"ab")))
     await settle()
@@ -412,7 +415,7 @@ async def test_a_header_block_too_large_is_refused() -> None:
 async def test_streams_past_the_limit_are_refused() -> None:
     client = Client(server(max_concurrent_streams=2))
     for stream in (1, 3, 5):
-        client.send(frame(HEADERS, END_HEADERS, stream, client.block(client.headers(stream))))
+        client.open(stream)
     assert [(f[0], f[2], f[3]) for f in client.frames()] == [
         (RST_STREAM, 5, struct.pack(">I", H2Error.REFUSED_STREAM))
     ]
@@ -534,7 +537,7 @@ async def test_stop_returns_once_calls_finish() -> None:
     await srv.start("127.0.0.1", 0)
     client = Client(srv)
     client.call(1, b"abc")
-    client.send(frame(HEADERS, END_HEADERS, 3, client.block(client.headers(3))))
+    client.open(3)
     stopping = asyncio.create_task(srv.stop(5))
     await settle()
     assert not stopping.done()
