@@ -41,6 +41,12 @@ def serve(
         float | None,
         typer.Option(help="429 when a model's queued work would take longer than this (default: 1)."),
     ] = None,
+    inline_max_us: Annotated[
+        float | None,
+        typer.Option(
+            help="Run cheap models on the event loop up to N µs a loop turn (0: never; default: 50)."
+        ),
+    ] = None,
     log_format: Annotated[
         str | None, typer.Option(help="text (for people) | json (one object a line) (default: text).")
     ] = None,
@@ -93,6 +99,7 @@ def serve(
         "workers": workers,
         "log_level": log_level,
         "max_queue_wait_s": max_queue_wait_s,
+        "inline_max_us": inline_max_us,
         "log_format": log_format,
         "metrics_top_k": metrics_top_k,
         "python_models": python_models,

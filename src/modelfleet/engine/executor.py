@@ -17,6 +17,17 @@ first job started, so slow models still answer job by job.
 With `instances` > 1, that many threads share the queue (and the runtime, which must allow
 concurrent calls: ONNX Runtime sessions do).
 
+Inline execution (`inline_ns` > 0, one instance, no batching delay): when the thread is idle, the
+jobs that arrive in one loop turn run on the event-loop thread at the end of that turn (batched as
+above) as long as a run of the model takes at most `inline_ns` on average and the turn's rows, at
+the measured time per row, cost at most that too. The thread hop (a queue put that wakes the
+thread, a wake-up of the loop to settle the futures) costs tens of microseconds; a model cheaper
+than that answers faster and with less CPU without it, and the loop is never held much longer than
+the bound. A costlier model stays on its thread, where its run overlaps the loop's reading and
+writing. A job that would pass the bound sends the turn's jobs to the thread with it; a model that
+gets slower (longer inputs) goes back to its thread as soon as its averages pass the bound. A model
+runs on its thread until its first execution has been measured.
+
 Admission is bounded twice: by count (`max_queue_size` requests) and by time. The executor keeps a
 moving average of the execution time per row; a request that finds more work waiting than
 `max_queue_wait_ns` of it (rows in the system x time per row / instances) is refused at once with
@@ -158,6 +169,7 @@ class ModelExecutor:
         clock: Callable[[], int] = time.perf_counter_ns,
         instances: int = 1,
         max_queue_wait_ns: int = 0,
+        inline_ns: int = 0,
     ) -> None:
         self._runtime = runtime
         self._label = label
@@ -171,8 +183,19 @@ class ModelExecutor:
         self._max_wait_ns = max_queue_wait_ns  # 0: no time bound
         self._free_rows = instances  # always admitted: an idle model never refuses
         self.ns_per_row = 0.0  # moving average of execution time per row (written by executor threads)
+        self._ns_per_run = 0.0  # moving average of one execution's time, its fixed cost included
         self._waiting: set[Job] = set()  # the same jobs, for shedding by priority
         self._closed = False
+        # Inline runs: only with one thread and no batching delay to wait for company.
+        delayed = batching is not None and batching.max_queue_delay_ns > 0
+        self._inline_ns = inline_ns if instances == 1 and not delayed else 0
+        self._inline: list[Job] = []  # jobs for this loop turn's inline run (event-loop thread only)
+        self._inline_rows = 0  # their rows
+        self._inline_run: asyncio.Handle | None = None  # the run scheduled at the end of the turn
+        # Jobs handed to the thread (written by the loop) and jobs it is done with (written by the
+        # thread): equal when the thread is idle and the runtime free for an inline run.
+        self._sent = 0
+        self._returned = 0
         self._threads = [
             threading.Thread(target=self._run, name=f"model:{label}#{i}", daemon=True)
             for i in range(instances)
@@ -222,7 +245,15 @@ class ModelExecutor:
         self._pending += 1
         self._pending_rows += rows
         self._waiting.add(job)
-        self._queue.put(job)
+        if self._fits_inline(rows):
+            if not self._inline:
+                self._inline_run = loop.call_soon(self._run_inline)
+            self._inline.append(job)
+            self._inline_rows += rows
+        else:
+            self._to_thread()
+            self._sent += 1
+            self._queue.put(job)
         try:
             await job.future
         finally:
@@ -232,6 +263,46 @@ class ModelExecutor:
             if job.timer is not None:
                 job.timer.cancel()
         return job
+
+    def _fits_inline(self, rows: int) -> bool:
+        """Whether a new job joins this loop turn's inline run: the model is cheap by measure, the
+        turn's rows stay within the time bound, and the thread is idle (never both on one runtime
+        at once; the thread's count may lag, which only sends a job to the thread)."""
+        if not 0 < self._ns_per_run <= self._inline_ns:
+            return False  # the fixed cost of a call alone passes the bound (or nothing measured yet)
+        if (self._inline_rows + rows) * self.ns_per_row > self._inline_ns:
+            return False
+        return bool(self._inline) or self._sent == self._returned
+
+    def _to_thread(self) -> None:
+        """Hand this turn's inline jobs to the thread (a job too many for the bound arrived): one
+        place runs the runtime at a time, and the thread batches them with the newcomer."""
+        if not self._inline:
+            return
+        if self._inline_run is not None:
+            self._inline_run.cancel()
+        jobs, self._inline, self._inline_rows, self._inline_run = self._inline, [], 0, None
+        self._sent += len(jobs)
+        for job in jobs:
+            self._queue.put(job)
+
+    def _run_inline(self) -> None:
+        """Run this loop turn's jobs here, as the thread would (priority, fairness, batches)."""
+        jobs, self._inline, self._inline_rows, self._inline_run = self._inline, [], 0, None
+        live = [j for j in jobs if not j.future.done()]
+        done: list[Outcome] = []
+        try:
+            while live:
+                groups, live = self._next(live)
+                for group in groups:
+                    started = self._clock()
+                    done.extend(self._execute(group))
+                    self._observe(self._clock() - started, sum(j.rows for j in group))
+        except BaseException as exc:  # a bug here must not leave requests waiting forever
+            settled = {id(job) for job, _, _ in done}
+            failure = InferenceFailed(f"model '{self._label}' failed: {type(exc).__name__}")
+            done += [(job, None, failure) for job in jobs if id(job) not in settled]
+        _settle_all(done)
 
     def _shed_lower_than(self, level: int) -> bool:
         """Refuse the lowest-priority queued job below `level` (not yet started); False if none."""
@@ -249,6 +320,9 @@ class ModelExecutor:
     async def close(self) -> None:
         """Refuse new jobs, let queued ones finish, then stop the threads."""
         self._closed = True
+        if self._inline_run is not None:
+            self._inline_run.cancel()
+            self._run_inline()
         for _ in self._threads:
             self._queue.put(None)
         for thread in self._threads:
@@ -263,8 +337,10 @@ class ModelExecutor:
             if not stopping:
                 fresh, stopping = self._take(block=not backlog)
                 backlog += fresh
+            held = len(backlog)
             live = [j for j in backlog if not j.future.done()]
             if not live:
+                self._returned += held
                 if stopping:
                     return
                 backlog = []
@@ -277,7 +353,11 @@ class ModelExecutor:
                     started = self._clock()
                     done.extend(self._execute(group))
                     self._observe(self._clock() - started, sum(j.rows for j in group))
-                    if done and done[-1][0].finished_ns - done[0][0].started_ns >= FLUSH_NS:
+                    # the last group's answers go back below, once the thread counts itself idle
+                    if (
+                        group is not groups[-1]
+                        and done[-1][0].finished_ns - done[0][0].started_ns >= FLUSH_NS
+                    ):
                         if not self._hand_back(done):
                             return
                         done = []
@@ -286,6 +366,7 @@ class ModelExecutor:
                 failure = InferenceFailed(f"model '{self._label}' failed: {type(exc).__name__}")
                 done += [(job, None, failure) for group in groups for job in group if id(job) not in settled]
                 backlog = [j for j in backlog if all(j is not g for group in groups for g in group)]
+            self._returned += held - len(backlog)
             if not self._hand_back(done):
                 return
 
@@ -396,12 +477,15 @@ class ModelExecutor:
         return job, result, error
 
     def _observe(self, elapsed_ns: int, rows: int) -> None:
-        """Fold one execution into the time-per-row average (a float store: safe across threads)."""
+        """Fold one execution into the averages of time per row and per run (float stores: safe
+        across threads)."""
         if rows > 0:
             per_row = elapsed_ns / rows
             self.ns_per_row = (
                 per_row if not self.ns_per_row else self.ns_per_row + _EWMA * (per_row - self.ns_per_row)
             )
+            run = self._ns_per_run
+            self._ns_per_run = elapsed_ns if not run else run + _EWMA * (elapsed_ns - run)
 
     @staticmethod
     def _hand_back(done: list[Outcome]) -> bool:

@@ -532,6 +532,7 @@ class ModelManager:
             _batching(built.config, built.gpu),
             instances=built.config.instances,
             max_queue_wait_ns=int(settings.max_queue_wait_s * 1e9),
+            inline_ns=int(settings.inline_max_us * 1e3),
         )
         return LoadedModel(
             source.name, number, built.config, built.runtime, executor, None, nbytes, built.load_s,

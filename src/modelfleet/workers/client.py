@@ -1,14 +1,17 @@
 """The front's end of one worker's socket: many concurrent requests multiplexed by id.
 
-A reader task matches answers to waiting futures. When the worker's end closes (it died, it was
-killed), every request still waiting fails at once with a 503 naming the worker and the model,
-and `lost` resolves so that the supervisor can restart the worker.
+Answers are matched to waiting futures as they are read. When the worker's end closes (it died, it
+was killed), every request still waiting fails at once with a 503 naming the worker and the model,
+and `lost` resolves so that the supervisor can restart the worker. A request given `within_s` that
+has no answer by then fails with a 503 too: one sweep per connection and second checks the
+deadlines (a timer per request would cost the front more than the rest of the hop's bookkeeping).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 from collections.abc import Sequence
 
@@ -25,6 +28,8 @@ from modelfleet.errors import (
 from modelfleet.workers import messages as m
 
 log = logging.getLogger(__name__)
+
+SWEEP_S = 1.0  # how often waiting requests' deadlines are checked (their precision)
 
 _ERRORS: dict[int, type[ModelfleetError]] = {
     400: BadRequest,
@@ -50,10 +55,14 @@ def error_of(failed: m.Failed) -> ModelfleetError:
 class Connection:
     def __init__(self, worker_id: int) -> None:
         self.worker_id = worker_id
-        self._pending: dict[int, tuple[asyncio.Future[tuple[m.Message, memoryview]], str]] = {}
+        self._pending: dict[
+            int, tuple[asyncio.Future[tuple[m.Message, memoryview]], str, float, float | None]
+        ] = {}
         self._next = 0
+        self._loop = asyncio.get_running_loop()
+        self._sweep: asyncio.TimerHandle | None = None
         self.failed = 0  # requests that were waiting when the connection was lost
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.lost: asyncio.Future[None] = self._loop.create_future()
         self.protocol = m.FrameProtocol(self._answer, self._fail_all)
 
     @classmethod
@@ -71,14 +80,25 @@ class Connection:
         return self._next
 
     async def request(
-        self, header: m.Message, buffers: Sequence[memoryview | bytes] = (), model: str = ""
+        self,
+        header: m.Message,
+        buffers: Sequence[memoryview | bytes] = (),
+        model: str = "",
+        within_s: float | None = None,
     ) -> tuple[m.Message, memoryview]:
-        """Send one message (its `id` from next_id()) and wait for the answer to it."""
+        """Send one message (its `id` from next_id()) and wait for the answer to it, at most
+        `within_s` (then 503: the worker is taken as hung for this request)."""
         ident: int = getattr(header, "id", 0)
-        future: asyncio.Future[tuple[m.Message, memoryview]] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        future: asyncio.Future[tuple[m.Message, memoryview]] = loop.create_future()
         if not self.alive or not self.protocol.send(header, buffers):
             raise self._died(model)
-        self._pending[ident] = (future, model)
+        deadline = math.inf
+        if within_s is not None:
+            deadline = loop.time() + within_s
+            if self._sweep is None:
+                self._sweep = loop.call_later(SWEEP_S, self._expire)
+        self._pending[ident] = (future, model, deadline, within_s)
         try:
             return await future
         finally:
@@ -89,6 +109,22 @@ class Connection:
         if entry is not None and not entry[0].done():
             entry[0].set_result((message, buffers))
 
+    def _expire(self) -> None:
+        """Fail the requests past their deadline; sweep again while any has one."""
+        self._sweep = None
+        now = self._loop.time()
+        timed = False
+        for future, model, deadline, within_s in list(self._pending.values()):
+            if deadline <= now and not future.done():
+                what = f" for model '{model}'" if model else ""
+                future.set_exception(
+                    Unavailable(f"worker {self.worker_id} did not answer{what} within {within_s:g} s; retry")
+                )
+            elif deadline != math.inf:
+                timed = True
+        if timed and self.alive:
+            self._sweep = self._loop.call_later(SWEEP_S, self._expire)
+
     def _died(self, model: str) -> Unavailable:
         what = f" while running model '{model}'" if model else ""
         return Unavailable(f"worker {self.worker_id} died{what}; retry")
@@ -98,7 +134,10 @@ class Connection:
             log.error("worker %d sent a bad frame (%s); dropping its connection", self.worker_id, exc)
         pending, self._pending = self._pending, {}
         self.failed += len(pending)
-        for future, model in pending.values():
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        for future, model, _, _ in pending.values():
             if not future.done():
                 future.set_exception(self._died(model))
         if not self.lost.done():

@@ -101,12 +101,7 @@ class RemoteModel(LoadedModel):
             )
             self.in_flight += 1
             try:
-                async with asyncio.timeout(fleet.answer_within_s):
-                    reply, raw = await connection.request(message, buffers, name)
-            except TimeoutError:
-                raise Unavailable(
-                    f"worker {worker} did not answer for model '{name}' within {fleet.answer_within_s:g} s; retry"
-                ) from None
+                reply, raw = await connection.request(message, buffers, name, fleet.answer_within_s)
             finally:
                 self.in_flight -= 1
         finally:

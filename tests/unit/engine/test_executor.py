@@ -340,3 +340,153 @@ async def test_the_batching_delay_waits_for_company_while_others_are_in_flight()
     runtime.gate.set()
     await long
     await executor.close()
+
+
+class Timed:
+    """A runtime whose call takes `ms_per_row` per row (sleeping, as a native runtime releases the
+    GIL) and records (rows, thread) of every call."""
+
+    inputs = Doubler.inputs
+    outputs = Doubler.outputs
+
+    def __init__(self, ms_per_row: float = 0.0, ms_per_call: float = 0.0) -> None:
+        self.ms_per_row = ms_per_row
+        self.ms_per_call = ms_per_call
+        self.gate = threading.Event()
+        self.gate.set()
+        self.calls: list[tuple[int, str]] = []
+
+    def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
+        self.gate.wait(5)
+        x = inputs["x"]
+        if self.ms_per_row or self.ms_per_call:
+            threading.Event().wait((self.ms_per_call + self.ms_per_row * len(x)) / 1e3)
+        self.calls.append((len(x), threading.current_thread().name))
+        if x.size == 0:
+            raise BadRequest("empty")
+        return [x * 2]
+
+    def unload(self) -> None:
+        pass
+
+
+LOOP = threading.current_thread().name  # pytest-asyncio runs the loop on the main thread
+THREAD = "model:m/1#0"
+
+
+def one(value: float) -> dict[str, np.ndarray]:
+    return {"x": np.array([value])}
+
+
+async def test_a_cheap_model_runs_on_the_event_loop_once_measured() -> None:
+    runtime = Timed()
+    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=50_000_000)
+    first = await executor.run(one(1.0), ["y"])
+    second = await executor.run(one(2.0), ["y"])
+    assert [first.future.result()[0].tolist(), second.future.result()[0].tolist()] == [[2.0], [4.0]]
+    assert [thread for _, thread in runtime.calls] == [
+        THREAD,
+        LOOP,
+    ]  # the first run is measured on the thread
+    assert second.enqueued_ns <= second.started_ns <= second.finished_ns
+    assert executor.pending == 0
+    await executor.close()
+
+
+async def test_inline_is_off_by_default_and_with_several_instances_or_a_batching_delay() -> None:
+    for kwargs in (
+        {},
+        {"inline_ns": 50_000_000, "instances": 2},
+        {"inline_ns": 50_000_000, "batching": Batching(max_rows=8, max_queue_delay_ns=1_000_000)},
+    ):
+        runtime = Timed()
+        executor = ModelExecutor(runtime, "m/1", 8, **kwargs)  # type: ignore[arg-type]
+        for i in range(3):
+            await executor.run(one(float(i)), ["y"])
+        assert all(thread != LOOP for _, thread in runtime.calls), kwargs
+        await executor.close()
+
+
+async def test_a_model_slower_than_the_bound_stays_on_its_thread() -> None:
+    runtime = Timed(ms_per_row=3)
+    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=1_000_000)
+    for i in range(4):
+        await executor.run(one(float(i)), ["y"])
+    assert [thread for _, thread in runtime.calls] == [THREAD] * 4
+
+
+async def test_a_model_whose_call_alone_passes_the_bound_stays_on_its_thread() -> None:
+    runtime = Timed(ms_per_call=4)
+    executor = ModelExecutor(runtime, "m/1", 8, Batching(max_rows=64), inline_ns=1_000_000)
+    await executor.run({"x": np.zeros(32)}, ["y"], rows=32)  # 4 ms for 32 rows: an eighth of a ms a row
+    for i in range(3):
+        await executor.run(one(float(i)), ["y"])  # a row "costs" well under 1 ms, a call does not
+    assert [thread for _, thread in runtime.calls] == [THREAD] * 4
+    await executor.close()
+
+
+async def test_the_jobs_of_one_loop_turn_run_inline_as_one_batch() -> None:
+    runtime = Timed()
+    executor = ModelExecutor(runtime, "m/1", 8, Batching(max_rows=8), inline_ns=50_000_000)
+    await executor.run(one(0.0), ["y"])
+    jobs = await asyncio.gather(*(executor.run(one(float(i)), ["y"]) for i in range(4)))
+    assert [j.future.result()[0].tolist() for j in jobs] == [[0.0], [2.0], [4.0], [6.0]]
+    assert runtime.calls[1:] == [(4, LOOP)]
+    assert all(j.batch_rows == 4 for j in jobs)
+    await executor.close()
+
+
+async def test_a_turn_that_would_pass_the_bound_goes_to_the_thread_whole() -> None:
+    runtime = Timed(ms_per_row=5)  # a run of 1 row fits a 12 ms bound, 3 rows do not
+    executor = ModelExecutor(runtime, "m/1", 8, Batching(max_rows=8), inline_ns=12_000_000)
+    await executor.run(one(0.0), ["y"])
+    jobs = await asyncio.gather(*(executor.run(one(float(i)), ["y"]) for i in range(3)))
+    assert [j.future.result()[0].tolist() for j in jobs] == [[0.0], [2.0], [4.0]]
+    later = runtime.calls[1:]
+    assert sum(rows for rows, _ in later) == 3 and {thread for _, thread in later} == {THREAD}
+    single = await executor.run(one(5.0), ["y"])  # alone it fits again
+    assert single.future.result()[0].tolist() == [10.0]
+    assert runtime.calls[-1] == (1, LOOP), (runtime.calls, executor.ns_per_row, executor._ns_per_run)
+    await executor.close()
+
+
+async def test_nothing_runs_inline_while_the_thread_is_busy() -> None:
+    runtime = Timed(ms_per_row=5)
+    executor = ModelExecutor(runtime, "m/1", 8, Batching(max_rows=8), inline_ns=12_000_000)
+    await executor.run(one(0.0), ["y"])
+    runtime.gate.clear()
+    held = [asyncio.create_task(executor.run(one(float(i)), ["y"])) for i in range(3)]  # past the bound
+    await asyncio.sleep(0.02)  # ... so on the thread, which waits on the gate
+    lone = asyncio.create_task(executor.run(one(5.0), ["y"]))  # cheap enough, but the thread is busy
+    await asyncio.sleep(0.02)
+    runtime.gate.set()
+    await asyncio.gather(*held)
+    assert (await lone).future.result()[0].tolist() == [10.0]
+    assert {thread for _, thread in runtime.calls} == {THREAD}
+    await executor.close()
+
+
+async def test_jobs_of_one_inline_turn_fail_alone() -> None:
+    runtime = Timed()
+    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=50_000_000)
+    await executor.run(one(0.0), ["y"])
+    bad, good = await asyncio.gather(
+        executor.run({"x": np.array([])}, ["y"]), executor.run(one(4.0), ["y"]), return_exceptions=True
+    )
+    assert isinstance(bad, BadRequest)
+    assert good.future.result()[0].tolist() == [8.0]  # type: ignore[union-attr]
+    assert [thread for _, thread in runtime.calls[1:]] == [LOOP, LOOP]
+    assert executor.pending == 0
+    await executor.close()
+
+
+async def test_close_runs_the_turn_it_finds_scheduled() -> None:
+    runtime = Timed()
+    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=50_000_000)
+    await executor.run(one(0.0), ["y"])
+    task = asyncio.create_task(executor.run(one(3.0), ["y"]))
+    await asyncio.sleep(0)  # the job is in; its inline run is scheduled, not run
+    assert len(runtime.calls) == 1
+    await executor.close()
+    assert len(runtime.calls) == 2
+    assert (await task).future.result()[0].tolist() == [6.0]

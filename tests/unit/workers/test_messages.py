@@ -56,6 +56,15 @@ def test_a_non_contiguous_array_is_sent_in_logical_order() -> None:
     assert m.arrays(message.outputs, raw)[0].tolist() == array.tolist()
 
 
+def test_a_foreign_byte_order_array_is_sent_in_native_order() -> None:
+    array = np.arange(6, dtype=">f4").reshape(2, 3)  # big-endian, from a file or a Python model
+    tensors, buffers = m.describe([("x", "FP32", array)])
+    message, raw = _round_trip(m.Result(1, "m", "1", tensors), buffers)
+    assert isinstance(message, m.Result)
+    got = m.arrays(message.outputs, raw)[0]
+    assert got.dtype == np.float32 and got.tolist() == array.tolist()
+
+
 @pytest.mark.parametrize(
     "message",
     [
