@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from modelfleet.errors import (
     BadRequest,
@@ -63,6 +63,10 @@ class Connection:
         self._sweep: asyncio.TimerHandle | None = None
         self.failed = 0  # requests that were waiting when the connection was lost
         self.lost: asyncio.Future[None] = self._loop.create_future()
+        # Called at the moment the loss is read, before any waiting request resumes: the router
+        # must forget the worker before a request can be routed to it again (a done-callback on
+        # `lost` would leave a loop turn in which new requests still pick the dead worker).
+        self.on_lost: Callable[[], None] | None = None
         self.protocol = m.FrameProtocol(self._answer, self._fail_all)
 
     @classmethod
@@ -142,6 +146,8 @@ class Connection:
                 future.set_exception(self._died(model))
         if not self.lost.done():
             self.lost.set_result(None)
+            if self.on_lost is not None:
+                self.on_lost()
 
     def close(self) -> None:
         transport = self.protocol.transport

@@ -182,7 +182,9 @@ class Fleet:
         self.router.worker_up(spec.id, spec.budget_bytes)
         slot.state = WorkerState.READY
         log.info("worker %d ready: pid %d on %s", spec.id, process.pid, spec.device)
-        connection.lost.add_done_callback(lambda _: self._lost(slot, connection))
+        connection.on_lost = lambda: self._lost(slot, connection)
+        if not connection.alive:  # lost while it said hello
+            self._lost(slot, connection)
 
     def _lost(self, slot: Slot, connection: Connection) -> None:
         if self._connections.get(slot.spec.id) is connection:

@@ -53,6 +53,8 @@ async def test_a_request_past_its_deadline_gets_503_and_the_others_still_get_ans
 async def test_a_lost_worker_fails_every_waiting_request_at_once() -> None:
     front, worker = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     connection = await Connection.open(2, front)
+    told: list[int] = []
+    connection.on_lost = lambda: told.append(connection.failed)
     waiting = [
         asyncio.create_task(connection.request(infer(connection.next_id()), model="m", within_s=s))
         for s in (None, 30.0)
@@ -62,6 +64,7 @@ async def test_a_lost_worker_fails_every_waiting_request_at_once() -> None:
     for task in waiting:
         with pytest.raises(Unavailable, match=r"^worker 2 died while running model 'm'; retry$"):
             await asyncio.wait_for(task, 2.0)  # at once, not after the 30 s deadline
+        assert told == [2]  # the fleet heard of the loss before any request resumed (once)
     assert connection.failed == 2 and not connection.alive
     with pytest.raises(Unavailable, match="worker 2 died"):
         await connection.request(infer(connection.next_id()), model="m")
