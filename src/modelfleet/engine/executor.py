@@ -17,15 +17,17 @@ first job started, so slow models still answer job by job.
 With `instances` > 1, that many threads share the queue (and the runtime, which must allow
 concurrent calls: ONNX Runtime sessions do).
 
-Inline execution (`inline_ns` > 0, one instance, no batching delay): when the thread is idle, the
-jobs that arrive in one loop turn run on the event-loop thread at the end of that turn (batched as
+Inline execution (`inline_ns` > 0; a runtime that sets `may_run_inline`, as ONNX Runtime sessions
+do and user Python never does; one instance; no batching delay): when the thread is idle, the jobs
+that arrive in one loop turn run on the event-loop thread at the end of that turn (batched as
 above) as long as a run of the model takes at most `inline_ns` on average and the turn's rows, at
 the measured time per row, cost at most that too. The thread hop (a queue put that wakes the
 thread, a wake-up of the loop to settle the futures) costs tens of microseconds; a model cheaper
 than that answers faster and with less CPU without it, and the loop is never held much longer than
 the bound. A costlier model stays on its thread, where its run overlaps the loop's reading and
-writing. A job that would pass the bound sends the turn's jobs to the thread with it; a model that
-gets slower (longer inputs) goes back to its thread as soon as its averages pass the bound. A model
+writing. A job that would pass the bound sends the turn's jobs to the thread with it; a job with
+larger rows than the last ones measured (a longer sequence) runs on the thread, which measures it;
+a model that gets slower goes back to its thread as soon as its averages pass the bound. A model
 runs on its thread until its first execution has been measured.
 
 Admission is bounded twice: by count (`max_queue_size` requests) and by time. The executor keeps a
@@ -54,6 +56,7 @@ from modelfleet.runtimes.base import Runtime
 
 FLUSH_NS = 50_000  # hand results back at least this often (ns) while draining a busy queue
 DEFAULT_PRIORITY = 1 << 16  # V2 priority 0 ("default"); 1 is the highest, larger numbers lower
+_INLINE_SIZE_SLACK = 1.5  # rows up to this much larger than the last measured ones may run inline
 _EWMA = 0.2  # weight of the newest execution in the time-per-row average
 
 Arrays = list[np.ndarray]
@@ -95,6 +98,7 @@ class Job:
 
     __slots__ = (
         "batch_rows",
+        "cells",
         "enqueued_ns",
         "finished_ns",
         "future",
@@ -126,6 +130,7 @@ class Job:
         self.inputs = inputs
         self.outputs = outputs
         self.rows = rows
+        self.cells = sum(a.size for a in inputs.values())  # input elements, for the inline guard
         self.post = post
         self.enqueued_ns = enqueued_ns
         self.priority = priority
@@ -184,11 +189,13 @@ class ModelExecutor:
         self._free_rows = instances  # always admitted: an idle model never refuses
         self.ns_per_row = 0.0  # moving average of execution time per row (written by executor threads)
         self._ns_per_run = 0.0  # moving average of one execution's time, its fixed cost included
+        self._cells_per_row = 0.0  # input elements per row of the last execution measured
         self._waiting: set[Job] = set()  # the same jobs, for shedding by priority
         self._closed = False
         # Inline runs: only with one thread and no batching delay to wait for company.
         delayed = batching is not None and batching.max_queue_delay_ns > 0
-        self._inline_ns = inline_ns if instances == 1 and not delayed else 0
+        allowed = getattr(runtime, "may_run_inline", False) and instances == 1 and not delayed
+        self._inline_ns = inline_ns if allowed else 0
         self._inline: list[Job] = []  # jobs for this loop turn's inline run (event-loop thread only)
         self._inline_rows = 0  # their rows
         self._inline_run: asyncio.Handle | None = None  # the run scheduled at the end of the turn
@@ -245,11 +252,11 @@ class ModelExecutor:
         self._pending += 1
         self._pending_rows += rows
         self._waiting.add(job)
-        if self._fits_inline(rows):
+        if self._inline_ns and self._fits_inline(job):
             if not self._inline:
                 self._inline_run = loop.call_soon(self._run_inline)
             self._inline.append(job)
-            self._inline_rows += rows
+            self._inline_rows += job.rows
         else:
             self._to_thread()
             self._sent += 1
@@ -264,13 +271,16 @@ class ModelExecutor:
                 job.timer.cancel()
         return job
 
-    def _fits_inline(self, rows: int) -> bool:
+    def _fits_inline(self, job: Job) -> bool:
         """Whether a new job joins this loop turn's inline run: the model is cheap by measure, the
+        job's rows are no larger than the ones measured (a longer sequence costs more per row), the
         turn's rows stay within the time bound, and the thread is idle (never both on one runtime
         at once; the thread's count may lag, which only sends a job to the thread)."""
         if not 0 < self._ns_per_run <= self._inline_ns:
             return False  # the fixed cost of a call alone passes the bound (or nothing measured yet)
-        if (self._inline_rows + rows) * self.ns_per_row > self._inline_ns:
+        if job.cells > job.rows * self._cells_per_row * _INLINE_SIZE_SLACK:
+            return False  # larger rows than measured: the thread runs (and measures) them
+        if (self._inline_rows + job.rows) * self.ns_per_row > self._inline_ns:
             return False
         return bool(self._inline) or self._sent == self._returned
 
@@ -297,7 +307,7 @@ class ModelExecutor:
                 for group in groups:
                     started = self._clock()
                     done.extend(self._execute(group))
-                    self._observe(self._clock() - started, sum(j.rows for j in group))
+                    self._observe(self._clock() - started, group)
         except BaseException as exc:  # a bug here must not leave requests waiting forever
             settled = {id(job) for job, _, _ in done}
             failure = InferenceFailed(f"model '{self._label}' failed: {type(exc).__name__}")
@@ -352,7 +362,7 @@ class ModelExecutor:
                 for group in groups:
                     started = self._clock()
                     done.extend(self._execute(group))
-                    self._observe(self._clock() - started, sum(j.rows for j in group))
+                    self._observe(self._clock() - started, group)
                     # the last group's answers go back below, once the thread counts itself idle
                     if (
                         group is not groups[-1]
@@ -476,10 +486,12 @@ class ModelExecutor:
         job.finished_ns = self._clock()
         return job, result, error
 
-    def _observe(self, elapsed_ns: int, rows: int) -> None:
+    def _observe(self, elapsed_ns: int, group: list[Job]) -> None:
         """Fold one execution into the averages of time per row and per run (float stores: safe
         across threads)."""
+        rows = sum(j.rows for j in group)
         if rows > 0:
+            self._cells_per_row = sum(j.cells for j in group) / rows
             per_row = elapsed_ns / rows
             self.ns_per_row = (
                 per_row if not self.ns_per_row else self.ns_per_row + _EWMA * (per_row - self.ns_per_row)

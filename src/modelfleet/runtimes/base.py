@@ -34,7 +34,11 @@ class LoadSpec:
 
 
 class Runtime(Protocol):
-    """A loaded model version. `infer` is blocking and is never called on the event loop."""
+    """A loaded model version. `infer` is blocking and runs on the model's executor thread. A
+    runtime may set `may_run_inline = True` when a call does no I/O, waits on nothing and takes a
+    time set by its inputs: the executor then runs calls measured as cheaper than the thread hop
+    on the event loop (engine/executor.py, "Inline execution"). User code (python models) never does.
+    """
 
     inputs: list[TensorSpec]  # as the model declares them, -1 for dynamic dimensions
     outputs: list[TensorSpec]

@@ -58,6 +58,10 @@ CPU = "CPUExecutionProvider"
 
 
 class OnnxModel:
+    # A session's run does no I/O and takes no lock of ours; its time follows its inputs, which the
+    # executor measures: a model cheaper than the thread hop may run on the event loop.
+    may_run_inline = True
+
     def __init__(
         self, session: ort.InferenceSession, name: str, shared: list[ort.OrtValue] | None = None
     ) -> None:

@@ -348,6 +348,7 @@ class Timed:
 
     inputs = Doubler.inputs
     outputs = Doubler.outputs
+    may_run_inline = True
 
     def __init__(self, ms_per_row: float = 0.0, ms_per_call: float = 0.0) -> None:
         self.ms_per_row = ms_per_row
@@ -405,6 +406,27 @@ async def test_inline_is_off_by_default_and_with_several_instances_or_a_batching
             await executor.run(one(float(i)), ["y"])
         assert all(thread != LOOP for _, thread in runtime.calls), kwargs
         await executor.close()
+
+
+async def test_only_a_runtime_that_allows_it_runs_inline() -> None:
+    runtime = Doubler()  # no may_run_inline: user code that may block or wait
+    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=50_000_000)
+    for i in range(3):
+        await executor.run(one(float(i)), ["y"])
+    assert runtime.threads == {THREAD}
+    await executor.close()
+
+
+async def test_rows_larger_than_the_measured_ones_run_on_the_thread_first() -> None:
+    runtime = Timed()
+    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=50_000_000)
+    await executor.run(one(0.0), ["y"])  # measured: one element a row
+    wide = {"x": np.ones((1, 64))}  # a longer sequence: its cost per row is unknown
+    for _ in range(2):
+        assert (await executor.run(wide, ["y"])).future.result()[0].sum() == 128
+    await executor.run(one(1.0), ["y"])  # smaller than measured: fine
+    assert [thread for _, thread in runtime.calls] == [THREAD, THREAD, LOOP, LOOP]
+    await executor.close()
 
 
 async def test_a_model_slower_than_the_bound_stays_on_its_thread() -> None:
