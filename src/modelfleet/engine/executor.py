@@ -198,6 +198,7 @@ class ModelExecutor:
         self._inline_ns = inline_ns if allowed else 0
         self._inline: list[Job] = []  # jobs for this loop turn's inline run (event-loop thread only)
         self._inline_rows = 0  # their rows
+        self._inline_keys: set[tuple[object, ...]] = set()  # their batch keys (batched, 2+ jobs)
         self._inline_run: asyncio.Handle | None = None  # the run scheduled at the end of the turn
         # Jobs handed to the thread (written by the loop) and jobs it is done with (written by the
         # thread): equal when the thread is idle and the runtime free for an inline run.
@@ -274,15 +275,28 @@ class ModelExecutor:
     def _fits_inline(self, job: Job) -> bool:
         """Whether a new job joins this loop turn's inline run: the model is cheap by measure, the
         job's rows are no larger than the ones measured (a longer sequence costs more per row), the
-        turn's rows stay within the time bound, and the thread is idle (never both on one runtime
-        at once; the thread's count may lag, which only sends a job to the thread)."""
+        turn stays within the time bound (its rows, and the fixed cost of each run it needs: one
+        per job unbatched, one per batch key batched), and the thread is idle (never both on one
+        runtime at once; the thread's count may lag, which only sends a job to the thread)."""
         if not 0 < self._ns_per_run <= self._inline_ns:
             return False  # the fixed cost of a call alone passes the bound (or nothing measured yet)
         if job.cells > job.rows * self._cells_per_row * _INLINE_SIZE_SLACK:
             return False  # larger rows than measured: the thread runs (and measures) them
         if (self._inline_rows + job.rows) * self.ns_per_row > self._inline_ns:
             return False
-        return bool(self._inline) or self._sent == self._returned
+        if not self._inline:
+            return self._sent == self._returned
+        if self._batching is None:
+            return (len(self._inline) + 1) * self._ns_per_run <= self._inline_ns
+        keys = self._inline_keys
+        if not keys:
+            keys.add(self._inline[0].key())
+        key = job.key()
+        if key not in keys:
+            if (len(keys) + 1) * self._ns_per_run > self._inline_ns:
+                return False
+            keys.add(key)
+        return True
 
     def _to_thread(self) -> None:
         """Hand this turn's inline jobs to the thread (a job too many for the bound arrived): one
@@ -291,27 +305,35 @@ class ModelExecutor:
             return
         if self._inline_run is not None:
             self._inline_run.cancel()
-        jobs, self._inline, self._inline_rows, self._inline_run = self._inline, [], 0, None
+        jobs = self._take_inline()
         self._sent += len(jobs)
         for job in jobs:
             self._queue.put(job)
 
+    def _take_inline(self) -> list[Job]:
+        """This turn's inline jobs, leaving none (and no run scheduled)."""
+        jobs, self._inline, self._inline_rows, self._inline_run = self._inline, [], 0, None
+        self._inline_keys.clear()
+        return jobs
+
     def _run_inline(self) -> None:
         """Run this loop turn's jobs here, as the thread would (priority, fairness, batches)."""
-        jobs, self._inline, self._inline_rows, self._inline_run = self._inline, [], 0, None
+        jobs = self._take_inline()
         live = [j for j in jobs if not j.future.done()]
         done: list[Outcome] = []
         try:
             while live:
                 groups, live = self._next(live)
                 for group in groups:
-                    started = self._clock()
-                    done.extend(self._execute(group))
-                    self._observe(self._clock() - started, group)
+                    done.extend(self._execute_measured(group))
         except BaseException as exc:  # a bug here must not leave requests waiting forever
             settled = {id(job) for job, _, _ in done}
             failure = InferenceFailed(f"model '{self._label}' failed: {type(exc).__name__}")
             done += [(job, None, failure) for job in jobs if id(job) not in settled]
+            _settle_all(done)
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt, SystemExit: the loop's to handle, once nobody waits
+            return
         _settle_all(done)
 
     def _shed_lower_than(self, level: int) -> bool:
@@ -360,9 +382,7 @@ class ModelExecutor:
             try:
                 groups, backlog = self._next(live)
                 for group in groups:
-                    started = self._clock()
-                    done.extend(self._execute(group))
-                    self._observe(self._clock() - started, group)
+                    done.extend(self._execute_measured(group))
                     # the last group's answers go back below, once the thread counts itself idle
                     if (
                         group is not groups[-1]
@@ -440,6 +460,15 @@ class ModelExecutor:
         """Where to close the current group: at a preferred size it can reach, else max_rows."""
         reachable = [p for p in batching.preferred if p <= min(available, batching.max_rows)]
         return reachable[-1] if reachable and rows >= reachable[-1] else batching.max_rows
+
+    def _execute_measured(self, group: list[Job]) -> list[Outcome]:
+        """Run one group and fold its time into the averages, unless every job in it failed (a
+        request refused in microseconds says nothing of what a run costs)."""
+        started = self._clock()
+        outcomes = self._execute(group)
+        if any(error is None for _, _, error in outcomes):
+            self._observe(self._clock() - started, group)
+        return outcomes
 
     def _execute(self, group: list[Job]) -> list[Outcome]:
         if len(group) == 1:

@@ -58,10 +58,6 @@ CPU = "CPUExecutionProvider"
 
 
 class OnnxModel:
-    # A session's run does no I/O and takes no lock of ours; its time follows its inputs, which the
-    # executor measures: a model cheaper than the thread hop may run on the event loop.
-    may_run_inline = True
-
     def __init__(
         self, session: ort.InferenceSession, name: str, shared: list[ort.OrtValue] | None = None
     ) -> None:
@@ -72,6 +68,10 @@ class OnnxModel:
         self.outputs = [_spec(arg) for arg in session.get_outputs()]
         self._string_inputs = {t.name for t in self.inputs if t.datatype == "BYTES"}
         self.providers: list[str] = session.get_providers()
+        # A CPU session's run does no I/O and takes no lock of ours; its time follows its inputs,
+        # which the executor measures: one cheaper than the thread hop may run on the event loop.
+        # Not a GPU session: its provider keeps per-thread state best left on the model's thread.
+        self.may_run_inline = self.providers == ["CPUExecutionProvider"]
 
     def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
         feeds: Mapping[str, np.ndarray] = inputs

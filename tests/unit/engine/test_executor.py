@@ -360,11 +360,11 @@ class Timed:
     def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
         self.gate.wait(5)
         x = inputs["x"]
-        if self.ms_per_row or self.ms_per_call:
-            threading.Event().wait((self.ms_per_call + self.ms_per_row * len(x)) / 1e3)
         self.calls.append((len(x), threading.current_thread().name))
         if x.size == 0:
-            raise BadRequest("empty")
+            raise BadRequest("empty")  # refused at once, as a runtime refuses a bad input
+        if self.ms_per_row or self.ms_per_call:
+            threading.Event().wait((self.ms_per_call + self.ms_per_row * len(x)) / 1e3)
         return [x * 2]
 
     def unload(self) -> None:
@@ -444,6 +444,39 @@ async def test_a_model_whose_call_alone_passes_the_bound_stays_on_its_thread() -
     for i in range(3):
         await executor.run(one(float(i)), ["y"])  # a row "costs" well under 1 ms, a call does not
     assert [thread for _, thread in runtime.calls] == [THREAD] * 4
+    await executor.close()
+
+
+async def test_requests_refused_at_once_do_not_make_a_slow_model_look_cheap() -> None:
+    runtime = Timed(ms_per_call=4)
+    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=1_000_000)
+    await executor.run(one(0.0), ["y"])
+    for _ in range(12):  # each fails in microseconds
+        with pytest.raises(BadRequest):
+            await executor.run({"x": np.array([])}, ["y"])
+    await executor.run(one(1.0), ["y"])
+    assert {thread for _, thread in runtime.calls} == {THREAD}  # 4 ms a run: never on the loop
+    await executor.close()
+
+
+async def test_unbatched_jobs_of_one_turn_each_pay_a_run() -> None:
+    runtime = Timed(ms_per_call=4)  # 4 ms a call, whatever its rows
+    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=10_000_000)
+    await executor.run({"x": np.zeros(8)}, ["y"], rows=8)  # half a ms a row
+    await asyncio.gather(*(executor.run(one(float(i)), ["y"]) for i in range(5)))  # 5 runs: 20 ms
+    assert [thread for _, thread in runtime.calls] == [THREAD] * 6
+    await executor.close()
+
+
+async def test_batched_jobs_that_cannot_share_a_run_each_pay_one() -> None:
+    runtime = Timed(ms_per_call=4)
+    executor = ModelExecutor(runtime, "m/1", 8, Batching(max_rows=16), inline_ns=10_000_000)
+    await executor.run({"x": np.zeros(8)}, ["y"], rows=8)  # half a ms a row, 4 ms a run
+    await asyncio.gather(*(executor.run(one(float(i)), ["y"]) for i in range(5)))  # one run
+    assert runtime.calls[1:] == [(5, LOOP)]
+    dtypes = (np.float64, np.float32, np.int64)  # three keys: three runs, 12 ms
+    await asyncio.gather(*(executor.run({"x": np.ones(1, dtype)}, ["y"]) for dtype in dtypes))
+    assert {thread for _, thread in runtime.calls[2:]} == {THREAD}
     await executor.close()
 
 

@@ -27,6 +27,12 @@ def test_signature_comes_from_the_model_with_dynamic_dims_as_minus_one(tmp_path:
     model.unload()
 
 
+def test_only_a_cpu_session_may_run_on_the_event_loop(tmp_path: Path) -> None:
+    model = load_runtime(spec(identity(tmp_path / "model.onnx"), device="cpu"))
+    assert getattr(model, "may_run_inline", False) is True
+    model.unload()
+
+
 def test_string_tensors_accept_bytes(tmp_path: Path) -> None:
     model = load_runtime(spec(identity(tmp_path / "model.onnx", "BYTES", ("batch", 2))))
     assert model.inputs[0].datatype == "BYTES"
