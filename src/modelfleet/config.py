@@ -78,10 +78,11 @@ class ServerSettings(BaseSettings):
     room for a busy machine). 0: by count only."""
     inline_max_us: Annotated[float, Field(ge=0)] = 50.0
     """Cheap models run on the event loop instead of their own thread when that thread is idle:
-    a model whose run takes at most this many microseconds on average runs the requests of one
-    loop turn there, as long as their rows at its measured time per row cost at most this too. It
-    saves the thread hop (tens of microseconds a request) for models cheaper than the hop; costlier
-    ones stay on their thread, where a run overlaps the loop's I/O. 0: every model on its thread."""
+    an ONNX Runtime CPU session (never a Python model) whose run takes at most this many
+    microseconds on average runs the requests of one loop turn there, as long as the turn's rows
+    and runs cost at most this too by its measured times. It saves the thread hop (tens of
+    microseconds a request) for models cheaper than the hop; costlier ones stay on their thread,
+    where a run overlaps the loop's I/O. 0: every model on its thread."""
     load_concurrency: Annotated[int, Field(ge=1)] = 2
     """Model loads running at the same time (fetches and adapter heads; framework sessions are
     created one at a time so that each one's memory footprint can be measured)."""
