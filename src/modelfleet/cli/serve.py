@@ -41,6 +41,10 @@ def serve(
         float | None,
         typer.Option(help="429 when a model's queued work would take longer than this (default: 1)."),
     ] = None,
+    request_timeout_s: Annotated[
+        float | None,
+        typer.Option(help="504 for a request not answered within this; 0: no limit (default: 60)."),
+    ] = None,
     inline_max_us: Annotated[
         float | None,
         typer.Option(
@@ -99,6 +103,7 @@ def serve(
         "workers": workers,
         "log_level": log_level,
         "max_queue_wait_s": max_queue_wait_s,
+        "request_timeout_s": request_timeout_s,
         "inline_max_us": inline_max_us,
         "log_format": log_format,
         "metrics_top_k": metrics_top_k,
