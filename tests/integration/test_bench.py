@@ -95,7 +95,7 @@ def test_json_zipf_over_three_models(trivial_url: str, tmp_path: Path) -> None:
     )
     report = read_report(out)
     assert_sane(report)
-    assert report["requests_per_s"] == pytest.approx(report["requests"] / 0.6)
+    assert report["requests_per_s"] == pytest.approx(report["requests"] / 0.6, abs=0.005)  # 2 places
     assert [m["model"] for m in report["top_models"]] == ["a", "b", "c"]
     assert sum(m["requests"] for m in report["top_models"]) == report["requests"]
     assert report["options"]["popularity"] == "zipf"
