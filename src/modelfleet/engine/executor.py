@@ -130,7 +130,7 @@ class Job:
         self.inputs = inputs
         self.outputs = outputs
         self.rows = rows
-        self.cells = sum(a.size for a in inputs.values())  # input elements, for the inline guard
+        self.cells = 0  # input elements, counted only for a model that may run inline
         self.post = post
         self.enqueued_ns = enqueued_ns
         self.priority = priority
@@ -259,7 +259,8 @@ class ModelExecutor:
             self._inline.append(job)
             self._inline_rows += job.rows
         else:
-            self._to_thread()
+            if self._inline:
+                self._to_thread()
             self._sent += 1
             self._queue.put(job)
         try:
@@ -278,6 +279,7 @@ class ModelExecutor:
         turn stays within the time bound (its rows, and the fixed cost of each run it needs: one
         per job unbatched, one per batch key batched), and the thread is idle (never both on one
         runtime at once; the thread's count may lag, which only sends a job to the thread)."""
+        job.cells = sum(a.size for a in job.inputs.values())  # wherever it runs, it is measured
         if not 0 < self._ns_per_run <= self._inline_ns:
             return False  # the fixed cost of a call alone passes the bound (or nothing measured yet)
         if job.cells > job.rows * self._cells_per_row * _INLINE_SIZE_SLACK:
@@ -301,10 +303,6 @@ class ModelExecutor:
     def _to_thread(self) -> None:
         """Hand this turn's inline jobs to the thread (a job too many for the bound arrived): one
         place runs the runtime at a time, and the thread batches them with the newcomer."""
-        if not self._inline:
-            return
-        if self._inline_run is not None:
-            self._inline_run.cancel()
         jobs = self._take_inline()
         self._sent += len(jobs)
         for job in jobs:
@@ -312,6 +310,8 @@ class ModelExecutor:
 
     def _take_inline(self) -> list[Job]:
         """This turn's inline jobs, leaving none (and no run scheduled)."""
+        if self._inline_run is not None:
+            self._inline_run.cancel()  # a no-op when the run is this call's caller
         jobs, self._inline, self._inline_rows, self._inline_run = self._inline, [], 0, None
         self._inline_keys.clear()
         return jobs
@@ -327,9 +327,7 @@ class ModelExecutor:
                 for group in groups:
                     done.extend(self._execute_measured(group))
         except BaseException as exc:  # a bug here must not leave requests waiting forever
-            settled = {id(job) for job, _, _ in done}
-            failure = InferenceFailed(f"model '{self._label}' failed: {type(exc).__name__}")
-            done += [(job, None, failure) for job in jobs if id(job) not in settled]
+            done += self._unsettled(done, jobs, exc)
             _settle_all(done)
             if not isinstance(exc, Exception):
                 raise  # KeyboardInterrupt, SystemExit: the loop's to handle, once nobody waits
@@ -352,8 +350,7 @@ class ModelExecutor:
     async def close(self) -> None:
         """Refuse new jobs, let queued ones finish, then stop the threads."""
         self._closed = True
-        if self._inline_run is not None:
-            self._inline_run.cancel()
+        if self._inline:
             self._run_inline()
         for _ in self._threads:
             self._queue.put(None)
@@ -392,9 +389,7 @@ class ModelExecutor:
                             return
                         done = []
             except BaseException as exc:  # a bug here must not leave requests waiting forever
-                settled = {id(job) for job, _, _ in done}
-                failure = InferenceFailed(f"model '{self._label}' failed: {type(exc).__name__}")
-                done += [(job, None, failure) for group in groups for job in group if id(job) not in settled]
+                done += self._unsettled(done, [job for group in groups for job in group], exc)
                 backlog = [j for j in backlog if all(j is not g for group in groups for g in group)]
             self._returned += held - len(backlog)
             if not self._hand_back(done):
@@ -461,6 +456,12 @@ class ModelExecutor:
         reachable = [p for p in batching.preferred if p <= min(available, batching.max_rows)]
         return reachable[-1] if reachable and rows >= reachable[-1] else batching.max_rows
 
+    def _unsettled(self, done: list[Outcome], jobs: list[Job], exc: BaseException) -> list[Outcome]:
+        """Failures for the jobs not yet in `done`, after a fault in the executor itself."""
+        settled = {id(job) for job, _, _ in done}
+        failure = InferenceFailed(f"model '{self._label}' failed: {type(exc).__name__}")
+        return [(job, None, failure) for job in jobs if id(job) not in settled]
+
     def _execute_measured(self, group: list[Job]) -> list[Outcome]:
         """Run one group and fold its time into the averages, unless every job in it failed (a
         request refused in microseconds says nothing of what a run costs)."""
@@ -520,7 +521,8 @@ class ModelExecutor:
         across threads)."""
         rows = sum(j.rows for j in group)
         if rows > 0:
-            self._cells_per_row = sum(j.cells for j in group) / rows
+            if self._inline_ns:
+                self._cells_per_row = sum(j.cells for j in group) / rows
             per_row = elapsed_ns / rows
             self.ns_per_row = (
                 per_row if not self.ns_per_row else self.ns_per_row + _EWMA * (per_row - self.ns_per_row)

@@ -2,7 +2,7 @@
 
 Answers are matched to waiting futures as they are read. When the worker's end closes (it died, it
 was killed), every request still waiting fails at once with a 503 naming the worker and the model,
-and `lost` resolves so that the supervisor can restart the worker. A request given `within_s` that
+`on_lost` tells the fleet (which restarts the worker) and `lost` resolves. A request given `within_s` that
 has no answer by then fails with a 503 too: one sweep per connection and second checks the
 deadlines (a timer per request would cost the front more than the rest of the hop's bookkeeping).
 """
