@@ -20,7 +20,7 @@ $(VENV)/.serve-deps: pyproject.toml | $(BIN)/python
 
 $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[demo,grpc,monitor,test]'
+	$(BIN)/pip install -q -e '.[demo,grpc,monitor,plan,compile,test]'
 	touch $@ $(VENV)/.serve-deps
 
 $(REPO): | $(VENV)/.serve-deps
