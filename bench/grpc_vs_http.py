@@ -16,6 +16,7 @@ hand-written HTTP/1.1 one, which is why h2load, equal for both, is the compariso
 server CPU per request is the figure that belongs to the server.
 
     python bench/grpc_vs_http.py --seconds 10 --rounds 3
+    python bench/grpc_vs_http.py --seconds 10 --rounds 3 --client h2load --h2 lib   # on the `h2` library
 """
 
 from __future__ import annotations
@@ -232,6 +233,12 @@ def main() -> None:
     parser.add_argument(
         "--client", choices=("both", "h2load", "python"), default="both", help="which clients to run"
     )
+    parser.add_argument(
+        "--h2",
+        choices=("ours", "lib"),
+        default="ours",
+        help="the gRPC front's HTTP/2 layer: server/h2grpc.py, or bench/h2lib_prototype.py (the `h2` library)",
+    )
     args = parser.parse_args()
     if args.client != "python" and shutil.which("h2load") is None:
         parser.error("h2load is not installed: apt-get install nghttp2-client (or --client python)")
@@ -239,8 +246,13 @@ def main() -> None:
         workdir = Path(tmp)
         repo = make_repo(workdir / "repo")
         http_port, grpc_port = free_port(), free_port()
+        serve = (
+            ["-m", "modelfleet"]
+            if args.h2 == "ours"
+            else [str(Path(__file__).with_name("h2lib_prototype.py"))]
+        )
         server = subprocess.Popen(
-            [sys.executable, "-m", "modelfleet", "serve", str(repo), "--port", str(http_port),
+            [sys.executable, *serve, "serve", str(repo), "--port", str(http_port),
              "--grpc-port", str(grpc_port), "--intra-op-threads", "1", "--startup-load", "all",
              "--log-level", "warning"],
         )  # fmt: skip
@@ -249,7 +261,8 @@ def main() -> None:
             wait_ready(url)
             load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
             print(
-                f"nproc {os.cpu_count()}, loadavg {load}, -c {CONCURRENCY}, {args.processes} client process(es)"
+                f"nproc {os.cpu_count()}, loadavg {load}, -c {CONCURRENCY}, {args.processes} client process(es), "
+                f"HTTP/2 layer: {args.h2}"
             )
             target = f"127.0.0.1:{grpc_port}"
             errors: list[int] = []  # gRPC calls that failed, per round
