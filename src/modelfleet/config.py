@@ -76,13 +76,15 @@ class ServerSettings(BaseSettings):
     overload instead of queueing for seconds: set it from the latency target (the default lets a
     closed loop of 32 clients run MiniLM at sequence 128 on 2 cores, about 0.4 s of queue, with
     room for a busy machine). 0: by count only."""
-    inline_max_us: Annotated[float, Field(ge=0)] = 50.0
-    """Cheap models run on the event loop instead of their own thread when that thread is idle:
-    an ONNX Runtime CPU session (never a Python model) whose run takes at most this many
-    microseconds on average runs the requests of one loop turn there, as long as the turn's rows
-    and runs cost at most this too by its measured times. It saves the thread hop (tens of
-    microseconds a request) for models cheaper than the hop; costlier ones stay on their thread,
-    where a run overlaps the loop's I/O. 0: every model on its thread."""
+    inline_max_us: Annotated[float, Field(ge=0)] = 0.0
+    """Opt-in: cheap models run on the event loop instead of their own thread when that thread is
+    idle. An ONNX Runtime CPU session that reads no memory-mapped blobs (never a Python model)
+    whose run takes at most this many microseconds on average runs the requests of one loop turn
+    there, as long as the turn's rows and runs cost at most this too by its measured times. It
+    saves the thread hop (tens of microseconds a request) for models cheaper than the hop, but a
+    run that stalls stalls every request of the server: hence off by default (0), for models whose
+    config sets no `inline_max_us` of their own. Measured gain: +5-7 % on a 1 µs model
+    (docs/benchmarks.md, "Inline execution")."""
     load_concurrency: Annotated[int, Field(ge=1)] = 2
     """Model loads running at the same time (fetches and adapter heads; framework sessions are
     created one at a time so that each one's memory footprint can be measured)."""

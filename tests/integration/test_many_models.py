@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from modelfleet.config import ServerSettings, StartupLoad
 from modelfleet.engine.memory import process_rss, release_free_memory
+from tests.hold import HeldRuns
 from tests.integration.conftest import client_for
 from tests.models import _save, adapter, identity, write_config
 
@@ -131,25 +131,20 @@ async def test_unload_lets_requests_in_flight_finish_then_404_and_memory_returns
         assert process_rss().anonymous - before > 24 * MiB  # the 32 MiB weight is resident
         model = ctx.plane.manager.resident("big")
         assert model is not None
-        gate = threading.Event()
-        real = {"infer": model.runtime.infer}  # cleared at the end: it holds the session
-
-        def held(inputs, outputs):  # type: ignore[no-untyped-def]
-            gate.wait(10)
-            return real["infer"](inputs, outputs)
-
-        model.runtime.infer = held  # type: ignore[method-assign]
-        in_flight = asyncio.create_task(client.post("/v2/models/big/infer", json=ROWS))
-        await asyncio.sleep(0.1)
-        unloading = asyncio.create_task(client.post("/v2/repository/models/big/unload"))
-        await asyncio.sleep(0.1)
-        assert not unloading.done()  # it waits for the request in flight
-        r = await client.post("/v2/models/big/infer", json=ROWS)
-        assert r.status_code == 404  # new requests are refused at once
-        gate.set()
-        assert (await in_flight).status_code == 200  # the one in flight finished normally
-        assert (await unloading).status_code == 200
-        real.clear()
+        with HeldRuns(model.runtime) as held:
+            in_flight = asyncio.create_task(client.post("/v2/models/big/infer", json=ROWS))
+            await held.started()
+            unloading = asyncio.create_task(client.post("/v2/repository/models/big/unload"))
+            for _ in range(100):  # each call lets the unload task take a step
+                if (await index_of(client, "big"))["state"] != "READY":
+                    break
+            assert (await index_of(client, "big"))["state"] == "UNLOADING"
+            r = await client.post("/v2/models/big/infer", json=ROWS)
+            assert r.status_code == 404  # new requests are refused at once
+            assert not unloading.done()  # it waits for the request in flight
+            held.release()
+            assert (await in_flight).status_code == 200  # the one in flight finished normally
+            assert (await unloading).status_code == 200
         del model
         release_free_memory()
         assert process_rss().anonymous - before < 8 * MiB  # returned

@@ -48,7 +48,7 @@ def serve(
     inline_max_us: Annotated[
         float | None,
         typer.Option(
-            help="Run cheap models on the event loop up to N µs a loop turn (0: never; default: 50)."
+            help="Opt in: run cheap models on the event loop up to N µs a loop turn (default: 0, never)."
         ),
     ] = None,
     log_format: Annotated[

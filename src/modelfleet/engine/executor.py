@@ -194,7 +194,7 @@ class ModelExecutor:
         self._closed = False
         # Inline runs: only with one thread and no batching delay to wait for company.
         delayed = batching is not None and batching.max_queue_delay_ns > 0
-        allowed = getattr(runtime, "may_run_inline", False) and instances == 1 and not delayed
+        allowed = runtime.may_run_inline and instances == 1 and not delayed
         self._inline_ns = inline_ns if allowed else 0
         self._inline: list[Job] = []  # jobs for this loop turn's inline run (event-loop thread only)
         self._inline_rows = 0  # their rows

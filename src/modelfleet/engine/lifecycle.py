@@ -532,7 +532,7 @@ class ModelManager:
             _batching(built.config, built.gpu),
             instances=built.config.instances,
             max_queue_wait_ns=int(settings.max_queue_wait_s * 1e9),
-            inline_ns=int(settings.inline_max_us * 1e3),
+            inline_ns=int(_inline_max_us(built.config, settings) * 1e3),
         )
         return LoadedModel(
             source.name, number, built.config, built.runtime, executor, None, nbytes, built.load_s,
@@ -691,6 +691,11 @@ class ModelManager:
 
 CPU_MAX_ROWS = 16  # measured: on CPU, batches past 8-16 rows add latency and no throughput
 GPU_MAX_ROWS = 64
+
+
+def _inline_max_us(config: ModelConfig, settings: ServerSettings) -> float:
+    """The model's own opt-in to inline execution, else the server's (0 by default: off)."""
+    return settings.inline_max_us if config.inline_max_us is None else config.inline_max_us
 
 
 def _batching(config: ModelConfig, gpu: bool = False) -> Batching | None:

@@ -26,6 +26,8 @@ Acquire = Callable[[str, str | None], Awaitable[LoadedModel]]
 class Declared:
     """The Runtime side of an ensemble: its declared signature; nothing to run or unload."""
 
+    may_run_inline = False
+
     def __init__(self, config: ModelConfig) -> None:
         assert config.inputs is not None and config.outputs is not None
         self.inputs: list[TensorSpec] = [t.spec() for t in config.inputs]

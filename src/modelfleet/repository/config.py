@@ -208,6 +208,9 @@ class ModelConfig(_Strict):
     """Executions of this model that run at the same time (threads sharing one session). Measured
     on CPU (docs/benchmarks.md): one instance with every core and dynamic batching is as fast under
     load as two with half the cores each, and about twice as fast for a lone request."""
+    inline_max_us: Annotated[float, Field(ge=0)] | None = None
+    """Let this model run on the event loop while its runs take at most this many microseconds
+    (the server's `inline_max_us` for this model; README "Inline execution"). Unset: the server's."""
     shape_buckets: ShapeBuckets | None = None
     response_cache: bool = False
     """Answer repeated identical requests from the server's response cache (deterministic models)."""

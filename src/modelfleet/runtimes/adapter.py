@@ -20,6 +20,8 @@ from modelfleet.runtimes.base import LoadSpec
 class Head:
     """Implements the Runtime protocol for accounting and unloading; its work is `apply`."""
 
+    may_run_inline = False  # never run by an executor: its base model's executor runs `apply`
+
     def __init__(
         self, config: HeadConfig, weight: np.ndarray, bias: np.ndarray, base_inputs: list[TensorSpec]
     ) -> None:

@@ -34,14 +34,15 @@ class LoadSpec:
 
 
 class Runtime(Protocol):
-    """A loaded model version. `infer` is blocking and runs on the model's executor thread. A
-    runtime may set `may_run_inline = True` when a call does no I/O, waits on nothing and takes a
-    time set by its inputs: the executor then runs calls measured as cheaper than the thread hop
-    on the event loop (engine/executor.py, "Inline execution"). User code (python models) never does.
-    """
+    """A loaded model version. `infer` is blocking and runs on the model's executor thread."""
 
     inputs: list[TensorSpec]  # as the model declares them, -1 for dynamic dimensions
     outputs: list[TensorSpec]
+    may_run_inline: bool
+    """True only when a call does no I/O (no page faults on memory-mapped files either), waits on
+    nothing and takes a time set by its inputs: the executor may then run calls measured as cheaper
+    than the thread hop on the event loop, where the model's config or the server opts in
+    (engine/executor.py, "Inline execution"). User code (python models) never does."""
 
     def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
         """Run once; return the named outputs in the order asked."""

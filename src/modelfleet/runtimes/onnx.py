@@ -70,8 +70,9 @@ class OnnxModel:
         self.providers: list[str] = session.get_providers()
         # A CPU session's run does no I/O and takes no lock of ours; its time follows its inputs,
         # which the executor measures: one cheaper than the thread hop may run on the event loop.
-        # Not a GPU session: its provider keeps per-thread state best left on the model's thread.
-        self.may_run_inline = self.providers == ["CPUExecutionProvider"]
+        # Not a GPU session (its provider keeps per-thread state best left on the model's thread),
+        # nor one reading memory-mapped blobs (a page fault to disk would stall the loop).
+        self.may_run_inline = self.providers == ["CPUExecutionProvider"] and not self._shared
 
     def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
         feeds: Mapping[str, np.ndarray] = inputs

@@ -27,6 +27,8 @@ from modelfleet.runtimes.base import LoadSpec
 
 
 class PythonModel:
+    may_run_inline = False  # user code may block or wait: always on its thread
+
     def __init__(self, spec: LoadSpec, instance: Any) -> None:
         config = spec.config
         if config.inputs is None or config.outputs is None:

@@ -52,6 +52,7 @@ class _Elsewhere:
     outputs: list[TensorSpec] = []
     pending = 0
     max_queue_size = 0
+    may_run_inline = False
 
     def infer(self, inputs: Any, outputs: Any) -> list[Any]:
         raise RuntimeError("a remote model runs in its worker")

@@ -15,6 +15,7 @@ class Doubler:
 
     inputs = [TensorSpec("x", "FP32", (-1,))]
     outputs = [TensorSpec("y", "FP32", (-1,))]
+    may_run_inline = False  # user code that may block or wait
 
     def __init__(self) -> None:
         self.gate = threading.Event()
@@ -101,6 +102,7 @@ class Stepper:
 
     inputs = Doubler.inputs
     outputs = Doubler.outputs
+    may_run_inline = False
 
     def __init__(self) -> None:
         self.allowed = [threading.Event() for _ in range(3)]
@@ -182,6 +184,7 @@ class Gated:
 
     inputs = Doubler.inputs
     outputs = Doubler.outputs
+    may_run_inline = False
 
     def __init__(self) -> None:
         self.gate = threading.Event()
@@ -409,7 +412,7 @@ async def test_inline_is_off_by_default_and_with_several_instances_or_a_batching
 
 
 async def test_only_a_runtime_that_allows_it_runs_inline() -> None:
-    runtime = Doubler()  # no may_run_inline: user code that may block or wait
+    runtime = Doubler()  # may_run_inline False: user code that may block or wait
     executor = ModelExecutor(runtime, "m/1", 8, inline_ns=50_000_000)
     for i in range(3):
         await executor.run(one(float(i)), ["y"])

@@ -8,7 +8,7 @@ from modelfleet.protocol.v2 import TensorSpec
 from modelfleet.repository.config import Device, ModelConfig
 from modelfleet.runtimes.base import LoadSpec, load_runtime
 from modelfleet.runtimes.onnx import CPU, CUDA, providers_for
-from tests.models import add_sub, identity
+from tests.models import add_sub, identity, shared_matmul
 
 
 def spec(path: Path, **config: object) -> LoadSpec:
@@ -29,7 +29,19 @@ def test_signature_comes_from_the_model_with_dynamic_dims_as_minus_one(tmp_path:
 
 def test_only_a_cpu_session_may_run_on_the_event_loop(tmp_path: Path) -> None:
     model = load_runtime(spec(identity(tmp_path / "model.onnx"), device="cpu"))
-    assert getattr(model, "may_run_inline", False) is True
+    assert model.may_run_inline is True
+    model.unload()
+
+
+def test_a_session_reading_memory_mapped_blobs_never_runs_on_the_event_loop(tmp_path: Path) -> None:
+    weight = np.ones((4, 4), np.float32)
+    path = shared_matmul(tmp_path, "m", weight, np.zeros(4, np.float32))
+    shared = {"W": np.memmap(tmp_path / "w.bin", np.float32, "w+", shape=(4, 4))}
+    shared["W"][:] = weight
+    model = load_runtime(LoadSpec("m", 1, path, ModelConfig(backend="onnxruntime"), 1, shared))
+    (y,) = model.infer({"x": np.ones((1, 4), np.float32)}, ["y"])
+    assert y.tolist() == [[4.0] * 4]  # the blob is used
+    assert model.may_run_inline is False  # a page fault to disk must not stall the loop
     model.unload()
 
 

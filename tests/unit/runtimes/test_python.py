@@ -41,7 +41,7 @@ class Model:
 def test_a_python_model_loads_from_its_folder_and_runs(tmp_path: Path) -> None:
     model = load_runtime(write(tmp_path, GOOD))
     assert [t.name for t in model.inputs] == ["x"]
-    assert not getattr(model, "may_run_inline", False)  # user code may block: always on its thread
+    assert model.may_run_inline is False  # user code may block: always on its thread
     (y,) = model.infer({"x": np.ones((2, 2), np.float32)}, ["y"])
     assert y.dtype == np.float32
     assert y.tolist() == [[3.0, 3.0], [3.0, 3.0]]
