@@ -63,7 +63,10 @@ class ServerSettings(BaseSettings):
     max_tensor_rank: Annotated[int, Field(ge=1)] = 16
     """Most dimensions of one tensor."""
     max_tensor_elements: Annotated[int, Field(ge=1)] = 1 << 28
-    """Most elements in one tensor, checked before anything is allocated."""
+    """Most elements in one tensor, and the largest dimension, checked before anything is allocated."""
+    max_json_depth: Annotated[int, Field(ge=2, le=512)] = 64
+    """Deepest nesting of JSON objects and arrays in a request (parameters, BYTES data, control
+    and SageMaker bodies); deeper gets 400."""
     default_max_batch_size: Annotated[int, Field(ge=1)] = 1024
     """max_batch_size given to batchable models whose config sets none."""
     intra_op_threads: Annotated[int, Field(ge=0)] = 0

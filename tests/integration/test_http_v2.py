@@ -469,3 +469,51 @@ async def test_statistics_count_successes_failures_and_batches(client: httpx.Asy
     versioned = (await client.get("/v2/models/versioned/versions/1/stats")).json()["model_stats"]
     assert [(m["name"], m["version"]) for m in versioned] == [("versioned", "1")]
     await expect_error(client, await client.get("/v2/models/nope/stats"), 404, "not found")
+
+
+# -- hostile bodies: 400 naming the problem, nothing large allocated, the server healthy -------------------
+
+
+def _deep(depth: int) -> str:
+    return "[" * depth + "1" + "]" * depth
+
+
+@pytest.mark.parametrize(
+    ("content", "headers", "message"),
+    [
+        (
+            b'{"inputs":[{"name":"input","shape":[268435456],"datatype":"BYTES","parameters":{"binary_data_size":4}}]}\0\0\0\0',
+            {"Inference-Header-Content-Length": "104"},
+            "BYTES data of 4 bytes cannot hold 268435456 elements",
+        ),
+        (
+            b'{"inputs":[{"name":"input","shape":[0,9223372036854775807],"datatype":"FP32","data":[]}]}',
+            {},
+            "has a dimension over the limit",
+        ),
+        (
+            f'{{"inputs":[{{"name":"input","shape":[1,16],"datatype":"FP32","data":{_deep(3000)}}}]}}'.encode(),
+            {},
+            "nests deeper than 64 levels",
+        ),
+        (
+            f'{{"inputs":[{{"name":"input","shape":[1,16],"datatype":"FP32","data":[1]}}],"parameters":{{"p":{_deep(100)}}}}}'.encode(),
+            {},
+            "parameters nest deeper than 64 levels",
+        ),
+    ],
+)
+async def test_hostile_infer_bodies_are_400(
+    client: httpx.AsyncClient, content: bytes, headers: dict[str, str], message: str
+) -> None:
+    if "Inference-Header-Content-Length" in headers:
+        assert content.index(b"\0") == int(headers["Inference-Header-Content-Length"])
+    r = await client.post("/v2/models/identity/infer", content=content, headers=headers)
+    await expect_error(client, r, 400, message)
+
+
+@pytest.mark.parametrize("depth", [100, 5000])
+async def test_deep_json_in_control_bodies_is_400(client: httpx.AsyncClient, depth: int) -> None:
+    content = f'{{"parameters":{{"p":{_deep(depth)}}}}}'.encode()
+    r = await client.post("/v2/repository/models/identity/load", content=content)
+    await expect_error(client, r, 400, "deeper than 64 levels")

@@ -331,3 +331,10 @@ async def test_a_load_that_does_not_fit_is_507(tmp_path: Path) -> None:
         assert (await client.post("/models", json={"model_name": "small"})).status_code == 200
         assert (await client.post("/invocations", json={"instances": [ROW]})).json() == {"predictions": [ROW]}
         assert (await client.get("/ping")).status_code == 200
+
+
+@pytest.mark.parametrize("depth", [100, 5000])
+async def test_deep_json_invocations_are_400(client: httpx.AsyncClient, depth: int) -> None:
+    content = ('{"instances": ' + "[" * depth + "1" + "]" * depth + "}").encode()
+    r = await client.post("/invocations", content=content, headers={TARGET: "identity"})
+    await expect_error(client, r, 400, "deeper than 64 levels")

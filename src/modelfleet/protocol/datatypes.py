@@ -79,8 +79,12 @@ _LEN = struct.Struct("<I")
 def deserialize_bytes(buf: memoryview | bytes, count: int, what: str) -> np.ndarray:
     """Split a length-prefixed BYTES buffer into exactly `count` elements (400 otherwise)."""
     view = memoryview(buf)
-    out = np.empty(count, dtype=object)
     pos, end = 0, len(view)
+    if count * _LEN.size > end:  # checked before allocating: each element needs its 4-byte length
+        raise BadRequest(
+            f"{what}: BYTES data of {end} bytes cannot hold {count} elements (4 bytes of length each at least)"
+        )
+    out = np.empty(count, dtype=object)
     for i in range(count):
         if pos + 4 > end:
             raise BadRequest(f"{what}: BYTES data holds {i} elements, expected {count}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import numpy as np
@@ -18,18 +18,40 @@ import orjson
 
 from modelfleet.errors import BadRequest
 from modelfleet.protocol.datatypes import Datatype, datatype, deserialize_bytes, serialize_bytes
-from modelfleet.protocol.v2 import InferInput, InferRequest, InferResponse, RequestedOutput, check_parameters
+from modelfleet.protocol.v2 import (
+    InferInput,
+    InferRequest,
+    InferResponse,
+    RequestedOutput,
+    check_depth,
+    check_parameters,
+)
+
+if TYPE_CHECKING:
+    from modelfleet.config import ServerSettings
 
 HEADER_LENGTH = "inference-header-content-length"
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Caps checked before anything is allocated."""
+    """Caps checked before anything is allocated. `max_elements` bounds every dimension too (a
+    shape like [0, 2^63-1] holds no element but no array of it can be made); `max_json_depth`
+    bounds the nesting of JSON values (parameters, BYTES data)."""
 
     max_inputs: int = 64
     max_rank: int = 16
     max_elements: int = 1 << 28
+    max_json_depth: int = 64
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings) -> Limits:
+        return cls(
+            settings.max_inputs,
+            settings.max_tensor_rank,
+            settings.max_tensor_elements,
+            settings.max_json_depth,
+        )
 
 
 class _Tensor(msgspec.Struct):
@@ -81,17 +103,19 @@ def decode_request(body: bytes, json_length: int | None, limits: Limits) -> Infe
         raise BadRequest(f"invalid inference request: {exc}") from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(f"request body nests deeper than {limits.max_json_depth} levels") from None
     if len(raw.inputs) > limits.max_inputs:
         raise BadRequest(f"request has {len(raw.inputs)} inputs, the limit is {limits.max_inputs}")
     if raw.outputs is not None and len(raw.outputs) > limits.max_inputs:
         raise BadRequest(f"request asks for {len(raw.outputs)} outputs, the limit is {limits.max_inputs}")
-    check_parameters(raw.parameters, "request")
+    check_parameters(raw.parameters, "request", depth=limits.max_json_depth)
     binary = memoryview(body)[json_length:] if json_length is not None else memoryview(b"")
     offset = 0
     inputs = []
     for tensor in raw.inputs:
         where = f"input '{tensor.name}'"
-        check_parameters(tensor.parameters, where, tensor=True)
+        check_parameters(tensor.parameters, where, tensor=True, depth=limits.max_json_depth)
         dt = datatype(tensor.datatype)
         shape = checked_shape(tensor.shape, where, limits)
         count = math.prod(shape)
@@ -109,7 +133,7 @@ def decode_request(body: bytes, json_length: int | None, limits: Limits) -> Infe
         elif tensor.data is msgspec.UNSET:
             raise BadRequest(f"{where}: no 'data' and no 'binary_data_size' parameter")
         else:
-            array = _from_json(tensor.data, dt, shape, count, where)
+            array = _from_json(tensor.data, dt, shape, count, where, limits.max_json_depth)
         inputs.append(InferInput(tensor.name, dt.name, shape, array, tensor.parameters))
     if offset != len(binary):
         raise BadRequest(
@@ -120,22 +144,36 @@ def decode_request(body: bytes, json_length: int | None, limits: Limits) -> Infe
     if raw.outputs is not None:
         outputs = []
         for out in raw.outputs:
-            check_parameters(out.parameters, f"output '{out.name}'", tensor=True)
+            check_parameters(out.parameters, f"output '{out.name}'", tensor=True, depth=limits.max_json_depth)
             outputs.append(RequestedOutput(out.name, out.parameters))
     return InferRequest(inputs, outputs, raw.id, raw.parameters)
 
 
 def checked_shape(shape: list[int], where: str, limits: Limits) -> tuple[int, ...]:
-    """Rank, sign and element count against the limits (shared with the gRPC codec)."""
+    """Rank, sign, size of each dimension and element count against the limits (shared with the
+    gRPC codec), before anything is allocated."""
     if len(shape) > limits.max_rank:
         raise BadRequest(f"{where}: shape has {len(shape)} dimensions, the limit is {limits.max_rank}")
     for dim in shape:
         if dim < 0:
-            raise BadRequest(f"{where}: shape {shape} has a negative dimension")
+            raise BadRequest(f"{where}: shape {_short(shape)} has a negative dimension")
+        if dim > limits.max_elements:
+            raise BadRequest(
+                f"{where}: shape {_short(shape)} has a dimension over the limit of {limits.max_elements} elements"
+            )
     count = math.prod(shape)
     if count > limits.max_elements:
         raise BadRequest(f"{where}: shape {shape} holds {count} elements, the limit is {limits.max_elements}")
     return tuple(shape)
+
+
+def _short(shape: list[int]) -> str:
+    """A shape for a message: dimensions past 20 digits are cut (a client may send 10^1000)."""
+    return (
+        "["
+        + ", ".join(str(d) if abs(d) < 10**20 else f"{str(d)[:8]}...({len(str(d))} digits)" for d in shape)
+        + "]"
+    )
 
 
 def _from_binary(raw: memoryview, dt: Datatype, shape: tuple[int, ...], count: int, where: str) -> np.ndarray:
@@ -150,11 +188,13 @@ def _from_binary(raw: memoryview, dt: Datatype, shape: tuple[int, ...], count: i
     return np.frombuffer(raw, dtype=dt.dtype).reshape(shape)
 
 
-def _from_json(data: Any, dt: Datatype, shape: tuple[int, ...], count: int, where: str) -> np.ndarray:
+def _from_json(
+    data: Any, dt: Datatype, shape: tuple[int, ...], count: int, where: str, max_depth: int
+) -> np.ndarray:
     if not isinstance(data, list):
         data = [data]
     if dt.is_bytes:
-        flat = _flat_strings(data, where)
+        flat = _flat_strings(data, where, max_depth)
         if len(flat) != count:
             raise BadRequest(f"{where}: data has {len(flat)} elements, shape {list(shape)} needs {count}")
         array = np.empty(count, dtype=object)
@@ -183,12 +223,14 @@ def _from_json(data: Any, dt: Datatype, shape: tuple[int, ...], count: int, wher
     return array.astype(dt.dtype, copy=False).reshape(shape)
 
 
-def _flat_strings(data: list[Any], where: str) -> list[bytes]:
+def _flat_strings(data: list[Any], where: str, max_depth: int) -> list[bytes]:
     out: list[bytes] = []
     stack = [iter(data)]
     while stack:
         for item in stack[-1]:
             if isinstance(item, list):
+                if len(stack) >= max_depth:
+                    raise BadRequest(f"{where}: data nests deeper than {max_depth} levels")
                 stack.append(iter(item))
                 break
             if not isinstance(item, str):
@@ -236,6 +278,18 @@ def encode_response(response: InferResponse, request: InferRequest) -> tuple[byt
     if not tail:
         return header, None
     return b"".join((header, *tail)), len(header)
+
+
+def loads(body: bytes, max_depth: int) -> Any:
+    """A JSON body (control routes, SageMaker) nested at most `max_depth` levels, else 400."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc) or "recursion" in str(exc):  # orjson's own limit, past ours
+            raise BadRequest(f"request body nests deeper than {max_depth} levels") from None
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    check_depth(doc, max_depth, "request body: values")
+    return doc
 
 
 def dumps(doc: Any) -> bytes:

@@ -18,7 +18,7 @@ import orjson
 from modelfleet.errors import BadRequest
 from modelfleet.errors import NotAcceptable as NotAcceptable  # re-exported: raised by the shapes here
 from modelfleet.errors import UnsupportedMediaType as UnsupportedMediaType
-from modelfleet.protocol.rest import Limits, decode_request, header_length
+from modelfleet.protocol.rest import Limits, decode_request, header_length, loads
 from modelfleet.protocol.v2 import InferRequest, InferResponse, TensorSpec
 from modelfleet.repository.names import check_model_name
 
@@ -155,10 +155,7 @@ def decode_invocation(
     """
     if json_length is not None:
         return decode_request(body, json_length, limits), Answer.V2
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    doc = loads(body, limits.max_json_depth)
     if not isinstance(doc, dict):
         raise BadRequest("request body must be a JSON object with 'instances' or 'inputs'")
     if "instances" in doc and "inputs" in doc:

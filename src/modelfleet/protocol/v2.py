@@ -81,28 +81,57 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+_INT64_MAX = 2**63 - 1
+
+
+def _is_count(value: object) -> bool:
+    """A non-negative integer that fits the protocol's int64 (gRPC's int64_param)."""
+    return _is_int(value) and 0 <= value <= _INT64_MAX  # type: ignore[operator]
+
+
 # Reserved request parameters and the check each value must pass; others are passed through.
 _RESERVED: dict[str, tuple[str, Any]] = {
     "binary_data_output": ("a boolean", lambda v: isinstance(v, bool)),
-    "timeout": ("a non-negative integer (microseconds)", lambda v: _is_int(v) and v >= 0),
-    "priority": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
+    "timeout": ("a non-negative 64-bit integer (microseconds)", _is_count),
+    "priority": ("a non-negative 64-bit integer", _is_count),
     "sequence_id": ("an integer or a string", lambda v: _is_int(v) or isinstance(v, str)),
     "sequence_start": ("a boolean", lambda v: isinstance(v, bool)),
     "sequence_end": ("a boolean", lambda v: isinstance(v, bool)),
 }
 _RESERVED_TENSOR: dict[str, tuple[str, Any]] = {
     "binary_data": ("a boolean", lambda v: isinstance(v, bool)),
-    "binary_data_size": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
-    "classification": ("a non-negative integer", lambda v: _is_int(v) and v >= 0),
+    "binary_data_size": ("a non-negative 64-bit integer", _is_count),
+    "classification": ("a non-negative 64-bit integer", _is_count),
 }
 
 
-def check_parameters(params: Parameters, where: str, tensor: bool = False) -> None:
-    """400 when a reserved parameter has the wrong type; unknown parameters are left alone."""
+def check_parameters(params: Parameters, where: str, tensor: bool = False, depth: int = 64) -> None:
+    """400 when a reserved parameter has the wrong type or a value nests JSON deeper than `depth`
+    levels; unknown parameters are left alone."""
     if not params:
         return
     table = _RESERVED_TENSOR if tensor else _RESERVED
     for key in params.keys() & table.keys():
         expected, ok = table[key]
         if not ok(params[key]):
-            raise BadRequest(f"{where}: parameter '{key}' must be {expected}, got {params[key]!r}")
+            raise BadRequest(f"{where}: parameter '{key}' must be {expected}, got {_shown(params[key])}")
+    check_depth(params, depth, f"{where}: parameters")
+
+
+def check_depth(value: Any, limit: int, where: str) -> None:
+    """400 when a decoded JSON value nests objects and arrays deeper than `limit` levels (the
+    value itself is level 1). Iterative: no recursion for a client to exhaust."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if level > limit:
+            raise BadRequest(f"{where} nest deeper than {limit} levels")
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:32]}... ({len(text)} characters)"

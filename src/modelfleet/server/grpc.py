@@ -103,7 +103,7 @@ class GrpcFront:
         self._settings = settings
         self._guard = guard or Guard({})
         self._answered = metrics.answered if metrics is not None else _not_counted
-        self._limits = Limits(settings.max_inputs, settings.max_tensor_rank, settings.max_tensor_elements)
+        self._limits = Limits.from_settings(settings)
         self.port = 0
         self._server: H2Server | None = None
 

@@ -16,7 +16,6 @@ import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -41,6 +40,7 @@ from modelfleet.protocol.rest import (
     dumps,
     encode_response,
     header_length,
+    loads,
 )
 from modelfleet.protocol.v2 import InferRequest
 from modelfleet.server.auth import Access, Guard, Principal, presented_key
@@ -175,7 +175,7 @@ class InferEndpoint:
         self._guard = guard
         self._answered = metrics.answered if metrics is not None else _not_counted
         self._limit = settings.max_body_bytes
-        self._limits = Limits(settings.max_inputs, settings.max_tensor_rank, settings.max_tensor_elements)
+        self._limits = Limits.from_settings(settings)
 
     async def _infer(self, model: LoadedModel, request: InferRequest, started: int, receive: Receive) -> Any:
         """Run the request; if it is likely to wait in a queue, watch for its client leaving, so
@@ -259,19 +259,17 @@ def _ok(doc: Any = None, status: int = 200) -> Response:
     return Response(b"" if doc is None else dumps(doc), status_code=status, media_type="application/json")
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+async def _json_body(request: Request, max_depth: int) -> dict[str, Any]:
     body = await read_body(request.receive, _headers(request.scope), _CONTROL_BODY_LIMIT)
     if not body.strip():
         return {}
-    return json_object(body)
+    return json_object(body, max_depth)
 
 
-def json_object(body: bytes) -> dict[str, Any]:
-    """A control request's body as a JSON object, else 400 saying what is wrong."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise BadRequest("request body is not valid JSON") from None
+def json_object(body: bytes, max_depth: int) -> dict[str, Any]:
+    """A control request's body as a JSON object nested at most `max_depth` levels, else 400
+    saying what is wrong."""
+    doc = loads(body, max_depth)
     if not isinstance(doc, dict):
         raise BadRequest("request body must be a JSON object")
     return doc
@@ -303,7 +301,7 @@ def _caller(request: Request) -> Principal:
     return caller
 
 
-def _control_routes(plane: DataPlane, guard: Guard) -> list[Route]:
+def _control_routes(plane: DataPlane, guard: Guard, max_json_depth: int) -> list[Route]:
     def name_version(request: Request) -> tuple[str, str | None]:
         params = request.path_params
         return params["model"], params.get("version")
@@ -334,7 +332,7 @@ def _control_routes(plane: DataPlane, guard: Guard) -> list[Route]:
         return _ok(plane.statistics(*name_version(request)))
 
     async def repository_index(request: Request) -> Response:
-        doc = await _json_body(request)
+        doc = await _json_body(request, max_json_depth)
         ready_only = doc.get("ready", False)
         if not isinstance(ready_only, bool):
             raise BadRequest("'ready' must be a boolean")
@@ -343,12 +341,12 @@ def _control_routes(plane: DataPlane, guard: Guard) -> list[Route]:
         return _ok(who.index(await plane.repository_index(ready_only, refresh=who.control)))
 
     async def load(request: Request) -> Response:
-        doc = await _json_body(request)
+        doc = await _json_body(request, max_json_depth)
         await plane.load(request.path_params["model"], _parameters(doc))
         return _ok()
 
     async def unload(request: Request) -> Response:
-        doc = await _json_body(request)
+        doc = await _json_body(request, max_json_depth)
         await plane.unload(request.path_params["model"], _parameters(doc))
         return _ok()
 
@@ -424,7 +422,7 @@ def build_http_app(
     """The whole REST surface as one ASGI app; GET /metrics and per-answer counts with `metrics`;
     keys and tenants with `guard` (without one: inference open, control from loopback only)."""
     guard = guard or Guard({})
-    routes = _control_routes(plane, guard)
+    routes = _control_routes(plane, guard, settings.max_json_depth)
     if metrics is not None:
         routes.append(_metrics_route(metrics, guard))
     if settings.sagemaker:

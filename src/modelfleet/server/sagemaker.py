@@ -60,7 +60,7 @@ class SageMakerApi:
         self._guard = guard
         self._answered = metrics.answered if metrics is not None else None
         self._limit = settings.max_body_bytes
-        self._limits = Limits(settings.max_inputs, settings.max_tensor_rank, settings.max_tensor_elements)
+        self._limits = Limits.from_settings(settings)
         self._root = None if settings.is_object_store else Path(settings.repository).resolve()
         self._urls: dict[str, str] = {}  # model -> the url it was loaded from (for GET /models)
 
@@ -270,7 +270,7 @@ class SageMakerApi:
             body = await read_body(request.receive, dict(request.scope["headers"]), CONTROL_BODY_LIMIT)
         except ClientGone:
             raise BadRequest("the request body did not arrive") from None
-        return json_object(body)
+        return json_object(body, self._limits.max_json_depth)
 
 
 def url_in_prefix(url: str, prefix: str) -> bool:

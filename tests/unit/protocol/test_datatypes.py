@@ -31,10 +31,11 @@ def test_bytes_round_trip_with_str_and_bytes_elements() -> None:
 @pytest.mark.parametrize(
     ("raw", "count", "message"),
     [
-        (b"\x03\x00\x00\x00abc", 2, "holds 1 elements, expected 2"),
+        (b"\x03\x00\x00\x00abc", 2, "BYTES data of 7 bytes cannot hold 2 elements"),
+        (b"\x00\x00\x00\x00\x04\x00\x00\x00abcd", 3, "holds 2 elements, expected 3"),
         (b"\x09\x00\x00\x00abc", 1, "claims 9 bytes, only 3 left"),
         (b"\x01\x00\x00\x00ab", 1, "1 bytes after its 1 elements"),
-        (b"\x01\x00", 1, "holds 0 elements"),
+        (b"\x01\x00", 1, "BYTES data of 2 bytes cannot hold 1 elements"),
     ],
 )
 def test_malformed_bytes_buffers_are_refused(raw: bytes, count: int, message: str) -> None:

@@ -91,7 +91,7 @@ BAD = [
     (request(*[F32] * 5, raw=[bytes(8)] * 5), "request has 5 inputs, the limit is 4"),
     (
         request(Tensor(name="x", datatype="BYTES", shape=[2]), raw=[b"\x01\x00\x00\x00a"]),
-        "BYTES data holds 1 elements, expected 2",
+        "BYTES data of 5 bytes cannot hold 2 elements",
     ),
     (
         request(Tensor(name="x", datatype="FP32", shape=[2], contents=pb.InferTensorContents(fp32_contents=[1, 2])), raw=[bytes(8)]),
@@ -111,7 +111,7 @@ BAD = [
     ),
     (
         request(F32, raw=[bytes(8)], parameters={"timeout": pb.InferParameter(bool_param=True)}),
-        "request: parameter 'timeout' must be a non-negative integer",
+        "request: parameter 'timeout' must be a non-negative 64-bit integer",
     ),
 ]  # fmt: skip
 
@@ -173,3 +173,32 @@ def test_method_table() -> None:
     assert SERVICE == "inference.GRPCInferenceService"
     assert method_path("ModelInfer") == "/inference.GRPCInferenceService/ModelInfer"
     assert METHODS["ModelInfer"] == (pb.ModelInferRequest, pb.ModelInferResponse)
+
+
+# -- hostile messages: checked before anything is allocated ---------------------------------------------
+
+
+def test_a_tiny_bytes_message_cannot_declare_a_huge_tensor() -> None:
+    message = request(Tensor(name="s", datatype="BYTES", shape=[2**27]), raw=[b"\0" * 4])
+    assert message.ByteSize() < 64
+    with pytest.raises(BadRequest, match="BYTES data of 4 bytes cannot hold 134217728 elements"):
+        codec.decode_infer_request(message, Limits())
+
+
+@pytest.mark.parametrize("dims", [[0, 2**63 - 1], [0, 2**40]])
+def test_a_zero_sized_shape_with_a_huge_dimension_is_refused(dims: list[int]) -> None:
+    for message in (
+        request(Tensor(name="x", datatype="FP32", shape=dims)),
+        request(Tensor(name="x", datatype="FP32", shape=dims), raw=[b""]),
+    ):
+        with pytest.raises(BadRequest, match="has a dimension over the limit of 268435456 elements"):
+            codec.decode_infer_request(message, Limits())
+
+
+def test_reserved_integers_must_fit_64_bits_over_grpc() -> None:
+    message = request(
+        Tensor(name="x", datatype="FP32", shape=[1], contents=pb.InferTensorContents(fp32_contents=[1.0])),
+        parameters={"timeout": pb.InferParameter(uint64_param=2**64 - 1)},
+    )
+    with pytest.raises(BadRequest, match="parameter 'timeout' must be a non-negative 64-bit integer"):
+        codec.decode_infer_request(message, Limits())

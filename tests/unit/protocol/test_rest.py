@@ -169,12 +169,12 @@ def test_binary_inputs_are_views_of_the_body_in_input_order() -> None:
         (
             [tensor("a", (1,), "FP32", None, parameters={"binary_data_size": -4})],
             [b"1234"],
-            "parameter 'binary_data_size' must be a non-negative integer",
+            "parameter 'binary_data_size' must be a non-negative 64-bit integer",
         ),
         (
             [tensor("s", (2,), "BYTES", None, parameters={"binary_data_size": 6})],
             [b"\x02\x00\x00\x00hi"],
-            "input 's': BYTES data holds 1 elements, expected 2",
+            "input 's': BYTES data of 6 bytes cannot hold 2 elements",
         ),
     ],
 )
@@ -265,3 +265,76 @@ def test_binary_output_for_all_or_per_output() -> None:
     assert header["outputs"][0]["data"] == [0.5, 1.5]
     assert "data" not in header["outputs"][1]
     assert raw[n:] == b"\x02\x00\x00\x00ab\x01\x00\x00\x00c"
+
+
+# -- hostile bodies: checked before anything is allocated, never a 500 ---------------------------------
+
+BIG = Limits()  # the server's defaults
+
+
+def test_a_tiny_bytes_body_cannot_declare_a_huge_tensor() -> None:
+    raw, length = binary_body(
+        [tensor("s", (268_435_456,), "BYTES", None, parameters={"binary_data_size": 4})], [b"\0" * 4]
+    )
+    assert len(raw) < 200
+    with pytest.raises(BadRequest, match="BYTES data of 4 bytes cannot hold 268435456 elements"):
+        decode_request(raw, length, BIG)
+
+
+@pytest.mark.parametrize("dims", [[0, 2**63 - 1], [0, 10**30], [2**28 + 1, 0]])
+def test_a_zero_sized_shape_with_a_huge_dimension_is_refused(dims: list[int]) -> None:
+    with pytest.raises(BadRequest, match="has a dimension over the limit of 268435456 elements"):
+        decode_request(body({"inputs": [tensor("x", dims, "FP32", [])]}), None, BIG)
+
+
+def test_a_huge_dimension_is_shown_short() -> None:
+    with pytest.raises(BadRequest, match=r"shape \[0, 10000000\.\.\.\(1001 digits\)\]"):
+        decode_request(
+            f'{{"inputs":[{{"name":"x","shape":[0,{10**1000}],"datatype":"FP32","data":[]}}]}}'.encode(),
+            None,
+            BIG,
+        )
+
+
+def nested(depth: int, leaf: str = "1") -> str:
+    return "[" * depth + leaf + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [65, 3000, 100_000])
+def test_deep_json_is_a_400_wherever_it_is(depth: int) -> None:
+    where = [
+        f'{{"inputs":[{{"name":"x","shape":[1],"datatype":"FP32","data":[1]}}],"parameters":{{"p":{nested(depth)}}}}}',
+        f'{{"inputs":[{{"name":"x","shape":[1],"datatype":"FP32","data":[1],"parameters":{{"p":{nested(depth)}}}}}]}}',
+        f'{{"inputs":[{{"name":"x","shape":[1],"datatype":"BYTES","data":{nested(depth, chr(34) + "a" + chr(34))}}}]}}',
+        f'{{"inputs":[{{"name":"x","shape":[1],"datatype":"FP32","data":[1]}}],"outputs":[{{"name":"y","parameters":{{"p":{nested(depth)}}}}}]}}',
+    ]
+    for doc in where:
+        with pytest.raises(BadRequest, match="nest(s)? deeper than 64 levels"):
+            decode_request(doc.encode(), None, BIG)
+
+
+def test_json_nesting_up_to_the_limit_is_accepted() -> None:
+    doc = {"inputs": [tensor("x", (1,), "BYTES", ["a"])], "parameters": {"p": json.loads(nested(63))}}
+    assert decode_request(body(doc), None, BIG).parameters["p"] == json.loads(nested(63))
+    with pytest.raises(BadRequest, match="deeper than 8 levels"):
+        decode_request(body(doc), None, Limits(max_json_depth=8))
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"timeout": 2**63}, "parameter 'timeout' must be a non-negative 64-bit integer"),
+        ({"priority": 10**30}, "parameter 'priority' must be a non-negative 64-bit integer"),
+    ],
+)
+def test_reserved_integers_must_fit_64_bits(parameters: dict[str, Any], message: str) -> None:
+    bad(body({"inputs": [tensor()], "parameters": parameters}), message)
+
+
+@pytest.mark.parametrize("size", [2**63 - 1, 2**64, 10**30])
+def test_an_oversized_binary_data_size_is_a_400(size: int) -> None:
+    raw, length = binary_body(
+        [tensor("x", (1,), "FP32", None, parameters={"binary_data_size": size})], [b"\0" * 4]
+    )
+    with pytest.raises(BadRequest, match="binary_data_size"):
+        decode_request(raw, length, BIG)
