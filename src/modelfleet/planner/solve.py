@@ -1,0 +1,105 @@
+"""Choose and run the planners for one problem, and return the cheapest plan with its bound.
+
+    auto        identical models per isolation group -> exact counts (CP-SAT, proven at any size);
+                otherwise the heuristic with the LP bound, then the CP-SAT assignment model
+                (hinted with the heuristic) while it stays under ASSIGNMENT_LIMIT booleans
+    exact       the CP-SAT models whatever the size (the time limit still applies)
+    heuristic   the heuristic and the LP bound only
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+
+from modelfleet.planner import exact
+from modelfleet.planner.bound import dual_bound
+from modelfleet.planner.errors import InfeasiblePlan
+from modelfleet.planner.heuristic import heuristic
+from modelfleet.planner.problem import Problem
+from modelfleet.planner.result import Packing, Plan, Status, make_plan
+
+ASSIGNMENT_LIMIT = 400_000
+DEFAULT_TIME_LIMIT_S = 10.0
+Progress = Callable[[str], None]
+
+
+class Method(enum.StrEnum):
+    AUTO = "auto"
+    EXACT = "exact"
+    HEURISTIC = "heuristic"
+
+
+def solve(
+    problem: Problem,
+    method: Method = Method.AUTO,
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+    workers: int = 2,
+    progress: Progress | None = None,
+) -> Plan:
+    """The cheapest plan found within `time_limit_s`; InfeasiblePlan if none meets the limits."""
+    started = time.monotonic()
+    deadline = started + time_limit_s
+    groups = exact.uniform_groups(problem)
+    if groups is not None and method is not Method.HEURISTIC:
+        _say(progress, "exact: counts of identical models")
+        packing = exact.solve_uniform(problem, groups, time_limit_s, workers, progress)
+        if packing is None:
+            raise InfeasiblePlan(_infeasible_message(problem))
+        return make_plan(problem, packing, time.monotonic() - started)
+    _say(progress, "lower bound (LP)")
+    bound, pi = dual_bound(problem, time_limit_s=min(10.0, 0.25 * time_limit_s))
+    _say(progress, "heuristic: first-fit decreasing + local improvement")
+    heuristic_share = time_limit_s if method is Method.HEURISTIC else 0.4 * time_limit_s
+    bins = heuristic(problem, pi, min(deadline, time.monotonic() + heuristic_share), progress)
+    best: Packing | None = None
+    if bins is not None:
+        best = Packing([(b.type, b.members) for b in bins], bound, "heuristic (ffd + local search)", Status.FEASIBLE)
+        cost = sum(problem.types[b.type].usd_per_hour for b in bins)
+        if cost - bound <= 1e-9 * cost:
+            return make_plan(problem, best, time.monotonic() - started)
+    left = deadline - time.monotonic()
+    if method is not Method.HEURISTIC and bins is not None and left > 0.5:
+        size = exact.assignment_size(problem, sum(problem.types[b.type].usd_per_hour for b in bins))
+        if method is Method.EXACT or size <= ASSIGNMENT_LIMIT:
+            _say(progress, f"exact: CP-SAT assignment ({size:,} booleans)")
+            found = exact.solve_assignment(problem, bins, left, workers, progress)
+            if found is not None:
+                best = _better(problem, best, found, bound)
+    if best is None:
+        raise InfeasiblePlan(_infeasible_message(problem))
+    return make_plan(problem, best, time.monotonic() - started)
+
+
+def _better(problem: Problem, current: Packing | None, found: Packing, bound: float) -> Packing:
+    """The cheaper of the two, carrying the best bound of both."""
+    lower = max(bound, found.lower_bound)
+
+    def cost(p: Packing) -> float:
+        return sum(problem.types[t].usd_per_hour for t, _ in p.bins)
+
+    if current is None or cost(found) < cost(current) - 1e-9:
+        return Packing(found.bins, lower, found.solver, found.status, found.notes)
+    return Packing(current.bins, lower, current.solver, current.status, current.notes)
+
+
+def _infeasible_message(problem: Problem) -> str:
+    limits = []
+    if problem.max_total is not None:
+        limits.append(f"max_instances {problem.max_total}")
+    limits += [
+        f"max_per_type[{t.name}] {problem.type_limit(i)}"
+        for i, t in enumerate(problem.types)
+        if problem.type_limit(i) is not None
+    ]
+    what = ", ".join(limits) or "the isolation and never-with constraints"
+    return (
+        f"no fleet hosts all {problem.n_models} models ({int(problem.replicas.sum())} replicas) within {what}; "
+        "raise the limits or relax the constraints"
+    )
+
+
+def _say(progress: Progress | None, text: str) -> None:
+    if progress is not None:
+        progress(text)

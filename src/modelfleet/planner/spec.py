@@ -1,0 +1,133 @@
+"""The fleet spec: the models to host, their sizes, capacities and traffic, the SLO and the options.
+
+Read from YAML (`load_fleet_spec`) at the CLI edge; everything below takes a `FleetSpec`.
+See README "Plan a fleet" for an annotated example.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from modelfleet.planner.yamlfile import load_model
+
+
+class Capacity(BaseModel):
+    """What one instance of a type (or of a family) does for this model at the SLO.
+
+    Give one or more of: `models_per_instance` (a measured packing, as in seed 002's table; taken as
+    is, without headroom), `rps` (requests/s one instance serves within the SLO) or `rps_per_core`
+    (the same per accelerator core, or per vCPU on a CPU type). `latency_ms` is the latency measured
+    at that throughput; above the SLO the type is not used for this model.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    models_per_instance: int | None = Field(default=None, ge=1)
+    rps: float | None = Field(default=None, gt=0)
+    rps_per_core: float | None = Field(default=None, gt=0)
+    latency_ms: float | None = Field(default=None, gt=0)
+
+
+class ModelSpec(BaseModel):
+    """One model, or `count` models named by `pattern` (`bert-{i:04d}`) that share these numbers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = None
+    pattern: str | None = None
+    """A str.format pattern with one field `i` (0 .. count-1); use with `count`."""
+    count: int = Field(default=1, ge=1)
+    start: int = Field(default=0, ge=0)
+    """The first `i` of `pattern`."""
+    memory_bytes: int = Field(ge=0)
+    """Host memory one loaded copy takes."""
+    accelerator_memory_bytes: int = Field(default=0, ge=0)
+    """Device memory one copy takes on a type with accelerators (it must fit one core's share)."""
+    traffic_rps: float = Field(default=0.0, ge=0)
+    """Expected requests/s to this model (each of a pattern's models), spread over its replicas."""
+    replicas: int = Field(default=1, ge=1)
+    """Copies, each on a different instance."""
+    isolation_group: str | None = None
+    """Instances host models of one isolation group only (models without one form their own group)."""
+    never_with: list[str] = Field(default_factory=list)
+    """Names (or patterns' names) of models that may not share an instance with this one."""
+    family: str | None = None
+    """Pin to one instance family, e.g. `inf1`."""
+    capacity: dict[str, Capacity] = Field(min_length=1)
+    """Per instance type or family name; the model runs only on the types listed here."""
+    profile: str | None = None
+    """Reserved: a profile recorded by `modelfleet profile` (issue 13) instead of `capacity`."""
+
+    @model_validator(mode="after")
+    def _named(self) -> ModelSpec:
+        if (self.name is None) == (self.pattern is None):
+            raise ValueError("give exactly one of name and pattern")
+        if self.name is not None and self.count != 1:
+            raise ValueError("count goes with pattern; a named model is one model")
+        if self.pattern is not None:
+            fields = {f for _, f, _, _ in string.Formatter().parse(self.pattern) if f is not None}
+            if fields != {"i"}:
+                raise ValueError(f"pattern '{self.pattern}' must have exactly one field {{i}}")
+        if self.profile is not None:
+            raise ValueError("profiles arrive with `modelfleet profile` (issue 13); declare capacity for now")
+        return self
+
+    def names(self) -> list[str]:
+        if self.name is not None:
+            return [self.name]
+        assert self.pattern is not None
+        return [self.pattern.format(i=i) for i in range(self.start, self.start + self.count)]
+
+
+class Slo(BaseModel):
+    """The latency objective the capacities were measured against."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    latency_ms: float = Field(gt=0)
+    percentile: float = Field(default=90.0, gt=0, le=100)
+
+
+class Options(BaseModel):
+    """Prices, headroom and limits on the fleet."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    spot_discount: float = Field(default=0.0, ge=0, lt=1)
+    """Fraction off the on-demand price (0.6 = pay 40 %)."""
+    headroom: float = Field(default=0.0, ge=0, lt=1)
+    """Fraction of each instance's memory and compute left free (Mmax, Cmax = 1 - headroom)."""
+    min_instances: int = Field(default=0, ge=0)
+    max_instances: int | None = Field(default=None, ge=1)
+    min_per_type: dict[str, int] = Field(default_factory=dict)
+    max_per_type: dict[str, int] = Field(default_factory=dict)
+    instance_types: list[str] | None = None
+    """Plan with these catalogue types (or families) only."""
+
+
+class FleetSpec(BaseModel):
+    """A fleet to plan: the SLO, the models and the options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = 1
+    slo: Slo | None = None
+    models: list[ModelSpec] = Field(min_length=1)
+    options: Options = Field(default_factory=Options)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> FleetSpec:
+        seen: set[str] = set()
+        for entry in self.models:
+            for name in entry.names():
+                if name in seen:
+                    raise ValueError(f"model '{name}' is declared twice")
+                seen.add(name)
+        return self
+
+
+def load_fleet_spec(path: Path) -> FleetSpec:
+    return load_model(path, FleetSpec, "fleet spec")
