@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo-repo": ("modelfleet.cli.demo_repo", "demo_repo"),
     "bench": ("modelfleet.cli.bench", "bench"),
     "top": ("modelfleet.cli.top", "top"),
+    "plan": ("modelfleet.cli.plan", "plan"),
+    "advise": ("modelfleet.cli.plan", "advise"),
 }
 
 
