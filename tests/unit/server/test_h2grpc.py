@@ -44,21 +44,40 @@ PATH = "/test.Service/Echo"
 
 
 class Wire:
-    """A fake transport: keeps what the server writes."""
+    """A fake transport: keeps what the server writes; `gone` is set once it is closed."""
 
     def __init__(self, peer: Any = ("127.0.0.1", 5000)) -> None:
         self.out = bytearray()
         self.closed = False
+        self.aborted = False
+        self.reading = True
         self.peer = peer
+        self.gone = asyncio.Event()
+        self.protocol: Connection | None = None
 
     def write(self, data: bytes) -> None:
         assert not self.closed, "write after close"
         self.out += data
 
     def close(self) -> None:
+        """As a real transport: the protocol hears of it on the next loop iteration."""
+        if not self.closed and self.protocol is not None:
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
         self.closed = True
+        self.gone.set()
 
-    abort = close
+    def abort(self) -> None:
+        self.aborted = True
+        self.close()
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
 
     def get_extra_info(self, key: str, default: Any = None) -> Any:
         return self.peer if key == "peername" else default
@@ -73,10 +92,11 @@ class Client:
     def __init__(self, server: H2Server, peer: Any = ("127.0.0.1", 5000), settings: bytes = b"") -> None:
         self.wire = Wire(peer)
         self.conn = Connection(server)
+        self.wire.protocol = self.conn
         self.conn.connection_made(self.wire)  # type: ignore[arg-type]
         self.encoder = hpack.Encoder()
         self.decoder = hpack.Decoder()
-        self.send(PREFACE + frame(SETTINGS, 0, 0, settings))
+        self.send(PREFACE + frame(SETTINGS, 0, 0, settings) + frame(SETTINGS, ACK, 0))
         self.handshake = self.frames()  # the server's SETTINGS and WINDOW_UPDATE, then its ACK
 
     def send(self, data: bytes) -> None:
