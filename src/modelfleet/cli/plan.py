@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from modelfleet.planner.result import Plan
+    from modelfleet.planner.solve import Method
 
 EXIT_INPUT = 2  # bad fleet spec or catalogue, or constraints no fleet meets: nothing written
 
@@ -19,7 +23,9 @@ CatalogOption = Annotated[
 
 
 def plan(
-    fleet: Annotated[Path, typer.Argument(help="Fleet spec YAML: models, capacities, traffic, SLO, options.")],
+    fleet: Annotated[
+        Path, typer.Argument(help="Fleet spec YAML: models, capacities, traffic, SLO, options.")
+    ],
     catalog: CatalogOption = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Write plan.yaml, packing.png and cost_by_type.png here.")
@@ -56,7 +62,15 @@ def plan(
     _show(result, out, as_json)
 
 
-def _plan(fleet, catalog, max_instances, method, time_limit_s, workers, quiet):  # type: ignore[no-untyped-def]
+def _plan(
+    fleet: Path,
+    catalog: Path | None,
+    max_instances: int | None,
+    method: Method,
+    time_limit_s: float,
+    workers: int,
+    quiet: bool,
+) -> Plan:
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -74,7 +88,7 @@ def _plan(fleet, catalog, max_instances, method, time_limit_s, workers, quiet): 
         )
 
 
-def _show(result, out: Path | None, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+def _show(result: Plan, out: Path | None, as_json: bool) -> None:
     from rich.console import Console
 
     from modelfleet.planner.report import plan_json, print_plan, write_plan_yaml
@@ -99,7 +113,9 @@ def advise(
     catalog: CatalogOption = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write advice.yaml and fitness.png here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the advice as one JSON document.")] = False,
-    time_limit_s: Annotated[float, typer.Option("--time-limit-s", min=0.1, help="Planner time limit.")] = 10.0,
+    time_limit_s: Annotated[
+        float, typer.Option("--time-limit-s", min=0.1, help="Planner time limit.")
+    ] = 10.0,
 ) -> None:
     """Score the hosting options (one endpoint per model, a multi-model server with LRU, a packed
     fleet, serverless) on seed 001's five fitness functions, and check how the models group."""
@@ -107,8 +123,8 @@ def advise(
 
     from rich.console import Console
 
-    from modelfleet.planner.advise import advise as run_advice
     from modelfleet.planner.advise import advice_document, print_advice, spider_chart
+    from modelfleet.planner.advise import advise as run_advice
     from modelfleet.planner.catalog import load_catalog
     from modelfleet.planner.errors import PlanInputError
     from modelfleet.planner.spec import load_fleet_spec
@@ -123,7 +139,9 @@ def advise(
         import yaml
 
         out.mkdir(parents=True, exist_ok=True)
-        (out / "advice.yaml").write_text(yaml.safe_dump(advice_document(advice), sort_keys=False), encoding="utf-8")
+        (out / "advice.yaml").write_text(
+            yaml.safe_dump(advice_document(advice), sort_keys=False), encoding="utf-8"
+        )
         spider_chart(advice, out / "fitness.png")
     if as_json:
         print(json.dumps(advice_document(advice), indent=2))

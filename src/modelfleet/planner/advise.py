@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from modelfleet.planner.catalog import Catalog
-from modelfleet.planner.problem import Dim, Problem, build_problem
+from modelfleet.planner.errors import PlanInputError
+from modelfleet.planner.problem import BoolArray, Dim, FloatArray, Problem, build_problem
 from modelfleet.planner.result import Plan
 from modelfleet.planner.solve import solve
 from modelfleet.planner.spec import FleetSpec
@@ -105,7 +106,7 @@ def _single_cost(problem: Problem) -> float:
     return float((prices * problem.replicas).sum())
 
 
-def _hot_set(problem: Problem) -> np.ndarray:
+def _hot_set(problem: Problem) -> BoolArray:
     order = np.argsort(-problem.traffic_rps, kind="stable")
     total = problem.traffic_rps.sum()
     if total <= 0:
@@ -128,22 +129,34 @@ def _lru_cost(problem: Problem, time_limit_s: float) -> float:
     if (~hot).any():
         largest = problem.demand[~hot].max(axis=0)  # [T, D]
         capacity[:, Dim.MEMORY] = np.maximum(capacity[:, Dim.MEMORY] - largest[:, Dim.MEMORY], 0)
-        capacity[:, Dim.ACCELERATOR] = np.maximum(capacity[:, Dim.ACCELERATOR] - largest[:, Dim.ACCELERATOR], 0)
+        capacity[:, Dim.ACCELERATOR] = np.maximum(
+            capacity[:, Dim.ACCELERATOR] - largest[:, Dim.ACCELERATOR], 0
+        )
     eligible = problem.eligible & (demand <= capacity[None, :, :]).all(axis=2)
     eligible[~eligible.any(axis=1)] = problem.eligible[~eligible.any(axis=1)]
     lru = dataclasses.replace(problem, demand=demand, capacity=capacity, eligible=eligible)
     try:
         return solve(lru, time_limit_s=max(1.0, time_limit_s / 2)).cost_per_hour
-    except Exception:  # noqa: BLE001 - the option is then as dear as packing everything
+    except PlanInputError:  # no fleet under the limits: the option is out
         return math.inf
+
+
+def _serverless_busy(problem: Problem) -> FloatArray:
+    """Per model, $/h of busy time on its cheapest CPU type (inf where it has no CPU type)."""
+    cpu = problem.capacity[:, Dim.ACCELERATOR] == 0
+    frac = problem.demand[:, :, Dim.COMPUTE] / max(int(problem.capacity[0, Dim.COMPUTE]), 1)
+    busy = np.where(problem.eligible & cpu[None, :], frac * problem.prices[None, :], np.inf)
+    return np.asarray(busy.min(axis=1), dtype=np.float64)
+
+
+def _serverless_runnable(problem: Problem) -> BoolArray:
+    return np.asarray(np.isfinite(_serverless_busy(problem)) & (problem.memory_bytes <= SERVERLESS_MAX_BYTES))
 
 
 def _serverless_cost(problem: Problem) -> float:
     """Busy time on the cheapest CPU type at the premium; models it cannot run cost a single endpoint."""
-    cpu = np.array([not t.name.startswith(("inf", "g4", "g5", "p")) for t in problem.types])
-    frac = problem.demand[:, :, Dim.COMPUTE] / max(int(problem.capacity[0, Dim.COMPUTE]), 1)
-    busy = np.where(problem.eligible & cpu[None, :], frac * problem.prices[None, :], np.inf).min(axis=1)
-    runnable = np.isfinite(busy) & (problem.memory_bytes <= SERVERLESS_MAX_BYTES)
+    busy = _serverless_busy(problem)
+    runnable = _serverless_runnable(problem)
     single = np.where(problem.eligible, problem.prices[None, :], np.inf).min(axis=1)
     busy_cost = (busy[runnable] * problem.replicas[runnable]).sum() * SERVERLESS_PREMIUM
     return float(busy_cost + (single[~runnable] * problem.replicas[~runnable]).sum())
@@ -153,7 +166,8 @@ def _cold_shares(problem: Problem) -> dict[str, float]:
     traffic = problem.traffic_rps
     total = float(traffic.sum()) or 1.0
     hot = _hot_set(problem)
-    serverless = float((traffic * np.exp(-traffic * IDLE_TIMEOUT_S)).sum()) / total
+    runnable = _serverless_runnable(problem)
+    serverless = float((traffic * np.exp(-traffic * IDLE_TIMEOUT_S))[runnable].sum()) / total
     return {"single": 0.0, "packed": 0.0, "lru": float(traffic[~hot].sum()) / total, "serverless": serverless}
 
 
@@ -181,8 +195,11 @@ def _option(
         _size_score(name, problem, spread),
         _latency_score(name, problem, cold[name]),
         _isolation_score(name, problem),
-        Score("cost", 5.0 * cheapest / cost if math.isfinite(cost) and cost > 0 else 0.0,
-              f"${cost:,.2f}/h against the cheapest option's ${cheapest:,.2f}/h"),
+        Score(
+            "cost",
+            5.0 * cheapest / cost if math.isfinite(cost) and cost > 0 else 0.0,
+            f"${cost:,.2f}/h against the cheapest option's ${cheapest:,.2f}/h",
+        ),
         _scalability_score(name, problem, plan),
     )
     return Option(name, _TITLES[name], cost, tuple(Score(s.axis, round(s.value, 2), s.why) for s in scores))
@@ -190,12 +207,23 @@ def _option(
 
 def _size_score(name: str, problem: Problem, spread: float) -> Score:
     if name in ("single", "packed"):
-        return Score("model size", 5.0, "every model gets a type that holds it (instances sized per model mix)")
+        return Score(
+            "model size", 5.0, "every model gets a type that holds it (instances sized per model mix)"
+        )
     if name == "lru":
         value = 5.0 * min(1.0, math.log(SIZE_SPREAD_LIMIT) / math.log(max(spread, 1.0 + 1e-9)))
-        return Score("model size", value, f"sizes spread {spread:.0f}x; loading large models evicts many small ones beyond {SIZE_SPREAD_LIMIT:.0f}x")
-    fits = float((problem.memory_bytes <= SERVERLESS_MAX_BYTES).mean())
-    return Score("model size", 5.0 * fits, f"{fits:.0%} of the models fit the {SERVERLESS_MAX_BYTES / 2**30:.0f} GiB function limit")
+        return Score(
+            "model size",
+            value,
+            f"sizes spread {spread:.0f}x; loading large models evicts many small ones beyond {SIZE_SPREAD_LIMIT:.0f}x",
+        )
+    fits = float(_serverless_runnable(problem).mean())
+    return Score(
+        "model size",
+        5.0 * fits,
+        f"{fits:.0%} of the models run on CPU within the {SERVERLESS_MAX_BYTES / 2**30:.0f} GiB function limit "
+        "(the rest stay on single endpoints)",
+    )
 
 
 def _latency_score(name: str, problem: Problem, cold_share: float) -> Score:
@@ -214,10 +242,14 @@ def _isolation_score(name: str, problem: Problem) -> Score:
     if name == "single":
         return Score("isolation", 5.0, "an instance per model: nothing shared")
     if name == "serverless":
-        return Score("isolation", 4.0, "a sandbox per function; hosts shared with the provider's other tenants")
+        return Score(
+            "isolation", 4.0, "a sandbox per function; hosts shared with the provider's other tenants"
+        )
     if name == "packed":
         if groups > 1:
-            return Score("isolation", 3.0, f"{groups} isolation groups never share an instance; models within one do")
+            return Score(
+                "isolation", 3.0, f"{groups} isolation groups never share an instance; models within one do"
+            )
         return Score("isolation", 2.0, "models share instances and worker processes")
     return Score("isolation", 1.0, "all models share the servers' processes and memory")
 
@@ -241,7 +273,9 @@ def _scalability_score(name: str, problem: Problem, plan: Plan) -> Score:
 def grouping(problem: Problem) -> list[Group]:
     """Seed 001's check: models of similar size on the same hardware go together; a group never
     spans more than SIZE_SPREAD_LIMIT in size."""
-    families = [tuple(sorted({problem.types[t].family for t in np.flatnonzero(row)})) for row in problem.eligible]
+    families = [
+        tuple(sorted({problem.types[t].family for t in np.flatnonzero(row)})) for row in problem.eligible
+    ]
     groups: list[Group] = []
     for hardware in sorted(set(families)):
         members = [m for m in range(problem.n_models) if families[m] == hardware]
@@ -284,12 +318,18 @@ def advice_document(advice: Advice) -> dict[str, Any]:
         ],
         "size_spread": round(advice.size_spread, 3),
         "groups": [dataclasses.asdict(g) | {"families": list(g.families)} for g in advice.groups],
-        "plan": {"cost_per_hour": advice.plan.cost_per_hour, "gap": advice.plan.gap, "by_type": advice.plan.by_type},
+        "plan": {
+            "cost_per_hour": advice.plan.cost_per_hour,
+            "gap": advice.plan.gap,
+            "by_type": advice.plan.by_type,
+        },
     }
 
 
 def print_advice(advice: Advice, console: Console) -> None:
-    table = Table(title="Hosting options on seed 001's fitness functions (0-5, higher is better)", title_justify="left")
+    table = Table(
+        title="Hosting options on seed 001's fitness functions (0-5, higher is better)", title_justify="left"
+    )
     table.add_column("option")
     for axis in AXES:
         table.add_column(axis, justify="right")
@@ -304,7 +344,9 @@ def print_advice(advice: Advice, console: Console) -> None:
         console.print(f"[bold]{o.title}[/bold]", highlight=False)
         for s in o.scores:
             console.print(f"  {s.axis:<12} {s.value:.1f}  {s.why}", highlight=False)
-    console.print(f"recommended: {_TITLES[advice.recommended]} (highest total, equal weights)", highlight=False)
+    console.print(
+        f"recommended: {_TITLES[advice.recommended]} (highest total, equal weights)", highlight=False
+    )
     verdict = (
         f"sizes spread {advice.size_spread:.0f}x: split into {len(advice.groups)} groups of at most {SIZE_SPREAD_LIMIT:.0f}x"
         if advice.size_spread > SIZE_SPREAD_LIMIT

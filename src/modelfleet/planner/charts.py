@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from types import ModuleType
 
 from modelfleet.planner.result import Plan
 
 _MAX_BARS = 300  # instances drawn in the packing chart (the most loaded first beyond that)
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,8 +39,13 @@ def packing_chart(plan: Plan, path: Path) -> None:
         ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
         ax.set_ylabel(f"{label} (fraction)")
         ax.set_ylim(0, 1.1)
-    axes[1].set_xlabel("instance" + (f" (first {_MAX_BARS} of {len(plan.instances)})" if len(plan.instances) > _MAX_BARS else ""))
-    fig.suptitle(f"Packing: {plan.models:,} models on {len(plan.instances)} instances, ${plan.cost_per_hour:,.3f}/h")
+    axes[1].set_xlabel(
+        "instance"
+        + (f" (first {_MAX_BARS} of {len(plan.instances)})" if len(plan.instances) > _MAX_BARS else "")
+    )
+    fig.suptitle(
+        f"Packing: {plan.models:,} models on {len(plan.instances)} instances, ${plan.cost_per_hour:,.3f}/h"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -55,10 +61,17 @@ def cost_chart(plan: Plan, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 2))
     bars = ax.barh(names, costs, color="tab:blue")
     for bar, name in zip(bars, names, strict=True):
-        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {counts[name]} x ${price[name]:.4g}", va="center")
+        ax.text(
+            bar.get_width(),
+            bar.get_y() + bar.get_height() / 2,
+            f" {counts[name]} x ${price[name]:.4g}",
+            va="center",
+        )
     ax.invert_yaxis()
     ax.set_xlabel("$ per hour")
-    ax.set_title(f"Cost by instance type: ${plan.cost_per_hour:,.3f}/h (bound ${plan.lower_bound_cost_per_hour:,.3f}/h)")
+    ax.set_title(
+        f"Cost by instance type: ${plan.cost_per_hour:,.3f}/h (bound ${plan.lower_bound_cost_per_hour:,.3f}/h)"
+    )
     ax.set_xlim(0, max(costs) * 1.35)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -27,7 +27,7 @@ MICRO = 1_000_000  # objective in micro-dollars per hour
 Progress = Callable[[str], None]
 
 
-class _Reporter(cp_model.CpSolverSolutionCallback):  # type: ignore[misc]
+class _Reporter(cp_model.CpSolverSolutionCallback):
     def __init__(self, progress: Progress | None) -> None:
         super().__init__()
         self.progress = progress
@@ -35,7 +35,7 @@ class _Reporter(cp_model.CpSolverSolutionCallback):  # type: ignore[misc]
     def on_solution_callback(self) -> None:
         if self.progress is not None:
             self.progress(
-                f"CP-SAT: ${self.ObjectiveValue() / MICRO:,.3f}/h, bound ${self.BestObjectiveBound() / MICRO:,.3f}/h"
+                f"CP-SAT: ${self.objective_value / MICRO:,.3f}/h, bound ${self.best_objective_bound / MICRO:,.3f}/h"
             )
 
 
@@ -50,7 +50,7 @@ def _solver(time_limit_s: float, workers: int) -> cp_model.CpSolver:
     return solver
 
 
-def _status(solver: cp_model.CpSolver, code: int) -> Status:
+def _status(code: object) -> Status:
     return Status.OPTIMAL if code == cp_model.OPTIMAL else Status.FEASIBLE
 
 
@@ -76,7 +76,11 @@ def uniform_groups(problem: Problem) -> list[np.ndarray] | None:
 
 
 def solve_uniform(
-    problem: Problem, groups: Sequence[np.ndarray], time_limit_s: float, workers: int, progress: Progress | None
+    problem: Problem,
+    groups: Sequence[np.ndarray],
+    time_limit_s: float,
+    workers: int,
+    progress: Progress | None,
 ) -> Packing | None:
     """Per-type instance counts for identical models; None when no fleet meets the limits."""
     cost = _cost(problem)
@@ -96,13 +100,13 @@ def solve_uniform(
             upper = math.ceil(items / k) + int(problem.min_per_type[t]) + problem.min_total
             if limit is not None:
                 upper = min(upper, limit)
-            y[g, t] = model.NewIntVar(0, upper, f"y_{g}_{t}")
+            y[g, t] = model.new_int_var(0, upper, f"y_{g}_{t}")
             per_instance[g, t] = k
-        model.Add(sum(per_instance[g, t] * y[g, t] for t in range(problem.n_types) if (g, t) in y) >= items)
+        model.add(sum(per_instance[g, t] * y[g, t] for t in range(problem.n_types) if (g, t) in y) >= items)
     _fleet_limits(model, problem, y)
-    model.Minimize(sum(cost[t] * var for (_, t), var in y.items()))
+    model.minimize(sum(cost[t] * var for (_, t), var in y.items()))
     solver = _solver(time_limit_s, workers)
-    code = solver.Solve(model, _Reporter(progress))
+    code = solver.solve(model, _Reporter(progress))
     if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
     bins: list[tuple[int, list[int]]] = []
@@ -111,28 +115,30 @@ def solve_uniform(
         for t in range(problem.n_types):
             if (g, t) not in y:
                 continue
-            for _ in range(solver.Value(y[g, t])):
+            for _ in range(solver.value(y[g, t])):
                 take, queue = queue[: per_instance[g, t]], queue[per_instance[g, t] :]
                 bins.append((t, take))
-    bound = solver.BestObjectiveBound() / MICRO
-    return Packing(bins, bound, "cp-sat (counts of identical models)", _status(solver, code))
+    bound = solver.best_objective_bound / MICRO
+    return Packing(bins, bound, "cp-sat (counts of identical models)", _status(code))
 
 
-def _fleet_limits(model: cp_model.CpModel, problem: Problem, y: dict[tuple[int, int], cp_model.IntVar]) -> None:
+def _fleet_limits(
+    model: cp_model.CpModel, problem: Problem, y: dict[tuple[int, int], cp_model.IntVar]
+) -> None:
     total = sum(y.values())
     if problem.max_total is not None:
-        model.Add(total <= problem.max_total)
+        model.add(total <= problem.max_total)
     if problem.min_total:
-        model.Add(total >= problem.min_total)
+        model.add(total >= problem.min_total)
     for t in range(problem.n_types):
         of_type = [var for (_, tt), var in y.items() if tt == t]
         if not of_type:
             continue
         limit = problem.type_limit(t)
         if limit is not None:
-            model.Add(sum(of_type) <= limit)
+            model.add(sum(of_type) <= limit)
         if problem.min_per_type[t]:
-            model.Add(sum(of_type) >= int(problem.min_per_type[t]))
+            model.add(sum(of_type) >= int(problem.min_per_type[t]))
 
 
 # --- the general assignment model ----------------------------------------------------------------
@@ -170,16 +176,16 @@ def solve_assignment(
     upper = sum(problem.types[b.type].usd_per_hour for b in start)
     slots = [(t, i) for t, idx in enumerate(_candidates(problem, upper)) for i in idx]
     model = cp_model.CpModel()
-    opened = [model.NewBoolVar(f"open_{t}_{i}") for t, i in slots]
+    opened = [model.new_bool_var(f"open_{t}_{i}") for t, i in slots]
     x: dict[tuple[int, int], cp_model.IntVar] = {}
     for b, (t, _) in enumerate(slots):
         for m in np.flatnonzero(problem.eligible[:, t]).tolist():
-            x[m, b] = model.NewBoolVar(f"x_{m}_{b}")
+            x[m, b] = model.new_bool_var(f"x_{m}_{b}")
     by_model: dict[int, list[int]] = {}
     for m, b in x:
         by_model.setdefault(m, []).append(b)
     for m in range(problem.n_models):
-        model.Add(sum(x[m, b] for b in by_model[m]) == int(problem.replicas[m]))
+        model.add(sum(x[m, b] for b in by_model[m]) == int(problem.replicas[m]))
     by_bin: dict[int, list[int]] = {}
     for m, b in x:
         by_bin.setdefault(b, []).append(m)
@@ -188,49 +194,56 @@ def solve_assignment(
         for d in range(len(Dim)):
             weights = [int(problem.demand[m, t, d]) for m in members]
             if any(weights) and sum(weights) > problem.capacity[t, d]:
-                model.Add(sum(w * x[m, b] for w, m in zip(weights, members, strict=True)) <= int(problem.capacity[t, d]) * opened[b])
+                model.add(
+                    sum(w * x[m, b] for w, m in zip(weights, members, strict=True))
+                    <= int(problem.capacity[t, d]) * opened[b]
+                )
         for m in members:
-            model.AddImplication(x[m, b], opened[b])
+            model.add_implication(x[m, b], opened[b])
         _isolation(model, problem, x, b, members)
         for m in members:
             for other in problem.conflicts.get(m, set()):
                 if other > m and (other, b) in x:
-                    model.AddBoolOr([x[m, b].Not(), x[other, b].Not()])
+                    model.add_bool_or([x[m, b].negated(), x[other, b].negated()])
     _symmetry(model, slots, opened)
-    y = {(0, t): model.NewIntVar(0, len(slots), f"n_{t}") for t in range(problem.n_types)}
+    y = {(0, t): model.new_int_var(0, len(slots), f"n_{t}") for t in range(problem.n_types)}
     for t in range(problem.n_types):
-        model.Add(y[0, t] == sum(o for o, (tt, _) in zip(opened, slots, strict=True) if tt == t))
+        model.add(y[0, t] == sum(o for o, (tt, _) in zip(opened, slots, strict=True) if tt == t))
     _fleet_limits(model, problem, y)
-    model.Minimize(sum(cost[t] * opened[b] for b, (t, _) in enumerate(slots)))
+    model.minimize(sum(cost[t] * opened[b] for b, (t, _) in enumerate(slots)))
     _hint(model, start, slots, x, opened)
     solver = _solver(time_limit_s, workers)
-    code = solver.Solve(model, _Reporter(progress))
+    code = solver.solve(model, _Reporter(progress))
     if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
     bins = [
-        (t, [m for m in by_bin.get(b, []) if solver.Value(x[m, b])])
+        (t, [m for m in by_bin.get(b, []) if solver.value(x[m, b])])
         for b, (t, _) in enumerate(slots)
-        if solver.Value(opened[b])
+        if solver.value(opened[b])
     ]
-    return Packing(bins, solver.BestObjectiveBound() / MICRO, "cp-sat (assignment)", _status(solver, code))
+    return Packing(bins, solver.best_objective_bound / MICRO, "cp-sat (assignment)", _status(code))
 
 
 def _isolation(
-    model: cp_model.CpModel, problem: Problem, x: dict[tuple[int, int], cp_model.IntVar], b: int, members: list[int]
+    model: cp_model.CpModel,
+    problem: Problem,
+    x: dict[tuple[int, int], cp_model.IntVar],
+    b: int,
+    members: list[int],
 ) -> None:
     groups = sorted({int(problem.group[m]) for m in members})
     if len(groups) < 2:
         return
-    uses = {g: model.NewBoolVar(f"g_{b}_{g}") for g in groups}
-    model.AddAtMostOne(uses.values())
+    uses = {g: model.new_bool_var(f"g_{b}_{g}") for g in groups}
+    model.add_at_most_one(uses.values())
     for m in members:
-        model.AddImplication(x[m, b], uses[int(problem.group[m])])
+        model.add_implication(x[m, b], uses[int(problem.group[m])])
 
 
 def _symmetry(model: cp_model.CpModel, slots: list[tuple[int, int]], opened: list[cp_model.IntVar]) -> None:
     for b in range(1, len(slots)):
         if slots[b][0] == slots[b - 1][0]:
-            model.AddImplication(opened[b], opened[b - 1])
+            model.add_implication(opened[b], opened[b - 1])
 
 
 def _hint(
@@ -254,6 +267,6 @@ def _hint(
             return  # the start does not fit the candidates: solve without a hint
         chosen[b] = set(bin_.members)
     for b, o in enumerate(opened):
-        model.AddHint(o, b in chosen)
+        model.add_hint(o, b in chosen)
     for (m, b), var in x.items():
-        model.AddHint(var, m in chosen.get(b, ()))
+        model.add_hint(var, m in chosen.get(b, ()))

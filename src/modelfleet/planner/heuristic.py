@@ -9,6 +9,7 @@ a window of recently opened instances.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ class Packer:
         """Per model, the type where its largest fraction costs least."""
         score = self.prices[None, :] * self.frac.max(axis=2)
         score[~self.p.eligible] = np.inf
-        return score.argmin(axis=1).astype(np.int64)
+        return np.asarray(score.argmin(axis=1), dtype=np.int64)
 
     def choice_dual(self, pi: FloatArray) -> Int64Array:
         """Per model, the type where the bound's prices charge it least (ties: the ratio)."""
@@ -56,7 +57,7 @@ class Packer:
         ratio = self.prices[None, :] * self.frac.max(axis=2)
         score = charge + 1e-6 * ratio
         score[~self.p.eligible] = np.inf
-        return score.argmin(axis=1).astype(np.int64)
+        return np.asarray(score.argmin(axis=1), dtype=np.int64)
 
     def choice_single(self, t: int) -> Int64Array:
         choice = self.choice_ratio()
@@ -65,8 +66,9 @@ class Packer:
 
     # --- first-fit decreasing --------------------------------------------------------------------
 
-    def pack(self, choice: Int64Array) -> list[Bin]:
-        """First-fit decreasing per (isolation group, type); over a type's limit, items move on."""
+    def pack(self, choice: Int64Array, plain_ffd: bool = False) -> list[Bin]:
+        """Per (isolation group, type): dot-product packing (first-fit decreasing for very many items,
+        or always with `plain_ffd`); over a type's limit, items move on to their next type."""
         p = self.p
         bins: list[Bin] = []
         counts = np.zeros(p.n_types, dtype=np.int64)
@@ -76,7 +78,9 @@ class Packer:
             for g in range(len(p.group_names)):
                 for t in range(p.n_types):
                     models = np.flatnonzero((pending == t) & (p.group == g))
-                    if models.size:
+                    if models.size and plain_ffd:
+                        left.extend(self._ffd(models, t, g, bins, counts))
+                    elif models.size:
                         left.extend(self._fill(models, t, g, bins, counts))
             if not left:
                 return bins
@@ -340,9 +344,12 @@ def heuristic(
 ) -> list[Bin] | None:
     """The cheapest packing found before `deadline`, or None when the limits leave no room."""
     packer = Packer(problem)
-    candidates = [("dual prices", lambda: packer.choice_dual(pi)), ("cost ratio", packer.choice_ratio)]
-    order = np.argsort(problem.prices).tolist()
-    candidates += [(problem.types[t].name, lambda t=t: packer.choice_single(t)) for t in order]
+    candidates: list[tuple[str, Callable[[], Int64Array]]] = [
+        ("dual prices", lambda: packer.choice_dual(pi)),
+        ("cost ratio", packer.choice_ratio),
+    ]
+    for t in np.argsort(problem.prices).tolist():
+        candidates.append((problem.types[t].name, functools.partial(packer.choice_single, t)))
     best: list[Bin] | None = None
     best_cost = np.inf
     for label, choose in candidates:
@@ -359,6 +366,16 @@ def heuristic(
             if progress is not None:
                 progress(f"heuristic ({label}): ${cost:,.3f}/h")
     return best
+
+
+def first_fit_decreasing(problem: Problem) -> list[Bin] | None:
+    """The textbook baseline: each model on its cheapest type per fraction, first-fit decreasing, no
+    improvement (what exact and heuristic plans are compared with in docs/benchmarks.md)."""
+    packer = Packer(problem)
+    try:
+        return _pad(problem, packer.pack(packer.choice_ratio(), plain_ffd=True))
+    except _NoRoom:
+        return None
 
 
 def _pad(problem: Problem, bins: list[Bin]) -> list[Bin]:

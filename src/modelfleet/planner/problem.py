@@ -204,7 +204,9 @@ def _planned_types(spec: FleetSpec, catalog: Catalog) -> list[InstanceType]:
             )
         used.append(t)
     if not used:
-        raise PlanInputError("no instance type of the catalogue is both allowed and named in a model's capacity")
+        raise PlanInputError(
+            "no instance type of the catalogue is both allowed and named in a model's capacity"
+        )
     return used
 
 
@@ -238,8 +240,7 @@ def _check_limits(problem: Problem, by_name: dict[str, InstanceType]) -> None:
     bounded = [problem.type_limit(t) for t in range(problem.n_types)]
     for m in np.flatnonzero(problem.replicas > 1):
         room = sum(
-            math.inf if bounded[t] is None else bounded[t] or 0
-            for t in np.flatnonzero(problem.eligible[m])
+            math.inf if bounded[t] is None else bounded[t] or 0 for t in np.flatnonzero(problem.eligible[m])
         )
         if room < problem.replicas[m]:
             raise PlanInputError(

@@ -14,8 +14,18 @@ from modelfleet.planner.result import Plan, plan_document
 
 
 def print_plan(plan: Plan, console: Console) -> None:
-    table = Table(title=f"Fleet plan: {plan.models:,} models, {plan.replicas:,} replicas", title_justify="left")
-    for header in ("instance type", "count", "models / instance", "memory use", "compute use", "$/h each", "$/h"):
+    table = Table(
+        title=f"Fleet plan: {plan.models:,} models, {plan.replicas:,} replicas", title_justify="left"
+    )
+    for header in (
+        "instance type",
+        "count",
+        "models / instance",
+        "memory use",
+        "compute use",
+        "$/h each",
+        "$/h",
+    ):
         table.add_column(header, justify="left" if header == "instance type" else "right")
     groups: dict[str, list[int]] = defaultdict(list)
     for k, inst in enumerate(plan.instances):
@@ -28,7 +38,13 @@ def print_plan(plan: Plan, console: Console) -> None:
         comp = sum(max(i.use["compute"], i.use["slots"]) for i in insts) / len(insts)
         price = insts[0].usd_per_hour
         table.add_row(
-            name, str(len(insts)), spread, f"{mem:.0%}", f"{comp:.0%}", f"{price:.4g}", f"{price * len(insts):,.3f}"
+            name,
+            str(len(insts)),
+            spread,
+            f"{mem:.0%}",
+            f"{comp:.0%}",
+            f"{price:.4g}",
+            f"{price * len(insts):,.3f}",
         )
     console.print(table)
     million = plan.cost_per_million_inferences

@@ -78,9 +78,7 @@ def make_plan(problem: Problem, packing: Packing, solve_time_s: float) -> Plan:
         load = problem.demand[members, t, :].sum(axis=0) if members else np.zeros(len(Dim))
         use = {Dim(d).name.lower(): round(float(load[d] / cap[t, d]), 6) for d in range(len(Dim))}
         frac = problem.demand[members, t, :] / cap[t]
-        shares = tuple(
-            (float(f[Dim.MEMORY]), float(max(f[Dim.COMPUTE], f[Dim.SLOTS]))) for f in frac
-        )
+        shares = tuple((float(f[Dim.MEMORY]), float(max(f[Dim.COMPUTE], f[Dim.SLOTS]))) for f in frac)
         instances.append(
             Instance(
                 type=problem.types[t].name,

@@ -1,10 +1,10 @@
 """Choose and run the planners for one problem, and return the cheapest plan with its bound.
 
-    auto        identical models per isolation group -> exact counts (CP-SAT, proven at any size);
-                otherwise the heuristic with the LP bound, then the CP-SAT assignment model
-                (hinted with the heuristic) while it stays under ASSIGNMENT_LIMIT booleans
-    exact       the CP-SAT models whatever the size (the time limit still applies)
-    heuristic   the heuristic and the LP bound only
+auto        identical models per isolation group -> exact counts (CP-SAT, proven at any size);
+            otherwise the heuristic with the LP bound, then the CP-SAT assignment model
+            (hinted with the heuristic) while it stays under ASSIGNMENT_LIMIT booleans
+exact       the CP-SAT models whatever the size (the time limit still applies)
+heuristic   the heuristic and the LP bound only
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def solve(
     bins = heuristic(problem, pi, min(deadline, time.monotonic() + heuristic_share), progress)
     best: Packing | None = None
     if bins is not None:
-        best = Packing([(b.type, b.members) for b in bins], bound, "heuristic (ffd + local search)", Status.FEASIBLE)
+        best = Packing(
+            [(b.type, b.members) for b in bins], bound, "heuristic (ffd + local search)", Status.FEASIBLE
+        )
         cost = sum(problem.types[b.type].usd_per_hour for b in bins)
         if cost - bound <= 1e-9 * cost:
             return make_plan(problem, best, time.monotonic() - started)
