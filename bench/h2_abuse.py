@@ -14,6 +14,7 @@ module (e.g. `git show HEAD~3:src/modelfleet/server/h2grpc.py > /tmp/old.py`) fo
 
     python bench/h2_abuse.py                              # every flood, default counts
     python bench/h2_abuse.py --attack ping --count 2000000
+    python bench/h2_abuse.py --no-budgets                 # only write back-pressure in the way
     python bench/h2_abuse.py --big-answer --rounds 5
 """
 
@@ -59,14 +60,18 @@ def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
 # -- the server process -------------------------------------------------------------------------------
 
 
-def serve(module: str | None, loop: str) -> None:
+def serve(module: str | None, loop: str, budgets: bool) -> None:
     h2 = load(module)
+    unbounded = dict.fromkeys(
+        ("max_rst_stream_frames", "max_ping_frames", "max_settings_frames", "max_empty_frames"), 10**9
+    )
+    limits = h2.Limits() if budgets else h2.Limits(**unbounded)
 
     async def echo(message: bytes, call: Any) -> bytes:
         return message
 
     async def main() -> None:
-        server = h2.H2Server({PATH: echo})
+        server = h2.H2Server({PATH: echo}, limits)
         port = await server.start("127.0.0.1", 0)
         print(port, flush=True)
         await asyncio.Event().wait()
@@ -279,10 +284,15 @@ def main() -> None:
     parser.add_argument(
         "--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the server's event loop"
     )
+    parser.add_argument(
+        "--no-budgets",
+        action="store_true",
+        help="frame budgets out of reach: only back-pressure bounds memory",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.module, args.loop)
+        serve(args.module, args.loop, not args.no_budgets)
         return
     if args.big_answer:
         h2 = load(args.module)
@@ -298,6 +308,7 @@ def main() -> None:
         return
     command = [sys.executable, __file__, "--serve", "--loop", args.loop]
     command += ["--module", args.module] if args.module else []
+    command += ["--no-budgets"] if args.no_budgets else []
     for attack in COUNTS if args.attack == "all" else (args.attack,):
         server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         try:

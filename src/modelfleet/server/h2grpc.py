@@ -378,14 +378,14 @@ class Connection(asyncio.Protocol):
         self._server.idle.set()
 
     def data_received(self, data: bytes) -> None:
+        if self._transport is None:
+            return  # closing: what the peer still sends is dropped
         if self._buffer:
             self._buffer += data
             if len(self._buffer) < self._need:
                 return  # a frame still incomplete: no copy, no parse
             data = bytes(self._buffer)
             self._buffer.clear()
-        if self._transport is None:
-            return
         try:
             self._frames(data)
         except H2ConnectionError as exc:
@@ -397,7 +397,7 @@ class Connection(asyncio.Protocol):
             self._close(H2Error.INTERNAL_ERROR, "internal error")
 
     def eof_received(self) -> bool | None:
-        return None  # close our side too
+        return None  # the transport closes
 
     def pause_writing(self) -> None:
         """The peer reads slower than we write: read nothing more from it until it catches up."""
@@ -923,15 +923,22 @@ class Connection(asyncio.Protocol):
         self._shut()
 
     def _shut(self) -> None:
-        """Close the transport once what is written is out; abort it if the peer does not read
-        that within LINGER_S."""
+        """End our side once what is written is out (FIN), reading and dropping what the peer still
+        sends: closing with unread data would reset the connection and lose the GOAWAY. The peer's
+        FIN closes it; one that does not read or close within LINGER_S is aborted."""
         transport = self._transport
         if transport is None:
             return
         self._transport, self._closing = None, transport
+        self._buffer.clear()
         if self._timer is not None:
             self._timer.cancel()
-        transport.close()
+        if transport.can_write_eof():
+            if self._paused:
+                transport.resume_reading()  # to see its FIN
+            transport.write_eof()
+        else:
+            transport.close()
         self._timer = asyncio.get_running_loop().call_later(LINGER_S, self.abort)
 
     def go_away(self) -> None:

@@ -70,6 +70,11 @@ class Wire:
         self.aborted = True
         self.close()
 
+    def can_write_eof(self) -> bool:
+        return True
+
+    write_eof = close  # and the peer closes its side at once
+
     def is_closing(self) -> bool:
         return self.closed
 
