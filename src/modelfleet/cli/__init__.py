@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "top": ("modelfleet.cli.top", "top"),
     "plan": ("modelfleet.cli.plan", "plan"),
     "advise": ("modelfleet.cli.plan", "advise"),
+    "compile": ("modelfleet.cli.compile", "compile_command"),
+    "import": ("modelfleet.cli.import_", "import_command"),
 }
 
 

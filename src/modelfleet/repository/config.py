@@ -188,11 +188,12 @@ class ModelConfig(_Strict):
 
     name: str | None = None
     """Must equal the folder name when given."""
-    backend: Literal["onnxruntime", "adapter", "python", "ensemble"] | None = None
+    backend: Literal["onnxruntime", "adapter", "python", "ensemble", "torchscript"] | None = None
     """The runtime; inferred from the files when left out (model.onnx -> onnxruntime).
     `adapter`: a small head (`head`) over a shared `base` model of the same repository.
     `python`: a class in model.py (pre/post-processing; only with --python-models).
-    `ensemble`: `steps` through other models of the repository."""
+    `ensemble`: `steps` through other models of the repository.
+    `torchscript`: model.pt loaded with torch.jit.load (from `modelfleet compile --format torchscript`)."""
     steps: list[Step] | None = None
     """For ensembles: the models a request goes through, each step's inputs and outputs mapped to
     tensors of the ensemble (its inputs, or earlier steps' outputs); run in dependency order."""

@@ -23,8 +23,9 @@ DEFAULT_FILENAMES = {
     "adapter": "weights.json",
     "python": "model.py",
     "ensemble": "",
+    "torchscript": "model.pt",
 }
-INFERRED_BACKENDS = {"model.onnx": "onnxruntime"}  # file present -> backend, when config.yaml names none
+INFERRED_BACKENDS = {"model.onnx": "onnxruntime", "model.pt": "torchscript"}  # file present -> backend, when config.yaml names none
 _CONFIG_MAX_BYTES = 1 << 20
 
 

@@ -57,6 +57,7 @@ class Runtime(Protocol):
 BACKENDS: dict[str, str] = {
     "onnxruntime": "modelfleet.runtimes.onnx:load",
     "python": "modelfleet.runtimes.python:load",
+    "torchscript": "modelfleet.runtimes.torchscript:load",
 }
 
 

@@ -1,0 +1,125 @@
+"""The ONNX steps of a compile: export from PyTorch, offline graph optimisation, int8 quantisation.
+
+Each step reads one file and writes another, so that a failure names its step and the folder
+being built never holds a half-made model.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelfleet.compile.errors import CompileError
+
+OPSET = 17
+_EXTERNAL_MIN_BYTES = 1 << 30  # larger models keep their weights beside model.onnx (protobuf's 2 GiB cap)
+WEIGHTS_FILE = "model.weights"
+
+
+def export(
+    module: Any, example: dict[str, np.ndarray], input_names: Sequence[str], output: str, path: Path
+) -> None:
+    """`module` (eval mode) traced on `example` by the TorchScript-based exporter, batch and
+    sequence axes dynamic."""
+    import torch
+
+    args = tuple(torch.from_numpy(example[name]) for name in input_names)
+    axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "seq"} for name in input_names}
+    axes[output] = {0: "batch"}
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            ignore_export_warnings()
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=list(input_names),
+                output_names=[output],
+                dynamic_axes=axes,
+            )
+    except Exception as exc:
+        raise CompileError(
+            f"the ONNX exporter cannot handle this model: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def ignore_export_warnings() -> None:
+    """Warnings tracing a transformer always gives; the accuracy gate covers their risks."""
+    # the TorchScript-based exporter and tracer are chosen on purpose: they handle these models today
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning)
+    warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export")
+    # Python booleans from shapes in transformers' mask code: constant for encoders without a cache
+    warnings.filterwarnings("ignore", "Converting a tensor to a Python", Warning)
+    warnings.filterwarnings("ignore", "Exporting aten::index operator of advanced indexing", UserWarning)
+    warnings.filterwarnings("ignore", category=torch_tracer_warning())
+
+
+def torch_tracer_warning() -> type[Warning]:
+    import torch
+
+    category: type[Warning] = torch.jit.TracerWarning  # type: ignore[attr-defined]
+    return category
+
+
+def optimize(source: Path, target: Path) -> None:
+    """ONNX Runtime's graph optimisations (extended level: fusions that hold on any CPU; the
+    layout changes of the `all` level are made at load, for the CPU that serves) saved to `target`."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(target)
+    options.log_severity_level = 3
+    if source.stat().st_size >= _EXTERNAL_MIN_BYTES:
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", WEIGHTS_FILE
+        )
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+        )
+    try:
+        ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise CompileError(f"ONNX Runtime cannot load the model to optimise it: {exc}") from None
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """Dynamic int8: weights of every MatMul with a constant weight quantised per output channel
+    (int8), activations quantised at run time. MatMuls between two activations (attention scores)
+    and embedding lookups stay fp32: measured on MiniLM, they cost accuracy and give little speed."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    try:
+        with _quiet_quantizer():
+            quantize_dynamic(
+                source,
+                target,
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=["MatMul"],
+                use_external_data_format=source.stat().st_size >= _EXTERNAL_MIN_BYTES,
+                extra_options={"MatMulConstBOnly": True},
+            )
+    except Exception as exc:
+        raise CompileError(f"int8 quantisation failed: {type(exc).__name__}: {exc}") from None
+
+
+@contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """The quantiser logs advice to the root logger on every call; the report says what was done."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
