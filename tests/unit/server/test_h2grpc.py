@@ -540,7 +540,7 @@ async def test_repeated_header_blocks_are_read_again_once_the_table_changes() ->
     assert trailers["grpc-status"] == str(StatusCode.UNIMPLEMENTED.value)
 
 
-async def test_stop_sends_goaway_and_lets_calls_finish() -> None:
+async def test_stop_sends_goaway_and_answers_calls_past_the_grace_unavailable() -> None:
     srv = server()
     await srv.start("127.0.0.1", 0)  # only to have a listener to close; the calls use the fake wire
     client = Client(srv)
@@ -551,10 +551,14 @@ async def test_stop_sends_goaway_and_lets_calls_finish() -> None:
     goaway = [f for f in client.frames() if f[0] == GOAWAY]
     assert struct.unpack(">II", goaway[0][3]) == (1, H2Error.NO_ERROR)
     client.call(3, b"late")  # refused: opened after GOAWAY
-    assert [(f[0], f[2]) for f in client.frames()] == [(RST_STREAM, 3)]
-    await stopping  # the slow call outlived the grace: its connection is closed
-    assert client.wire.closed
-    client.conn.connection_lost(None)  # what the closed transport reports
+    assert [(f[0], f[2], f[3]) for f in client.frames()] == [
+        (RST_STREAM, 3, struct.pack(">I", H2Error.REFUSED_STREAM))
+    ]
+    await stopping  # the slow call outlived the grace: answered UNAVAILABLE, then closed
+    _, _, trailers = answer(client, 1)
+    assert trailers["grpc-status"] == str(StatusCode.UNAVAILABLE.value)
+    assert trailers["grpc-message"] == "server shutting down"
+    assert client.wire.closed and srv.in_flight == 0 and not srv.connections
 
 
 async def test_stop_returns_once_calls_finish() -> None:
@@ -590,3 +594,328 @@ def test_percent_encoding_keeps_printable_ascii() -> None:
     assert percent_encode("plain text: ok!") == b"plain text: ok!"
     assert percent_encode("50% é\n") == b"50%25 %C3%A9%0A"
     assert len(percent_encode("x" * 10_000)) == h2grpc.MAX_STATUS_MESSAGE_BYTES
+
+
+# -- hostile peers: budgets, back-pressure, credit, timeouts, caps (issue 16, SAFETY.md 39) --------------
+
+
+def goaway_code(client: Client) -> int | None:
+    """The code of the GOAWAY the server sent (None: none), once it has closed the connection."""
+    codes = [struct.unpack(">I", f[3][4:8])[0] for f in client.frames() if f[0] == GOAWAY]
+    if not codes:
+        return None
+    assert client.wire.closed
+    return codes[-1]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+BLOCK_START = b"\x83\x86"  # the first fields of a header block: :method POST, :scheme http
+
+
+def flood_frames(kind: str) -> Any:
+    """Frames of one kind that each spend one frame of a budget, endlessly."""
+    stream = 1
+    while True:
+        if kind == "ping":
+            yield frame(PING, 0, 0, b"12345678")
+        elif kind == "ping-ack":
+            yield frame(PING, ACK, 0, b"12345678")
+        elif kind == "settings":
+            yield frame(SETTINGS, 0, 0)
+        elif kind == "rst":
+            yield frame(HEADERS, END_HEADERS, stream, HEADER_BLOCK) + frame(
+                RST_STREAM, 0, stream, b"\0\0\0\x08"
+            )
+        elif kind == "refused":  # streams past max_concurrent_streams (1), never ended
+            yield frame(HEADERS, END_HEADERS, stream, HEADER_BLOCK)
+        elif kind == "empty-data":
+            yield (frame(HEADERS, END_HEADERS, 1, HEADER_BLOCK) if stream == 1 else b"") + frame(DATA, 0, 1)
+        elif kind == "empty-continuation":
+            yield (frame(HEADERS, 0, 1, BLOCK_START) if stream == 1 else b"") + frame(CONTINUATION, 0, 1)
+        elif kind == "priority":
+            yield frame(h2grpc.PRIORITY, 0, 1, b"\0\0\0\0\x10")
+        elif kind == "unknown":
+            yield frame(0x20, 0, 0, b"x")
+        stream += 2
+
+
+HEADER_BLOCK = hpack.Encoder().encode(
+    [(":method", "POST"), (":scheme", "http"), (":path", PATH), ("content-type", "application/grpc")]
+)
+KINDS = [
+    "ping",
+    "ping-ack",
+    "settings",
+    "rst",
+    "refused",
+    "empty-data",
+    "empty-continuation",
+    "priority",
+    "unknown",
+]
+BUDGETS = ("max_rst_stream_frames", "max_ping_frames", "max_settings_frames", "max_empty_frames")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_frame_floods_end_in_goaway_enhance_your_calm(kind: str) -> None:
+    clock = Clock()
+    limits = Limits(max_concurrent_streams=1, frame_budget_refill_per_s=2.0, **dict.fromkeys(BUDGETS, 4))
+    client = Client(H2Server({PATH: echo}, limits, clock=clock))
+    client.frames()
+    frames = flood_frames(kind)
+    # the first stream is not refused; the client's SETTINGS and its ACK are spent already
+    allowed = {"refused": 5, "settings": 2}.get(kind, 4)
+    for _ in range(allowed):
+        client.send(next(frames))
+    assert goaway_code(client) is None
+    clock.now += 1.0  # two more
+    for _ in range(2):
+        client.send(next(frames))
+    assert goaway_code(client) is None
+    client.send(next(frames))
+    assert goaway_code(client) == H2Error.ENHANCE_YOUR_CALM
+    client.send(next(frames))  # what still comes is dropped
+
+
+async def test_budgets_are_per_connection_and_the_defaults_are_generous() -> None:
+    assert Limits().max_ping_frames >= 1000 and Limits().frame_budget_refill_per_s >= 100
+    srv = server()
+    first, second = Client(srv), Client(srv)
+    for client in (first, second):
+        client.send(frame(PING, 0, 0, b"12345678") * 1000)
+    assert goaway_code(first) is None and goaway_code(second) is None
+    first.send(frame(PING, 0, 0, b"12345678") * 100)  # more than 1 s of refill, at once
+    assert goaway_code(first) == H2Error.ENHANCE_YOUR_CALM and goaway_code(second) is None
+
+
+async def test_a_peer_that_does_not_read_is_not_read_from() -> None:
+    client = Client(server())  # the client's windows: the default 65,535 bytes
+    client.call(1, b"big:200000")
+    await settle()
+    assert sum(len(f[3]) for f in client.frames() if f[0] == DATA) == 65_535
+    client.conn.pause_writing()  # the transport's buffer is past its high-water mark
+    assert not client.wire.reading
+    client.send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 200_000)))
+    client.send(frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 200_000)))
+    assert client.frames() == []  # nothing more is queued while it is full
+    client.conn.resume_writing()
+    assert client.wire.reading
+    frames = client.frames()
+    assert sum(len(f[3]) for f in frames if f[0] == DATA) == 200_005 - 65_535
+    assert client.decode(frames[-1][3]) == {"grpc-status": "0"}
+
+
+def credit(client: Client, stream: int = 0) -> int:
+    return sum(
+        struct.unpack(">I", f[3])[0] for f in client.frames() if f[0] == WINDOW_UPDATE and f[2] == stream
+    )
+
+
+async def test_connection_credit_comes_back_as_messages_are_dispatched() -> None:
+    limits = Limits(max_undispatched_bytes=100_000, max_message_bytes=60_000, connection_window_bytes=100_000)
+    client = Client(H2Server({PATH: echo}, limits))
+    assert [f[3] for f in client.handshake if f[0] == WINDOW_UPDATE] == [struct.pack(">I", 100_000 - 65_535)]
+    body = grpc_message(b"z" * 50_000)
+    client.open(1)
+    client.send(frame(DATA, 0, 1, body[:40_000]))
+    assert credit(client) == 0  # held, not dispatched: no credit
+    client.send(frame(DATA, END_STREAM, 1, body[40_000:]))  # dispatched: all of it comes back
+    assert credit(client) == 50_005
+    await settle()
+    assert len(answer(client, 1)[1]) == 50_000
+
+
+async def test_bytes_held_on_a_connection_are_capped() -> None:
+    limits = Limits(max_undispatched_bytes=100_000, max_message_bytes=60_000, connection_window_bytes=100_000)
+    client = Client(H2Server({PATH: echo}, limits))
+    client.frames()
+    body = grpc_message(b"z" * 60_000)
+    client.open(1)
+    client.open(3)
+    client.send(frame(DATA, 0, 1, body[:50_000]))
+    client.send(frame(DATA, 0, 3, body[:50_000]))  # the window is used up; neither call can end
+    frames = client.frames()
+    (fields,) = [client.decode(f[3]) for f in frames if f[0] == HEADERS and f[2] == 3]
+    assert fields["grpc-status"] == str(StatusCode.RESOURCE_EXHAUSTED.value)
+    assert "more than 100000 request bytes waiting on one connection" in fields["grpc-message"]
+    assert (RST_STREAM, 3) in [(f[0], f[2]) for f in frames]
+    assert sum(struct.unpack(">I", f[3])[0] for f in frames if f[0] == WINDOW_UPDATE and f[2] == 0) == 50_000
+    client.send(frame(DATA, END_STREAM, 1, body[50_000:]))  # stream 1 still finishes
+    await settle()
+    assert len(answer(client, 1)[1]) == 60_000
+
+
+async def test_data_past_a_window_is_a_flow_control_error() -> None:
+    client = Client(server(stream_window_bytes=70_000, max_message_bytes=10**6))
+    client.frames()
+    client.open(1)
+    client.send(frame(DATA, 0, 1, b"\0" * 70_001))
+    assert goaway_code(client) == H2Error.FLOW_CONTROL_ERROR
+    limits = Limits(max_undispatched_bytes=0, max_message_bytes=65_530, stream_window_bytes=10**6)
+    client = Client(H2Server({PATH: echo}, limits))  # may hold 65,535 bytes: no more credit than that
+    client.frames()
+    client.open(1)
+    client.open(3)
+    client.send(frame(DATA, 0, 1, b"\0" * 40_000))
+    client.send(frame(DATA, 0, 3, b"\0" * 40_000))
+    assert goaway_code(client) == H2Error.FLOW_CONTROL_ERROR
+
+
+async def test_a_message_declared_over_the_limit_is_refused_from_its_prefix() -> None:
+    client = Client(server(max_message_bytes=1000))
+    client.open(1)
+    client.send(frame(DATA, 0, 1, grpc_message(b"y" * 5000)[:5]))  # only the prefix
+    (fields,) = [client.decode(f[3]) for f in client.frames() if f[0] == HEADERS]
+    assert fields["grpc-status"] == str(StatusCode.RESOURCE_EXHAUSTED.value)
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        (frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 2**31 - 1)), H2Error.FLOW_CONTROL_ERROR),
+        (frame(WINDOW_UPDATE, 0, 99, struct.pack(">I", 1)), H2Error.PROTOCOL_ERROR),  # an idle stream
+        (frame(WINDOW_UPDATE, 0, 0, b"\0\0\1"), H2Error.FRAME_SIZE_ERROR),
+        (
+            frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 2**31 - 1 - 65_535))
+            + frame(SETTINGS, 0, 0, struct.pack(">HI", h2grpc.INITIAL_WINDOW_SIZE, 65_536)),
+            H2Error.FLOW_CONTROL_ERROR,  # SETTINGS pushing an open stream's window past 2^31-1
+        ),
+        (
+            frame(SETTINGS, 0, 0, struct.pack(">HI", h2grpc.INITIAL_WINDOW_SIZE, 2**31)),
+            H2Error.FLOW_CONTROL_ERROR,
+        ),
+        (frame(SETTINGS, 0, 0, struct.pack(">HI", h2grpc.ENABLE_PUSH, 2)), H2Error.PROTOCOL_ERROR),
+        (frame(SETTINGS, 0, 0, struct.pack(">HI", h2grpc.MAX_FRAME_SIZE, 2**24)), H2Error.PROTOCOL_ERROR),
+        (frame(SETTINGS, ACK, 0, b"\0" * 6), H2Error.FRAME_SIZE_ERROR),
+        (frame(PING, 0, 1, b"12345678"), H2Error.PROTOCOL_ERROR),
+        (frame(RST_STREAM, 0, 0, b"\0\0\0\0"), H2Error.PROTOCOL_ERROR),
+        (frame(RST_STREAM, 0, 1, b"\0\0\0"), H2Error.FRAME_SIZE_ERROR),
+        (frame(RST_STREAM, 0, 99, b"\0\0\0\0"), H2Error.PROTOCOL_ERROR),  # an idle stream
+        (frame(GOAWAY, 0, 1, b"\0" * 8), H2Error.PROTOCOL_ERROR),
+        (frame(h2grpc.PRIORITY, 0, 0, b"\0" * 5), H2Error.PROTOCOL_ERROR),
+        (frame(HEADERS, END_HEADERS, 1, HEADER_BLOCK), H2Error.PROTOCOL_ERROR),  # trailers without END_STREAM
+        (
+            frame(HEADERS, END_HEADERS | PRIORITY_FLAG, 3, b"\0\0\0\3\x10" + HEADER_BLOCK),
+            H2Error.PROTOCOL_ERROR,
+        ),
+    ],
+)
+async def test_connection_errors(frames: bytes, code: H2Error) -> None:
+    client = Client(server())
+    client.open(1)  # stream 1 is open; its message is still to come
+    client.frames()
+    client.send(frames)
+    assert goaway_code(client) == code
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        (frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 0)), H2Error.PROTOCOL_ERROR),
+        (frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 2**31 - 1)), H2Error.FLOW_CONTROL_ERROR),
+        (frame(h2grpc.PRIORITY, 0, 1, b"\0" * 4), H2Error.FRAME_SIZE_ERROR),
+    ],
+)
+async def test_stream_errors_reset_the_stream_only(frames: bytes, code: H2Error) -> None:
+    srv = server()
+    client = Client(srv)
+    client.call(1, b"slow")
+    await settle()
+    client.frames()
+    client.send(frames)
+    assert [(f[0], f[2], f[3]) for f in client.frames()] == [(RST_STREAM, 1, struct.pack(">I", code))]
+    await settle()
+    assert srv.in_flight == 0  # its call stopped
+    client.call(3, b"ok")
+    await settle()
+    assert answer(client, 3)[1] == b"ko"
+
+
+async def test_an_idle_connection_is_closed_a_busy_one_is_not() -> None:
+    srv = server(idle_timeout_s=0.05)
+    quiet, busy = Client(srv), Client(srv)
+    busy.call(1, b"slow")
+    await asyncio.wait_for(quiet.wire.gone.wait(), 2)  # two checks (50 ms apart) without a stream
+    assert goaway_code(quiet) == H2Error.NO_ERROR
+    assert not busy.wire.closed  # checked as often, busy each time
+    busy.conn.connection_lost(None)
+
+
+async def test_connections_past_the_cap_are_refused() -> None:
+    srv = server(max_connections=2)
+    first, second, third = Client(srv), Client(srv), Client(srv)
+    assert [f[0] for f in third.handshake] == [SETTINGS, GOAWAY] and third.wire.closed
+    assert struct.unpack(">I", third.handshake[1][3][4:8])[0] == H2Error.ENHANCE_YOUR_CALM
+    assert srv.connections == {first.conn, second.conn}
+    first.call(1, b"ab")
+    await settle()
+    assert answer(first, 1)[1] == b"ba"
+
+
+async def test_begin_shutdown_refuses_at_once_and_closes_idle_connections() -> None:
+    srv = server()
+    port = await srv.start("127.0.0.1", 0)
+    busy, quiet = Client(srv), Client(srv)
+    busy.call(1, b"slow")
+    await settle()
+    for client in (busy, quiet):
+        client.frames()
+    srv.begin_shutdown()  # synchronous: what a signal handler calls
+    assert goaway_code(quiet) == H2Error.NO_ERROR  # nothing in flight: closed at once
+    frames = busy.frames()
+    assert [(f[0], struct.unpack(">II", f[3])) for f in frames] == [(GOAWAY, (1, H2Error.NO_ERROR))]
+    assert not busy.wire.closed
+    busy.call(3, b"late")
+    assert [(f[0], f[2], f[3]) for f in busy.frames()] == [
+        (RST_STREAM, 3, struct.pack(">I", H2Error.REFUSED_STREAM))
+    ]
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)  # no longer listening
+    late = Client(srv)  # accepted before the listener closed, set up after
+    assert [f[0] for f in late.handshake] == [SETTINGS, GOAWAY] and late.wire.closed
+    srv.end_shutdown()
+    _, _, trailers = answer(busy, 1)
+    assert trailers["grpc-status"] == str(StatusCode.UNAVAILABLE.value)
+    await settle()
+    assert srv.in_flight == 0 and not srv.connections
+
+
+async def test_end_shutdown_answers_every_open_call_unavailable() -> None:
+    srv = server()
+    client = Client(srv)
+    client.call(1, b"slow")  # a handler running
+    client.open(3)  # a request still arriving
+    client.send(frame(DATA, 0, 3, b"\0\0"))
+    client.call(5, b"big:200000")  # an answer waiting for the client's window
+    await settle()
+    client.frames()
+    srv.end_shutdown("going down")
+    frames = client.frames()
+    for stream in (1, 3, 5):
+        fields = client.decode([f for f in frames if f[0] == HEADERS and f[2] == stream][-1][3])
+        assert fields["grpc-status"] == str(StatusCode.UNAVAILABLE.value)
+        assert fields["grpc-message"] == "going down"
+        assert (":status" in fields) is (stream != 5)  # 5's headers went out before its message
+    assert (RST_STREAM, 3) in [(f[0], f[2]) for f in frames]  # stop sending
+    assert frames[0][0] == GOAWAY and client.wire.closed
+    await settle()
+    assert srv.in_flight == 0 and not srv.connections
+    await srv.stop(1)  # then stop has nothing left to do
+
+
+async def test_a_frame_in_many_pieces_is_parsed_once_whole() -> None:
+    client = Client(server())
+    client.open(1)
+    body = grpc_message(b"q" * 50_000)
+    wire = frame(DATA, END_STREAM, 1, body)
+    for i in range(0, len(wire), 1000):
+        client.send(wire[i : i + 1000])
+    await settle()
+    assert answer(client, 1)[1] == b"q" * 50_000
