@@ -25,17 +25,20 @@ def packing_chart(plan: Plan, path: Path) -> None:
     plt = _pyplot()
     instances = plan.instances[:_MAX_BARS]
     fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 0.06 * len(instances) + 4), 6.5), sharex=True)
+    from matplotlib.collections import PolyCollection
+
     for row, (ax, label) in enumerate(((axes[0], "memory use"), (axes[1], "compute use"))):
-        xs, heights, bottoms, colors = [], [], [], []
+        # one rectangle per model, stacked per instance; one collection draws thousands quickly
+        boxes, colors = [], []
         for k, inst in enumerate(instances):
             level = 0.0
             for j, share in enumerate(inst.shares):
-                xs.append(k)
-                heights.append(share[row])
-                bottoms.append(level)
+                top = level + share[row]
+                boxes.append([(k - 0.42, level), (k + 0.42, level), (k + 0.42, top), (k - 0.42, top)])
                 colors.append(plt.cm.tab20(j % 20))
-                level += share[row]
-        ax.bar(xs, heights, bottom=bottoms, color=colors, width=0.85, linewidth=0)
+                level = top
+        ax.add_collection(PolyCollection(boxes, facecolors=colors, linewidths=0))
+        ax.set_xlim(-1, len(instances))
         ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
         ax.set_ylabel(f"{label} (fraction)")
         ax.set_ylim(0, 1.1)

@@ -83,7 +83,7 @@ def _better(problem: Problem, current: Packing | None, found: Packing, bound: fl
 
     if current is None or cost(found) < cost(current) - 1e-9:
         return Packing(found.bins, lower, found.solver, found.status, found.notes)
-    return Packing(current.bins, lower, current.solver, current.status, current.notes)
+    return Packing(current.bins, lower, f"{current.solver}, bound by cp-sat", found.status, current.notes)
 
 
 def _infeasible_message(problem: Problem) -> str:

@@ -70,7 +70,7 @@ def heterogeneous_fleet(
             if latency * gb <= slo_ms:
                 fastest = max(fastest, rps * cores[name])
         # the top 1 % get 2 replicas; any model too busy for one instance of its fastest type gets more
-        replicas = max(2 if i in top else 1, math.ceil(traffic[i] / (0.7 * fastest)))
+        replicas = max(2 if i in top else 1, math.ceil(traffic[i] / (0.7 * fastest)) if fastest > 0 else 1)
         accelerated = int(sizes[i])
         models.append(
             ModelSpec(

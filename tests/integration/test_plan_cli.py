@@ -1,0 +1,104 @@
+"""`modelfleet plan` / `modelfleet advise` through the command line (typer's runner, in process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from modelfleet.cli import build_app
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED_002 = ROOT / "examples" / "seed-002" / "fleet.yaml"
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_plan_json_reproduces_seed_002(runner: CliRunner) -> None:
+    result = runner.invoke(build_app(), ["plan", str(SEED_002), "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["cost_per_hour"] == 45.974
+    assert doc["lower_bound_cost_per_hour"] == 45.974
+    assert doc["gap"] == 0.0
+    assert doc["by_type"] == {"inf1.2xlarge": 127}
+    assert len(doc["instances"]) == 127
+    assert sum(len(i["models"]) for i in doc["instances"]) == 3040
+
+
+def test_plan_max_instances_40(runner: CliRunner) -> None:
+    result = runner.invoke(build_app(), ["plan", str(SEED_002), "--json", "--max-instances", "40"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["cost_per_hour"] == 47.2
+    assert doc["by_type"] == {"inf1.6xlarge": 40}
+
+
+def test_plan_out_writes_the_plan_and_charts(runner: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "plan"
+    result = runner.invoke(build_app(), ["plan", str(SEED_002), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "45.974" in result.stdout and "gap 0.00%" in result.stdout
+    plan = yaml.safe_load((out / "plan.yaml").read_text())
+    assert plan["cost_per_hour"] == 45.974 and plan["instances"][0]["type"] == "inf1.2xlarge"
+    for chart in ("packing.png", "cost_by_type.png"):
+        assert (out / chart).read_bytes()[:4] == b"\x89PNG"
+
+
+BAD = {
+    "too large": (
+        ("memory_bytes: 400_000_000", "memory_bytes: 900_000_000_000"),
+        "larger than every instance type",
+    ),
+    "unknown type": (("inf1.xlarge: {", "inf7.xlarge: {"), "unknown instance type or family 'inf7.xlarge'"),
+    "contradictory": (
+        ("headroom: 0.0", "headroom: 0.0\n  min_instances: 9\n  max_instances: 3"),
+        "contradictory constraints",
+    ),
+    "bad field": (("traffic_rps: 2.049342", "traffic: 2"), "fleet.yaml:26: models.0.traffic: Extra inputs"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_exits_2_and_writes_nothing(runner: CliRunner, tmp_path: Path, case: str) -> None:
+    (old, new), message = BAD[case]
+    text = SEED_002.read_text()
+    assert old in text
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(text.replace(old, new))
+    out = tmp_path / "out"
+    result = runner.invoke(build_app(), ["plan", str(fleet), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert not out.exists()
+    if message is not None:
+        assert message in " ".join(result.stderr.split())
+
+
+def test_infeasible_slo_everywhere(runner: CliRunner, tmp_path: Path) -> None:
+    text = SEED_002.read_text()
+    for n in ("24", "18", "11", "76", "72"):
+        text = text.replace(f"{{models_per_instance: {n}}}", f"{{models_per_instance: {n}, latency_ms: 150}}")
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(text)
+    result = runner.invoke(build_app(), ["plan", str(fleet), "--json"])
+    assert result.exit_code == 2
+    assert "infeasible SLO for model 'bert-base-cased-{i:04d}' (3040 models)" in " ".join(
+        result.stderr.split()
+    )
+    assert result.stdout == ""
+
+
+def test_advise_writes_the_spider_chart(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(
+        build_app(), ["advise", str(SEED_002), "--out", str(tmp_path), "--time-limit-s", "5"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "recommended: packed fleet (plan)" in result.stdout
+    assert (tmp_path / "fitness.png").read_bytes()[:4] == b"\x89PNG"
+    assert yaml.safe_load((tmp_path / "advice.yaml").read_text())["recommended"] == "packed"
