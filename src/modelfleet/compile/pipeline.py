@@ -195,9 +195,16 @@ def _open_model(source: Source, task: str | None) -> _Model:
         return result
 
     return _Model(
-        list(hf.INPUT_NAMES), loaded.output, loaded.width, loaded.vocab_size, chosen, reference,
-        module, source.tokenizer,
-    )  # fmt: skip
+        inputs=list(hf.INPUT_NAMES),
+        output=loaded.output,
+        width=loaded.width,
+        vocab_size=loaded.vocab_size,
+        task=chosen,
+        reference=reference,
+        torch_module=module,
+        tokenizer=source.tokenizer,
+        max_positions=loaded.max_positions,
+    )
 
 
 def _open_onnx(path: Path, task: str | None) -> _Model:

@@ -1,0 +1,123 @@
+"""compile on tiny random BERTs: every output kind, the gate refusing, and the bad inputs' exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from modelfleet.cli import build_app
+from modelfleet.compile.errors import GateFailed
+from modelfleet.compile.gate import Thresholds
+from modelfleet.compile.pipeline import CompileRequest, compile_model
+from modelfleet.compile.targets import Precision
+from modelfleet.repository.folder import FolderRepository
+from tests.unit.compile.tiny_bert import SEQ_LENS, quiet_hf, tiny_bert
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    quiet_hf()
+    return tiny_bert(tmp_path_factory.mktemp("src") / "clf")
+
+
+def _compile(source: Path, out: Path, **options: object) -> object:
+    request = CompileRequest(source=source, out=out, seq_lens=SEQ_LENS, batch_sizes=(1, 4), **options)  # type: ignore[arg-type]
+    return compile_model(request, log=lambda _line: None)
+
+
+def test_fp32_and_int8_onnx_folders_with_config_and_report(classifier: Path, tmp_path: Path) -> None:
+    _compile(classifier, tmp_path / "clf", profile_s=0.01)
+    _compile(classifier, tmp_path / "clf", precision=Precision.INT8, profile_s=0.0)
+    source = FolderRepository(tmp_path).fetch("clf")
+    assert source.config.backend == "onnxruntime" and source.versions == [1, 2]
+    assert source.config.shape_buckets is not None and source.config.shape_buckets.sizes == [16, 32]
+    assert [t.name for t in source.config.inputs or []] == ["input_ids", "attention_mask"]
+    assert (source.config.outputs or [])[0].shape == [-1, 3]
+    report = json.loads((tmp_path / "clf" / "1" / "compile.json").read_text())
+    assert report["status"] == "accepted" and report["gate"]["passed"]
+    assert report["gate"]["top1_agreement"] == 1.0 and report["gate"]["cosine_mean"] > 0.9999
+    assert [(c["seq_len"], c["batch_size"]) for c in report["profile"]] == [
+        (16, 1),
+        (16, 4),
+        (32, 1),
+        (32, 4),
+    ]
+    int8 = json.loads((tmp_path / "clf" / "2" / "compile.json").read_text())
+    assert int8["precision"] == "int8" and int8["gate"]["cosine_mean"] >= 0.99 and int8["profile"] == []
+    assert int8["files"]["model.onnx"] < report["files"]["model.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clf"]  # nothing left beside it
+
+
+def test_bf16_torchscript_from_an_encoder(classifier: Path, tmp_path: Path) -> None:
+    encoder = tiny_bert(tmp_path / "enc", classification=False)
+    _compile(encoder, tmp_path / "repo" / "enc", precision=Precision.BF16, profile_s=0.0)
+    source = FolderRepository(tmp_path / "repo").fetch("enc")
+    assert source.config.backend == "torchscript" and source.model_file(1).name == "model.pt"
+    assert (source.config.outputs or [])[0].name == "embedding"
+    report = json.loads((tmp_path / "repo" / "enc" / "1" / "compile.json").read_text())
+    assert report["task"] == "embedding" and report["gate"]["top1_agreement"] is None
+
+
+def test_the_gate_refuses_and_keeps_only_the_report(classifier: Path, tmp_path: Path) -> None:
+    with pytest.raises(
+        GateFailed, match=r"cosine [01].\d+ < 1.5; nothing was written.*compile-rejected.json"
+    ):
+        _compile(
+            classifier,
+            tmp_path / "clf",
+            precision=Precision.INT8,
+            thresholds=Thresholds(min_cosine=1.5),
+            profile_s=0.0,
+        )
+    assert [p.name for p in tmp_path.iterdir()] == [".clf.compile-rejected.json"]
+    report = json.loads((tmp_path / ".clf.compile-rejected.json").read_text())
+    assert report["status"] == "rejected" and report["written_to"] is None
+
+
+def test_trusted_pickle_checkpoints_are_read_as_weights_only(classifier: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    (folder / "config.json").write_text((classifier / "config.json").read_text())
+    torch.save(load_file(str(classifier / "model.safetensors")), folder / "pytorch_model.bin")
+    _compile(folder, tmp_path / "repo" / "m", trust_pickle=True, profile_s=0.0)
+    report = json.loads((tmp_path / "repo" / "m" / "1" / "compile.json").read_text())
+    assert report["gate"]["passed"]
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(build_app(), ["compile", *args])
+    return result.exit_code, result.output
+
+
+def test_cli_exit_codes_and_messages(classifier: Path, tmp_path: Path) -> None:
+    out = str(tmp_path / "repo" / "m")
+    code, output = _cli(str(tmp_path), "--out", out)
+    assert code == 1 and "is not a model folder: it has no config.json" in output
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text((classifier / "config.json").read_text())
+    (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04 not really")
+    code, output = _cli(str(pickled), "--out", out)
+    assert code == 1 and "--trust-pickle" in output
+    code, output = _cli(str(pickled), "--out", out, "--trust-pickle", "--seq-lens", "16")
+    assert code == 1 and "cannot be read as weights only" in output
+    code, output = _cli(str(classifier), "--out", out, "--precision", "bf16", "--format", "onnx")
+    assert code == 2 and "target cpu cannot run bf16 as onnx" in output
+    code, output = _cli(str(classifier), "--out", out, "--target", "cuda")
+    assert code == 2 and "CUDAExecutionProvider" in output
+    code, output = _cli(str(classifier), "--out", out, "--target", "neuron", "--seq-lens", "16")
+    assert code == 2 and "torch_neuronx" in output
+    code, output = _cli(str(classifier), "--out", out, "--seq-lens", "128")
+    assert code == 1 and "longer than the model's 64 positions" in output
+    code, output = _cli(str(classifier), "--out", out, "--precision", "int4")
+    assert code == 2 and "--precision must be one of" in output
+    code, output = _cli(str(classifier), "--out", out, "--seq-lens", "16", "--profile-s", "0")
+    assert code == 0, output
+    assert "accuracy gate on 8 samples" in output
+    assert not (tmp_path / "repo" / ".m.compile-rejected.json").exists()
