@@ -19,7 +19,7 @@ import numpy as np
 from modelfleet.planner.problem import FloatArray, Int64Array, Problem
 
 _WINDOW = 256  # open instances first-fit looks at (earlier ones are nearly full)
-DOT_PRODUCT_LIMIT = 20_000  # items per (group, type) up to which the quadratic dot-product packing runs
+DOT_PRODUCT_LIMIT = 5_000  # items per (group, type) up to which the quadratic dot-product packing runs
 Progress = Callable[[str], None]
 
 
