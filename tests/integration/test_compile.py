@@ -76,3 +76,22 @@ async def test_compiled_models_serve_like_their_source(
         assert np.abs(got - _reference(source)).max() < tolerance
         too_long = await client.post(f"/v2/models/{name}/infer", json=_body([[1] * 40]))
         assert too_long.status_code == 400
+
+
+async def test_imported_fine_tunes_serve_as_adapters_like_their_checkpoints(tmp_path: Path) -> None:
+    from modelfleet.compile.importer import import_checkpoints
+    from tests.unit.compile.tiny_bert import head_only_copy
+
+    quiet_hf()
+    first = tiny_bert(tmp_path / "src" / "t1")
+    second = head_only_copy(first, tmp_path / "src" / "t2", seed=3)
+    repo = tmp_path / "repo"
+    report = import_checkpoints([first, second], repo, log=lambda _line: None)
+    assert report.adapters == ["t1", "t2"]
+    settings = ServerSettings(repository=repo, startup_load=StartupLoad.NONE, intra_op_threads=1)
+    async with client_for(settings) as client:
+        for name, folder in (("t1", first), ("t2", second)):
+            r = await client.post(f"/v2/models/{name}/infer", json=_body(IDS))
+            assert r.status_code == 200, r.text
+            got = np.array(r.json()["outputs"][0]["data"], np.float32).reshape(2, 3)
+            assert np.abs(got - _reference(folder)).max() < 1e-4

@@ -38,3 +38,20 @@ def quiet_hf() -> None:
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+
+
+def head_only_copy(reference: Path, folder: Path, seed: int) -> Path:
+    """`reference` with a classification head of its own (what fine-tuning only the head gives)."""
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(reference / "model.safetensors"))
+    rng = np.random.default_rng(seed)
+    for name in ("classifier.weight", "classifier.bias"):
+        tensors[name] = (tensors[name] + rng.normal(0, 0.5, tensors[name].shape)).astype(np.float32)
+    folder.mkdir(parents=True)
+    shutil.copy(reference / "config.json", folder / "config.json")
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    return folder
