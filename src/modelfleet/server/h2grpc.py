@@ -933,12 +933,16 @@ class Connection(asyncio.Protocol):
         self._buffer.clear()
         if self._timer is not None:
             self._timer.cancel()
-        if transport.can_write_eof():
-            if self._paused:
-                transport.resume_reading()  # to see its FIN
-            transport.write_eof()
-        else:
-            transport.close()
+        try:
+            if transport.can_write_eof():
+                if self._paused:
+                    transport.resume_reading()  # to see its FIN
+                transport.write_eof()
+            else:
+                transport.close()
+        except OSError:  # the peer is gone already (asyncio's write_eof lets ENOTCONN through)
+            transport.abort()
+            return
         self._timer = asyncio.get_running_loop().call_later(LINGER_S, self.abort)
 
     def go_away(self) -> None:
