@@ -23,7 +23,9 @@ from modelfleet.server.app import build_app
 from modelfleet.server.dataplane import DataPlane
 from modelfleet.server.grpc import GrpcFront
 from tests.e2e.conftest import free_port
+from tests.hold import HeldRuns
 from tests.models import identity
+from tests.waiting import until
 
 Tensor = pb.ModelInferRequest.InferInputTensor
 Output = pb.ModelInferRequest.InferRequestedOutputTensor
@@ -74,10 +76,8 @@ async def serving(settings: ServerSettings) -> AsyncIterator[Served]:
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://modelfleet") as http,
         ):
             stub = Stub(channel)
-            for _ in range(300):
-                if (await stub("ServerReady")).ready:
-                    break
-                await asyncio.sleep(0.05)
+            await until(plane.ready, "the server is ready (its start-up loads done)", timeout_s=15)
+            assert (await stub("ServerReady")).ready
             yield Served(stub, http, plane, settings.grpc_port)
     finally:
         await inbox.put({"type": "lifespan.shutdown"})
@@ -441,11 +441,15 @@ async def test_many_concurrent_calls_on_one_connection_get_their_own_answers(ser
 
 
 async def test_calls_cancelled_by_the_client_leave_the_server_healthy(served: Served) -> None:
-    calls = [asyncio.ensure_future(served.stub("ModelInfer", **identity_request())) for _ in range(32)]
-    await asyncio.sleep(0)
-    for call in calls:
-        call.cancel()
-    await asyncio.gather(*calls, return_exceptions=True)
+    await assert_healthy(served.stub)  # loads the model
+    model = served.plane.manager.peek("identity")
+    assert model is not None
+    with HeldRuns(model.runtime) as held:  # the calls are in the server when they are cancelled
+        calls = [asyncio.ensure_future(served.stub("ModelInfer", **identity_request())) for _ in range(32)]
+        await held.started()
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
     await assert_healthy(served.stub)
 
 

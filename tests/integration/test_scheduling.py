@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from modelfleet.config import ServerSettings, StartupLoad
 from modelfleet.engine.model import LoadedModel
+from tests.hold import HeldRuns
 from tests.integration.conftest import client_for
 from tests.models import identity, write_config
+from tests.waiting import until
 
 ROW = [float(i) for i in range(16)]
 
@@ -42,20 +45,22 @@ def settings(repo: Path, **overrides: Any) -> ServerSettings:
     return ServerSettings(repository=repo, **options)
 
 
-class Gate:
-    """Holds every inference of a model until opened; records the first value of each call."""
+class Gate(HeldRuns):
+    """Holds every inference of a model until released (HeldRuns: `await gate.started()` once one
+    is held); records the first value of each call, in the order they run."""
 
     def __init__(self, model: LoadedModel) -> None:
-        self.event = threading.Event()
+        super().__init__(model.runtime)
+        self.model = model
         self.seen: list[float] = []
-        self._real = model.runtime.infer
 
-        def held(inputs, outputs):  # type: ignore[no-untyped-def]
-            self.event.wait(10)
-            self.seen.append(float(inputs["input"].ravel()[0]))
-            return self._real(inputs, outputs)
+    def _held(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
+        self.seen.append(float(inputs["input"].ravel()[0]))
+        return super()._held(inputs, outputs)
 
-        model.runtime.infer = held  # type: ignore[method-assign]
+    async def queued(self, count: int) -> None:
+        """Return once `count` requests are in the model's executor (running or queued)."""
+        await until(lambda: self.model.executor.pending == count, f"{count} requests in the model's queue")
 
 
 @pytest.fixture
@@ -67,80 +72,81 @@ async def test_timeout_parameter_ends_a_queued_request_with_504(app: client_for)
     async with app as client:
         model = app.plane.manager.peek("m")
         assert model is not None
-        gate = Gate(model)
-        running = asyncio.create_task(client.post("/v2/models/m/infer", json=body(1.0)))
-        await asyncio.sleep(0.05)
-        r = await client.post("/v2/models/m/infer", json=body(2.0, timeout=50_000))  # 50 ms
-        assert r.status_code == 504
-        assert r.json() == {
-            "error": "model 'm': request timed out after 0.05 s while queued (it will not run)"
-        }
-        gate.event.set()
-        assert (await running).status_code == 200
-        assert gate.seen == [1.0]  # the timed-out request never ran
-        assert (await client.post("/v2/models/m/infer", json=body(3.0))).status_code == 200
+        with Gate(model) as gate:
+            running = asyncio.create_task(client.post("/v2/models/m/infer", json=body(1.0)))
+            await gate.started()
+            r = await client.post("/v2/models/m/infer", json=body(2.0, timeout=50_000))  # 50 ms
+            assert r.status_code == 504
+            assert r.json() == {
+                "error": "model 'm': request timed out after 0.05 s while queued (it will not run)"
+            }
+            gate.release()
+            assert (await running).status_code == 200
+            assert gate.seen == [1.0]  # the timed-out request never ran
+            assert (await client.post("/v2/models/m/infer", json=body(3.0))).status_code == 200
 
 
 async def test_a_full_queue_answers_429_with_retry_after_and_priority_gets_through(app: client_for) -> None:
     async with app as client:
         model = app.plane.manager.peek("m")
         assert model is not None
-        gate = Gate(model)
-        first = asyncio.create_task(client.post("/v2/models/m/infer", json=body(1.0)))
-        await asyncio.sleep(0.05)
-        queued = asyncio.create_task(client.post("/v2/models/m/infer", json=body(2.0, priority=5)))
-        await asyncio.sleep(0.05)
-        r = await client.post("/v2/models/m/infer", json=body(3.0))  # default priority: no room
-        assert r.status_code == 429
-        assert r.headers["retry-after"] == "1"
-        assert "too many requests queued" in r.json()["error"]
-        urgent = asyncio.create_task(client.post("/v2/models/m/infer", json=body(4.0, priority=1)))
-        await asyncio.sleep(0.05)
-        shed = await queued
-        assert shed.status_code == 429
-        assert "higher-priority request took this one's place" in shed.json()["error"]
-        gate.event.set()
-        assert (await first).status_code == 200
-        assert (await urgent).status_code == 200
-        assert gate.seen == [1.0, 4.0]
+        with Gate(model) as gate:
+            first = asyncio.create_task(client.post("/v2/models/m/infer", json=body(1.0)))
+            await gate.started()
+            queued = asyncio.create_task(client.post("/v2/models/m/infer", json=body(2.0, priority=5)))
+            await gate.queued(2)
+            r = await client.post("/v2/models/m/infer", json=body(3.0))  # default priority: no room
+            assert r.status_code == 429
+            assert r.headers["retry-after"] == "1"
+            assert "too many requests queued" in r.json()["error"]
+            urgent = asyncio.create_task(client.post("/v2/models/m/infer", json=body(4.0, priority=1)))
+            shed = await queued  # answered once 'urgent' took its place
+            assert shed.status_code == 429
+            assert "higher-priority request took this one's place" in shed.json()["error"]
+            gate.release()
+            assert (await first).status_code == 200
+            assert (await urgent).status_code == 200
+            assert gate.seen == [1.0, 4.0]
 
 
 async def test_a_request_whose_client_left_is_dropped_from_the_queue(app: client_for) -> None:
     async with app as client:
         model = app.plane.manager.peek("m")
         assert model is not None
-        gate = Gate(model)
         model.stats.success_count, model.stats.compute_infer_ns = 1, 50_000_000  # looks slow: watch clients
-        first = asyncio.create_task(client.post("/v2/models/m/infer", json=body(1.0)))
-        await asyncio.sleep(0.05)
-        left = asyncio.Event()
-        payload = httpx.Request("POST", "http://x", json=body(2.0)).read()
-        delivered = False
+        with Gate(model) as gate:
+            first = asyncio.create_task(client.post("/v2/models/m/infer", json=body(1.0)))
+            await gate.started()
+            left = asyncio.Event()
+            payload = httpx.Request("POST", "http://x", json=body(2.0)).read()
+            delivered = False
 
-        async def receive() -> dict[str, Any]:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": payload, "more_body": False}
-            await left.wait()
-            return {"type": "http.disconnect"}
+            async def receive() -> dict[str, Any]:
+                nonlocal delivered
+                if not delivered:
+                    delivered = True
+                    return {"type": "http.request", "body": payload, "more_body": False}
+                await left.wait()
+                return {"type": "http.disconnect"}
 
-        sent: list[dict[str, Any]] = []
+            sent: list[dict[str, Any]] = []
 
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
 
-        scope = {"type": "http", "method": "POST", "path": "/v2/models/m/infer", "raw_path": b"/v2/models/m/infer",
-                 "headers": [(b"content-length", str(len(payload)).encode())], "query_string": b""}  # fmt: skip
-        gone = asyncio.create_task(app.app(scope, receive, send))
-        await asyncio.sleep(0.05)
-        left.set()
-        await asyncio.wait_for(gone, 5)
-        assert sent == []  # nobody to answer
-        gate.event.set()
-        assert (await first).status_code == 200
-        await asyncio.sleep(0.05)
-        assert gate.seen == [1.0]  # the abandoned request never ran
+            scope = {"type": "http", "method": "POST", "path": "/v2/models/m/infer", "raw_path": b"/v2/models/m/infer",
+                     "headers": [(b"content-length", str(len(payload)).encode())], "query_string": b""}  # fmt: skip
+            gone = asyncio.create_task(app.app(scope, receive, send))
+            await gate.queued(2)  # it waits behind the held one
+            left.set()
+            await asyncio.wait_for(gone, 5)
+            assert sent == []  # nobody to answer
+            gate.release()
+            assert (await first).status_code == 200
+            # one executor thread, in order: once a later request has run, the abandoned one's turn
+            # has passed
+            assert (await client.post("/v2/models/m/infer", json=body(3.0))).status_code == 200
+            assert gate.seen == [1.0, 3.0]  # the abandoned request never ran
 
 
 async def test_the_cache_answers_repeats_and_statistics_count_it(app: client_for) -> None:

@@ -62,12 +62,15 @@ async def test_in_process_server_while_it_serves(settings: ServerSettings) -> No
     async with client_for(settings) as client:
         app = TopApp(Source(client), interval_s=INTERVAL_S)
 
-        async def traffic() -> None:
-            while True:
-                assert (await client.post("/v2/models/identity/infer", json=BODY)).status_code == 200
-                await asyncio.sleep(0.005)
-
         async with app.run_test(size=(160, 40)) as pilot:
+
+            async def traffic() -> None:
+                """A request in every interval between two polls: each poll sees new traffic."""
+                while True:
+                    polls = app.polls
+                    assert (await client.post("/v2/models/identity/infer", json=BODY)).status_code == 200
+                    await until(pilot, lambda seen=polls: app.polls > seen)
+
             sender = asyncio.create_task(traffic())
             try:
                 await until(pilot, lambda: req_s(app, "identity") > 0)

@@ -8,6 +8,7 @@ import pytest
 from modelfleet.engine.executor import Batching, ModelExecutor
 from modelfleet.errors import BadRequest, DeadlineExceeded, InferenceFailed, Overloaded
 from modelfleet.protocol.v2 import TensorSpec
+from tests.waiting import entered, until
 
 
 class Doubler:
@@ -60,7 +61,7 @@ async def test_full_queue_is_refused_at_once() -> None:
     runtime.gate.clear()
     executor = ModelExecutor(runtime, "m/1", max_queue_size=2)
     held = [asyncio.create_task(executor.run({"x": np.array([1.0])}, ["y"])) for _ in range(2)]
-    await asyncio.sleep(0)
+    await until(lambda: executor.pending == 2, "both jobs queued")
     with pytest.raises(Overloaded, match="model 'm/1' has too many requests queued"):
         await executor.run({"x": np.array([1.0])}, ["y"])
     runtime.gate.set()
@@ -74,9 +75,10 @@ async def test_cancelled_jobs_are_never_executed() -> None:
     executor = ModelExecutor(runtime, "m/1", max_queue_size=8)
     first = asyncio.create_task(executor.run({"x": np.array([1.0])}, ["y"]))
     second = asyncio.create_task(executor.run({"x": np.array([1.0])}, ["y"]))
-    await asyncio.sleep(0)
+    await until(lambda: executor.pending == 2, "both jobs queued")
     second.cancel()
-    await asyncio.sleep(0)
+    with pytest.raises(asyncio.CancelledError):
+        await second
     runtime.gate.set()
     await first
     await executor.close()
@@ -89,7 +91,7 @@ async def test_close_drains_queued_jobs() -> None:
     runtime.gate.clear()
     executor = ModelExecutor(runtime, "m/1", max_queue_size=8)
     tasks = [asyncio.create_task(executor.run({"x": np.array([float(i)])}, ["y"])) for i in range(3)]
-    await asyncio.sleep(0)
+    await until(lambda: executor.pending == 3, "three jobs queued")
     closing = asyncio.create_task(executor.close())
     runtime.gate.set()
     results = await asyncio.gather(*tasks)
@@ -105,10 +107,12 @@ class Stepper:
     may_run_inline = False
 
     def __init__(self) -> None:
+        self.entered = [threading.Event() for _ in range(3)]
         self.allowed = [threading.Event() for _ in range(3)]
         self.calls = 0
 
     def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
+        self.entered[self.calls].set()
         self.allowed[self.calls].wait(5)
         self.calls += 1
         return [inputs["x"]]
@@ -129,7 +133,7 @@ def ticking(step_ns: int):  # type: ignore[no-untyped-def]
 
 async def queue_three(executor: ModelExecutor) -> list[asyncio.Task[object]]:
     tasks = [asyncio.create_task(executor.run({"x": np.array([float(i)])}, ["y"])) for i in range(3)]
-    await asyncio.sleep(0)
+    await until(lambda: executor.pending == 3, "three jobs queued")
     return tasks  # type: ignore[return-value]
 
 
@@ -152,7 +156,10 @@ async def test_fast_jobs_are_handed_back_together() -> None:
     tasks = await queue_three(executor)
     runtime.allowed[0].set()
     runtime.allowed[1].set()
-    await asyncio.sleep(0.05)
+    # The third run has begun, so the first two are finished. Had the thread handed them back
+    # before it, that hand-back would be on the loop ahead of this wake-up (the thread queued it
+    # first), and their tasks would be done by now.
+    await entered(runtime.entered[2], "the third run began")
     assert not any(t.done() for t in tasks)  # the group waits for the third job
     runtime.allowed[2].set()
     await asyncio.gather(*tasks)
@@ -188,10 +195,12 @@ class Gated:
 
     def __init__(self) -> None:
         self.gate = threading.Event()
+        self.entered = threading.Event()  # a call has begun
         self.seen: list[list[float]] = []
         self.threads: set[str] = set()
 
     def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
+        self.entered.set()
         self.gate.wait(5)
         self.seen.append(inputs["x"].tolist())
         self.threads.add(threading.current_thread().name)
@@ -205,7 +214,7 @@ async def test_a_queued_request_past_its_timeout_gets_504_and_never_runs() -> No
     runtime = Gated()
     executor = ModelExecutor(runtime, "m/1", 8)
     first = asyncio.create_task(executor.run({"x": np.array([1.0])}, ["y"]))
-    await asyncio.sleep(0.01)  # the first one is running (blocked on the gate)
+    await entered(runtime.entered, "the first one is running (blocked on the gate)")
     with pytest.raises(DeadlineExceeded, match="model 'm/1': request timed out after 0.05 s while queued"):
         await executor.run({"x": np.array([2.0])}, ["y"], timeout_s=0.05)
     runtime.gate.set()
@@ -218,16 +227,15 @@ async def test_higher_priority_runs_first_and_sheds_lower_priority_when_full() -
     runtime = Gated()
     executor = ModelExecutor(runtime, "m/1", max_queue_size=3)
     blocker = asyncio.create_task(executor.run({"x": np.array([0.0])}, ["y"]))
-    await asyncio.sleep(0.01)
+    await entered(runtime.entered, "the blocker is running")
     low = asyncio.create_task(executor.run({"x": np.array([3.0])}, ["y"], priority=3))
     default = asyncio.create_task(executor.run({"x": np.array([9.0])}, ["y"]))
-    await asyncio.sleep(0)
+    await until(lambda: executor.pending == 3, "low and default queued behind the blocker")
     high = asyncio.create_task(
         executor.run({"x": np.array([1.0])}, ["y"], priority=1)
     )  # full: sheds 'default'
-    await asyncio.sleep(0.01)
     with pytest.raises(Overloaded, match="a higher-priority request took this one's place"):
-        await default
+        await default  # shed when 'high' was queued
     runtime.gate.set()
     await asyncio.gather(blocker, low, high)
     await executor.close()
@@ -238,9 +246,9 @@ async def test_batches_are_cut_at_preferred_sizes() -> None:
     runtime = Gated()
     executor = ModelExecutor(runtime, "m/1", 64, Batching(max_rows=16, preferred=(2, 4)))
     blocker = asyncio.create_task(executor.run({"x": np.array([0.0])}, ["y"]))
-    await asyncio.sleep(0.01)
+    await entered(runtime.entered, "the blocker is running")
     tasks = [asyncio.create_task(executor.run({"x": np.array([float(i)])}, ["y"])) for i in range(1, 8)]
-    await asyncio.sleep(0.01)
+    await until(lambda: executor.pending == 8, "seven jobs queued behind the blocker")
     runtime.gate.set()
     jobs = await asyncio.gather(*tasks)
     await blocker
@@ -249,13 +257,24 @@ async def test_batches_are_cut_at_preferred_sizes() -> None:
     assert [j.future.result()[0].tolist() for j in jobs] == [[float(i)] for i in range(1, 8)]
 
 
+class Meeting(Gated):
+    """A runtime whose calls go on only once `parties` of them are under way at the same time."""
+
+    def __init__(self, parties: int) -> None:
+        super().__init__()
+        self.gate.set()
+        self.met = threading.Barrier(parties, timeout=5)  # broken (an error) if they never overlap
+
+    def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
+        self.met.wait()
+        return super().infer(inputs, outputs)
+
+
 async def test_instances_run_side_by_side() -> None:
-    runtime = Gated()
+    runtime = Meeting(2)
     executor = ModelExecutor(runtime, "m/1", 8, instances=2)
     tasks = [asyncio.create_task(executor.run({"x": np.array([float(i)])}, ["y"])) for i in range(2)]
-    await asyncio.sleep(0.05)
-    runtime.gate.set()
-    await asyncio.gather(*tasks)
+    await asyncio.gather(*tasks)  # fails with BrokenBarrierError if the two runs were serialised
     await executor.close()
     assert runtime.threads == {"model:m/1#0", "model:m/1#1"}
 
@@ -265,13 +284,13 @@ async def test_a_flooding_tenant_does_not_queue_the_others_behind_it() -> None:
     runtime = Gated()
     executor = ModelExecutor(runtime, "base/1", 256, Batching(max_rows=4))
     blocker = asyncio.create_task(executor.run({"x": np.array([0.0])}, ["y"], label="noisy"))
-    await asyncio.sleep(0.01)
+    await entered(runtime.entered, "the blocker is running")
     flood = [
         asyncio.create_task(executor.run({"x": np.array([1.0])}, ["y"], label="noisy")) for _ in range(40)
     ]
-    await asyncio.sleep(0)
+    await until(lambda: executor.pending == 41, "the flood queued")
     quiet = asyncio.create_task(executor.run({"x": np.array([2.0])}, ["y"], label="quiet"))
-    await asyncio.sleep(0.01)
+    await until(lambda: executor.pending == 42, "the quiet tenant's request queued after the flood")
     runtime.gate.set()
     await asyncio.gather(blocker, quiet, *flood)
     await executor.close()
@@ -291,14 +310,14 @@ async def test_a_queue_holding_more_work_than_the_wait_limit_refuses_at_once() -
     executor.ns_per_row = 20e6  # 20 ms a row, one instance, no batching
     runtime.gate.clear()
     held = [asyncio.create_task(executor.run({"x": np.array([1.0])}, ["y"])) for _ in range(2)]
-    await asyncio.sleep(0)
+    await until(lambda: executor.pending == 2, "two jobs queued")
     third = asyncio.create_task(executor.run({"x": np.array([1.0])}, ["y"]))  # 2 rows x 20 ms <= 50 ms
-    await asyncio.sleep(0)
+    await until(lambda: executor.pending == 3, "the third job admitted")
     with pytest.raises(Overloaded, match=r"about 60 ms of work is queued \(the limit is 50 ms\)") as refused:
         await executor.run({"x": np.array([1.0])}, ["y"])  # 3 rows x 20 ms
     assert refused.value.retry_after_s == 1
     urgent = asyncio.create_task(executor.run({"x": np.array([5.0])}, ["y"], priority=1))
-    await asyncio.sleep(0)
+    await until(lambda: any(t.done() for t in (*held, third)), "the urgent job queued, shedding one")
     runtime.gate.set()
     assert (await urgent).future.result()[0].tolist() == [10.0]  # admitted by shedding a queued one
     results = await asyncio.gather(*held, third, return_exceptions=True)
@@ -312,10 +331,12 @@ class Held(Doubler):
     def __init__(self) -> None:
         super().__init__()
         self.gate.clear()
+        self.held = threading.Event()  # a held call has begun
         self.rows: list[int] = []
 
     def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
         if inputs["x"][0] == -1:
+            self.held.set()
             self.gate.wait(5)
         self.rows.append(len(inputs["x"]))
         return [inputs["x"] * 2]
@@ -334,9 +355,10 @@ async def test_the_batching_delay_waits_for_company_while_others_are_in_flight()
         runtime, "m/1", 8, Batching(max_rows=8, max_queue_delay_ns=500_000_000), instances=2
     )
     long = asyncio.create_task(executor.run({"x": np.array([-1.0])}, ["y"]))  # holds one instance
-    await asyncio.sleep(0.05)
+    await entered(runtime.held, "the long one holds an instance")
     first = asyncio.create_task(executor.run({"x": np.array([1.0])}, ["y"]))  # the other instance waits
-    await asyncio.sleep(0.05)
+    await until(lambda: executor.pending == 2, "the first one queued")
+    await until(executor._queue.empty, "the other instance took the first one (and waits for company)")
     second = asyncio.create_task(executor.run({"x": np.array([2.0])}, ["y"]))
     assert [(await j).future.result()[0].tolist() for j in (first, second)] == [[2.0], [4.0]]
     assert 2 in runtime.rows  # the two ran as one batch
@@ -358,9 +380,11 @@ class Timed:
         self.ms_per_call = ms_per_call
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Event()  # a call has begun
         self.calls: list[tuple[int, str]] = []
 
     def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
+        self.entered.set()
         self.gate.wait(5)
         x = inputs["x"]
         self.calls.append((len(x), threading.current_thread().name))
@@ -513,10 +537,11 @@ async def test_nothing_runs_inline_while_the_thread_is_busy() -> None:
     executor = ModelExecutor(runtime, "m/1", 8, Batching(max_rows=8), inline_ns=12_000_000)
     await executor.run(one(0.0), ["y"])
     runtime.gate.clear()
+    runtime.entered.clear()
     held = [asyncio.create_task(executor.run(one(float(i)), ["y"])) for i in range(3)]  # past the bound
-    await asyncio.sleep(0.02)  # ... so on the thread, which waits on the gate
+    await entered(runtime.entered, "the three run on the thread, which waits on the gate")
     lone = asyncio.create_task(executor.run(one(5.0), ["y"]))  # cheap enough, but the thread is busy
-    await asyncio.sleep(0.02)
+    await until(lambda: executor.pending == 4, "the lone one queued while the thread is busy")
     runtime.gate.set()
     await asyncio.gather(*held)
     assert (await lone).future.result()[0].tolist() == [10.0]
@@ -543,7 +568,8 @@ async def test_close_runs_the_turn_it_finds_scheduled() -> None:
     executor = ModelExecutor(runtime, "m/1", 8, inline_ns=50_000_000)
     await executor.run(one(0.0), ["y"])
     task = asyncio.create_task(executor.run(one(3.0), ["y"]))
-    await asyncio.sleep(0)  # the job is in; its inline run is scheduled, not run
+    # the job is in; its inline run is scheduled for the end of the turn that queued it, not run
+    await until(lambda: executor.pending == 1, "the job queued")
     assert len(runtime.calls) == 1
     await executor.close()
     assert len(runtime.calls) == 2

@@ -9,6 +9,7 @@ import pytest
 
 from modelfleet.config import ServerSettings, StartupLoad
 from modelfleet.engine.lifecycle import ModelManager
+from modelfleet.engine.records import State
 from modelfleet.errors import (
     BadRequest,
     InsufficientMemory,
@@ -20,7 +21,9 @@ from modelfleet.errors import (
 from modelfleet.protocol.v2 import InferInput, InferRequest
 from modelfleet.repository.folder import FolderRepository
 from modelfleet.runtimes import base
+from tests.hold import HeldRuns
 from tests.models import adapter, identity, shared_matmul, standard_repo, write_config
+from tests.waiting import entered, until
 
 MiB = 1 << 20
 
@@ -215,16 +218,19 @@ async def test_load_timeout_fails_the_model_and_frees_the_late_runtime(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     unloaded = []
+    gone = threading.Event()
+    finish = threading.Event()  # the load goes on past its timeout until the test lets it finish
     real = base.load_runtime
 
     def slow(spec: base.LoadSpec) -> base.Runtime:
-        time.sleep(0.3)
+        finish.wait(10)
         runtime = real(spec)
         original = runtime.unload
 
         def unload() -> None:
             unloaded.append(spec.name)
             original()
+            gone.set()
 
         runtime.unload = unload  # type: ignore[method-assign]
         return runtime
@@ -232,14 +238,14 @@ async def test_load_timeout_fails_the_model_and_frees_the_late_runtime(
     monkeypatch.setattr("modelfleet.engine.loading.load_runtime", slow)
     manager = manager_for(root, startup_load=StartupLoad.NONE, load_timeout_s=0.05)
     await manager.start()
-    with pytest.raises(ModelLoadError, match="loading took longer than 0.05 s"):
-        await manager.load("identity")
-    with pytest.raises(Unavailable, match="loading took longer"):
-        await manager.acquire("identity")
-    for _ in range(50):
-        if unloaded:
-            break
-        await asyncio.sleep(0.05)
+    try:
+        with pytest.raises(ModelLoadError, match="loading took longer than 0.05 s"):
+            await manager.load("identity")
+        with pytest.raises(Unavailable, match="loading took longer"):
+            await manager.acquire("identity")
+    finally:
+        finish.set()  # the late runtime arrives now
+    await entered(gone, "the late runtime was unloaded")
     assert unloaded == ["identity"]
     await manager.close()
 
@@ -409,21 +415,14 @@ async def test_eviction_does_not_wait_for_or_break_requests_in_flight(tmp_path: 
     manager = manager_for(tmp_path, startup_load=StartupLoad.NONE, memory_budget="15MiB")
     await manager.start()
     a = await manager.acquire("a")
-    gate = threading.Event()
-    real_infer = a.runtime.infer
-
-    def held(inputs, outputs):  # type: ignore[no-untyped-def]
-        gate.wait(5)
-        return real_infer(inputs, outputs)
-
-    a.runtime.infer = held  # type: ignore[method-assign]
     x = [float(i) for i in range(16)]
-    request = asyncio.create_task(a.infer(row(x), 0))
-    await asyncio.sleep(0.05)
-    with pytest.raises(InsufficientMemory):
-        await manager.acquire("b")  # a is busy: it is not evicted
-    gate.set()
-    response = await request
+    with HeldRuns(a.runtime) as held:
+        request = asyncio.create_task(a.infer(row(x), 0))
+        await held.started()
+        with pytest.raises(InsufficientMemory):
+            await manager.acquire("b")  # a is busy: it is not evicted
+        held.release()
+        response = await request
     assert response.outputs[0].data.tolist() == [x]
     await manager.acquire("b")
     assert manager.resident("a") is None
@@ -554,7 +553,9 @@ async def test_an_explicit_load_and_a_request_at_the_same_time_load_once(root: P
     manager = manager_for(root, startup_load=StartupLoad.NONE)
     await manager.start()
     explicit = asyncio.create_task(manager.load("identity"))
-    await asyncio.sleep(0)
+    record = manager.record("identity")
+    assert record is not None
+    await until(lambda: record.status.state == State.LOADING, "the explicit load began")
     await asyncio.gather(explicit, manager.acquire("identity"))
     record = manager.record("identity")
     assert record is not None
@@ -593,18 +594,22 @@ async def test_waiting_requests_give_up_after_the_load_timeout(
     manager = manager_for(root, startup_load=StartupLoad.NONE, load_timeout_s=0.2)
     await manager.start()
     real_fetch = manager._repository.fetch
+    finish = threading.Event()  # the fetch goes on past the load timeout until the test lets it end
 
     def slow_fetch(name: str):  # type: ignore[no-untyped-def]
-        time.sleep(0.5)
+        finish.wait(10)
         return real_fetch(name)
 
     monkeypatch.setattr(manager._repository, "fetch", slow_fetch)
     started = time.monotonic()
-    with pytest.raises(
-        Unavailable, match="model 'identity' (is still loading|failed to load: fetching took longer)"
-    ):
-        await manager.acquire("identity")
-    assert time.monotonic() - started < 2
+    try:
+        with pytest.raises(
+            Unavailable, match="model 'identity' (is still loading|failed to load: fetching took longer)"
+        ):
+            await manager.acquire("identity")
+        assert time.monotonic() - started < 2
+    finally:
+        finish.set()
     await manager.close()
 
 

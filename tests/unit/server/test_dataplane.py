@@ -59,17 +59,17 @@ async def test_polling_picks_up_models_added_to_the_repository(tmp_path: Path) -
 
     from modelfleet.server.app import _poll
     from tests.models import identity
+    from tests.waiting import until
 
     identity(tmp_path / "first" / "1" / "model.onnx")
     manager = ModelManager(FolderRepository(tmp_path), ServerSettings(repository=tmp_path))
     await manager.start()
     poller = asyncio.create_task(_poll(manager, 0.02))
     identity(tmp_path / "second" / "1" / "model.onnx")
-    for _ in range(100):
-        if manager.known("second"):
-            break
-        await asyncio.sleep(0.02)
-    poller.cancel()
+    try:
+        await until(lambda: manager.known("second"), "the poller found the new model")
+    finally:
+        poller.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await poller
     assert manager.known("second")

@@ -12,6 +12,7 @@ from modelfleet.errors import Unavailable
 from modelfleet.workers import client
 from modelfleet.workers import messages as m
 from modelfleet.workers.client import Connection
+from tests.waiting import until
 
 
 def infer(ident: int) -> m.Infer:
@@ -37,7 +38,7 @@ async def test_a_request_past_its_deadline_gets_503_and_the_others_still_get_ans
     assert not untimed.done()  # no deadline: still waiting
     later_id = connection.next_id()
     later = asyncio.create_task(connection.request(infer(later_id), model="m", within_s=5.0))
-    await asyncio.sleep(0.01)
+    await until(lambda: later_id in connection._pending, "the later request sent and waiting")
     answer(worker, timed_id)  # late: dropped, nobody waits for it
     answer(worker, later_id)
     answer(worker, 1)
@@ -59,7 +60,7 @@ async def test_a_lost_worker_fails_every_waiting_request_at_once() -> None:
         asyncio.create_task(connection.request(infer(connection.next_id()), model="m", within_s=s))
         for s in (None, 30.0)
     ]
-    await asyncio.sleep(0.01)
+    await until(lambda: len(connection._pending) == 2, "both requests sent and waiting")
     worker.close()
     for task in waiting:
         with pytest.raises(Unavailable, match=r"^worker 2 died while running model 'm'; retry$"):
