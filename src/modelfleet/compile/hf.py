@@ -64,7 +64,7 @@ def load_task_model(source: Source, task: Task) -> TaskModel:
     from modelfleet.demo.minilm import MeanPooledEncoder  # imports transformers: after the switches above
 
     factory = AutoModel if task == Task.EMBEDDING else AutoModelForSequenceClassification
-    with _safetensors_folder(source) as folder, _quiet_transformers():
+    with _safetensors_folder(source) as folder, quiet_transformers():
         try:
             model = factory.from_pretrained(str(folder), attn_implementation="eager", local_files_only=True)
         except (ValueError, KeyError, OSError, RuntimeError) as exc:
@@ -124,7 +124,7 @@ def _safetensors_folder(source: Source) -> Iterator[Path]:
 
 
 @contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """No progress bars or load reports: our report says what was loaded."""
     from transformers.utils import logging as hf_logging
 

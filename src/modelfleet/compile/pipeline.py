@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,6 +118,10 @@ def compile_model(request: CompileRequest, log: Log = print) -> CompileReport:
     if request.precision == Precision.BF16 and request.target == Target.CPU and not has_fast_bf16():
         report.notes.append("this CPU has neither AVX-512 BF16 nor AMX: bf16 runs emulated, slower than fp32")
         log(f"warning: {report.notes[-1]}")
+    if request.target == Target.NEURON:
+        report.notes.append(
+            "operators placed on Neuron: not recorded (torch_neuronx reports it in its compiler log)"
+        )
     batches = (
         samples.from_file(request.calibration, seq_lens, model.tokenizer)
         if request.calibration is not None
@@ -130,7 +135,7 @@ def compile_model(request: CompileRequest, log: Log = print) -> CompileReport:
             f"the source model fails on the gate's inputs: {type(exc).__name__}: {exc}"
         ) from None
 
-    with tempfile.TemporaryDirectory(prefix="modelfleet-compile-") as scratch:
+    with _quiet(source), tempfile.TemporaryDirectory(prefix="modelfleet-compile-") as scratch:
         work = Path(scratch)
         if fmt == Format.ONNX:
             files, compiled = _onnx(source, model, request.precision, batches[-1].feeds, work, steps, log)
@@ -176,6 +181,15 @@ def compile_model(request: CompileRequest, log: Log = print) -> CompileReport:
         report.write(request.report)
     log(f"{name}: version {report.written_to} written in {steps['total_s']:.1f} s")
     return report
+
+
+def _quiet(source: Source) -> AbstractContextManager[None]:
+    """transformers logs advice while models are traced; the report says what was done."""
+    if source.kind != SourceKind.HUGGING_FACE:
+        return nullcontext()
+    from modelfleet.compile.hf import quiet_transformers
+
+    return quiet_transformers()
 
 
 def _open_model(source: Source, task: str | None) -> _Model:

@@ -43,8 +43,9 @@ def trace(
     input_names: Sequence[str],
     neuron: bool = False,
 ) -> Any:
-    """The traced (and, off Neuron, frozen) module; `module` is cast in place."""
-    wrapped = CastOutput(module.to(_DTYPES[precision])).eval()
+    """The traced (and, off Neuron, frozen) module; `module` is cast in place (off Neuron)."""
+    # Neuron casts inside its compiler (--auto-cast); elsewhere the weights are cast here
+    wrapped = CastOutput(module if neuron else module.to(_DTYPES[precision])).eval()
     args = tuple(torch.from_numpy(example[name]) for name in input_names)
     try:
         with torch.no_grad(), warnings.catch_warnings():

