@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import logging
 import socket
 import statistics
 import struct
@@ -71,6 +72,7 @@ def serve(module: str | None, loop: str, budgets: bool) -> None:
         return message
 
     async def main() -> None:
+        logging.basicConfig(level=logging.INFO, format="server: %(message)s")  # what it closes and why
         server = h2.H2Server({PATH: echo}, limits)
         port = await server.start("127.0.0.1", 0)
         print(port, flush=True)
