@@ -58,6 +58,20 @@ class ServerSettings(BaseSettings):
     POST /v2/repository/index asks)."""
     max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     """Largest request body, also after gzip/deflate decompression; larger gets 413."""
+    max_body_bytes_in_flight: Annotated[int, Field(ge=1024)] = 512 * 1024 * 1024
+    """Request bytes being received, decoded or run at once, all HTTP requests together; a request
+    that would pass it gets 429 with Retry-After (bounds the memory many large bodies can take)."""
+    header_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    """An HTTP connection must deliver a request's headers this long after it opens or starts the
+    request; else it gets 408 and is closed (slow or stuck clients hold no socket for ever)."""
+    body_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    """A request body must arrive in full within this; else 408 and the connection is closed."""
+    max_header_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024
+    """Largest request line plus headers; larger gets 431 and the connection is closed."""
+    max_connections: Annotated[int, Field(ge=1)] = 1024
+    """Open HTTP connections; one more is answered 503 with Retry-After and closed at once."""
+    keep_alive_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    """An idle keep-alive HTTP connection is closed after this."""
     max_inputs: Annotated[int, Field(ge=1)] = 64
     """Most input (and requested output) tensors in one request."""
     max_tensor_rank: Annotated[int, Field(ge=1)] = 16
@@ -106,8 +120,11 @@ class ServerSettings(BaseSettings):
     workers: str = "0"
     """Worker processes serving the models: a number, or 'auto' (one per GPU, else one per two
     cores). 0: models run in the server process itself (small machines, lowest latency)."""
-    shutdown_timeout_s: Annotated[float, Field(gt=0)] = 20.0
-    """On SIGTERM, how long in-flight requests may take to finish."""
+    shutdown_timeout_s: Annotated[float, Field(gt=0)] = 25.0
+    """On SIGTERM, how long in-flight calls (HTTP and gRPC together) may take to finish; those
+    still running then are answered 503 / UNAVAILABLE and the process exits 0 about a second later.
+    Keep it under the orchestrator's grace (Kubernetes terminationGracePeriodSeconds, 30 by default;
+    SageMaker's 30 s)."""
     log_level: str = "info"
     """Python logging level name."""
     log_format: Annotated[str, Field(pattern="^(text|json)$")] = "text"
@@ -179,6 +196,11 @@ class ServerSettings(BaseSettings):
         if self.auth_keys_file is not None and not self.auth_keys_file.is_file():
             raise ValueError(f"auth_keys_file {self.auth_keys_file} is not a file")
         parse_workers(self.workers)
+        if self.max_body_bytes_in_flight < self.max_body_bytes:
+            raise ValueError(
+                f"max_body_bytes_in_flight ({self.max_body_bytes_in_flight}) must be at least "
+                f"max_body_bytes ({self.max_body_bytes}): one largest request must fit"
+            )
         return self
 
     @property

@@ -5,8 +5,9 @@
     ├── Unauthorized (401)           missing or wrong key
     ├── Forbidden (403)              known caller, not allowed: a tenant key or a remote client on control
     ├── NotFound (404)               unknown model or version (or another tenant's), unknown route
-    ├── MethodNotAllowed (405)       a route asked with the wrong method
+    ├── MethodNotAllowed (405)       a route asked with the wrong method; carries the Allow list
     ├── NotAcceptable (406)          Accept allows no answer type we can send (SageMaker contract)
+    ├── RequestTimeout (408)         the body did not arrive within body_timeout_s
     ├── Conflict (409)               model already loaded (SageMaker contract)
     ├── PayloadTooLarge (413)        body or decompressed body over the configured limit
     ├── UnsupportedMediaType (415)   a body's Content-Type is none we read (SageMaker contract)
@@ -61,9 +62,17 @@ class NotFound(ModelfleetError):
 class MethodNotAllowed(ModelfleetError):
     status = HTTPStatus.METHOD_NOT_ALLOWED
 
+    def __init__(self, message: str, allow: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.allow = allow  # the methods the route takes: the Allow header (RFC 9110)
+
 
 class NotAcceptable(ModelfleetError):
     status = HTTPStatus.NOT_ACCEPTABLE
+
+
+class RequestTimeout(ModelfleetError):
+    status = HTTPStatus.REQUEST_TIMEOUT
 
 
 class Conflict(ModelfleetError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import zlib
@@ -357,6 +358,26 @@ async def test_wrong_method_and_unknown_route(client: httpx.AsyncClient) -> None
     await expect_error(client, await client.delete("/v2/health/live"), 405, "DELETE is not allowed here")
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/v2/models/identity/infer", "POST"),
+        ("PUT", "/v2/models/identity/versions/1/infer", "POST"),
+        ("DELETE", "/v2/health/live", "GET, HEAD"),
+        ("POST", "/v2/models/identity", "GET, HEAD"),
+        ("GET", "/v2/repository/models/identity/load", "POST"),
+        ("GET", "/v2/repository/index", "POST"),
+    ],
+)
+async def test_every_405_says_what_is_allowed(
+    client: httpx.AsyncClient, method: str, path: str, allow: str
+) -> None:
+    r = await client.request(method, path)
+    assert r.status_code == 405, r.text
+    assert r.headers["allow"] == allow  # RFC 9110: a 405 carries Allow
+    assert set(r.json()) == {"error"}
+
+
 async def test_unsupported_content_encoding_and_corrupt_gzip(client: httpx.AsyncClient) -> None:
     raw = json.dumps(infer_body()).encode()
     r = await client.post("/v2/models/identity/infer", content=raw, headers={"Content-Encoding": "br"})
@@ -517,3 +538,35 @@ async def test_deep_json_in_control_bodies_is_400(client: httpx.AsyncClient, dep
     content = f'{{"parameters":{{"p":{_deep(depth)}}}}}'.encode()
     r = await client.post("/v2/repository/models/identity/load", content=content)
     await expect_error(client, r, 400, "deeper than 64 levels")
+
+
+async def test_request_bytes_in_flight_are_bounded_server_wide(tmp_path: Any) -> None:
+    from tests.hold import HeldRuns
+    from tests.models import identity
+
+    identity(tmp_path / "identity" / "1" / "model.onnx")
+    settings = ServerSettings(
+        repository=tmp_path,
+        startup_load="all",
+        intra_op_threads=1,
+        max_body_bytes=4096,
+        max_body_bytes_in_flight=4096,
+    )
+    big = json.dumps(infer_body(padding="x" * 2500)).encode()  # unknown parameters pass through
+    assert 2500 < len(big) < 4096
+    ctx = client_for(settings)
+    async with ctx as client:
+        model = ctx.plane.manager.resident("identity")
+        assert model is not None
+        with HeldRuns(model.runtime) as held:
+            first = asyncio.create_task(client.post("/v2/models/identity/infer", content=big))
+            await held.started()
+            r = await client.post("/v2/models/identity/infer", content=big)
+            assert r.status_code == 429, r.text
+            assert r.headers["retry-after"] == "1"
+            assert "max_body_bytes_in_flight" in r.json()["error"]
+            small = asyncio.create_task(client.post("/v2/models/identity/infer", json=infer_body()))
+            held.release()
+            assert (await first).status_code == 200
+            assert (await small).status_code == 200  # it fit beside the first
+        assert (await client.post("/v2/models/identity/infer", content=big)).status_code == 200  # given back

@@ -51,6 +51,13 @@ def serve(
             help="Opt in: run cheap models on the event loop up to N µs a loop turn (default: 0, never)."
         ),
     ] = None,
+    shutdown_timeout_s: Annotated[
+        float | None,
+        typer.Option(
+            help="On SIGTERM, seconds in-flight calls (HTTP and gRPC) may take; then 503 / UNAVAILABLE "
+            "(default: 25; keep it under terminationGracePeriodSeconds)."
+        ),
+    ] = None,
     log_format: Annotated[
         str | None, typer.Option(help="text (for people) | json (one object a line) (default: text).")
     ] = None,
@@ -105,6 +112,7 @@ def serve(
         "max_queue_wait_s": max_queue_wait_s,
         "request_timeout_s": request_timeout_s,
         "inline_max_us": inline_max_us,
+        "shutdown_timeout_s": shutdown_timeout_s,
         "log_format": log_format,
         "metrics_top_k": metrics_top_k,
         "python_models": python_models,

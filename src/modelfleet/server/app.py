@@ -1,24 +1,27 @@
 """Assembly: repository -> model manager -> data plane -> HTTP app (and the gRPC server in its
-lifespan), and running it under uvicorn."""
+lifespan), and running it under uvicorn with one shutdown deadline for both fronts."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import math
+import os
 import signal
 from collections.abc import AsyncIterator, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelfleet.config import ServerSettings
 from modelfleet.engine.lifecycle import ModelManager
+from modelfleet.protocol.rest import dumps
 from modelfleet.repository.open import open_repository
 from modelfleet.server.auth import Guard
 from modelfleet.server.dataplane import DataPlane
-from modelfleet.server.http import build_http_app
+from modelfleet.server.http import build_http_app, send_json
 from modelfleet.server.logs import configure_logging
 from modelfleet.server.metrics import Metrics
 from modelfleet.workers.fleet import Fleet
@@ -30,8 +33,79 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CLOSE_GRACE_S = 1.0  # after the shutdown deadline, how long unloading may take before the process exits
 
-def build_app(settings: ServerSettings) -> tuple[ASGIApp, DataPlane]:
+
+class Shutdown:
+    """The outermost ASGI app: knows every HTTP request in flight and the gRPC front, so that one
+    deadline governs both. `begin(timeout_s)` (on SIGTERM): readiness 503 at once, gRPC refuses
+    new calls at once (GOAWAY), uvicorn stops accepting; at the deadline `cut()` answers the HTTP
+    requests still running with a JSON 503 and the gRPC calls with UNAVAILABLE."""
+
+    def __init__(self, app: ASGIApp, plane: DataPlane) -> None:
+        self.app = app
+        self.plane = plane
+        self.grpc: GrpcFront | None = None  # set by the lifespan once the gRPC front listens
+        self.deadline: float | None = None  # loop time of the cut, once shutdown has begun
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._cutting = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        self._tasks.add(task)
+        try:
+            await self.app(scope, receive, tracked)
+        except asyncio.CancelledError:
+            if not self._cutting or started:
+                raise
+            task.uncancel()
+            body = dumps({"error": "the server is shutting down; retry on another replica"})
+            await send_json(send, 503, body, [(b"retry-after", b"1"), (b"connection", b"close")])
+        finally:
+            self._tasks.discard(task)
+
+    def begin(self, timeout_s: float) -> None:
+        """Start the shutdown; on the loop's thread. Idempotent."""
+        if self.deadline is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self.deadline = loop.time() + timeout_s
+        self.plane.draining = True
+        if self.grpc is not None:
+            self.grpc.begin_shutdown()
+        loop.call_at(self.deadline, self.cut)
+        log.info("shutting down: in-flight calls have %g s", timeout_s)
+
+    def cut(self) -> None:
+        """The deadline: answer what is still running."""
+        self._cutting = True
+        if self._tasks:
+            log.warning(
+                "shutdown deadline: answering %d HTTP request(s) still running with 503", len(self._tasks)
+            )
+        for task in self._tasks:
+            task.cancel("server shutting down")
+        if self.grpc is not None:
+            self.grpc.end_shutdown()
+
+    def remaining_s(self, default: float) -> float:
+        if self.deadline is None:
+            return default
+        return max(0.0, self.deadline - asyncio.get_running_loop().time())
+
+
+def build_app(settings: ServerSettings) -> tuple[Shutdown, DataPlane]:
     """The ASGI app and its data plane. Models load in the background after start-up, so liveness
     answers at once and readiness turns 200 when the initial loads are done."""
     options = settings.s3.model_dump() if settings.is_object_store else {}
@@ -46,6 +120,7 @@ def build_app(settings: ServerSettings) -> tuple[ASGIApp, DataPlane]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         grpc_front = await _start_grpc(plane, settings, metrics, guard)
+        shutdown.grpc = grpc_front
         tasks = [asyncio.create_task(manager.start(), name="load-models")]
         if settings.repository_poll_s > 0:
             tasks.append(
@@ -58,14 +133,33 @@ def build_app(settings: ServerSettings) -> tuple[ASGIApp, DataPlane]:
         finally:
             plane.draining = True
             if grpc_front is not None:
-                await grpc_front.stop(settings.shutdown_timeout_s)
+                await grpc_front.stop(shutdown.remaining_s(settings.shutdown_timeout_s))
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await manager.close()
+            await _close(manager, shutdown)
 
-    return build_http_app(plane, settings, lifespan, metrics, guard), plane
+    shutdown = Shutdown(build_http_app(plane, settings, lifespan, metrics, guard), plane)
+    return shutdown, plane
+
+
+async def _close(manager: ModelManager | Fleet, shutdown: Shutdown) -> None:
+    """Drain and unload the models. After a SIGTERM, within the deadline plus CLOSE_GRACE_S: a
+    model run still going then (a hung or very slow model) is not waited for, the process exits 0
+    at once (its threads would otherwise hold the interpreter until they return)."""
+    if shutdown.deadline is None:
+        await manager.close()
+        return
+    try:
+        async with asyncio.timeout(shutdown.remaining_s(0.0) + CLOSE_GRACE_S):
+            await manager.close()
+    except TimeoutError:
+        log.warning(
+            "model runs still going %g s past the shutdown deadline: exiting without them", CLOSE_GRACE_S
+        )
+        logging.shutdown()
+        os._exit(0)
 
 
 async def _start_grpc(
@@ -99,6 +193,16 @@ def _log_failure(task: asyncio.Task[None]) -> None:
         log.error("%s failed", task.get_name(), exc_info=task.exception())
 
 
+def _http_protocol(settings: ServerSettings) -> Any:
+    """httptools with our connection limits (server/http1.py) when installed, else uvicorn's choice."""
+    try:
+        from modelfleet.server.http1 import protocol_for
+    except ImportError:
+        log.warning("httptools is not installed: no header timeout, header size or connection limits")
+        return "auto"
+    return protocol_for(settings)
+
+
 def serve(settings: ServerSettings) -> None:
     """Run the server until SIGINT / SIGTERM, then drain and exit 0."""
     import uvicorn
@@ -109,6 +213,8 @@ def serve(settings: ServerSettings) -> None:
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             plane.draining = True  # readiness answers 503 from this moment
+            loop = asyncio.get_event_loop()
+            loop.call_soon_threadsafe(app.begin, settings.shutdown_timeout_s)
             super().handle_exit(sig, frame)
 
         @contextlib.contextmanager
@@ -127,12 +233,15 @@ def serve(settings: ServerSettings) -> None:
         host=settings.host,
         port=settings.port,
         loop="auto",  # uvloop when installed
-        http="auto",  # httptools when installed
+        http=_http_protocol(settings),
         access_log=False,
         proxy_headers=False,
+        timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]  # a float works
         log_level=settings.log_level.lower(),
         log_config=None,  # uvicorn's loggers go through ours (configure_logging), in the same format
-        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+        # Past our own deadline (Shutdown.cut answers what is left), so that uvicorn never cuts a
+        # request with its plain-text 500.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s) + 2,
         lifespan="on",
     )
     Server(config).run()

@@ -42,6 +42,7 @@ STATUS_CODES: dict[int, StatusCode] = {
     HTTPStatus.NOT_FOUND: StatusCode.NOT_FOUND,
     HTTPStatus.METHOD_NOT_ALLOWED: StatusCode.UNIMPLEMENTED,
     HTTPStatus.NOT_ACCEPTABLE: StatusCode.INVALID_ARGUMENT,  # SageMaker's; listed for completeness
+    HTTPStatus.REQUEST_TIMEOUT: StatusCode.DEADLINE_EXCEEDED,  # HTTP's body timeout; listed likewise
     HTTPStatus.CONFLICT: StatusCode.ALREADY_EXISTS,
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: StatusCode.RESOURCE_EXHAUSTED,
     HTTPStatus.UNSUPPORTED_MEDIA_TYPE: StatusCode.INVALID_ARGUMENT,  # SageMaker's, likewise
@@ -125,6 +126,16 @@ class GrpcFront:
         self._server, self.port = server, port
         log.info("gRPC (inference.GRPCInferenceService) on %s:%d", host, port)
         return port
+
+    def begin_shutdown(self) -> None:
+        """At once: stop listening, GOAWAY, refuse new calls; calls in flight go on."""
+        if self._server is not None:
+            self._server.begin_shutdown()
+
+    def end_shutdown(self) -> None:
+        """The deadline: calls still open are answered UNAVAILABLE."""
+        if self._server is not None:
+            self._server.end_shutdown("the server is shutting down; retry on another replica")
 
     async def stop(self, grace_s: float) -> None:
         """Refuse new calls and let those in flight finish within grace_s."""

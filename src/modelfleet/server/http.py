@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelfleet.config import ServerSettings
 from modelfleet.engine.model import LoadedModel
@@ -31,6 +31,7 @@ from modelfleet.errors import (
     ModelfleetError,
     Overloaded,
     PayloadTooLarge,
+    RequestTimeout,
     Unauthorized,
 )
 from modelfleet.protocol.rest import (
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 JSON = b"application/json"
 WATCH_DISCONNECT_NS = 20_000_000  # watch for a leaving client when the queue ahead is this long
+DECODE_OFF_LOOP_BYTES = 1 << 20  # bodies larger than this are decoded on a thread: the loop stays live
 _HEADER_LENGTH = HEADER_LENGTH.encode()
 _CONTROL_BODY_LIMIT = 1 << 20
 # Encoded separators, NUL and dot-segments in the raw path: refused before any routing.
@@ -82,30 +84,90 @@ def _admit(
     return guard.admit(access, key, client[0] if client else None, name, version)
 
 
-async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it is known to exceed `limit`."""
+class BodyBudget:
+    """Request bytes held at once by every request together (`max_body_bytes_in_flight`): each
+    request takes its share as its body arrives and releases it when it is answered."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def share(self) -> Share:
+        return Share(self)
+
+
+class Share:
+    """One request's part of a BodyBudget; `release()` when the request is answered."""
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self._budget = budget
+        self.nbytes = 0
+
+    def take(self, n: int) -> None:
+        budget = self._budget
+        if budget.used + n > budget.limit:
+            raise Overloaded(
+                f"the server is receiving {budget.used} bytes of requests, its limit "
+                f"(max_body_bytes_in_flight) is {budget.limit}; retry"
+            )
+        budget.used += n
+        self.nbytes += n
+
+    def release(self) -> None:
+        self._budget.used -= self.nbytes
+        self.nbytes = 0
+
+
+async def read_body(
+    receive: Receive,
+    headers: dict[bytes, bytes],
+    limit: int,
+    *,
+    timeout_s: float | None = None,
+    share: Share | None = None,
+) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to exceed `limit`, with 408 when
+    it takes longer than `timeout_s` to arrive, and with 429 when `share` cannot take its bytes."""
     declared = headers.get(b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit, "")
+    reserved = 0
+    if declared is not None and declared.isdigit():
+        reserved = int(declared)
+        if reserved > limit:
+            raise _too_large(limit, "")
+        if share is not None:
+            share.take(reserved)  # before any of it is held
     chunks: list[bytes] = []
-    total = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        if chunk:
-            total += len(chunk)
-            if total > limit:
-                raise _too_large(limit, "")
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+    message = await receive()
+    total = _add_chunk(message, chunks, 0, limit)
+    if message.get("more_body", False):
+        try:
+            async with asyncio.timeout(timeout_s):
+                while message.get("more_body", False):
+                    message = await receive()
+                    total = _add_chunk(message, chunks, total, limit)
+        except TimeoutError:
+            raise RequestTimeout(f"the request body did not arrive within {timeout_s:g} s") from None
+    if share is not None and total > reserved:
+        share.take(total - reserved)  # no (or a wrong) Content-Length
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     encoding = headers.get(b"content-encoding")
     if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
         body = _decompress(body, encoding.strip().lower(), limit)
+        if share is not None:
+            share.take(len(body))
     return body
+
+
+def _add_chunk(message: Message, chunks: list[bytes], total: int, limit: int) -> int:
+    if message["type"] == "http.disconnect":
+        raise ClientGone
+    chunk = message.get("body", b"")
+    if chunk:
+        total += len(chunk)
+        if total > limit:
+            raise _too_large(limit, "")
+        chunks.append(chunk)
+    return total
 
 
 def _too_large(limit: int, what: str) -> PayloadTooLarge:
@@ -144,10 +206,12 @@ def error_body(exc: ModelfleetError) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     extra: list[tuple[bytes, bytes]] = []
     if isinstance(exc, Overloaded):
         extra.append((b"retry-after", str(exc.retry_after_s).encode()))
-    if isinstance(exc, PayloadTooLarge):
+    if isinstance(exc, (PayloadTooLarge, RequestTimeout)):
         extra.append((b"connection", b"close"))  # the rest of the body is not worth reading
     if isinstance(exc, Unauthorized):
         extra.append((b"www-authenticate", b"Bearer"))
+    if isinstance(exc, MethodNotAllowed):
+        extra.append((b"allow", ", ".join(exc.allow).encode()))
     return dumps({"error": exc.message}), extra
 
 
@@ -169,13 +233,20 @@ class InferEndpoint:
     """`POST /v2/models/{m}[/versions/{v}]/infer` without framework overhead."""
 
     def __init__(
-        self, plane: DataPlane, settings: ServerSettings, guard: Guard, metrics: Metrics | None = None
+        self,
+        plane: DataPlane,
+        settings: ServerSettings,
+        guard: Guard,
+        metrics: Metrics | None = None,
+        budget: BodyBudget | None = None,
     ) -> None:
         self._plane = plane
         self._guard = guard
         self._answered = metrics.answered if metrics is not None else _not_counted
         self._limit = settings.max_body_bytes
         self._limits = Limits.from_settings(settings)
+        self._body_timeout_s = settings.body_timeout_s
+        self._budget = budget or BodyBudget(settings.max_body_bytes_in_flight)
 
     async def _infer(self, model: LoadedModel, request: InferRequest, started: int, receive: Receive) -> Any:
         """Run the request; if it is likely to wait in a queue, watch for its client leaving, so
@@ -210,19 +281,23 @@ class InferEndpoint:
     ) -> None:
         started = time.perf_counter_ns()
         model: LoadedModel | None = None
+        share = self._budget.share()
         try:
             if scope["method"] != "POST":
-                raise MethodNotAllowed("inference takes POST")
+                raise MethodNotAllowed("inference takes POST", ("POST",))
             headers = _headers(scope)
             if self._guard.enabled:  # no keys configured: inference is open, nothing to check
                 _admit(self._guard, Access.MODEL, scope, headers, name, version)
-            body = await read_body(receive, headers, self._limit)
+            body = await read_body(receive, headers, self._limit, timeout_s=self._body_timeout_s, share=share)
             raw_length = headers.get(_HEADER_LENGTH)
             json_length = (
                 None if raw_length is None else header_length(raw_length.decode("latin-1"), len(body))
             )
             model = await self._plane.model(name, version)
-            request = decode_request(body, json_length, self._limits)
+            if len(body) > DECODE_OFF_LOOP_BYTES:
+                request = await asyncio.to_thread(decode_request, body, json_length, self._limits)
+            else:
+                request = decode_request(body, json_length, self._limits)
             if request.id is not None:
                 set_request_id(request.id)
             response = await self._infer(model, request, started, receive)
@@ -233,6 +308,8 @@ class InferEndpoint:
             return
         except ClientGone:
             return
+        finally:
+            share.release()
         self._answered(name, 200, model)
         if binary_header is None:
             await send_json(send, 200, payload)
@@ -397,7 +474,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         405: f"{request.method} is not allowed here",
     }
     message = detail.get(exc.status_code, exc.detail)
-    return Response(dumps({"error": message}), exc.status_code, media_type="application/json")
+    allow = [v for k, v in (exc.headers or {}).items() if k.lower() == "allow"]  # Starlette's 405
+    headers = {"allow": allow[0]} if allow else None
+    return Response(dumps({"error": message}), exc.status_code, headers, media_type="application/json")
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -422,13 +501,14 @@ def build_http_app(
     """The whole REST surface as one ASGI app; GET /metrics and per-answer counts with `metrics`;
     keys and tenants with `guard` (without one: inference open, control from loopback only)."""
     guard = guard or Guard({})
+    budget = BodyBudget(settings.max_body_bytes_in_flight)  # one for every route that reads bodies
     routes = _control_routes(plane, guard, settings.max_json_depth)
     if metrics is not None:
         routes.append(_metrics_route(metrics, guard))
     if settings.sagemaker:
         from modelfleet.server.sagemaker import sagemaker_routes  # imports this module
 
-        routes.extend(sagemaker_routes(plane, settings, metrics, guard))
+        routes.extend(sagemaker_routes(plane, settings, metrics, guard, budget))
     control = Starlette(
         routes=routes,
         exception_handlers={
@@ -438,7 +518,7 @@ def build_http_app(
         },
         lifespan=lifespan,
     )
-    infer = InferEndpoint(plane, settings, guard, metrics)
+    infer = InferEndpoint(plane, settings, guard, metrics, budget)
     answered = metrics.answered if metrics is not None else _not_counted
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -36,7 +36,7 @@ from modelfleet.protocol.rest import HEADER_LENGTH, Limits, dumps, encode_respon
 from modelfleet.repository.names import check_model_name, is_model_name
 from modelfleet.server.auth import OPEN, Access, Guard, Principal, presented_key
 from modelfleet.server.dataplane import DataPlane
-from modelfleet.server.http import ClientGone, json_object, read_body
+from modelfleet.server.http import BodyBudget, ClientGone, json_object, read_body
 from modelfleet.server.logs import begin_request, end_request, set_request_id
 from modelfleet.server.metrics import Metrics
 
@@ -53,9 +53,15 @@ class SageMakerApi:
     """The handlers; state of their own is only the artefact url SageMaker gave for each model."""
 
     def __init__(
-        self, plane: DataPlane, settings: ServerSettings, metrics: Metrics | None, guard: Guard
+        self,
+        plane: DataPlane,
+        settings: ServerSettings,
+        metrics: Metrics | None,
+        guard: Guard,
+        budget: BodyBudget,
     ) -> None:
         self._plane = plane
+        self._budget = budget
         self._settings = settings
         self._guard = guard
         self._answered = metrics.answered if metrics is not None else None
@@ -135,10 +141,17 @@ class SageMakerApi:
         started = time.perf_counter_ns()
         model: LoadedModel | None = None
         token = begin_request(name)  # log lines from here on carry the request
+        share = self._budget.share()
         try:
             headers = request.headers
             json_ok, binary_ok = shapes.acceptable(headers.get("accept"))
-            body = await read_body(request.receive, dict(request.scope["headers"]), self._limit)
+            body = await read_body(
+                request.receive,
+                dict(request.scope["headers"]),
+                self._limit,
+                timeout_s=self._settings.body_timeout_s,
+                share=share,
+            )
             json_length = shapes.json_header_length(
                 headers.get("content-type"), headers.get(HEADER_LENGTH), len(body)
             )
@@ -166,6 +179,7 @@ class SageMakerApi:
         except ClientGone:
             return Response(status_code=499)  # nobody reads it
         finally:
+            share.release()
             end_request(token)
         self._count(name, 200, model)
         if binary_header is None:
@@ -294,8 +308,8 @@ def _shown(text: str) -> str:
 
 
 def sagemaker_routes(
-    plane: DataPlane, settings: ServerSettings, metrics: Metrics | None, guard: Guard
+    plane: DataPlane, settings: ServerSettings, metrics: Metrics | None, guard: Guard, budget: BodyBudget
 ) -> list[Route]:
     """The SageMaker contract's routes, for build_http_app to serve next to the V2 ones, under the
-    same Guard."""
-    return SageMakerApi(plane, settings, metrics, guard).routes()
+    same Guard and body budget."""
+    return SageMakerApi(plane, settings, metrics, guard, budget).routes()
