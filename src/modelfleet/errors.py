@@ -23,7 +23,16 @@ Messages name the problem and leak no internal path, stack trace or process name
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s\"'/]+/)+([^\s\"']+)")
+
+
+def without_paths(message: str) -> str:
+    """A message from a framework or a user's model, fit for a client: every absolute path cut to
+    its last part, so that no host layout leaks."""
+    return _ABSOLUTE_PATH.sub(r"\1", message)
 
 
 class ModelfleetError(Exception):

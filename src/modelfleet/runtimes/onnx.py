@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from modelfleet.errors import BadRequest, InferenceFailed, ModelLoadError
+from modelfleet.errors import BadRequest, InferenceFailed, ModelLoadError, without_paths
 from modelfleet.protocol.v2 import TensorSpec
 from modelfleet.repository.config import Device
 from modelfleet.runtimes.base import LoadSpec
@@ -41,7 +41,6 @@ _LEVELS = {
 }
 _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
 _SOURCE_LOCATION = re.compile(r"[\w./-]+\.(?:cc|cpp|h|hpp):\d+\s+(?:[^()\n]*?\([^()\n]*\)\s*(?:const\s*)?)?")
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s\"'/]+/)+([^\s\"']+)")
 _NODE_FAILED = "Non-zero status code returned while running"
 
 
@@ -50,7 +49,7 @@ def clean_message(message: str) -> str:
     no absolute paths (only their last part)."""
     message = _ORT_PREFIX.sub("", message.strip())
     message = _SOURCE_LOCATION.sub("", message)
-    return _ABSOLUTE_PATH.sub(r"\1", message).strip()
+    return without_paths(message).strip()
 
 
 CUDA = "CUDAExecutionProvider"

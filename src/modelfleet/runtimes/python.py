@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from modelfleet.errors import BadRequest, InferenceFailed, ModelfleetError, ModelLoadError
+from modelfleet.errors import BadRequest, InferenceFailed, ModelfleetError, ModelLoadError, without_paths
 from modelfleet.protocol.datatypes import DATATYPES
 from modelfleet.runtimes.base import LoadSpec
 
@@ -36,6 +36,8 @@ class PythonModel:
         self.inputs = [t.spec() for t in config.inputs]
         self.outputs = [t.spec() for t in config.outputs]
         self._name = spec.name
+        self._folder = str(spec.path.parent)
+        self._where = f"{spec.name}/{spec.version}"
         self._instance = instance
         self._kinds = {t.name: DATATYPES[t.datatype] for t in config.outputs}
 
@@ -45,9 +47,11 @@ class PythonModel:
         except ModelfleetError:
             raise
         except ValueError as exc:  # the model's way of saying the input is wrong
-            raise BadRequest(f"model '{self._name}' refused the input: {exc}") from None
+            raise BadRequest(f"model '{self._name}' refused the input: {self._shown(exc)}") from None
         except Exception as exc:
-            raise InferenceFailed(f"model '{self._name}' failed: {type(exc).__name__}: {exc}") from None
+            raise InferenceFailed(
+                f"model '{self._name}' failed: {type(exc).__name__}: {self._shown(exc)}"
+            ) from None
         if not isinstance(produced, dict):
             raise InferenceFailed(
                 f"model '{self._name}' returned {type(produced).__name__}, not a dict of arrays"
@@ -59,6 +63,9 @@ class PythonModel:
             dt = self._kinds[name]
             result.append(np.asarray(produced[name], dtype=dt.dtype))
         return result
+
+    def _shown(self, exc: Exception) -> str:
+        return _shown(exc, self._folder, self._where)
 
     def unload(self) -> None:
         unload = getattr(self._instance, "unload", None)
@@ -80,11 +87,18 @@ def load(spec: LoadSpec) -> PythonModel:
         if hasattr(instance, "load"):
             instance.load(spec.path.parent)
     except Exception as exc:
+        where = f"{spec.name}/{spec.version}"
         raise ModelLoadError(
-            f"python model {spec.name}/{spec.version}/{spec.path.name} failed to load: {type(exc).__name__}: {exc}"
+            f"python model {where}/{spec.path.name} failed to load: {type(exc).__name__}: "
+            f"{_shown(exc, str(spec.path.parent), where)}"
         ) from None
     finally:
         sys.modules.pop(module_name, None)
     if not callable(getattr(instance, "infer", None)):
         raise ModelLoadError(f"{spec.path.name} must define class Model with a method infer(inputs)")
     return PythonModel(spec, instance)
+
+
+def _shown(exc: Exception, folder: str, where: str) -> str:
+    """A user model's exception for a client: the version folder as name/version, no other paths."""
+    return without_paths(str(exc).replace(folder, where))

@@ -132,3 +132,56 @@ def test_a_missing_external_data_file_is_named_relative_to_the_repository(tmp_pa
         load_runtime(spec(path))
     assert str(tmp_path) not in str(info.value)
     assert "m/1/shared.weights" in str(info.value)
+
+
+def _with_external_weight(folder: Path, location: str) -> Path:
+    """y = x + W, W [4] stored as external data at `location` (relative to the model's folder)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.zeros(4, np.float32), "W")
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+        entry = w.external_data.add()
+        entry.key, entry.value = key, value
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "W"], ["y"])],
+        "external",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(folder / "model.onnx"))  # no checker: it would refuse these files itself
+    return folder / "model.onnx"
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute", "dotted", "symlink"])
+def test_external_data_outside_the_model_folder_is_never_read(tmp_path: Path, where: str) -> None:
+    """The reason for the onnxruntime floor (pyproject): 1.23 read these files, 1.24.1 refuses."""
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    folder = tmp_path / "m" / "1"
+    folder.mkdir(parents=True)
+    location = {
+        "parent": "../../secret.bin",
+        "absolute": str(secret),
+        "dotted": "sub/../../../secret.bin",
+        "symlink": "link.bin",
+    }[where]
+    (folder / "link.bin").symlink_to(secret)
+    path = _with_external_weight(folder, location)
+    with pytest.raises(ModelLoadError, match="External data path|external data") as failed:
+        load_runtime(spec(path))
+    assert str(tmp_path) not in str(failed.value)
+
+
+def test_external_data_inside_the_model_folder_loads(tmp_path: Path) -> None:
+    folder = tmp_path / "m" / "1"
+    folder.mkdir(parents=True)
+    (folder / "w.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    model = load_runtime(spec(_with_external_weight(folder, "w.bin")))
+    assert model.infer({"x": np.zeros(4, np.float32)}, ["y"])[0].tolist() == [0.0, 1.0, 2.0, 3.0]
+    model.unload()

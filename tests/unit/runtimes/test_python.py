@@ -80,3 +80,44 @@ def test_wrong_results_are_500s_naming_the_model(tmp_path: Path) -> None:
 def test_inputs_and_outputs_must_be_declared(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="must declare its inputs and outputs"):
         load_runtime(write(tmp_path, GOOD, ModelConfig(backend="python")))
+
+
+LEAKY = """
+from pathlib import Path
+
+class Model:
+    def load(self, folder):
+        self.folder = folder
+
+    def infer(self, inputs):
+        if inputs["x"][0, 0] > 0:
+            (self.folder / "missing.bin").read_bytes()
+        raise ValueError(f"no table in {self.folder} nor in /etc/modelfleet/tables/default.csv")
+"""
+
+
+def test_no_host_path_reaches_a_client_from_a_python_model(tmp_path: Path) -> None:
+    model = load_runtime(write(tmp_path, LEAKY))
+    with pytest.raises(InferenceFailed) as failed:
+        model.infer({"x": np.ones((1, 2), np.float32)}, ["y"])
+    assert str(tmp_path) not in failed.value.message
+    assert "No such file or directory: 'm/1/missing.bin'" in failed.value.message
+    with pytest.raises(BadRequest) as refused:
+        model.infer({"x": -np.ones((1, 2), np.float32)}, ["y"])
+    assert refused.value.message == "model 'm' refused the input: no table in m/1 nor in default.csv"
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "def broken(:",
+        "open('/srv/secret/models/table.csv')",
+        "import pathlib\nraise RuntimeError(str(pathlib.Path(__file__)))",
+    ],
+)
+def test_no_host_path_in_a_load_error(tmp_path: Path, code: str) -> None:
+    with pytest.raises(ModelLoadError) as failed:
+        load_runtime(write(tmp_path, code))
+    message = str(failed.value)
+    assert str(tmp_path) not in message and "/srv/secret" not in message, message
+    assert message.startswith("python model m/1/model.py failed to load: ")
