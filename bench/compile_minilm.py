@@ -11,7 +11,8 @@ import      N head-only fine-tunes (a classification head of their own over one 
 
   python bench/compile_minilm.py compile --repo /tmp/mc-repo
   python bench/compile_minilm.py throughput --repo /tmp/mc-repo --seconds 2 --rounds 3
-  python bench/compile_minilm.py import --work /tmp/mc-import --count 1000 --shape minilm
+  python bench/compile_minilm.py served --repo /tmp/mc-repo --seconds 15 --rounds 3
+  python bench/compile_minilm.py import --work /tmp/mc-import --count 1000 --shape small
 """
 
 from __future__ import annotations
@@ -146,6 +147,68 @@ def cmd_throughput(a: argparse.Namespace) -> None:
         )
 
 
+def cmd_served(a: argparse.Namespace) -> None:
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    import urllib.request
+
+    print(machine())
+    serve_repo = Path(tempfile.mkdtemp(prefix="mc-served-"))
+    shutil.copytree(a.repo / "minilm-int8", serve_repo / "minilm-int8")  # links out of a repository are refused
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    exe = Path(sys.executable).parent / "modelfleet"
+    server = subprocess.Popen(
+        [str(exe), "serve", str(serve_repo), "--port", str(port), "--grpc-port", "0", "--startup-load", "all",
+         "--max-queue-wait-s", "10", "--log-level", "warning"],
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"{url}/v2/models/minilm-int8/ready") as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        ids = _texts(1, 128)["input_ids"][0].tolist()
+        body = serve_repo / "body.json"
+        body.write_text(json.dumps({"inputs": [
+            {"name": "input_ids", "shape": [1, 128], "datatype": "INT64", "data": ids},
+            {"name": "attention_mask", "shape": [1, 128], "datatype": "INT64", "data": [1] * 128},
+        ]}))  # fmt: skip
+        run = _runners(a.repo)["ort-int8"]
+        batch = _texts(a.batch, 128)
+        inproc, served = [], []
+        for round_ in range(a.rounds):
+            count, started = 0, time.perf_counter()
+            while time.perf_counter() - started < a.seconds:
+                run(batch)
+                count += 1
+            inproc.append(a.batch * count / (time.perf_counter() - started))
+            report = serve_repo / f"report-{round_}.json"
+            subprocess.run(
+                [str(exe), "bench", "--url", url, "-m", "minilm-int8", "-c", "32", "-d", str(a.seconds),
+                 "--warmup", "3", "--input-file", str(body), "--encoding", "binary", "--report", str(report)],
+                check=False, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            served.append(float(json.loads(report.read_text())["requests_per_s"]))
+            print(
+                f"round {round_ + 1}: in-process b{a.batch} {inproc[-1]:.1f} rows/s, served c=32 {served[-1]:.1f} rows/s"
+            )
+        ratio = statistics.median(served) / statistics.median(inproc)
+        print(
+            f"served / in-process (medians): {statistics.median(served):.1f} / {statistics.median(inproc):.1f} = {ratio:.2f}"
+        )
+    finally:
+        server.terminate()
+        server.wait(30)
+        shutil.rmtree(serve_repo, ignore_errors=True)
+
+
 def _write_fine_tunes(work: Path, count: int, shape: str) -> list[Path]:
     """One classifier saved by transformers, then `count` copies with their own head, written with
     the safetensors library (fast: the encoder's bytes are the reference's)."""
@@ -240,12 +303,19 @@ def main() -> None:
     p.add_argument("--repo", type=Path, required=True)
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--rounds", type=int, default=3)
+    p = sub.add_parser("served")
+    p.add_argument("--repo", type=Path, required=True)
+    p.add_argument("--seconds", type=float, default=15.0)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batch", type=int, default=16, help="in-process batch (the config's max batch)")
     p = sub.add_parser("import")
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--count", type=int, default=1000)
     p.add_argument("--shape", choices=("minilm", "small"), default="small")
     a = parser.parse_args()
-    {"compile": cmd_compile, "throughput": cmd_throughput, "import": cmd_import}[a.command](a)
+    {"compile": cmd_compile, "throughput": cmd_throughput, "served": cmd_served, "import": cmd_import}[
+        a.command
+    ](a)
 
 
 if __name__ == "__main__":
