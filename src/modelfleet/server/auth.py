@@ -37,6 +37,7 @@ from modelfleet.config import ServerSettings
 from modelfleet.errors import Forbidden as Forbidden  # re-exported: the Guard's refusal
 from modelfleet.errors import Unauthorized, model_not_found
 from modelfleet.repository.names import check_model_name, check_version
+from modelfleet.server.quota import Quota, QuotaConfig
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +121,13 @@ def _is_glob(pattern: str) -> bool:
 
 @dataclass(frozen=True, eq=False)
 class Principal:
-    """The caller of one request. `models` None: every model. `control`: may change the server."""
+    """The caller of one request. `models` None: every model. `control`: may change the server.
+    `quota`: the tenant's inference quota (server/quota.py), None for none."""
 
     name: str
     models: ModelPatterns | None
     control: bool = False
+    quota: Quota | None = None
 
     def owns(self, name: str) -> bool:
         return self.models is None or name in self.models
@@ -174,11 +177,15 @@ class Guard:
         tenants: dict[str, tuple[list[str], list[str]]],
         admin_digest: str | None = None,
         loopback_control: bool = True,
+        quotas: dict[str, QuotaConfig] | None = None,
     ) -> None:
-        """`tenants`: name -> (key digests, model patterns); digests as SHA-256 hex."""
+        """`tenants`: name -> (key digests, model patterns); digests as SHA-256 hex. `quotas`:
+        name -> the tenant's inference quota."""
         self._by_digest: dict[bytes, Principal] = {}
+        quotas = quotas or {}
         for tenant, (digests, patterns) in tenants.items():
-            principal = Principal(tenant, ModelPatterns(patterns))
+            quota = Quota(tenant, quotas[tenant]) if tenant in quotas else None
+            principal = Principal(tenant, ModelPatterns(patterns), quota=quota)
             for digest in digests:
                 raw = bytes.fromhex(digest)
                 if raw in self._by_digest:
@@ -199,9 +206,9 @@ class Guard:
 
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> Guard:
-        tenants = load_keys_file(settings.auth_keys_file) if settings.auth_keys_file else {}
+        tenants, quotas = load_tenants(settings.auth_keys_file) if settings.auth_keys_file else ({}, {})
         admin = settings.admin_key_digest()
-        guard = cls(tenants, admin, settings.loopback_control)
+        guard = cls(tenants, admin, settings.loopback_control, quotas)
         if guard._loopback_control and not is_loopback(settings.host):
             log.warning(
                 "no admin key: model control is open to loopback clients only; behind a proxy or "
@@ -271,12 +278,19 @@ class Guard:
 
 
 def load_keys_file(path: Path) -> dict[str, tuple[list[str], list[str]]]:
-    """Read and check the keys file (YAML or JSON; blocking, at start only):
+    """The tenants of the keys file: name -> (key digests, model patterns)."""
+    return load_tenants(path)[0]
+
+
+def load_tenants(path: Path) -> tuple[dict[str, tuple[list[str], list[str]]], dict[str, QuotaConfig]]:
+    """Read and check the keys file (YAML or JSON; blocking, at start only): the tenants, and the
+    quotas of those that have one.
 
     tenants:
       acme:
         keys: [<sha256 hex digest of a key>, ...]
         models: [acme-classifier, "acme-*"]
+        quota: {rate_per_s: 200, burst: 400, max_concurrent: 32}   # optional, each field too
     """
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -288,12 +302,36 @@ def load_keys_file(path: Path) -> dict[str, tuple[list[str], list[str]]]:
         raise AuthConfigError(
             f"the keys file {path} must hold one mapping, 'tenants: {{NAME: {{keys, models}}}}'"
         )
-    return {str(name): _tenant(str(name), entry) for name, entry in doc["tenants"].items()}
+    tenants = {str(name): _tenant(str(name), entry) for name, entry in doc["tenants"].items()}
+    quotas = {
+        str(name): _quota(str(name), entry["quota"])
+        for name, entry in doc["tenants"].items()
+        if "quota" in entry
+    }
+    return tenants, quotas
+
+
+def _quota(name: str, entry: Any) -> QuotaConfig:
+    fields = {"rate_per_s", "burst", "max_concurrent"}
+    if not isinstance(entry, dict) or not entry or not set(entry) <= fields:
+        raise AuthConfigError(
+            f"tenant '{name}': 'quota' takes rate_per_s, burst and max_concurrent (any of them)"
+        )
+    for field, value in entry.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+        if not number or (field != "rate_per_s" and not isinstance(value, int)):
+            kind = "a positive number" if field == "rate_per_s" else "a positive integer"
+            raise AuthConfigError(f"tenant '{name}': quota.{field} must be {kind}, got {value!r}")
+    if "burst" in entry and "rate_per_s" not in entry:
+        raise AuthConfigError(f"tenant '{name}': quota.burst needs quota.rate_per_s")
+    return QuotaConfig(entry.get("rate_per_s"), entry.get("burst"), entry.get("max_concurrent"))
 
 
 def _tenant(name: str, entry: Any) -> tuple[list[str], list[str]]:
-    if not isinstance(entry, dict) or set(entry) != {"keys", "models"}:
-        raise AuthConfigError(f"tenant '{name}' must have exactly 'keys' and 'models'")
+    if not isinstance(entry, dict) or not {"keys", "models"} <= set(entry) <= {"keys", "models", "quota"}:
+        raise AuthConfigError(
+            f"tenant '{name}' must have exactly 'keys' and 'models' (and optionally 'quota')"
+        )
     keys, models = entry["keys"], entry["models"]
     if not isinstance(keys, list) or not keys:
         raise AuthConfigError(f"tenant '{name}': 'keys' must be a non-empty list of SHA-256 hex digests")

@@ -31,6 +31,7 @@ from modelfleet.server.h2grpc import Call, H2Server, Status, StatusCode
 from modelfleet.server.h2grpc import Limits as H2Limits
 from modelfleet.server.logs import begin_request, end_request, set_request_id
 from modelfleet.server.metrics import Metrics
+from modelfleet.server.quota import Quota
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +181,13 @@ class GrpcFront:
         name = message.model_name
         token = begin_request(name)  # log lines from here on carry the request
         model: LoadedModel | None = None
+        quota: Quota | None = None
         try:
             if self._guard.enabled:  # no keys configured: inference is open, nothing to check
-                self._admit(call, Access.MODEL, name, message.model_version or None)
+                tenant = self._admit(call, Access.MODEL, name, message.model_version or None).quota
+                if tenant is not None:
+                    tenant.enter()  # RESOURCE_EXHAUSTED past the tenant's quota
+                    quota = tenant
             model = await self._plane.model(name, message.model_version or None)
             request = codec.decode_infer_request(message, self._limits)
             if request.id is not None:
@@ -198,6 +203,8 @@ class GrpcFront:
             self._answered(name, 200, model)
             return answer
         finally:
+            if quota is not None:
+                quota.leave()
             end_request(token)
         self._answered(name, error.status, model)
         raise status(error)

@@ -49,6 +49,7 @@ from modelfleet.server.dataplane import DataPlane
 from modelfleet.server.logs import begin_request, end_request, set_request_id
 from modelfleet.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from modelfleet.server.metrics import Metrics
+from modelfleet.server.quota import Quota
 
 log = logging.getLogger(__name__)
 
@@ -282,12 +283,16 @@ class InferEndpoint:
         started = time.perf_counter_ns()
         model: LoadedModel | None = None
         share = self._budget.share()
+        quota: Quota | None = None
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed("inference takes POST", ("POST",))
             headers = _headers(scope)
             if self._guard.enabled:  # no keys configured: inference is open, nothing to check
-                _admit(self._guard, Access.MODEL, scope, headers, name, version)
+                tenant = _admit(self._guard, Access.MODEL, scope, headers, name, version).quota
+                if tenant is not None:
+                    tenant.enter()  # 429 past the tenant's quota, before the body is read
+                    quota = tenant
             body = await read_body(receive, headers, self._limit, timeout_s=self._body_timeout_s, share=share)
             raw_length = headers.get(_HEADER_LENGTH)
             json_length = (
@@ -310,6 +315,8 @@ class InferEndpoint:
             return
         finally:
             share.release()
+            if quota is not None:
+                quota.leave()
         self._answered(name, 200, model)
         if binary_header is None:
             await send_json(send, 200, payload)

@@ -39,6 +39,7 @@ from modelfleet.server.dataplane import DataPlane
 from modelfleet.server.http import BodyBudget, ClientGone, json_object, read_body
 from modelfleet.server.logs import begin_request, end_request, set_request_id
 from modelfleet.server.metrics import Metrics
+from modelfleet.server.quota import Quota
 
 CONTROL_BODY_LIMIT = 1 << 20
 DEFAULT_PAGE = 1000  # GET /models without max_results
@@ -107,20 +108,20 @@ class SageMakerApi:
         name = header or ""
         try:
             name = shapes.target_model(header) if header is not None else self._default_model(request)
-            self.authorize(request, Access.MODEL, name)
+            who = self.authorize(request, Access.MODEL, name)
         except ModelfleetError as exc:
             self._count(name, exc.status, None)
             raise
-        return await self._invoke(request, name)
+        return await self._invoke(request, name, who.quota)
 
     async def invoke(self, request: Request) -> Response:
         name = request.path_params["model"]
         try:
-            self.authorize(request, Access.MODEL, name)
+            who = self.authorize(request, Access.MODEL, name)
         except ModelfleetError as exc:
             self._count(name, exc.status, None)
             raise
-        return await self._invoke(request, name)
+        return await self._invoke(request, name, who.quota)
 
     def _default_model(self, request: Request) -> str:
         """The configured default model, else the only model the caller can see. The caller is
@@ -137,9 +138,15 @@ class SageMakerApi:
             f"{len(names)} models and no sagemaker_default_model is set"
         )
 
-    async def _invoke(self, request: Request, name: str) -> Response:
+    async def _invoke(self, request: Request, name: str, quota: Quota | None) -> Response:
         started = time.perf_counter_ns()
         model: LoadedModel | None = None
+        if quota is not None:
+            try:
+                quota.enter()  # 429 past the tenant's quota, before the body is read
+            except ModelfleetError as exc:
+                self._count(name, exc.status, None)
+                raise
         token = begin_request(name)  # log lines from here on carry the request
         share = self._budget.share()
         try:
@@ -180,6 +187,8 @@ class SageMakerApi:
             return Response(status_code=499)  # nobody reads it
         finally:
             share.release()
+            if quota is not None:
+                quota.leave()
             end_request(token)
         self._count(name, 200, model)
         if binary_header is None:
