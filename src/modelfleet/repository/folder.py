@@ -25,7 +25,7 @@ DEFAULT_FILENAMES = {
     "ensemble": "",
     "torchscript": "model.pt",
 }
-INFERRED_BACKENDS = {"model.onnx": "onnxruntime", "model.pt": "torchscript"}  # file present -> backend, when config.yaml names none
+INFERRED_BACKENDS = {"model.onnx": "onnxruntime"}  # file present -> backend, when config.yaml names none
 _CONFIG_MAX_BYTES = 1 << 20
 
 
