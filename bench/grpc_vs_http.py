@@ -223,6 +223,21 @@ def per_request_us(server_pid: int, seconds: float, run: Callable[[], float]) ->
     return rps, (cpu_s(server_pid) - server0) / requests * 1e6, (children_cpu_s() - client0) / requests * 1e6
 
 
+# `python -c _SERVE_WITH_MODULE FILE serve ...`: modelfleet with server/h2grpc.py's H2Server from FILE
+_SERVE_WITH_MODULE = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("h2grpc_under_test", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = module
+spec.loader.exec_module(module)
+import modelfleet.server.grpc
+modelfleet.server.grpc.H2Server = module.H2Server
+from modelfleet.cli import main
+sys.argv = ["modelfleet", *sys.argv[2:]]
+main()
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -235,9 +250,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--h2",
-        choices=("ours", "lib"),
         default="ours",
-        help="the gRPC front's HTTP/2 layer: server/h2grpc.py, or bench/h2lib_prototype.py (the `h2` library)",
+        help="the gRPC front's HTTP/2 layer: ours (server/h2grpc.py), lib (bench/h2lib_prototype.py, the `h2` "
+        "library), or the path of another h2grpc.py (e.g. `git show REV:src/modelfleet/server/h2grpc.py`)",
     )
     args = parser.parse_args()
     if args.client != "python" and shutil.which("h2load") is None:
@@ -246,11 +261,12 @@ def main() -> None:
         workdir = Path(tmp)
         repo = make_repo(workdir / "repo")
         http_port, grpc_port = free_port(), free_port()
-        serve = (
-            ["-m", "modelfleet"]
-            if args.h2 == "ours"
-            else [str(Path(__file__).with_name("h2lib_prototype.py"))]
-        )
+        if args.h2 == "ours":
+            serve = ["-m", "modelfleet"]
+        elif args.h2 == "lib":
+            serve = [str(Path(__file__).with_name("h2lib_prototype.py"))]
+        else:  # another version of server/h2grpc.py, for a before / after in one run
+            serve = ["-c", _SERVE_WITH_MODULE, args.h2]
         server = subprocess.Popen(
             [sys.executable, *serve, "serve", str(repo), "--port", str(http_port),
              "--grpc-port", str(grpc_port), "--intra-op-threads", "1", "--startup-load", "all",

@@ -262,6 +262,9 @@ class _Budget:
         return True
 
 
+_NO_BYTES = memoryview(b"")
+
+
 class _Stream:
     __slots__ = (
         "answering",
@@ -289,7 +292,7 @@ class _Stream:
         self.half_closed = False  # the client's END_STREAM has come
         self.task: asyncio.Task[None] | None = None
         self.answering = False  # the answer's HEADERS are out, its message waits for credit
-        self.pending = memoryview(b"")  # that answer message
+        self.pending = _NO_BYTES  # that answer message
         self.offset = 0  # how much of it is sent
 
 
@@ -869,7 +872,7 @@ class Connection(asyncio.Protocol):
         self._streams.pop(stream.id, None)
         if stream.answering:
             self._blocked.pop(stream.id, None)
-            stream.pending = memoryview(b"")
+            stream.pending = _NO_BYTES
         if stream.body:  # dropped before dispatch: its credit may come back
             self._undispatched -= len(stream.body)
             stream.body = bytearray()
