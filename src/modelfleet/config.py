@@ -34,6 +34,7 @@ class ServerSettings(BaseSettings):
         extra="forbid",
         frozen=True,
         hide_input_in_errors=True,  # a mistyped secret must not end up in a log or a terminal
+        use_attribute_docstrings=True,  # each field's docstring is its description: `serve --help`
     )
 
     repository: str

@@ -12,7 +12,7 @@ import typer
 
 # name -> (module, function); the function's docstring is its help text
 COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("modelfleet.cli.serve", "serve"),
+    "serve": ("modelfleet.cli.serve", "serve_command"),
     "demo-repo": ("modelfleet.cli.demo_repo", "demo_repo"),
     "bench": ("modelfleet.cli.bench", "bench"),
     "top": ("modelfleet.cli.top", "top"),

@@ -58,7 +58,7 @@ class ObjectStoreOptions(BaseModel):
     from here, so no setting or error message holds a secret.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     cache_dir: Path
     """Local folder for downloaded models, laid out like a folder repository; one per repository."""
