@@ -66,6 +66,12 @@ def compile_command(
     trust_pickle: Annotated[
         bool, typer.Option("--trust-pickle", help="Read pickle checkpoints (torch.load weights_only=True).")
     ] = False,
+    static_int8: Annotated[
+        bool,
+        typer.Option(
+            "--static-int8", help="int8 with activation ranges calibrated on the gate's inputs (QDQ)."
+        ),
+    ] = False,
     profile_s: Annotated[
         float, typer.Option("--profile-s", min=0.0, help="Seconds per (bucket, batch) profile cell; 0 skips.")
     ] = 0.5,
@@ -104,6 +110,7 @@ def compile_command(
             calibration=calibration,
             thresholds=Thresholds(min_cosine, min_agreement, max_abs_diff),
             trust_pickle=trust_pickle,
+            static_int8=static_int8,
             profile_s=profile_s,
             version=version,
             report=report,

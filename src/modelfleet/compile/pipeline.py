@@ -71,6 +71,7 @@ class CompileRequest:
     profile_s: float = 0.5  # per (bucket, batch) cell; 0 skips the profile
     version: int | None = None
     report: Path | None = None  # also write the report here
+    static_int8: bool = False  # int8 with activation ranges calibrated on the gate's inputs (QDQ)
 
 
 @dataclass
@@ -101,6 +102,8 @@ def compile_model(request: CompileRequest, log: Log = print) -> CompileReport:
     if request.target == Target.NEURON and len(seq_lens) > 1:
         raise Unsupported("target neuron compiles fixed shapes: give one --seq-lens value per compile")
     source = inspect_source(request.source, request.trust_pickle)
+    if request.static_int8 and (request.precision != Precision.INT8 or fmt != Format.ONNX):
+        raise Unsupported("--static-int8 applies to --precision int8 in ONNX")
     if source.kind == SourceKind.ONNX and fmt != Format.ONNX:
         raise Unsupported("an ONNX source compiles to ONNX only (use --format onnx)")
     steps: dict[str, float] = {}
@@ -138,7 +141,10 @@ def compile_model(request: CompileRequest, log: Log = print) -> CompileReport:
     with _quiet(source), tempfile.TemporaryDirectory(prefix="modelfleet-compile-") as scratch:
         work = Path(scratch)
         if fmt == Format.ONNX:
-            files, compiled = _onnx(source, model, request.precision, batches[-1].feeds, work, steps, log)
+            calibration = [_padded(b.feeds, seq_lens[-1]) for b in batches] if request.static_int8 else None
+            files, compiled = _onnx(
+                source, model, request.precision, batches[-1].feeds, work, steps, log, calibration
+            )
         else:
             files, compiled = _torchscript(model, request, batches[-1].feeds, work, steps, log)
         mark = time.monotonic()
@@ -249,7 +255,7 @@ def _open_onnx(path: Path, task: str | None) -> _Model:
 
 def _onnx(
     source: Source, model: _Model, precision: Precision, example: dict[str, np.ndarray], work: Path,
-    steps: dict[str, float], log: Log,
+    steps: dict[str, float], log: Log, calibration: list[dict[str, np.ndarray]] | None = None,
 ) -> tuple[list[Path], Runner]:  # fmt: skip
     import onnxruntime as ort
 
@@ -264,7 +270,10 @@ def _onnx(
     if precision == Precision.INT8:
         mark = time.monotonic()
         quantized = work / "quantized.onnx"
-        onnx_steps.quantize_int8(raw, quantized)
+        if calibration is not None:
+            onnx_steps.quantize_int8_static(raw, quantized, calibration)
+        else:
+            onnx_steps.quantize_int8(raw, quantized)
         raw = quantized
         steps["quantize_s"] = round(time.monotonic() - mark, 2)
         log(f"quantised to int8 in {steps['quantize_s']:.1f} s")
@@ -343,6 +352,11 @@ def _feeds(feeds: dict[str, np.ndarray], names: Sequence[str]) -> dict[str, np.n
     if "token_type_ids" in names:
         out["token_type_ids"] = np.zeros_like(feeds["input_ids"])
     return out
+
+
+def _padded(feeds: dict[str, np.ndarray], seq: int) -> dict[str, np.ndarray]:
+    """Zero-padded to `seq` tokens (masked out): the calibrator wants one shape for every batch."""
+    return {n: np.pad(a, ((0, 0), (0, seq - a.shape[1]))) for n, a in feeds.items()}
 
 
 def _replay(expected: list[np.ndarray]) -> Runner:

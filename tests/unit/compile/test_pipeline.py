@@ -52,6 +52,14 @@ def test_fp32_and_int8_onnx_folders_with_config_and_report(classifier: Path, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clf"]  # nothing left beside it
 
 
+def test_static_int8_is_calibrated_on_the_gate_inputs_and_checked(classifier: Path, tmp_path: Path) -> None:
+    _compile(classifier, tmp_path / "clf", precision=Precision.INT8, static_int8=True, profile_s=0.0)
+    report = json.loads((tmp_path / "clf" / "1" / "compile.json").read_text())
+    assert report["gate"]["passed"] and report["steps_s"]["quantize_s"] > 0
+    code, output = _cli(str(classifier), "--out", str(tmp_path / "x"), "--precision", "bf16", "--static-int8")
+    assert code == 2 and "--static-int8 applies to --precision int8 in ONNX" in output
+
+
 def test_bf16_torchscript_from_an_encoder(classifier: Path, tmp_path: Path) -> None:
     encoder = tiny_bert(tmp_path / "enc", classification=False)
     _compile(encoder, tmp_path / "repo" / "enc", precision=Precision.BF16, profile_s=0.0)
