@@ -44,7 +44,8 @@ PATH = "/test.Service/Echo"
 
 
 class Wire:
-    """A fake transport: keeps what the server writes; `gone` is set once it is closed."""
+    """A fake transport: keeps what the server writes (`wrote` is set on each write); `gone` is set
+    once it is closed."""
 
     def __init__(self, peer: Any = ("127.0.0.1", 5000)) -> None:
         self.out = bytearray()
@@ -53,11 +54,13 @@ class Wire:
         self.reading = True
         self.peer = peer
         self.gone = asyncio.Event()
+        self.wrote = asyncio.Event()
         self.protocol: Connection | None = None
 
     def write(self, data: bytes) -> None:
         assert not self.closed, "write after close"
         self.out += data
+        self.wrote.set()
 
     def close(self) -> None:
         """As a real transport: the protocol hears of it on the next loop iteration."""
@@ -426,8 +429,7 @@ async def test_a_wrong_preface_closes_and_a_missing_one_times_out() -> None:
     conn = Connection(server(preface_timeout_s=0.01))
     conn.connection_made(quiet)  # type: ignore[arg-type]
     conn.data_received(PREFACE[:10])
-    await asyncio.sleep(0.05)
-    assert quiet.closed
+    await asyncio.wait_for(quiet.gone.wait(), 2)
 
 
 async def test_a_header_block_too_large_is_refused() -> None:
@@ -470,7 +472,8 @@ async def test_a_lost_connection_cancels_its_calls() -> None:
 async def test_grpc_timeout_ends_the_call_with_deadline_exceeded() -> None:
     client = Client(server())
     client.call(1, b"slow", extra=(("grpc-timeout", "20m"),))
-    await asyncio.sleep(0.1)
+    client.wire.wrote.clear()
+    await asyncio.wait_for(client.wire.wrote.wait(), 2)  # the answer, once the deadline passes
     _, _, trailers = answer(client, 1)
     assert trailers["grpc-status"] == str(StatusCode.DEADLINE_EXCEEDED.value)
 
