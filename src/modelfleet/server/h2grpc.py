@@ -439,7 +439,7 @@ class Connection(asyncio.Protocol):
         end = len(data)
         view = memoryview(data)
         max_frame = self._limits.max_frame_bytes
-        while end - pos >= 9:
+        while end - pos >= 9 and self._transport is not None:  # (a frame may close the connection)
             word, flags, stream_id = _unpack_header(data, pos)
             length, kind = word >> 8, word & 0xFF
             stream_id &= 0x7FFFFFFF
@@ -478,7 +478,7 @@ class Connection(asyncio.Protocol):
         else:
             if pos < end:
                 self._need = 9
-        if pos < end:
+        if pos < end and self._transport is not None:
             self._buffer += view[pos:]
 
     def _spend(self, budget: _Budget, what: str) -> None:
@@ -515,8 +515,9 @@ class Connection(asyncio.Protocol):
                 self._dispatch(stream, payload)
             self._credit()
             return
-        if not payload:
+        if not payload:  # nothing, or padding only: its credit comes back at once
             self._spend(self._empties, "empty frames")
+            self._credit()
             return
         body += payload
         self._undispatched += len(payload)

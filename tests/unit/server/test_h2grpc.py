@@ -735,6 +735,20 @@ async def test_connection_credit_comes_back_as_messages_are_dispatched() -> None
     assert len(answer(client, 1)[1]) == 50_000
 
 
+async def test_padding_and_dropped_data_are_credited_at_once() -> None:
+    limits = Limits(max_undispatched_bytes=100_000, max_message_bytes=60_000, connection_window_bytes=100_000)
+    client = Client(H2Server({PATH: echo}, limits))
+    client.frames()
+    client.open(1)
+    client.send(frame(DATA, PADDED, 1, bytes((255,)) + b"\0" * 255) * 200)  # 51,200 bytes of padding
+    assert credit(client) >= 50_000
+    client.send(frame(DATA, END_STREAM, 1, grpc_message(b"ab")))
+    client.send(frame(DATA, 0, 1, b"\0" * 60_000))  # after END_STREAM: dropped
+    assert credit(client) >= 60_000  # (the answer comes once the handler has run)
+    await settle()
+    assert answer(client, 1)[1] == b"ba"
+
+
 async def test_bytes_held_on_a_connection_are_capped() -> None:
     limits = Limits(max_undispatched_bytes=100_000, max_message_bytes=60_000, connection_window_bytes=100_000)
     client = Client(H2Server({PATH: echo}, limits))
