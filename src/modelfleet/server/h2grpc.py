@@ -135,6 +135,9 @@ class Limits:
       within what is left of it and comes back as messages are dispatched (or dropped); a stream
       whose data fills it without ending its message is answered RESOURCE_EXHAUSTED.
     - `preface_timeout_s` (10 s): a connection that has not opened HTTP/2 by then is closed.
+    - `message_timeout_s` (60 s): a request message must arrive whole within this of its HEADERS
+      (checked every half of it); else DEADLINE_EXCEEDED and RST_STREAM, so a stream trickling
+      its data holds neither a stream slot nor the connection for ever.
     - `idle_timeout_s` (300 s): a connection with no stream open for that long (checked every half
       of it: closed between 1x and 1.5x after its last stream) gets GOAWAY NO_ERROR and is closed.
     - `max_connections` (1000, server-wide): a connection past it gets SETTINGS, GOAWAY
@@ -155,6 +158,7 @@ class Limits:
     connection_window_bytes: int = 16 * 2**20
     max_frame_bytes: int = 1 * 2**20
     preface_timeout_s: float = 10.0
+    message_timeout_s: float = 60.0
     max_undispatched_bytes: int = 64 * 2**20
     idle_timeout_s: float = 300.0
     max_connections: int = 1000
@@ -273,6 +277,7 @@ class _Stream:
         "half_closed",
         "id",
         "offset",
+        "opened",
         "pending",
         "recv_window",
         "send_window",
@@ -281,9 +286,16 @@ class _Stream:
     )
 
     def __init__(
-        self, stream_id: int, send_window: int, recv_window: int, call: Call, timeout_s: float | None
+        self,
+        stream_id: int,
+        send_window: int,
+        recv_window: int,
+        call: Call,
+        timeout_s: float | None,
+        opened: float,
     ) -> None:
         self.id = stream_id
+        self.opened = opened  # when its HEADERS came (the server's clock)
         self.send_window = send_window
         self.recv_window = recv_window  # what the client may still send on this stream
         self.call = call
@@ -331,6 +343,7 @@ class Connection(asyncio.Protocol):
         self._paused = False  # the transport's write buffer is full: we do not read either
         self._peer: str | None = None
         self._timer: asyncio.TimerHandle | None = None  # the preface timeout, then the idle check
+        self._read_timer: asyncio.TimerHandle | None = None  # the message timeout check
         self._idle_mark = 0  # _last_stream at the previous idle check
         self._quiet_checks = 0  # idle checks in a row with no stream
         now = self._clock()
@@ -372,9 +385,10 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._read_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._read_timer = None
         self._cancel_calls()
         self._blocked.clear()
         self._transport = self._closing = None
@@ -432,9 +446,9 @@ class Connection(asyncio.Protocol):
             self._preface = True
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = asyncio.get_running_loop().call_later(
-                self._limits.idle_timeout_s / 2, self._idle_check
-            )
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._limits.idle_timeout_s / 2, self._idle_check)
+            self._read_timer = loop.call_later(self._limits.message_timeout_s / 2, self._read_check)
             pos = len(PREFACE)
         end = len(data)
         view = memoryview(data)
@@ -609,7 +623,12 @@ class Connection(asyncio.Protocol):
             self._answer_http(stream_id, head.refusal)
             return
         stream = _Stream(
-            stream_id, self._peer_initial_window, self._stream_recv_window, head.call, head.timeout_s
+            stream_id,
+            self._peer_initial_window,
+            self._stream_recv_window,
+            head.call,
+            head.timeout_s,
+            self._clock(),
         )
         self._streams[stream_id] = stream
         if flags & END_STREAM:
@@ -915,6 +934,22 @@ class Connection(asyncio.Protocol):
                 return
         self._timer = asyncio.get_running_loop().call_later(self._limits.idle_timeout_s / 2, self._idle_check)
 
+    def _read_check(self) -> None:
+        """Every message_timeout_s / 2: streams whose request has taken longer are answered."""
+        self._read_timer = None
+        if self._transport is None:
+            return
+        limit = self._limits.message_timeout_s
+        oldest = self._clock() - limit
+        for stream in list(self._streams.values()):
+            if not stream.half_closed and stream.opened < oldest:
+                status = Status(
+                    StatusCode.DEADLINE_EXCEEDED, f"request message not received within {limit:g} s"
+                )
+                self._send_status(stream, status)
+        if self._transport is not None:
+            self._read_timer = asyncio.get_running_loop().call_later(limit / 2, self._read_check)
+
     def _close(self, code: H2Error, reason: str, quiet: bool = False) -> None:
         """GOAWAY with `code`, then close: a connection error (its calls are cancelled), or a
         refused or idle connection (`quiet`: not logged)."""
@@ -935,8 +970,10 @@ class Connection(asyncio.Protocol):
             return
         self._transport, self._closing = None, transport
         self._buffer.clear()
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._read_timer):
+            if timer is not None:
+                timer.cancel()
+        self._read_timer = None
         try:
             if transport.can_write_eof():
                 if self._paused:

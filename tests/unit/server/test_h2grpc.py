@@ -936,3 +936,22 @@ async def test_a_frame_in_many_pieces_is_parsed_once_whole() -> None:
         client.send(wire[i : i + 1000])
     await settle()
     assert answer(client, 1)[1] == b"q" * 50_000
+
+
+async def test_a_request_message_that_does_not_arrive_in_time_is_answered_and_reset() -> None:
+    clock = Clock()
+    client = Client(H2Server({PATH: echo}, Limits(message_timeout_s=0.02), clock=clock))
+    client.open(1)  # its message never comes
+    client.call(3, b"slow")  # dispatched: the time its handler takes is not the message's
+    await settle()
+    client.frames()
+    clock.now += 1.0
+    client.wire.wrote.clear()
+    await asyncio.wait_for(client.wire.wrote.wait(), 2)  # the next check, 10 ms on
+    frames = client.frames()
+    assert {f[2] for f in frames} == {1}
+    (fields,) = [client.decode(f[3]) for f in frames if f[0] == HEADERS]
+    assert fields["grpc-status"] == str(StatusCode.DEADLINE_EXCEEDED.value)
+    assert fields["grpc-message"] == "request message not received within 0.02 s"
+    assert (RST_STREAM, 1) in [(f[0], f[2]) for f in frames]
+    client.conn.connection_lost(None)
