@@ -137,7 +137,8 @@ class Limits:
     - `preface_timeout_s` (10 s): a connection that has not opened HTTP/2 by then is closed.
     - `message_timeout_s` (60 s): a request message must arrive whole within this of its HEADERS
       (checked every half of it); else DEADLINE_EXCEEDED and RST_STREAM, so a stream trickling
-      its data holds neither a stream slot nor the connection for ever.
+      its data holds neither a stream slot nor the connection for ever. Likewise an answer that
+      waits longer for the client's flow-control credit is dropped (RST_STREAM CANCEL).
     - `idle_timeout_s` (300 s): a connection with no stream open for that long (checked every half
       of it: closed between 1x and 1.5x after its last stream) gets GOAWAY NO_ERROR and is closed.
     - `max_connections` (1000, server-wide): a connection past it gets SETTINGS, GOAWAY
@@ -295,7 +296,7 @@ class _Stream:
         opened: float,
     ) -> None:
         self.id = stream_id
-        self.opened = opened  # when its HEADERS came (the server's clock)
+        self.opened = opened  # when its HEADERS came, then when its answer began to wait for credit
         self.send_window = send_window
         self.recv_window = recv_window  # what the client may still send on this stream
         self.call = call
@@ -840,6 +841,7 @@ class Connection(asyncio.Protocol):
             return
         self._write(frame(HEADERS, END_HEADERS, stream.id, _RESPONSE_HEADERS))
         stream.answering = True
+        stream.opened = self._clock()
         stream.pending = memoryview(message)
         self._blocked[stream.id] = stream
         self._flush(stream)
@@ -935,14 +937,19 @@ class Connection(asyncio.Protocol):
         self._timer = asyncio.get_running_loop().call_later(self._limits.idle_timeout_s / 2, self._idle_check)
 
     def _read_check(self) -> None:
-        """Every message_timeout_s / 2: streams whose request has taken longer are answered."""
+        """Every message_timeout_s / 2: streams whose request, or whose answer waiting for the
+        client's credit, has taken longer are ended."""
         self._read_timer = None
         if self._transport is None:
             return
         limit = self._limits.message_timeout_s
         oldest = self._clock() - limit
         for stream in list(self._streams.values()):
-            if not stream.half_closed and stream.opened < oldest:
+            if stream.opened >= oldest:
+                continue
+            if stream.answering:
+                self._reset(stream, H2Error.CANCEL)
+            elif not stream.half_closed:
                 status = Status(
                     StatusCode.DEADLINE_EXCEEDED, f"request message not received within {limit:g} s"
                 )

@@ -955,3 +955,17 @@ async def test_a_request_message_that_does_not_arrive_in_time_is_answered_and_re
     assert fields["grpc-message"] == "request message not received within 0.02 s"
     assert (RST_STREAM, 1) in [(f[0], f[2]) for f in frames]
     client.conn.connection_lost(None)
+
+
+async def test_an_answer_the_client_never_takes_is_dropped() -> None:
+    clock = Clock()
+    client = Client(H2Server({PATH: echo}, Limits(message_timeout_s=0.02), clock=clock))
+    client.call(1, b"big:200000")  # more than the client's window: waits for credit
+    await settle()
+    assert not any(f[1] & END_STREAM for f in client.frames())
+    clock.now += 1.0
+    client.wire.wrote.clear()
+    await asyncio.wait_for(client.wire.wrote.wait(), 2)
+    assert client.frames() == [(RST_STREAM, 0, 1, struct.pack(">I", H2Error.CANCEL))]
+    assert not client.conn.busy  # and the answer is let go
+    client.conn.connection_lost(None)
