@@ -11,14 +11,13 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelfleet.config import machine_memory_bytes as machine_memory_bytes  # re-exported
+from modelfleet.config import parse_budget as parse_budget  # re-exported
+
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 1000**2, "mib": 1 << 20,
-          "g": 1 << 30, "gb": 1000**3, "gib": 1 << 30, "t": 1 << 40, "tb": 1000**4, "tib": 1 << 40}  # fmt: skip
-_SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,34 +34,6 @@ def process_rss() -> Rss:
         return Rss(0, 0)
     resident, shared = int(fields[1]) * _PAGE, int(fields[2]) * _PAGE
     return Rss(resident, resident - shared)
-
-
-def machine_memory_bytes() -> int:
-    """Physical memory, or the cgroup (container) limit when that is lower."""
-    physical = _PAGE * os.sysconf("SC_PHYS_PAGES")
-    limits = [physical]
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        with contextlib.suppress(OSError, ValueError):
-            text = Path(path).read_text().strip()
-            if text != "max":
-                limits.append(int(text))
-    return min(limits)
-
-
-def parse_budget(value: str | int | float, machine_bytes: int | None = None) -> int:
-    """Bytes from '12GiB', '800MB', 1234567 or a fraction of the machine's memory ('0.6', 0.6)."""
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) or (isinstance(value, str) and "." in value and value.strip()[-1].isdigit()):
-        fraction = float(value)
-        if not 0 < fraction <= 1:
-            raise ValueError(f"a memory fraction must lie in (0, 1], got {value}")
-        return int(fraction * (machine_bytes if machine_bytes is not None else machine_memory_bytes()))
-    match = _SIZE.fullmatch(value)
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in _UNITS:
-        raise ValueError(f"cannot read '{value}' as a memory size (e.g. 8GiB, 500MB, 0.6 of the machine)")
-    return int(float(match.group(1)) * _UNITS[unit])
 
 
 def format_bytes(n: int) -> str:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from modelfleet.config import MODEL_NAME as _NAME
+from modelfleet.config import is_model_name as is_model_name  # re-exported
 from modelfleet.errors import BadRequest, ModelLoadError
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _VERSION = re.compile(r"[0-9]{1,18}")
 _ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
@@ -21,10 +22,6 @@ def check_model_name(name: str) -> str:
             "(at most 128 characters, starting with a letter or digit, no '..')"
         )
     return name
-
-
-def is_model_name(name: str) -> bool:
-    return bool(_NAME.fullmatch(name)) and ".." not in name
 
 
 def check_version(version: str) -> str:

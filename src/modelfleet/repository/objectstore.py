@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import hashlib
 import importlib.util
-import ipaddress
 import logging
 import os
 import random
@@ -26,11 +25,14 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from modelfleet.config import ObjectStoreOptions as ObjectStoreOptions  # re-exported
+from modelfleet.config import check_endpoint_url as check_endpoint_url  # re-exported
+from modelfleet.config import is_forbidden_address, literal_address
 from modelfleet.errors import ModelLoadError, model_not_found
 from modelfleet.repository.config import CONFIG_FILENAME, ModelConfig
 from modelfleet.repository.folder import FolderRepository, ModelSource
@@ -46,47 +48,6 @@ _VERSION_DIR = re.compile(r"[0-9]+")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _BACKOFF_MAX_S = 30.0
 # Cloud metadata services: an endpoint there would hand instance credentials to whoever reads errors.
-_LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
-_METADATA_ADDRESSES = (ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200"))
-_METADATA_HOSTS = frozenset({"metadata.google.internal"})
-
-
-class ObjectStoreOptions(BaseModel):
-    """How an s3:// repository is reached and cached.
-
-    Credentials come from the standard AWS environment (variables, profile files, roles), never
-    from here, so no setting or error message holds a secret.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-    cache_dir: Path
-    """Local folder for downloaded models, laid out like a folder repository; one per repository."""
-    cache_max_bytes: Annotated[int, Field(ge=0)] | None = None
-    """Over this after a fetch, the least recently fetched models are deleted; None: no limit."""
-    endpoint_url: str | None = None
-    """An S3-compatible endpoint (MinIO, Ceph, moto); None: AWS S3 itself."""
-    region: str | None = None
-    """The bucket's region; None: from the AWS environment."""
-    anonymous: bool = False
-    """Send unsigned requests (public buckets); no credentials are looked up."""
-    download_concurrency: Annotated[int, Field(ge=1, le=256)] = 8
-    """Files downloaded at the same time within one fetch."""
-    retries: Annotated[int, Field(ge=0, le=20)] = 3
-    """Further attempts after a failed or slow request, with exponential back-off."""
-    timeout_s: Annotated[float, Field(gt=0)] = 30.0
-    """Limit on one request: connecting, listing, a read that stalls."""
-    min_download_bytes_per_s: Annotated[int, Field(ge=1)] = 1 << 20
-    """A download may take timeout_s + size / this before it counts as too slow and is retried."""
-    backoff_s: Annotated[float, Field(ge=0)] = 0.5
-    """First wait before a retry; doubled on each further attempt (with jitter), at most 30 s."""
-    eviction_grace_s: Annotated[float, Field(ge=0)] = 300.0
-    """A model fetched less than this long ago is not evicted: its load may still be opening files."""
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _safe_endpoint(cls, url: str | None) -> str | None:
-        return None if url is None else check_endpoint_url(url)
 
 
 # --- locations, endpoints and keys: checked before anything touches the network or a path ---
@@ -107,58 +68,6 @@ def parse_location(location: str) -> tuple[str, str]:
     if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
         raise ValueError("the s3:// prefix may not hold empty, '.' or '..' parts")
     return bucket, prefix
-
-
-def check_endpoint_url(url: str) -> str:
-    """The URL itself, or ValueError: http(s) only, no credentials, no link-local / metadata host.
-
-    Only the URL's text is looked at here (no lookup, no connection); names are checked again
-    after resolution when a session starts.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"the endpoint URL must start with http:// or https://, got '{parts.scheme}:'")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("the endpoint URL may not hold credentials; use the standard AWS environment")
-    if parts.query or parts.fragment or not parts.hostname:
-        raise ValueError("the endpoint URL needs a host and may not hold a query or fragment")
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
-    except ValueError:
-        raise ValueError("the endpoint URL has an invalid port") from None
-    if is_forbidden_host(parts.hostname):
-        raise ValueError(
-            f"the endpoint host '{parts.hostname}' is a link-local or cloud metadata address; refused"
-        )
-    return url
-
-
-def literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address a host name spells, also in the legacy forms inet_aton reads (2852039166, 0xa9.…)."""
-    host = host.strip("[]").split("%", 1)[0]  # the zone of fe80::1%eth0 does not change the address
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    try:
-        return ipaddress.IPv4Address(socket.inet_aton(host))
-    except (OSError, ValueError):
-        return None
-
-
-def is_forbidden_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if address in _METADATA_ADDRESSES:
-        return True
-    return any(address.version == net.version and address in net for net in _LINK_LOCAL)
-
-
-def is_forbidden_host(host: str) -> bool:
-    if host.rstrip(".").lower() in _METADATA_HOSTS:
-        return True
-    address = literal_address(host)
-    return address is not None and is_forbidden_address(address)
 
 
 def key_parts(relkey: str) -> tuple[str, ...]:

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelfleet.config import parse_workers as parse_workers  # re-exported
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerSpec:
@@ -25,16 +27,6 @@ class WorkerSpec:
     @property
     def threads(self) -> int:
         return max(1, len(self.cores))
-
-
-def parse_workers(value: str) -> int | None:
-    """The setting: a count, or None for auto (ValueError otherwise)."""
-    text = value.strip().lower()
-    if text == "auto":
-        return None
-    if not text.isdigit() or int(text) > 256:
-        raise ValueError(f"workers must be 'auto' or a number from 0 to 256, got {value!r}")
-    return int(text)
 
 
 def cuda_devices() -> int:
