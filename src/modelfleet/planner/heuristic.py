@@ -16,10 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from modelfleet.planner import fill
 from modelfleet.planner.problem import FloatArray, Int64Array, Problem
+from modelfleet.planner.result import OPTIMAL_TOLERANCE
 
 _WINDOW = 256  # open instances first-fit looks at (earlier ones are nearly full)
 DOT_PRODUCT_LIMIT = 5_000  # items per (group, type) up to which the quadratic dot-product packing runs
+KNAPSACK_ITEMS_PER_BIN = 24  # knapsack fills when instances hold at most this many items on average
+KNAPSACK_LIMIT = 3_000  # ... and the (group, type) has at most this many items
+KNAPSACK_TIME_S = 0.05  # per instance
 Progress = Callable[[str], None]
 
 
@@ -38,6 +43,7 @@ class Packer:
         self.p = problem
         self.frac = problem.fractions()
         self.prices = problem.prices
+        self.deadline: float | None = None  # the knapsack fill falls back to greedy past it
         self.special = np.zeros(problem.n_models, dtype=bool)  # replicas or never-with: check members
         self.special[problem.replicas > 1] = True
         for m in problem.conflicts:
@@ -101,9 +107,83 @@ class Packer:
             pending[m] = room[int(np.argmin(score))]
 
     def _fill(self, models: Int64Array, t: int, g: int, bins: list[Bin], counts: Int64Array) -> list[int]:
-        if int(self.p.replicas[models].sum()) <= DOT_PRODUCT_LIMIT:
+        n_items = int(self.p.replicas[models].sum())
+        volume = float((self.frac[models, t, :] * self.p.replicas[models, None]).sum(axis=0).max())
+        few_per_bin = n_items <= KNAPSACK_LIMIT and n_items <= KNAPSACK_ITEMS_PER_BIN * max(volume, 1.0)
+        if few_per_bin and (self.deadline is None or time.monotonic() < self.deadline):
+            return self._knapsack(models, t, g, bins, counts)
+        if n_items <= DOT_PRODUCT_LIMIT:
             return self._dot_product(models, t, g, bins, counts)
         return self._ffd(models, t, g, bins, counts)
+
+    def _knapsack(self, models: Int64Array, t: int, g: int, bins: list[Bin], counts: Int64Array) -> list[int]:
+        """Each instance filled by fill.best_subset over candidates of the remaining items."""
+        p = self.p
+        items = np.repeat(models, p.replicas[models])
+        need = p.demand[items, t, :]
+        frac = self.frac[items, t, :]
+        cap = p.capacity[t]
+        left = np.ones(len(items), dtype=bool)
+        limit = p.type_limit(t)
+        while left.any():
+            if limit is not None and counts[t] >= limit:
+                break
+            rest = np.flatnonzero(left)
+            total = frac[rest].sum(axis=0)
+            weight = frac @ (total / max(float(total.sum()), 1e-12))
+            volume = float(frac[rest].sum(axis=0).max())
+            pool = fill.candidates(weight, rest, len(rest) / max(volume, 1.0))
+            greedy = self._greedy(items[pool], need[pool], frac[pool], cap)
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                picked = greedy
+            else:
+                picked = fill.best_subset(
+                    need[pool], weight[pool], cap, self._exclusive(items[pool]), greedy, KNAPSACK_TIME_S
+                )
+            if not picked:
+                break
+            counts[t] += 1
+            chosen = pool[picked]
+            bins.append(Bin(t, g, [int(m) for m in items[chosen]], need[chosen].sum(axis=0)))
+            left[chosen] = False
+        return [int(m) for m in items[left]]
+
+    def _greedy(self, models: Int64Array, need: Int64Array, frac: FloatArray, cap: Int64Array) -> list[int]:
+        """Dot-product fill of one instance from these candidates (positions into them)."""
+        residual = cap.copy()
+        scale = np.where(cap > 0, cap, 1).astype(np.float64)
+        taken: list[int] = []
+        members: list[int] = []
+        free = np.ones(len(models), dtype=bool)
+        norms = np.sqrt(np.linalg.norm(frac, axis=1)) + 1e-12
+        while True:
+            ok = free & (need <= residual).all(axis=1)
+            if not ok.any():
+                return taken
+            score = np.where(ok, _alignment(frac, residual / scale, norms), -np.inf)
+            pick = -1
+            for k in np.argsort(-score)[: int(ok.sum())].tolist():
+                m = int(models[k])
+                if not self.special[m] or self._compatible(m, members):
+                    pick = k
+                    break
+            if pick < 0:
+                return taken
+            taken.append(pick)
+            members.append(int(models[pick]))
+            residual -= need[pick]
+            free[pick] = False
+
+    def _exclusive(self, models: Int64Array) -> list[tuple[int, int]]:
+        """Pairs of positions that may not share an instance: replicas of one model, never-with."""
+        pairs: list[tuple[int, int]] = []
+        special = [k for k, m in enumerate(models.tolist()) if self.special[m]]
+        for x, a in enumerate(special):
+            for b in special[x + 1 :]:
+                ma, mb = int(models[a]), int(models[b])
+                if ma == mb or mb in self.p.conflicts.get(ma, ()):
+                    pairs.append((a, b))
+        return pairs
 
     def _dot_product(
         self, models: Int64Array, t: int, g: int, bins: list[Bin], counts: Int64Array
@@ -117,6 +197,7 @@ class Packer:
         cap = p.capacity[t]
         scale = np.where(cap > 0, cap, 1).astype(np.float64)
         left = np.ones(len(items), dtype=bool)
+        norms = np.sqrt(np.linalg.norm(frac, axis=1)) + 1e-12
         limit = p.type_limit(t)
         while left.any():
             if limit is not None and counts[t] >= limit:
@@ -128,7 +209,7 @@ class Packer:
                 ok = left & (need <= residual).all(axis=1)
                 if not ok.any():
                     break
-                score = np.where(ok, frac @ (residual / scale) + 1e-9 * frac.sum(axis=1), -np.inf)
+                score = np.where(ok, _alignment(frac, residual / scale, norms), -np.inf)
                 pick = -1
                 for k in np.argsort(-score)[: int(ok.sum())].tolist():
                     m = int(items[k])
@@ -340,11 +421,22 @@ class _NoRoom(Exception):
 
 
 def heuristic(
-    problem: Problem, pi: FloatArray, deadline: float, progress: Progress | None = None
+    problem: Problem,
+    pi: FloatArray,
+    deadline: float,
+    progress: Progress | None = None,
+    guide: Int64Array | None = None,
+    bound: float = 0.0,
 ) -> list[Bin] | None:
-    """The cheapest packing found before `deadline`, or None when the limits leave no room."""
+    """The cheapest packing found before `deadline`, or None when the limits leave no room. `guide`
+    (a type per model, from the counting relaxation) is tried first; then the dual prices' choice,
+    the cost ratio's and each single type."""
     packer = Packer(problem)
-    candidates: list[tuple[str, Callable[[], Int64Array]]] = [
+    packer.deadline = deadline
+    candidates: list[tuple[str, Callable[[], Int64Array]]] = []
+    if guide is not None:
+        candidates.append(("relaxation's types", lambda: guide))
+    candidates += [
         ("dual prices", lambda: packer.choice_dual(pi)),
         ("cost ratio", packer.choice_ratio),
     ]
@@ -353,8 +445,8 @@ def heuristic(
     best: list[Bin] | None = None
     best_cost = np.inf
     for label, choose in candidates:
-        if best is not None and time.monotonic() > deadline:
-            break
+        if best is not None and (time.monotonic() > deadline or best_cost <= bound * (1 + OPTIMAL_TOLERANCE)):
+            break  # out of time, or proven optimal already
         try:
             bins = packer.pack(choose())
         except _NoRoom:
@@ -366,6 +458,15 @@ def heuristic(
             if progress is not None:
                 progress(f"heuristic ({label}): ${cost:,.3f}/h")
     return best
+
+
+def _alignment(frac: FloatArray, free: FloatArray, norms: FloatArray) -> FloatArray:
+    """How well each item suits an instance with `free` room left (fractions): the dot product with
+    the free room to the 4th power, which favours items heavy where the instance is emptiest and so
+    keeps memory and compute filling together; divided by the root of the item's norm, which
+    favours large items a little less than a plain dot product (measured on the 3,000-model bench:
+    17 instances for 16.2 instances' worth of memory, against 21 with the plain rule)."""
+    return np.asarray((frac @ free**4) / norms, dtype=np.float64)
 
 
 def first_fit_decreasing(problem: Problem) -> list[Bin] | None:

@@ -15,6 +15,8 @@ import numpy as np
 
 from modelfleet.planner.problem import Dim, Problem
 
+OPTIMAL_TOLERANCE = 1e-6  # a relative gap below this is optimal (the MIP bound's solver tolerance)
+
 
 class Status(enum.StrEnum):
     OPTIMAL = "optimal"  # proven: cost equals the lower bound
@@ -92,7 +94,9 @@ def make_plan(problem: Problem, packing: Packing, solve_time_s: float) -> Plan:
     cost = round(float(sum(i.usd_per_hour for i in instances)), 9)
     bound = round(min(packing.lower_bound, cost), 9)
     gap = 0.0 if cost <= 0 else max(0.0, (cost - bound) / cost)
-    status = Status.OPTIMAL if gap <= 1e-9 else packing.status
+    if gap <= OPTIMAL_TOLERANCE:
+        gap, bound = 0.0, cost
+    status = Status.OPTIMAL if gap <= OPTIMAL_TOLERANCE else packing.status
     return Plan(
         instances=instances,
         cost_per_hour=cost,

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 
 from modelfleet.planner import exact
-from modelfleet.planner.bound import dual_bound
+from modelfleet.planner.bound import counting_relaxation, dual_bound
 from modelfleet.planner.errors import InfeasiblePlan
 from modelfleet.planner.heuristic import heuristic
 from modelfleet.planner.problem import Problem
-from modelfleet.planner.result import Packing, Plan, Status, make_plan
+from modelfleet.planner.result import OPTIMAL_TOLERANCE, Packing, Plan, Status, make_plan
 
 ASSIGNMENT_LIMIT = 400_000
 DEFAULT_TIME_LIMIT_S = 10.0
@@ -50,16 +50,26 @@ def solve(
         return make_plan(problem, packing, time.monotonic() - started)
     _say(progress, "lower bound (LP)")
     bound, pi = dual_bound(problem, time_limit_s=min(10.0, 0.25 * time_limit_s))
-    _say(progress, "heuristic: first-fit decreasing + local improvement")
-    heuristic_share = time_limit_s if method is Method.HEURISTIC else 0.4 * time_limit_s
-    bins = heuristic(problem, pi, min(deadline, time.monotonic() + heuristic_share), progress)
+    guide = None
+    if method is not Method.HEURISTIC or problem.n_models <= 20_000:
+        _say(progress, "lower bound (whole instances per group and type, SCIP)")
+        relaxed = counting_relaxation(problem, min(10.0, 0.2 * time_limit_s))
+        if relaxed is not None:
+            bound, guide = max(bound, relaxed[0]), relaxed[1]
+    _say(progress, "heuristic: packing + local improvement")
+    # the exact assignment model gets the rest of the time only where it is small enough to help
+    exact_next = method is Method.EXACT or (
+        method is Method.AUTO and exact.assignment_size(problem, 1.2 * bound) <= ASSIGNMENT_LIMIT
+    )
+    heuristic_share = 0.6 * time_limit_s if exact_next else time_limit_s
+    bins = heuristic(problem, pi, min(deadline, time.monotonic() + heuristic_share), progress, guide, bound)
     best: Packing | None = None
     if bins is not None:
         best = Packing(
             [(b.type, b.members) for b in bins], bound, "heuristic (ffd + local search)", Status.FEASIBLE
         )
         cost = sum(problem.types[b.type].usd_per_hour for b in bins)
-        if cost - bound <= 1e-9 * cost:
+        if cost - bound <= OPTIMAL_TOLERANCE * cost:
             return make_plan(problem, best, time.monotonic() - started)
     left = deadline - time.monotonic()
     if method is not Method.HEURISTIC and bins is not None and left > 0.5:

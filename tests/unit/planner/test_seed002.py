@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from modelfleet.planner.bound import lower_bound
 from modelfleet.planner.catalog import Catalog
 from modelfleet.planner.problem import Problem, build_problem, with_max_total
 from modelfleet.planner.result import Status
@@ -52,9 +53,13 @@ def test_the_seed_deployment_costs_per_million_inferences(seed: Problem) -> None
     assert plan.cost_per_million_inferences == pytest.approx(47.2 / (6230 * 3600) * 1e6, rel=1e-6)
 
 
-def test_the_heuristic_alone_finds_the_optimum_with_its_lp_bound(seed: Problem) -> None:
+def test_the_heuristic_alone_finds_the_optimum_and_its_bounds_prove_it(seed: Problem) -> None:
     plan = solve(seed, Method.HEURISTIC, time_limit_s=5)
     assert plan.cost_per_hour == pytest.approx(45.974, abs=1e-9)
-    # the LP bound of a single class: 3,040 x $0.362 / 24 = $45.853
-    assert plan.lower_bound_cost_per_hour == pytest.approx(3040 * 0.362 / 24, rel=1e-6)
+    # whole instances per type: 3,040 / 24 rounds up to 127
+    assert plan.lower_bound_cost_per_hour == pytest.approx(45.974, rel=1e-6)
     check_plan(seed, plan)
+
+
+def test_the_lp_bound_of_one_class_is_its_volume(seed: Problem) -> None:
+    assert lower_bound(seed) == pytest.approx(3040 * 0.362 / 24, rel=1e-6)
