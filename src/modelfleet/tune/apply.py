@@ -1,0 +1,95 @@
+"""The scheduling settings of one configuration written into a model's config.yaml.
+
+Only the tuned keys change (dynamic_batching, instances, onnxruntime.intra_op_threads); the result
+is validated with the repository's own parser before anything is written. YAML comments are not
+kept (the file is re-emitted), which the diff shown first makes visible.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modelfleet.errors import ModelLoadError
+from modelfleet.repository.config import CONFIG_FILENAME, parse_config
+from modelfleet.tune.errors import TuneInputError
+from modelfleet.tune.schema import Settings
+
+
+def _mapping(value: object, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TuneInputError(f"{where} must be a mapping, got {type(value).__name__}")
+    return dict(value)
+
+
+def with_settings(text: str, settings: Settings, model: str) -> str:
+    """config.yaml text with `settings` applied; TuneInputError if the result is not a valid config."""
+    try:
+        raw = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError:
+        raise TuneInputError(f"{model}/{CONFIG_FILENAME} is not valid YAML") from None
+    config = _mapping(raw, f"{model}/{CONFIG_FILENAME}")
+    batching = _mapping(config.get("dynamic_batching"), "dynamic_batching")
+    if settings.max_batch_size > 1:
+        batching["enabled"] = True
+        batching["max_batch_size"] = settings.max_batch_size
+        batching["max_queue_delay_us"] = settings.max_queue_delay_us
+        preferred = [s for s in batching.get("preferred_batch_sizes") or [] if s <= settings.max_batch_size]
+        if preferred:
+            batching["preferred_batch_sizes"] = preferred
+        else:
+            batching.pop("preferred_batch_sizes", None)
+    else:
+        batching = {"enabled": False}
+    config["dynamic_batching"] = batching
+    config["instances"] = settings.instances
+    if settings.intra_op_threads is not None:
+        ort = _mapping(config.get("onnxruntime"), "onnxruntime")
+        ort["intra_op_threads"] = settings.intra_op_threads
+        config["onnxruntime"] = ort
+    new = yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+    try:
+        parse_config(new, model)
+    except ModelLoadError as exc:
+        raise TuneInputError(f"the settings {settings.name} make an invalid config: {exc}") from None
+    return new
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    path: Path
+    old: str
+    new: str
+
+    @property
+    def diff(self) -> str:
+        return "".join(
+            difflib.unified_diff(
+                self.old.splitlines(keepends=True),
+                self.new.splitlines(keepends=True),
+                f"{self.path} (now)",
+                f"{self.path} (tuned)",
+            )
+        )
+
+
+def planned(model_dir: Path, settings: Settings) -> Change:
+    """What writing `settings` into MODEL/config.yaml would change (nothing written yet)."""
+    path = model_dir / CONFIG_FILENAME
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    return Change(path, old, with_settings(old, settings, model_dir.name))
+
+
+def write(change: Change) -> None:
+    """Replace the file in one rename, so that a server polling the repository never reads half of it."""
+    if change.new == change.old:
+        return
+    tmp = change.path.with_name(change.path.name + ".tmp")
+    tmp.write_text(change.new, encoding="utf-8")
+    tmp.replace(change.path)

@@ -1,0 +1,214 @@
+"""The two documents `modelfleet recommend` reads: a measured `profile.json` (written by `modelfleet
+profile` beside a model version) and a declared profiles YAML (figures for hardware we cannot reach).
+
+Both are versioned pydantic models with `extra="forbid"`; `docs/benchmarks.md` ("Tune a model")
+and the README describe them. Bump `PROFILE_SCHEMA_VERSION` on any incompatible change.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PROFILE_SCHEMA_VERSION = 1
+PROFILE_FILENAME = "profile.json"
+CHART_FILENAME = "profile.png"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Settings(_Strict):
+    """The scheduling settings of one configuration, as `--apply` writes them into config.yaml."""
+
+    max_batch_size: Annotated[int, Field(ge=1)] = 1
+    """dynamic_batching.max_batch_size; 1 turns dynamic batching off."""
+    max_queue_delay_us: Annotated[int, Field(ge=0)] = 0
+    """dynamic_batching.max_queue_delay_us."""
+    instances: Annotated[int, Field(ge=1, le=64)] = 1
+    """instances: executions of the model at the same time."""
+    intra_op_threads: Annotated[int, Field(ge=0)] | None = None
+    """onnxruntime.intra_op_threads; unset: the server's default."""
+
+    @property
+    def name(self) -> str:
+        """A short stable label, e.g. `b8-d2000-i1-t2` (batch, delay µs, instances, threads)."""
+        threads = "" if self.intra_op_threads is None else f"-t{self.intra_op_threads}"
+        return f"b{self.max_batch_size}-d{self.max_queue_delay_us}-i{self.instances}{threads}"
+
+
+# ---------------------------------------------------------------------------- measured (profile.json)
+
+
+class Machine(_Strict):
+    """Where a profile was measured; a profile from another machine is warned about."""
+
+    nproc: Annotated[int, Field(ge=1)]
+    """CPUs this process could use (os.sched_getaffinity)."""
+    cpu_model: str | None
+    memory_bytes: int | None
+    platform: str
+    python: str
+    modelfleet: str
+    onnxruntime: str | None
+
+    @property
+    def line(self) -> str:
+        memory = f", {self.memory_bytes / 2**30:.0f} GiB" if self.memory_bytes else ""
+        return f"{self.nproc} CPUs, {self.cpu_model or 'unknown CPU'}{memory}, {self.platform}"
+
+    def same_hardware(self, other: Machine) -> bool:
+        return (self.nproc, self.cpu_model) == (other.nproc, other.cpu_model)
+
+
+class Step(_Strict):
+    """One step of a closed-loop concurrency ramp."""
+
+    concurrency: Annotated[int, Field(ge=1)]
+    requests: Annotated[int, Field(ge=0)]
+    errors: Annotated[int, Field(ge=0)]
+    throughput_per_s: Annotated[float, Field(ge=0)]
+    """Successful inferences per second (one inference per request)."""
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+
+    @property
+    def error_rate(self) -> float:
+        total = self.requests + self.errors
+        return self.errors / total if total else 1.0
+
+    def within(self, slo_p90_ms: float, max_error_rate: float) -> bool:
+        return (
+            self.requests > 0
+            and self.p90_ms is not None
+            and self.p90_ms <= slo_p90_ms
+            and self.error_rate <= max_error_rate
+        )
+
+
+class Measurement(_Strict):
+    """One configuration at one sequence length: its ramp and what it sustains within the SLO."""
+
+    settings: Settings
+    seq_len: Annotated[int, Field(ge=1)]
+    steps: list[Step]
+    load_s: float | None
+    """Seconds from starting the server to the model answering (process start, load, warm-up)."""
+    memory_bytes: int | None
+    """PSS of the server process after the ramp (RSS where PSS cannot be read)."""
+    stopped: Literal["slo", "errors", "max_concurrency", "interrupted", "failed"]
+    """Why the ramp ended."""
+    error: str | None = None
+    """Why the configuration could not be measured (stopped: failed)."""
+
+    @property
+    def config(self) -> str:
+        return self.settings.name
+
+    def capacity(self, slo_p90_ms: float, max_error_rate: float) -> Step | None:
+        """The step with the highest throughput within the SLO (None: no step was)."""
+        within = [s for s in self.steps if s.within(slo_p90_ms, max_error_rate)]
+        return max(within, key=lambda s: s.throughput_per_s, default=None)
+
+
+class Slo(_Strict):
+    p90_ms: Annotated[float, Field(gt=0)]
+    """A ramp stops once a step's P90 passes this; capacity is the best step within it."""
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.01
+
+
+class Profile(_Strict):
+    """`profile.json`: what `modelfleet profile` measured for one model version on one machine."""
+
+    schema_version: Literal[1] = 1  # PROFILE_SCHEMA_VERSION
+    model: str
+    version: str
+    model_digest: str
+    """sha256 over the version folder's files (names and contents): another model, another digest."""
+    created_at: str
+    """ISO 8601, UTC."""
+    machine: Machine
+    instance_type: str | None = None
+    """The catalogue instance type this machine stands for (`profile --instance-type`), if said."""
+    slo: Slo
+    search: Literal["brute", "quick"]
+    step_duration_s: float
+    elapsed_s: float
+    interrupted: bool = False
+    """Ctrl-C: what was measured before it is kept."""
+    measurements: list[Measurement]
+
+
+# ---------------------------------------------------------------------------- declared (YAML)
+
+
+class DeclaredInstanceType(_Strict):
+    """An instance type the planner's catalogue lacks (e.g. SageMaker's ml.*), with its price."""
+
+    name: Annotated[str, Field(min_length=1)]
+    usd_per_hour: Annotated[float, Field(gt=0)]
+    note: str | None = None
+
+
+class DeclaredRow(_Strict):
+    """One configuration on one instance type, as measured elsewhere."""
+
+    config: Annotated[str, Field(min_length=1)]
+    instance_type: Annotated[str, Field(min_length=1)]
+    invocations_per_minute: Annotated[float, Field(gt=0)] | None = None
+    invocations_per_s: Annotated[float, Field(gt=0)] | None = None
+    """Per instance: the most invocations sustained within the latency target; give one of the two."""
+    batch_size: Annotated[int, Field(ge=1)] = 1
+    """Inferences per invocation (the capacity in inferences is invocations x batch_size)."""
+    latency_ms: Annotated[float, Field(gt=0)]
+    """Latency at that rate (the source's P90, or its model latency: say which in `latency`)."""
+    settings: Settings | None = None
+    """What `--apply` would write; None: not a setting of this server (e.g. TensorRT)."""
+    seq_len: Annotated[int, Field(ge=1)] | None = None
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _one_rate(self) -> DeclaredRow:
+        if (self.invocations_per_minute is None) == (self.invocations_per_s is None):
+            raise ValueError(
+                f"row '{self.config}' on '{self.instance_type}': give one of invocations_per_minute "
+                "and invocations_per_s"
+            )
+        return self
+
+    @property
+    def capacity_per_s(self) -> float:
+        per_s = self.invocations_per_s
+        if per_s is None:
+            assert self.invocations_per_minute is not None
+            per_s = self.invocations_per_minute / 60
+        return per_s * self.batch_size
+
+
+class DeclaredProfiles(_Strict):
+    """A profiles YAML: capacity rows for hardware we cannot reach (see examples/seed-003)."""
+
+    version: Literal[1] = 1
+    model: Annotated[str, Field(min_length=1)]
+    source: str | None = None
+    """Where the figures come from."""
+    latency: str = "p90"
+    """What `latency_ms` is (e.g. `p90`, `model latency`, `mean at batch`)."""
+    instance_types: list[DeclaredInstanceType] = []
+    rows: Annotated[list[DeclaredRow], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique(self) -> DeclaredProfiles:
+        seen: set[tuple[str, str, int | None, int]] = set()
+        for row in self.rows:
+            key = (row.config, row.instance_type, row.seq_len, row.batch_size)
+            if key in seen:
+                raise ValueError(f"row '{row.config}' on '{row.instance_type}' is listed twice")
+            seen.add(key)
+        if not all(math.isfinite(r.capacity_per_s) for r in self.rows):
+            raise ValueError("capacities must be finite")
+        return self
