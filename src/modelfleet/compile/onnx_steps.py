@@ -97,6 +97,7 @@ def quantize_int8(source: Path, target: Path) -> None:
     """Dynamic int8: weights of every MatMul with a constant weight quantised per output channel
     (int8), activations quantised at run time. MatMuls between two activations (attention scores)
     and embedding lookups stay fp32: measured on MiniLM, they cost accuracy and give little speed."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     try:
@@ -108,7 +109,9 @@ def quantize_int8(source: Path, target: Path) -> None:
                 weight_type=QuantType.QInt8,
                 op_types_to_quantize=["MatMul"],
                 use_external_data_format=source.stat().st_size >= _EXTERNAL_MIN_BYTES,
-                extra_options={"MatMulConstBOnly": True},
+                # DefaultTensorType: outputs of contrib operators (an ONNX source already optimised
+                # by ONNX Runtime) have no inferred type; they are float in these graphs
+                extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
             )
     except Exception as exc:
         raise CompileError(f"int8 quantisation failed: {type(exc).__name__}: {exc}") from None

@@ -230,8 +230,10 @@ def _open_model(source: Source, task: str | None) -> _Model:
 def _open_onnx(path: Path, task: str | None) -> _Model:
     import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # failures reach the user through the exception
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise CompileError(f"ONNX Runtime cannot load {path.name}: {str(exc)[:300]}") from None
     names = [i.name for i in session.get_inputs()]
@@ -248,9 +250,23 @@ def _open_onnx(path: Path, task: str | None) -> _Model:
         result: np.ndarray = session.run([first], feeds)[0]
         return result
 
-    return _Model(
-        names, first, width, 1000, task or ("classification" if first == "logits" else "embedding"), reference
-    )
+    task = task or ("classification" if first == "logits" else "embedding")
+    return _Model(names, first, width, _onnx_vocab_size(path), task, reference)
+
+
+def _onnx_vocab_size(path: Path) -> int:
+    """Rows of the embedding table that input_ids index (a Gather of an initializer), else 100:
+    generated ids stay below it."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    tables = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Gather" and len(node.input) == 2 and node.input[1] == "input_ids":
+            table = tables.get(node.input[0])
+            if table is not None and table.dims:
+                return int(table.dims[0])
+    return 100
 
 
 def _onnx(

@@ -129,3 +129,22 @@ def test_cli_exit_codes_and_messages(classifier: Path, tmp_path: Path) -> None:
     assert code == 0, output
     assert "accuracy gate on 8 samples" in output
     assert not (tmp_path / "repo" / ".m.compile-rejected.json").exists()
+
+
+def test_an_onnx_source_is_quantised_and_checked_against_itself(classifier: Path, tmp_path: Path) -> None:
+    _compile(classifier, tmp_path / "fp32", profile_s=0.0)
+    exported = tmp_path / "fp32" / "1" / "model.onnx"
+    _compile(exported, tmp_path / "repo" / "q", precision=Precision.INT8, profile_s=0.0)
+    report = json.loads((tmp_path / "repo" / "q" / "1" / "compile.json").read_text())
+    assert report["source_kind"] == "onnx" and report["gate"]["passed"] and report["task"] == "classification"
+
+
+def test_onnx_sources_without_token_inputs_are_refused(tmp_path: Path) -> None:
+    from tests.models import identity
+
+    code, output = _cli(str(identity(tmp_path / "id.onnx")), "--out", str(tmp_path / "repo" / "m"))
+    assert code == 2 and "ONNX sources are compiled when they take token ids" in output
+    code, output = _cli(
+        str(identity(tmp_path / "id2.onnx")), "--out", str(tmp_path / "repo" / "m"), "--precision", "bf16"
+    )
+    assert code == 2 and "an ONNX source compiles to ONNX only" in output
