@@ -326,7 +326,7 @@ def _torchscript(
     out_dir.mkdir()
     final = out_dir / "model.pt"
     inputs, outputs = _signature(model)
-    torchscript_steps.save(traced, final, inputs, outputs)
+    torchscript_steps.save(traced, final, inputs, outputs, request.target)
     steps["trace_s"] = round(time.monotonic() - mark, 2)
     log(f"traced to TorchScript ({request.precision}) in {steps['trace_s']:.1f} s")
     import warnings

@@ -65,10 +65,18 @@ def trace(
         raise CompileError(f"tracing failed: {type(exc).__name__}: {exc}") from None
 
 
-def save(traced: Any, path: Path, inputs: Sequence[TensorConfig], outputs: Sequence[TensorConfig]) -> None:
+def save(
+    traced: Any,
+    path: Path,
+    inputs: Sequence[TensorConfig],
+    outputs: Sequence[TensorConfig],
+    target: str = "cpu",
+) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.")
-        torch.jit.save(traced, str(path), _extra_files={SIGNATURE_FILE: signature_json(inputs, outputs)})
+        torch.jit.save(
+            traced, str(path), _extra_files={SIGNATURE_FILE: signature_json(inputs, outputs, target)}
+        )
 
 
 def runner(traced: Any, input_names: Sequence[str]) -> Any:

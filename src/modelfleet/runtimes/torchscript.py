@@ -11,9 +11,12 @@ models you compiled or trust, as for python models.
 
 from __future__ import annotations
 
+import importlib
 import json
 import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,6 +83,14 @@ def load(spec: LoadSpec) -> TorchScriptModel:
         raise ModelLoadError(f"version {spec.version} has no {spec.path.name}")
     if spec.default_intra_op_threads > 0 and torch.get_num_threads() != spec.default_intra_op_threads:
         torch.set_num_threads(spec.default_intra_op_threads)  # process-wide: every TorchScript model
+    stored = _stored_signature(spec.path)
+    if stored.get("target") == "neuron":
+        try:  # registers the Neuron operators a Neuron-traced module calls
+            importlib.import_module("torch_neuronx")
+        except ImportError:
+            raise ModelLoadError(
+                f"{where} was compiled for Neuron: this server has no torch_neuronx (AWS Neuron SDK)"
+            ) from None
     extra = {SIGNATURE_FILE: ""}
     try:
         with warnings.catch_warnings():
@@ -119,8 +130,30 @@ def _signature(spec: LoadSpec, stored: str | bytes) -> tuple[list[TensorSpec], l
     return inputs, outputs
 
 
-def signature_json(inputs: Sequence[TensorConfig], outputs: Sequence[TensorConfig]) -> str:
-    """The text `modelfleet compile` stores as SIGNATURE_FILE."""
+def signature_json(
+    inputs: Sequence[TensorConfig], outputs: Sequence[TensorConfig], target: str = "cpu"
+) -> str:
+    """The text `modelfleet compile` stores as SIGNATURE_FILE (target: where it was traced for)."""
     return json.dumps(
-        {"inputs": [t.model_dump() for t in inputs], "outputs": [t.model_dump() for t in outputs]}
+        {
+            "inputs": [t.model_dump() for t in inputs],
+            "outputs": [t.model_dump() for t in outputs],
+            "target": target,
+        }
     )
+
+
+def _stored_signature(path: Path) -> dict[str, Any]:
+    """SIGNATURE_FILE read from the archive before torch loads it ({} when absent or unreadable):
+    a Neuron model needs torch_neuronx imported first."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entry = next(
+                (i for i in archive.infolist() if i.filename.endswith(f"/extra/{SIGNATURE_FILE}")), None
+            )
+            if entry is None or entry.file_size > _SIGNATURE_MAX_BYTES:
+                return {}
+            raw = json.loads(archive.read(entry))
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return {}
+    return raw if isinstance(raw, dict) else {}

@@ -11,6 +11,9 @@ import pytest
 
 from modelfleet.compile.pipeline import CompileRequest, compile_model
 from modelfleet.compile.targets import Precision, Target
+from modelfleet.errors import ModelLoadError
+from modelfleet.repository.folder import FolderRepository
+from modelfleet.runtimes.base import LoadSpec, load_runtime
 from tests.unit.compile.tiny_bert import quiet_hf, tiny_bert
 
 STAND_IN = """
@@ -43,6 +46,13 @@ def test_neuron_traces_through_torch_neuronx_with_auto_cast(
             profile_s=0.0,
         )
         report = compile_model(request, log=lambda _line: None)
+        served = FolderRepository(tmp_path / "repo").fetch("m")
+        spec = LoadSpec("m", 1, served.model_file(1), served.config, 1)
+        assert load_runtime(spec).outputs[0].name == "logits"  # torch_neuronx imported first
+        monkeypatch.setattr(sys, "path", [p for p in sys.path if "stand-in" not in p])
+        sys.modules.pop("torch_neuronx", None)
+        with pytest.raises(ModelLoadError, match="compiled for Neuron: this server has no torch_neuronx"):
+            load_runtime(spec)
     finally:
         sys.modules.pop("torch_neuronx", None)
     (call,) = [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
