@@ -268,6 +268,7 @@ class _Budget:
 
 
 _NO_BYTES = memoryview(b"")
+SMALL_DATA_FRAME = 4096  # DATA payloads up to this are sliced as bytes, larger ones as memoryviews
 
 
 class _Stream:
@@ -452,7 +453,6 @@ class Connection(asyncio.Protocol):
             self._read_timer = loop.call_later(self._limits.message_timeout_s / 2, self._read_check)
             pos = len(PREFACE)
         end = len(data)
-        view = memoryview(data)
         max_frame = self._limits.max_frame_bytes
         while end - pos >= 9 and self._transport is not None:  # (a frame may close the connection)
             word, flags, stream_id = _unpack_header(data, pos)
@@ -467,7 +467,9 @@ class Connection(asyncio.Protocol):
             if self._continuation is not None and kind != CONTINUATION:
                 raise H2ConnectionError(H2Error.PROTOCOL_ERROR, "expected CONTINUATION")
             if kind == DATA:
-                self._on_data(stream_id, flags, view[start:pos])
+                # a large payload as a view, not a copy; a small one is cheaper copied
+                payload = data[start:pos] if length <= SMALL_DATA_FRAME else memoryview(data)[start:pos]
+                self._on_data(stream_id, flags, payload)
             elif kind == HEADERS:
                 self._on_headers(stream_id, flags, data[start:pos])
             elif kind == WINDOW_UPDATE:
@@ -494,13 +496,13 @@ class Connection(asyncio.Protocol):
             if pos < end:
                 self._need = 9
         if pos < end and self._transport is not None:
-            self._buffer += view[pos:]
+            self._buffer += memoryview(data)[pos:]
 
     def _spend(self, budget: _Budget, what: str) -> None:
         if not budget.take(self._clock()):
             raise H2ConnectionError(H2Error.ENHANCE_YOUR_CALM, f"too many {what}")
 
-    def _on_data(self, stream_id: int, flags: int, payload: memoryview) -> None:
+    def _on_data(self, stream_id: int, flags: int, payload: bytes | memoryview) -> None:
         if stream_id == 0:
             raise H2ConnectionError(H2Error.PROTOCOL_ERROR, "DATA on stream 0")
         size = len(payload)
@@ -513,7 +515,10 @@ class Connection(asyncio.Protocol):
                 raise H2ConnectionError(H2Error.PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
             if not size and not flags & END_STREAM:
                 self._spend(self._empties, "empty frames")
-            self._credit()  # a stream we have closed or answered already: its data is dropped
+            if (
+                self._recv_window <= self._window >> 1
+            ):  # a stream we have closed or answered already: its data is dropped
+                self._credit()
             return
         stream.recv_window -= size
         if stream.recv_window < 0:
@@ -528,11 +533,13 @@ class Connection(asyncio.Protocol):
                 self._dispatch(stream, body)
             else:  # the whole message in one frame: no copy into a buffer
                 self._dispatch(stream, payload)
-            self._credit()
+            if self._recv_window <= self._window >> 1:  # else no credit is due yet
+                self._credit()
             return
         if not payload:  # nothing, or padding only: its credit comes back at once
             self._spend(self._empties, "empty frames")
-            self._credit()
+            if self._recv_window <= self._window >> 1:  # else no credit is due yet
+                self._credit()
             return
         body += payload
         self._undispatched += len(payload)
@@ -556,11 +563,13 @@ class Connection(asyncio.Protocol):
             increment = self._limits.stream_window_bytes - stream.recv_window
             stream.recv_window += increment
             self._write(frame(WINDOW_UPDATE, 0, stream_id, _u32.pack(increment)))
-        self._credit()
+        if self._recv_window <= self._window >> 1:  # else no credit is due yet
+            self._credit()
 
     def _credit(self) -> None:
         """Give the connection credit back, as far as bytes held undispatched allow: the client may
-        then send at most what the cap leaves. Sent in half-window steps."""
+        then send at most what the cap leaves. Sent in half-window steps (so none is due while the
+        client still has more than half the window: callers on the hot path check that first)."""
         target = min(self._window, self._cap - self._undispatched)
         increment = target - self._recv_window
         if increment > 0 and increment >= target >> 1:
@@ -571,7 +580,7 @@ class Connection(asyncio.Protocol):
         if stream_id == 0 or stream_id % 2 == 0:
             raise H2ConnectionError(H2Error.PROTOCOL_ERROR, f"HEADERS on stream {stream_id}")
         if flags & PADDED:
-            payload = bytes(_unpad(memoryview(payload)))
+            payload = bytes(_unpad(payload))
         if flags & PRIORITY_FLAG:
             if len(payload) < 5:
                 raise H2ConnectionError(H2Error.FRAME_SIZE_ERROR, "HEADERS too short for its priority")
@@ -783,7 +792,7 @@ class Connection(asyncio.Protocol):
                 stream, Status(StatusCode.UNIMPLEMENTED, "compressed messages are not supported")
             )
             return
-        message = bytes(memoryview(body)[5:])
+        message = body[5:] if isinstance(body, bytes) else bytes(memoryview(body)[5:])
         stream.task = asyncio.get_running_loop().create_task(self._run(stream, handler, message))
 
     async def _run(self, stream: _Stream, handler: Handler, message: bytes) -> None:
@@ -1093,7 +1102,7 @@ def _hpack_int_end(block: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
     return value, pos
 
 
-def _unpad(payload: memoryview) -> memoryview:
+def _unpad(payload: bytes | memoryview) -> bytes | memoryview:
     if not payload or payload[0] >= len(payload):
         raise H2ConnectionError(H2Error.PROTOCOL_ERROR, "padding longer than the frame")
     return payload[1 : len(payload) - payload[0]]
