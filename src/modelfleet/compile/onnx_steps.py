@@ -71,13 +71,16 @@ def torch_tracer_warning() -> type[Warning]:
     return category
 
 
-def optimize(source: Path, target: Path) -> None:
-    """ONNX Runtime's graph optimisations (extended level: fusions that hold on any CPU; the
-    layout changes of the `all` level are made at load, for the CPU that serves) saved to `target`."""
+def optimize(source: Path, target: Path, cpu: bool = True) -> None:
+    """ONNX Runtime's graph optimisations saved to `target`: for the CPU the extended level (fusions
+    that hold on any CPU; the layout changes of the `all` level are made at load, for the CPU that
+    serves); for a GPU target only the basic level, as fusions are chosen per execution provider."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if cpu else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    )
     options.optimized_model_filepath = str(target)
     options.log_severity_level = 3
     if source.stat().st_size >= _EXTERNAL_MIN_BYTES:

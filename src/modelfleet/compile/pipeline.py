@@ -121,6 +121,10 @@ def compile_model(request: CompileRequest, log: Log = print) -> CompileReport:
     if request.precision == Precision.BF16 and request.target == Target.CPU and not has_fast_bf16():
         report.notes.append("this CPU has neither AVX-512 BF16 nor AMX: bf16 runs emulated, slower than fp32")
         log(f"warning: {report.notes[-1]}")
+    if request.target in (Target.CUDA, Target.TENSORRT):
+        report.notes.append(
+            f"gate and profile ran on this machine's CPU; the model was not run on a GPU by {request.target}"
+        )
     if request.target == Target.NEURON:
         report.notes.append(
             "operators placed on Neuron: not recorded (torch_neuronx reports it in its compiler log)"
@@ -142,9 +146,7 @@ def compile_model(request: CompileRequest, log: Log = print) -> CompileReport:
         work = Path(scratch)
         if fmt == Format.ONNX:
             calibration = [_padded(b.feeds, seq_lens[-1]) for b in batches] if request.static_int8 else None
-            files, compiled = _onnx(
-                source, model, request.precision, batches[-1].feeds, work, steps, log, calibration
-            )
+            files, compiled = _onnx(source, model, request, batches[-1].feeds, work, steps, log, calibration)
         else:
             files, compiled = _torchscript(model, request, batches[-1].feeds, work, steps, log)
         mark = time.monotonic()
@@ -270,11 +272,12 @@ def _onnx_vocab_size(path: Path) -> int:
 
 
 def _onnx(
-    source: Source, model: _Model, precision: Precision, example: dict[str, np.ndarray], work: Path,
+    source: Source, model: _Model, request: CompileRequest, example: dict[str, np.ndarray], work: Path,
     steps: dict[str, float], log: Log, calibration: list[dict[str, np.ndarray]] | None = None,
 ) -> tuple[list[Path], Runner]:  # fmt: skip
     import onnxruntime as ort
 
+    precision, target = request.precision, request.target
     mark = time.monotonic()
     if source.kind == SourceKind.ONNX:
         raw = source.path
@@ -297,7 +300,7 @@ def _onnx(
     out_dir = work / "out"
     out_dir.mkdir()
     final = out_dir / "model.onnx"
-    onnx_steps.optimize(raw, final)
+    onnx_steps.optimize(raw, final, cpu=target == Target.CPU)
     steps["optimize_s"] = round(time.monotonic() - mark, 2)
     session = ort.InferenceSession(str(final), providers=["CPUExecutionProvider"])
 
@@ -358,7 +361,7 @@ def _config(
         "shape_buckets": ShapeBuckets(axis=1, sizes=seq_lens, pad={n: 0.0 for n in model.inputs}),
     }
     if request.target in (Target.CUDA, Target.TENSORRT):
-        fields["device"] = Device.CUDA
+        fields["device"] = Device.CUDA  # gated and profiled on this machine's CPU: see the report's notes
     return ModelConfig.model_validate(fields)
 
 

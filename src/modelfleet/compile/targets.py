@@ -3,8 +3,10 @@
     target     format        precisions     needs
     cpu        onnx          fp32, int8     ONNX Runtime (always installed)
     cpu        torchscript   fp32, bf16     torch; bf16 is fast only with AVX-512 BF16 or AMX
-    cuda       onnx          fp32, fp16     ONNX Runtime's CUDA execution provider and a GPU
-    tensorrt   onnx          fp32, fp16     ONNX Runtime's TensorRT execution provider and a GPU
+    cuda       onnx          fp32           ONNX Runtime's CUDA execution provider and a GPU
+    tensorrt   onnx          fp32           ONNX Runtime's TensorRT execution provider and a GPU
+
+(fp16 for cuda / tensorrt is not implemented: refused, never produced as fp32 under its name.)
     neuron     torchscript   fp32, bf16     torch_neuronx (AWS Neuron SDK) on an Inferentia/Trainium host
 
 A combination outside the table, or a target whose SDK is absent, is refused (Unsupported, exit 2)
@@ -42,8 +44,8 @@ class Format(StrEnum):
 SUPPORTED: dict[tuple[Target, Format], tuple[Precision, ...]] = {
     (Target.CPU, Format.ONNX): (Precision.FP32, Precision.INT8),
     (Target.CPU, Format.TORCHSCRIPT): (Precision.FP32, Precision.BF16),
-    (Target.CUDA, Format.ONNX): (Precision.FP32, Precision.FP16),
-    (Target.TENSORRT, Format.ONNX): (Precision.FP32, Precision.FP16),
+    (Target.CUDA, Format.ONNX): (Precision.FP32,),
+    (Target.TENSORRT, Format.ONNX): (Precision.FP32,),
     (Target.NEURON, Format.TORCHSCRIPT): (Precision.FP32, Precision.BF16),
 }
 DEFAULT_FORMAT = {
