@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "advise": ("modelfleet.cli.plan", "advise"),
     "compile": ("modelfleet.cli.compile", "compile_command"),
     "import": ("modelfleet.cli.import_", "import_command"),
+    "profile": ("modelfleet.cli.profile", "profile"),
     "recommend": ("modelfleet.cli.recommend", "recommend"),
 }
 

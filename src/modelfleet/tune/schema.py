@@ -64,6 +64,9 @@ class Machine(_Strict):
         return (self.nproc, self.cpu_model) == (other.nproc, other.cpu_model)
 
 
+Stopped = Literal["slo", "errors", "saturated", "max_concurrency", "interrupted", "failed"]
+
+
 class Step(_Strict):
     """One step of a closed-loop concurrency ramp."""
 
@@ -100,7 +103,7 @@ class Measurement(_Strict):
     """Seconds from starting the server to the model answering (process start, load, warm-up)."""
     memory_bytes: int | None
     """PSS of the server process after the ramp (RSS where PSS cannot be read)."""
-    stopped: Literal["slo", "errors", "max_concurrency", "interrupted", "failed"]
+    stopped: Stopped
     """Why the ramp ended."""
     error: str | None = None
     """Why the configuration could not be measured (stopped: failed)."""

@@ -1,0 +1,168 @@
+"""`modelfleet profile`: measure a model's configurations on this machine and write profile.json
+(and a PNG of the latency-throughput curves) beside the model version. Option parsing only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from modelfleet.tune.profile import ProfileSpec
+
+EXIT_INTERRUPTED = 130  # Ctrl-C: what was measured is written
+EXIT_INPUT = 2  # unknown model, bad option: nothing measured
+
+
+def _ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{option} expects comma-separated integers, got '{text}'") from None
+
+
+def profile(
+    repository: Annotated[Path, typer.Argument(help="Model repository (a folder).")],
+    models: Annotated[list[str], typer.Argument(help="Models to profile.")],
+    seq_lens: Annotated[str, typer.Option("--seq-lens", help="Sequence lengths, comma-separated.")] = "32",
+    batch_sizes: Annotated[
+        str | None,
+        typer.Option(
+            "--batch-sizes",
+            help="dynamic_batching.max_batch_size values; 1 is batching off (default 1,8,16).",
+        ),
+    ] = None,
+    delays_us: Annotated[
+        str | None, typer.Option("--delays-us", help="max_queue_delay_us values (default 0,1000).")
+    ] = None,
+    instances: Annotated[
+        str | None, typer.Option("--instances", help="instances values (default 1,2).")
+    ] = None,
+    threads: Annotated[
+        str | None,
+        typer.Option("--threads", help="onnxruntime.intra_op_threads values (default 1 and every CPU)."),
+    ] = None,
+    search: Annotated[
+        str, typer.Option("--search", help="brute (every point) or quick (coordinate descent).")
+    ] = "brute",
+    slo_ms: Annotated[
+        float, typer.Option("--slo-ms", help="P90 latency target: a ramp stops past it.")
+    ] = 100.0,
+    max_error_rate: Annotated[float, typer.Option(help="Error share that stops a ramp.")] = 0.01,
+    step_s: Annotated[float, typer.Option("--step-s", help="Recorded seconds per concurrency step.")] = 2.0,
+    warmup_s: Annotated[float, typer.Option("--warmup-s", help="Unrecorded seconds before each step.")] = 0.5,
+    max_concurrency: Annotated[
+        int, typer.Option(help="Top of the concurrency ramp (1, 2, 4, ... this).")
+    ] = 64,
+    version: Annotated[str | None, typer.Option(help="Model version (default: the highest).")] = None,
+    instance_type: Annotated[
+        str | None, typer.Option(help="The catalogue instance type this machine stands for (recorded).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write profile.json here instead of beside the version (one model)."),
+    ] = None,
+    chart: Annotated[
+        bool, typer.Option("--chart/--no-chart", help="Draw profile.png beside profile.json.")
+    ] = True,
+) -> None:
+    """Sweep each model's configurations (batch size, queue delay, instances, threads) with a
+    closed-loop concurrency ramp per configuration; write profile.json and profile.png beside the
+    version. Ctrl-C keeps what was measured."""
+    from rich.console import Console
+
+    from modelfleet.tune.errors import TuneInputError
+    from modelfleet.tune.machine import nproc
+    from modelfleet.tune.profile import ProfileSpec
+    from modelfleet.tune.schema import Slo
+    from modelfleet.tune.sweep import Space, default_space
+
+    err = Console(stderr=True, soft_wrap=True)
+    if search not in ("brute", "quick"):
+        raise typer.BadParameter(f"--search must be brute or quick, not '{search}'")
+    if out is not None and len(models) > 1:
+        raise typer.BadParameter("--out names one file: profile one model at a time with it")
+    default = default_space(nproc())
+    try:
+        space = Space(
+            batch_sizes=_ints(batch_sizes, "--batch-sizes") if batch_sizes else default.batch_sizes,
+            delays_us=_ints(delays_us, "--delays-us") if delays_us else default.delays_us,
+            instances=_ints(instances, "--instances") if instances else default.instances,
+            threads=_ints(threads, "--threads") if threads else default.threads,
+        )
+        lengths = _ints(seq_lens, "--seq-lens")
+        if not lengths or min(lengths) < 1:
+            raise ValueError(f"--seq-lens must be positive, got '{seq_lens}'")
+        spec = ProfileSpec(
+            repository=repository,
+            seq_lens=lengths,
+            space=space,
+            slo=Slo(p90_ms=slo_ms, max_error_rate=max_error_rate),
+            search=search,
+            step_s=step_s,
+            warmup_s=warmup_s,
+            max_concurrency=max_concurrency,
+            version=version,
+            instance_type=instance_type,
+            out=out,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        interrupted = _run(spec, models, chart, err)
+    except TuneInputError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(EXIT_INPUT) from None
+    if interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _run(spec: ProfileSpec, models: list[str], chart: bool, err: Console) -> bool:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+    from modelfleet.tune.profile import profile_model, resolve_version
+    from modelfleet.tune.search import score
+
+    for model in models:  # every name checked before anything is measured
+        resolve_version(spec, model)
+    interrupted = False
+    for model in models:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+        ) as bar:
+            task = bar.add_task(model, total=None)
+
+            def progress(text: str, done: int, total: int, task: TaskID = task) -> None:
+                bar.update(task, description=text, completed=done, total=total)
+
+            result, path = profile_model(spec, model, progress)
+        best = max(result.measurements, key=lambda m: score(m, spec.slo), default=None)
+        err.print(
+            f"{model}: {len(result.measurements)} configuration(s) in {result.elapsed_s:g} s -> {path}",
+            highlight=False,
+        )
+        for seq_len in sorted({m.seq_len for m in result.measurements}):
+            rows = [m for m in result.measurements if m.seq_len == seq_len]
+            top = max(rows, key=lambda m: score(m, spec.slo))
+            err.print(
+                f"  sequence {seq_len}: best {top.config}, {score(top, spec.slo):.1f}/s within P90 {spec.slo.p90_ms:g} ms",
+                highlight=False,
+            )
+        if chart and best is not None:
+            from modelfleet.tune.chart import draw
+
+            png = path.with_suffix(".png")
+            draw(result, png)
+            err.print(f"  chart: {png}", highlight=False)
+        if result.interrupted:
+            err.print("interrupted: what was measured is kept", style="yellow")
+            interrupted = True
+            break
+    return interrupted

@@ -1,0 +1,354 @@
+"""One configuration measured: `modelfleet serve` on a scratch copy of the model with the
+configuration's settings, then a closed-loop ramp of concurrency (1, 2, 4, …) with the bench
+package until the P90 passes the SLO, errors pass their threshold, throughput stops growing, or
+the ramp's top is reached. `profile_model` runs a search over the space and writes profile.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from modelfleet.bench.run import run_bench
+from modelfleet.bench.spec import BenchSpec, ModelSelection, Target
+from modelfleet.bench.stats import BenchResult
+from modelfleet.bench.workload import SetupError
+from modelfleet.repository.config import CONFIG_FILENAME
+from modelfleet.repository.weights import BLOBS_DIR
+from modelfleet.tune import search
+from modelfleet.tune.apply import with_settings
+from modelfleet.tune.errors import TuneInputError
+from modelfleet.tune.machine import this_machine, version_digest
+from modelfleet.tune.schema import PROFILE_FILENAME, Measurement, Profile, Settings, Slo, Step, Stopped
+from modelfleet.tune.sources import model_folder, versions
+from modelfleet.tune.sweep import Space
+
+READY_TIMEOUT_S = 120.0
+SATURATION_GAIN = 0.05  # a step that adds under 5 % throughput twice in a row: the server is saturated
+STOP_WAIT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileSpec:
+    """What one `modelfleet profile` run measures (parsed once at the CLI edge)."""
+
+    repository: Path
+    seq_lens: tuple[int, ...]
+    space: Space
+    slo: Slo
+    search: str = "brute"  # brute | quick
+    step_s: float = 2.0
+    warmup_s: float = 0.5
+    max_concurrency: int = 64
+    version: str | None = None
+    instance_type: str | None = None
+    out: Path | None = None
+
+
+Progress = Callable[[str], None]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def scratch_repository(repo: Path, model: str, version: str, root: Path) -> Path:
+    """REPO/MODEL with only `version`, and the blob store, hard-linked (copied across devices) under root."""
+    source = repo / model
+    target = root / "repo" / model
+    target.mkdir(parents=True)
+    if (source / CONFIG_FILENAME).is_file():
+        shutil.copy2(source / CONFIG_FILENAME, target / CONFIG_FILENAME)
+    shutil.copytree(source / version, target / version, copy_function=_link_or_copy)
+    if (repo / BLOBS_DIR).is_dir():
+        shutil.copytree(repo / BLOBS_DIR, root / "repo" / BLOBS_DIR, copy_function=_link_or_copy)
+    return root / "repo"
+
+
+def _pss_bytes(pid: int) -> int | None:
+    """PSS of a process and its children (RSS where smaps_rollup is not readable)."""
+    total, found = 0, False
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        found = True
+                        break
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    pending += [int(c) for c in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return total if found else None
+
+
+class Server:
+    """`modelfleet serve` on a scratch repository, in its own session (Ctrl-C reaches only us)."""
+
+    def __init__(self, repository: Path, model: str, log: Path) -> None:
+        self.model = model
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        command = [sys.executable, "-m", "modelfleet", "serve", str(repository), "--host", "127.0.0.1"]
+        command += ["--port", str(self.port), "--grpc-port", "0", "--startup-load", "all"]
+        self.started = time.monotonic()
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def wait_ready(self) -> float:
+        """Seconds from the process start to the model answering ready."""
+        url = f"{self.url}/v2/models/{self.model}/ready"
+        deadline = self.started + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise TuneInputError(f"the server exited with {self.proc.returncode}: {self.tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as answer:
+                    if answer.status == 200:
+                        return time.monotonic() - self.started
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.05)
+        raise TuneInputError(f"the model was not ready after {READY_TIMEOUT_S:g} s: {self.tail()}")
+
+    def tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(text[-lines:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc.wait()
+
+
+@contextlib.contextmanager
+def serving(repository: Path, model: str, settings: Settings, workdir: Path) -> Iterator[Server]:
+    config = repository / model / CONFIG_FILENAME
+    old = config.read_text(encoding="utf-8") if config.is_file() else ""
+    config.write_text(with_settings(old, settings, model), encoding="utf-8")
+    server = Server(repository, model, workdir / f"server-{settings.name}.log")
+    try:
+        yield server
+    finally:
+        server.stop()
+        config.write_text(old, encoding="utf-8")
+
+
+def _step(concurrency: int, result: BenchResult) -> Step:
+    def ms(value: float) -> float | None:
+        return None if value != value else round(value, 3)  # NaN: no answer at all
+
+    return Step(
+        concurrency=concurrency,
+        requests=result.requests,
+        errors=result.error_total,
+        throughput_per_s=round(result.requests_per_s, 3),
+        p50_ms=ms(result.latency.p50_ms),
+        p90_ms=ms(result.latency.p90_ms),
+        p99_ms=ms(result.latency.p99_ms),
+    )
+
+
+def concurrency_steps(top: int) -> list[int]:
+    steps, c = [], 1
+    while c < top:
+        steps.append(c)
+        c *= 2
+    return [*steps, top]
+
+
+def ramp(
+    url: str, model: str, seq_len: int, spec: ProfileSpec, progress: Progress
+) -> tuple[list[Step], Stopped]:
+    """Closed-loop steps of doubling concurrency; (steps, why the ramp stopped)."""
+    steps: list[Step] = []
+    flat = 0
+    for concurrency in concurrency_steps(spec.max_concurrency):
+        progress(f"c={concurrency}")
+        bench = BenchSpec(
+            target=Target.parse(url),
+            models=ModelSelection((model,)),
+            concurrency=concurrency,
+            duration_s=spec.step_s,
+            warmup_s=spec.warmup_s,
+            timeout_s=max(10.0, spec.slo.p90_ms * 20 / 1000),
+            seq_len=seq_len,
+            bodies=4,
+        )
+        try:
+            result = run_bench(bench)
+        except KeyboardInterrupt:
+            return steps, "interrupted"
+        except (SetupError, ValueError) as exc:
+            raise TuneInputError(f"the load generator cannot run against {model}: {exc}") from None
+        step = _step(concurrency, result)
+        best_before = max((s.throughput_per_s for s in steps), default=0.0)
+        steps.append(step)
+        if step.error_rate > spec.slo.max_error_rate:
+            return steps, "errors"
+        if step.p90_ms is None or step.p90_ms > spec.slo.p90_ms:
+            return steps, "slo"
+        flat = flat + 1 if step.throughput_per_s < best_before * (1 + SATURATION_GAIN) else 0
+        if flat >= 2:
+            return steps, "saturated"
+    return steps, "max_concurrency"
+
+
+def measure(
+    scratch: Path,
+    model: str,
+    settings: Settings,
+    seq_len: int,
+    spec: ProfileSpec,
+    workdir: Path,
+    progress: Progress,
+) -> Measurement:
+    """One configuration at one sequence length; a server that cannot start is recorded as failed."""
+    load_s: float | None = None
+    try:
+        with serving(scratch, model, settings, workdir) as server:
+            load_s = server.wait_ready()
+            steps, stopped = ramp(server.url, model, seq_len, spec, progress)
+            memory = _pss_bytes(server.proc.pid)
+    except TuneInputError as exc:
+        return Measurement(
+            settings=settings,
+            seq_len=seq_len,
+            steps=[],
+            load_s=load_s,
+            memory_bytes=None,
+            stopped="failed",
+            error=str(exc),
+        )
+    return Measurement(
+        settings=settings,
+        seq_len=seq_len,
+        steps=steps,
+        load_s=None if load_s is None else round(load_s, 3),
+        memory_bytes=memory,
+        stopped=stopped,
+    )
+
+
+def resolve_version(spec: ProfileSpec, model: str) -> tuple[Path, str]:
+    folder = model_folder(spec.repository, model)
+    available = versions(folder)
+    version = spec.version or available[0]
+    if version not in available:
+        raise TuneInputError(f"model '{model}' has no version {version} (versions: {', '.join(available)})")
+    config = folder / CONFIG_FILENAME
+    if config.is_file():
+        text = config.read_text(encoding="utf-8")
+        if any(key in text for key in ("backend: adapter", "backend: ensemble")):
+            raise TuneInputError(f"'{model}' is an adapter or an ensemble: profile the models it runs on")
+    return folder, version
+
+
+def write_profile(profile: Profile, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(profile.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def profile_model(
+    spec: ProfileSpec,
+    model: str,
+    progress: Callable[[str, int, int], None] = lambda _text, _done, _total: None,
+) -> tuple[Profile, Path]:
+    """Search every sequence length's space for `model`, writing profile.json after each configuration
+    (so that Ctrl-C or a crash keeps what was measured); returns the profile and where it is."""
+    folder, version = resolve_version(spec, model)
+    path = spec.out or folder / version / PROFILE_FILENAME
+    started, started_at = time.monotonic(), datetime.now(UTC)
+    measured: list[Measurement] = []
+    interrupted = False
+    grid = len(spec.space.grid())
+    total = grid * len(spec.seq_lens)
+
+    def document() -> Profile:
+        return Profile(
+            model=model,
+            version=version,
+            model_digest=digest,
+            created_at=started_at.isoformat(timespec="seconds"),
+            machine=machine,
+            instance_type=spec.instance_type,
+            slo=spec.slo,
+            search="quick" if spec.search == "quick" else "brute",
+            step_duration_s=spec.step_s,
+            elapsed_s=round(time.monotonic() - started, 1),
+            interrupted=interrupted,
+            measurements=measured,
+        )
+
+    digest = version_digest(folder / version)
+    machine = this_machine()
+    with tempfile.TemporaryDirectory(prefix="modelfleet-profile-") as tmp:
+        scratch = scratch_repository(spec.repository, model, version, Path(tmp))
+        for seq_len in spec.seq_lens:
+
+            def one(settings: Settings, seq_len: int = seq_len) -> Measurement:
+                label = f"{model} s{seq_len} {settings.name}"
+                progress(label, len(measured), total)
+                m = measure(
+                    scratch,
+                    model,
+                    settings,
+                    seq_len,
+                    spec,
+                    Path(tmp),
+                    lambda s: progress(f"{label} {s}", len(measured), total),
+                )
+                measured.append(m)
+                write_profile(document(), path)
+                if m.stopped == "interrupted":
+                    raise KeyboardInterrupt
+                return m
+
+            if spec.search == "quick":
+                found = search.quick(spec.space, one, spec.slo)
+            else:
+                found = search.brute(spec.space, one)
+            if found.interrupted:
+                interrupted = True
+                break
+    profile = document()
+    write_profile(profile, path)
+    return profile, path

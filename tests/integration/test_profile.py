@@ -1,0 +1,130 @@
+"""`modelfleet profile` on a tiny generated model: real servers (subprocesses) and the real load
+generator, a tiny sweep of short steps (seconds), profile.json and the chart, then `recommend`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from modelfleet.cli import build_app
+from modelfleet.tune.schema import Profile
+from tests.models import identity, write_config
+
+TINY = ["--seq-lens", "8", "--delays-us", "0", "--instances", "1", "--threads", "1"]
+FAST = ["--step-s", "0.3", "--warmup-s", "0.1", "--max-concurrency", "2", "--slo-ms", "200"]
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    identity(tmp_path / "repo" / "tiny" / "1" / "model.onnx")
+    write_config(tmp_path / "repo" / "tiny", {"max_batch_size": 8, "pinned": True})
+    return tmp_path / "repo"
+
+
+def test_profile_writes_profile_and_chart_then_recommend_reads_it(repo: Path) -> None:
+    runner = CliRunner()
+    config_before = (repo / "tiny" / "config.yaml").read_text()
+    result = runner.invoke(build_app(), ["profile", str(repo), "tiny", "--batch-sizes", "1,4", *TINY, *FAST])
+    assert result.exit_code == 0, result.output
+    profile = Profile.model_validate_json((repo / "tiny" / "1" / "profile.json").read_text())
+    assert [m.config for m in profile.measurements] == ["b1-d0-i1-t1", "b4-d0-i1-t1"]
+    for m in profile.measurements:
+        assert m.stopped != "failed", m.error
+        assert [s.concurrency for s in m.steps][:1] == [1]
+        assert all(s.requests > 0 and s.p90_ms is not None for s in m.steps)
+        assert m.load_s is not None and m.load_s > 0
+        assert m.memory_bytes is not None and m.memory_bytes > 10 * 2**20
+    assert profile.machine.nproc >= 1 and not profile.interrupted
+    assert (repo / "tiny" / "1" / "profile.png").stat().st_size > 10_000
+    assert (repo / "tiny" / "config.yaml").read_text() == config_before  # the sweep ran on a copy
+
+    answer = runner.invoke(
+        build_app(),
+        ["recommend", str(repo), "tiny", "--rate", "100", "--instance-type", "c7i.large", "--json"],
+    )
+    assert answer.exit_code == 0, answer.output
+    first = json.loads(answer.stdout)["recommendations"][0]
+    assert first["instance_type"] == "c7i.large" and first["instance_count"] >= 1
+
+
+def test_quick_search_and_bad_input(repo: Path) -> None:
+    runner = CliRunner()
+    out = repo.parent / "quick.json"
+    result = runner.invoke(
+        build_app(),
+        [
+            "profile",
+            str(repo),
+            "tiny",
+            "--batch-sizes",
+            "1,4",
+            *TINY,
+            *FAST,
+            "--search",
+            "quick",
+            "--out",
+            str(out),
+            "--no-chart",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    profile = Profile.model_validate_json(out.read_text())
+    assert profile.search == "quick" and 1 <= len(profile.measurements) <= 2
+    bad = runner.invoke(build_app(), ["profile", str(repo), "nope", *TINY])
+    assert bad.exit_code == 2 and "unknown model 'nope'" in bad.stderr
+    bad = runner.invoke(build_app(), ["profile", str(repo), "tiny", "--batch-sizes", "0"])
+    assert bad.exit_code == 2
+
+
+def test_ctrl_c_keeps_what_was_measured(repo: Path) -> None:
+    path = repo / "tiny" / "1" / "profile.json"
+    command = [
+        sys.executable,
+        "-m",
+        "modelfleet",
+        "profile",
+        str(repo),
+        "tiny",
+        "--batch-sizes",
+        "1,2,4,8",
+        *TINY,
+    ]
+    command += [
+        "--step-s",
+        "0.3",
+        "--warmup-s",
+        "0.1",
+        "--max-concurrency",
+        "64",
+        "--slo-ms",
+        "10000",
+        "--no-chart",
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 60
+        while not path.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err.decode()
+    profile = Profile.model_validate_json(path.read_text())
+    assert profile.interrupted
+    assert 1 <= len(profile.measurements) < 4
+    assert yaml.safe_load((repo / "tiny" / "config.yaml").read_text()) == {
+        "max_batch_size": 8,
+        "pinned": True,
+    }

@@ -1,0 +1,93 @@
+"""The configuration space and both searches, on a made-up throughput surface (no server)."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelfleet.tune.schema import Measurement, Settings, Slo, Step
+from modelfleet.tune.search import brute, quick, score
+from modelfleet.tune.sweep import Space, default_space
+
+SLO = Slo(p90_ms=10)
+
+
+def fake(surface: dict[Settings, float], calls: list[Settings]):  # type: ignore[no-untyped-def]
+    def measure(settings: Settings) -> Measurement:
+        calls.append(settings)
+        throughput = surface.get(settings, 1.0)
+        step = Step(
+            concurrency=1, requests=100, errors=0, throughput_per_s=throughput, p50_ms=1, p90_ms=5, p99_ms=9
+        )
+        return Measurement(
+            settings=settings, seq_len=8, steps=[step], load_s=0.1, memory_bytes=1, stopped="slo"
+        )
+
+    return measure
+
+
+def test_grid_collapses_delays_without_batching() -> None:
+    space = Space(batch_sizes=(1, 8), delays_us=(0, 1000), instances=(1, 2), threads=(1, 2))
+    grid = space.grid()
+    assert len(grid) == 2 * 2 + 2 * 2 * 2  # batch 1: one delay
+    assert len(set(grid)) == len(grid)
+    assert len(default_space(2).grid()) == 20
+
+
+def test_space_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="--batch-sizes"):
+        Space(batch_sizes=(0,), delays_us=(0,), instances=(1,), threads=(None,))
+    with pytest.raises(ValueError, match="--instances"):
+        Space(batch_sizes=(1,), delays_us=(0,), instances=(), threads=(None,))
+
+
+def test_neighbours_step_one_value_along_each_axis() -> None:
+    space = Space(batch_sizes=(1, 4, 16), delays_us=(0, 500), instances=(1, 2), threads=(1, 2))
+    here = Settings(max_batch_size=4, max_queue_delay_us=0, instances=1, intra_op_threads=2)
+    assert set(space.neighbours(here)) == {
+        Settings(max_batch_size=1, instances=1, intra_op_threads=2),
+        Settings(max_batch_size=16, instances=1, intra_op_threads=2),
+        Settings(max_batch_size=4, max_queue_delay_us=500, instances=1, intra_op_threads=2),
+        Settings(max_batch_size=4, instances=2, intra_op_threads=2),
+        Settings(max_batch_size=4, instances=1, intra_op_threads=1),
+    }
+
+
+def test_quick_climbs_to_the_peak_measuring_less_than_brute() -> None:
+    space = default_space(2)
+    peak = Settings(max_batch_size=16, max_queue_delay_us=1000, instances=1, intra_op_threads=2)
+    surface = {s: 10.0 + s.max_batch_size + s.max_queue_delay_us / 100 - s.instances for s in space.grid()}
+    surface[peak] = 100.0
+    calls: list[Settings] = []
+    found = quick(space, fake(surface, calls), SLO)
+    best = found.best(SLO)
+    assert best is not None and best.settings == peak
+    assert len(calls) == len(set(calls)) < len(space.grid())
+    brute_calls: list[Settings] = []
+    assert len(brute(space, fake(surface, brute_calls)).measurements) == len(space.grid())
+
+
+def test_interrupt_keeps_what_was_measured() -> None:
+    space = default_space(2)
+    count = 0
+
+    def measure(settings: Settings) -> Measurement:
+        nonlocal count
+        count += 1
+        if count == 3:
+            raise KeyboardInterrupt
+        return fake({}, [])(settings)
+
+    found = brute(space, measure)
+    assert found.interrupted and len(found.measurements) == 2
+    count = 0
+    found = quick(space, measure, SLO)
+    assert found.interrupted and len(found.measurements) == 2
+
+
+def test_score_is_zero_when_no_step_meets_the_slo() -> None:
+    step = Step(concurrency=1, requests=10, errors=0, throughput_per_s=50, p50_ms=20, p90_ms=30, p99_ms=40)
+    m = Measurement(
+        settings=Settings(), seq_len=8, steps=[step], load_s=None, memory_bytes=None, stopped="slo"
+    )
+    assert score(m, SLO) == 0.0
+    assert score(m, Slo(p90_ms=30)) == 50
