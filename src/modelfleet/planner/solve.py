@@ -51,11 +51,14 @@ def solve(
     _say(progress, "lower bound (LP)")
     bound, pi = dual_bound(problem, time_limit_s=min(10.0, 0.25 * time_limit_s))
     guide = None
+    bound_by = "bound: LP"
     if method is not Method.HEURISTIC or problem.n_models <= 20_000:
         _say(progress, "lower bound (whole instances per group and type, SCIP)")
         relaxed = counting_relaxation(problem, min(10.0, 0.2 * time_limit_s))
-        if relaxed is not None:
-            bound, guide = max(bound, relaxed[0]), relaxed[1]
+        if relaxed is not None and relaxed[0] > bound:
+            bound, guide, bound_by = relaxed[0], relaxed[1], "bound: whole-instance relaxation (SCIP)"
+        elif relaxed is not None:
+            guide = relaxed[1]
     _say(progress, "heuristic: packing + local improvement")
     # the exact assignment model gets the rest of the time only where it is small enough to help
     exact_next = method is Method.EXACT or (
@@ -66,7 +69,10 @@ def solve(
     best: Packing | None = None
     if bins is not None:
         best = Packing(
-            [(b.type, b.members) for b in bins], bound, "heuristic (ffd + local search)", Status.FEASIBLE
+            [(b.type, b.members) for b in bins],
+            bound,
+            f"heuristic (packing + local search), {bound_by}",
+            Status.FEASIBLE,
         )
         cost = sum(problem.types[b.type].usd_per_hour for b in bins)
         if cost - bound <= OPTIMAL_TOLERANCE * cost:
