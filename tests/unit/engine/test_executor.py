@@ -369,7 +369,11 @@ async def test_the_batching_delay_waits_for_company_while_others_are_in_flight()
 
 class Timed:
     """A runtime whose call takes `ms_per_row` per row (sleeping, as a native runtime releases the
-    GIL) and records (rows, thread) of every call."""
+    GIL) and records (rows, thread) of every call.
+
+    `clock` is for its executor: it moves on by exactly the time each call takes (and by a
+    microsecond at each reading), so that what the executor measures, and decides by, does not
+    depend on how busy the machine is."""
 
     inputs = Doubler.inputs
     outputs = Doubler.outputs
@@ -378,6 +382,8 @@ class Timed:
     def __init__(self, ms_per_row: float = 0.0, ms_per_call: float = 0.0) -> None:
         self.ms_per_row = ms_per_row
         self.ms_per_call = ms_per_call
+        self._now = 0
+        self._now_lock = threading.Lock()  # read on the loop and on the executor thread
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()  # a call has begun
@@ -391,8 +397,16 @@ class Timed:
         if x.size == 0:
             raise BadRequest("empty")  # refused at once, as a runtime refuses a bad input
         if self.ms_per_row or self.ms_per_call:
-            threading.Event().wait((self.ms_per_call + self.ms_per_row * len(x)) / 1e3)
+            work_ns = int((self.ms_per_call + self.ms_per_row * len(x)) * 1e6)
+            threading.Event().wait(work_ns / 1e9)
+            with self._now_lock:
+                self._now += work_ns
         return [x * 2]
+
+    def clock(self) -> int:
+        with self._now_lock:
+            self._now += 1_000
+            return self._now
 
     def unload(self) -> None:
         pass
@@ -408,7 +422,7 @@ def one(value: float) -> dict[str, np.ndarray]:
 
 async def test_a_cheap_model_runs_on_the_event_loop_once_measured() -> None:
     runtime = Timed()
-    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=50_000_000)
+    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=50_000_000, clock=runtime.clock)
     first = await executor.run(one(1.0), ["y"])
     second = await executor.run(one(2.0), ["y"])
     assert [first.future.result()[0].tolist(), second.future.result()[0].tolist()] == [[2.0], [4.0]]
@@ -428,7 +442,7 @@ async def test_inline_is_off_by_default_and_with_several_instances_or_a_batching
         {"inline_ns": 50_000_000, "batching": Batching(max_rows=8, max_queue_delay_ns=1_000_000)},
     ):
         runtime = Timed()
-        executor = ModelExecutor(runtime, "m/1", 8, **kwargs)  # type: ignore[arg-type]
+        executor = ModelExecutor(runtime, "m/1", 8, **kwargs, clock=runtime.clock)  # type: ignore[arg-type]
         for i in range(3):
             await executor.run(one(float(i)), ["y"])
         assert all(thread != LOOP for _, thread in runtime.calls), kwargs
@@ -446,7 +460,7 @@ async def test_only_a_runtime_that_allows_it_runs_inline() -> None:
 
 async def test_rows_larger_than_the_measured_ones_run_on_the_thread_first() -> None:
     runtime = Timed()
-    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=50_000_000)
+    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=50_000_000, clock=runtime.clock)
     await executor.run(one(0.0), ["y"])  # measured: one element a row
     wide = {"x": np.ones((1, 64))}  # a longer sequence: its cost per row is unknown
     for _ in range(2):
@@ -458,7 +472,7 @@ async def test_rows_larger_than_the_measured_ones_run_on_the_thread_first() -> N
 
 async def test_a_model_slower_than_the_bound_stays_on_its_thread() -> None:
     runtime = Timed(ms_per_row=3)
-    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=1_000_000)
+    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=1_000_000, clock=runtime.clock)
     for i in range(4):
         await executor.run(one(float(i)), ["y"])
     assert [thread for _, thread in runtime.calls] == [THREAD] * 4
@@ -466,7 +480,9 @@ async def test_a_model_slower_than_the_bound_stays_on_its_thread() -> None:
 
 async def test_a_model_whose_call_alone_passes_the_bound_stays_on_its_thread() -> None:
     runtime = Timed(ms_per_call=4)
-    executor = ModelExecutor(runtime, "m/1", 8, Batching(max_rows=64), inline_ns=1_000_000)
+    executor = ModelExecutor(
+        runtime, "m/1", 8, Batching(max_rows=64), inline_ns=1_000_000, clock=runtime.clock
+    )
     await executor.run({"x": np.zeros(32)}, ["y"], rows=32)  # 4 ms for 32 rows: an eighth of a ms a row
     for i in range(3):
         await executor.run(one(float(i)), ["y"])  # a row "costs" well under 1 ms, a call does not
@@ -476,7 +492,7 @@ async def test_a_model_whose_call_alone_passes_the_bound_stays_on_its_thread() -
 
 async def test_requests_refused_at_once_do_not_make_a_slow_model_look_cheap() -> None:
     runtime = Timed(ms_per_call=4)
-    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=1_000_000)
+    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=1_000_000, clock=runtime.clock)
     await executor.run(one(0.0), ["y"])
     for _ in range(12):  # each fails in microseconds
         with pytest.raises(BadRequest):
@@ -488,7 +504,7 @@ async def test_requests_refused_at_once_do_not_make_a_slow_model_look_cheap() ->
 
 async def test_unbatched_jobs_of_one_turn_each_pay_a_run() -> None:
     runtime = Timed(ms_per_call=4)  # 4 ms a call, whatever its rows
-    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=10_000_000)
+    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=10_000_000, clock=runtime.clock)
     await executor.run({"x": np.zeros(8)}, ["y"], rows=8)  # half a ms a row
     await asyncio.gather(*(executor.run(one(float(i)), ["y"]) for i in range(5)))  # 5 runs: 20 ms
     assert [thread for _, thread in runtime.calls] == [THREAD] * 6
@@ -497,7 +513,9 @@ async def test_unbatched_jobs_of_one_turn_each_pay_a_run() -> None:
 
 async def test_batched_jobs_that_cannot_share_a_run_each_pay_one() -> None:
     runtime = Timed(ms_per_call=4)
-    executor = ModelExecutor(runtime, "m/1", 8, Batching(max_rows=16), inline_ns=10_000_000)
+    executor = ModelExecutor(
+        runtime, "m/1", 8, Batching(max_rows=16), inline_ns=10_000_000, clock=runtime.clock
+    )
     await executor.run({"x": np.zeros(8)}, ["y"], rows=8)  # half a ms a row, 4 ms a run
     await asyncio.gather(*(executor.run(one(float(i)), ["y"]) for i in range(5)))  # one run
     assert runtime.calls[1:] == [(5, LOOP)]
@@ -509,7 +527,9 @@ async def test_batched_jobs_that_cannot_share_a_run_each_pay_one() -> None:
 
 async def test_the_jobs_of_one_loop_turn_run_inline_as_one_batch() -> None:
     runtime = Timed()
-    executor = ModelExecutor(runtime, "m/1", 8, Batching(max_rows=8), inline_ns=50_000_000)
+    executor = ModelExecutor(
+        runtime, "m/1", 8, Batching(max_rows=8), inline_ns=50_000_000, clock=runtime.clock
+    )
     await executor.run(one(0.0), ["y"])
     jobs = await asyncio.gather(*(executor.run(one(float(i)), ["y"]) for i in range(4)))
     assert [j.future.result()[0].tolist() for j in jobs] == [[0.0], [2.0], [4.0], [6.0]]
@@ -520,7 +540,9 @@ async def test_the_jobs_of_one_loop_turn_run_inline_as_one_batch() -> None:
 
 async def test_a_turn_that_would_pass_the_bound_goes_to_the_thread_whole() -> None:
     runtime = Timed(ms_per_row=5)  # a run of 1 row fits a 12 ms bound, 3 rows do not
-    executor = ModelExecutor(runtime, "m/1", 8, Batching(max_rows=8), inline_ns=12_000_000)
+    executor = ModelExecutor(
+        runtime, "m/1", 8, Batching(max_rows=8), inline_ns=12_000_000, clock=runtime.clock
+    )
     await executor.run(one(0.0), ["y"])
     jobs = await asyncio.gather(*(executor.run(one(float(i)), ["y"]) for i in range(3)))
     assert [j.future.result()[0].tolist() for j in jobs] == [[0.0], [2.0], [4.0]]
@@ -534,7 +556,9 @@ async def test_a_turn_that_would_pass_the_bound_goes_to_the_thread_whole() -> No
 
 async def test_nothing_runs_inline_while_the_thread_is_busy() -> None:
     runtime = Timed(ms_per_row=5)
-    executor = ModelExecutor(runtime, "m/1", 8, Batching(max_rows=8), inline_ns=12_000_000)
+    executor = ModelExecutor(
+        runtime, "m/1", 8, Batching(max_rows=8), inline_ns=12_000_000, clock=runtime.clock
+    )
     await executor.run(one(0.0), ["y"])
     runtime.gate.clear()
     runtime.entered.clear()
@@ -551,7 +575,7 @@ async def test_nothing_runs_inline_while_the_thread_is_busy() -> None:
 
 async def test_jobs_of_one_inline_turn_fail_alone() -> None:
     runtime = Timed()
-    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=50_000_000)
+    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=50_000_000, clock=runtime.clock)
     await executor.run(one(0.0), ["y"])
     bad, good = await asyncio.gather(
         executor.run({"x": np.array([])}, ["y"]), executor.run(one(4.0), ["y"]), return_exceptions=True
@@ -565,7 +589,7 @@ async def test_jobs_of_one_inline_turn_fail_alone() -> None:
 
 async def test_close_runs_the_turn_it_finds_scheduled() -> None:
     runtime = Timed()
-    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=50_000_000)
+    executor = ModelExecutor(runtime, "m/1", 8, inline_ns=50_000_000, clock=runtime.clock)
     await executor.run(one(0.0), ["y"])
     task = asyncio.create_task(executor.run(one(3.0), ["y"]))
     # the job is in; its inline run is scheduled for the end of the turn that queued it, not run
