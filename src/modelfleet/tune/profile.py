@@ -195,12 +195,12 @@ def concurrency_steps(top: int) -> list[int]:
 
 
 def ramp(
-    url: str, model: str, seq_len: int, spec: ProfileSpec, progress: Progress
+    url: str, model: str, seq_len: int, spec: ProfileSpec, progress: Progress, start: int = 1
 ) -> tuple[list[Step], Stopped]:
-    """Closed-loop steps of doubling concurrency; (steps, why the ramp stopped)."""
+    """Closed-loop steps of doubling concurrency from `start`; (steps, why the ramp stopped)."""
     steps: list[Step] = []
     flat = 0
-    for concurrency in concurrency_steps(spec.max_concurrency):
+    for concurrency in (c for c in concurrency_steps(spec.max_concurrency) if c >= start):
         progress(f"c={concurrency}")
         bench = BenchSpec(
             target=Target.parse(url),
@@ -239,13 +239,15 @@ def measure(
     spec: ProfileSpec,
     workdir: Path,
     progress: Progress,
+    start: int = 1,
 ) -> Measurement:
-    """One configuration at one sequence length; a server that cannot start is recorded as failed."""
+    """One configuration at one sequence length, its ramp from concurrency `start`; a server that
+    cannot start is recorded as failed."""
     load_s: float | None = None
     try:
         with serving(scratch, model, settings, workdir) as server:
             load_s = server.wait_ready()
-            steps, stopped = ramp(server.url, model, seq_len, spec, progress)
+            steps, stopped = ramp(server.url, model, seq_len, spec, progress, start)
             memory = _pss_bytes(server.proc.pid)
     except TuneInputError as exc:
         return Measurement(
@@ -279,6 +281,16 @@ def resolve_version(spec: ProfileSpec, model: str) -> tuple[Path, str]:
         if any(key in text for key in ("backend: adapter", "backend: ensemble")):
             raise TuneInputError(f"'{model}' is an adapter or an ensemble: profile the models it runs on")
     return folder, version
+
+
+def ramp_start(measured: list[Measurement], seq_len: int, spec: ProfileSpec) -> int:
+    """The quick search skips the low steps: its ramps start at half the concurrency where the best
+    configuration so far had its capacity (brute force measures every step: the whole curve)."""
+    if spec.search != "quick":
+        return 1
+    best = [m.capacity(spec.slo.p90_ms, spec.slo.max_error_rate) for m in measured if m.seq_len == seq_len]
+    top = max((s for s in best if s is not None), key=lambda s: s.throughput_per_s, default=None)
+    return 1 if top is None else max(1, top.concurrency // 2)
 
 
 def write_profile(profile: Profile, path: Path) -> None:
@@ -335,6 +347,7 @@ def profile_model(
                     spec,
                     Path(tmp),
                     lambda s: progress(f"{label} {s}", len(measured), total),
+                    ramp_start(measured, seq_len, spec),
                 )
                 measured.append(m)
                 write_profile(document(), path)

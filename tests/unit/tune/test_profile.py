@@ -1,0 +1,34 @@
+"""The ramp's concurrency steps, and where the quick search starts them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from modelfleet.tune.profile import ProfileSpec, concurrency_steps, ramp_start
+from modelfleet.tune.schema import Measurement, Settings, Slo, Step
+from modelfleet.tune.sweep import default_space
+
+
+def test_concurrency_doubles_up_to_the_top() -> None:
+    assert concurrency_steps(64) == [1, 2, 4, 8, 16, 32, 64]
+    assert concurrency_steps(12) == [1, 2, 4, 8, 12]
+    assert concurrency_steps(1) == [1]
+
+
+def test_quick_ramps_start_at_half_the_best_capacity_concurrency() -> None:
+    def m(seq_len: int, *points: tuple[int, float, float]) -> Measurement:
+        steps = [
+            Step(concurrency=c, requests=10, errors=0, throughput_per_s=t, p50_ms=p, p90_ms=p, p99_ms=p)
+            for c, t, p in points
+        ]
+        return Measurement(
+            settings=Settings(), seq_len=seq_len, steps=steps, load_s=1, memory_bytes=1, stopped="slo"
+        )
+
+    spec = ProfileSpec(Path("."), (32,), default_space(2), Slo(p90_ms=50), search="quick")
+    measured = [m(32, (1, 10, 5), (8, 80, 40), (16, 90, 60)), m(128, (1, 5, 30), (2, 6, 70))]
+    assert ramp_start(measured, 32, spec) == 4
+    assert ramp_start(measured, 128, spec) == 1  # its best is at concurrency 1
+    assert ramp_start([], 32, spec) == 1
+    brute = ProfileSpec(Path("."), (32,), default_space(2), Slo(p90_ms=50), search="brute")
+    assert ramp_start(measured, 32, brute) == 1
