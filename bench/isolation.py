@@ -16,13 +16,16 @@ Per layout:
 2. A server with a keys file: A's quota a fraction of S (`--a-rate-fraction`, `--a-max-concurrent`;
    what an operator would give a tenant: half the machine, a few requests in flight), B without
    a quota.
-3. Rounds of: B alone at `--victim-fraction`·S for `--phase-s`; then A at `--attack-factor`·S and
-   B again, B's recorded window inside A's. Both are open loops of the project's load generator
-   (`modelfleet.bench`: its schedule, pool and statistics), each in its own process; the key
-   travels as an `X-Api-Key` header added to the pre-encoded requests (the CLI has no key option).
+3. One open loop per tenant (the project's load generator, `modelfleet.bench`: its schedule, pool
+   and records), each in its own process, started together: B at `--victim-fraction`·S all along;
+   A at `--attack-factor`·S in every other `--window-s` window (from a `--gap-s` gap before it; the
+   gaps, where A switches on and off, are not counted), so that B's solo and attacked windows
+   alternate and share the machine's background load. B's P99 is pooled over each kind of window.
+   The key travels as an `X-Api-Key` header added to the pre-encoded requests (the CLI has no key
+   option).
 
-    python bench/isolation.py                                  # both layouts, 3 rounds
-    python bench/isolation.py --layout adapters --rounds 5 --phase-s 30
+    python bench/isolation.py                                  # both layouts, 5 rounds
+    python bench/isolation.py --layout adapters --rounds 8 --window-s 15
 """
 
 from __future__ import annotations
@@ -37,8 +40,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,18 +50,17 @@ from overload import Server, machine, raise_file_limit, sustainable_rate
 
 from modelfleet.bench.client import event_loop_factory
 from modelfleet.bench.encode import Body
-from modelfleet.bench.messages import OpenShareResult
 from modelfleet.bench.openloop import OpenShare
-from modelfleet.bench.openstats import merge_open
-from modelfleet.bench.report import report_document, write_report
+from modelfleet.bench.openstats import FAILURE_NAMES, Records, merge_open
 from modelfleet.bench.run import split_jobs
-from modelfleet.bench.spec import BenchSpec, Encoding, ModelSelection, Target
-from modelfleet.bench.worker import run_in_processes
+from modelfleet.bench.schedule import phase_bounds_ns
+from modelfleet.bench.spec import BenchSpec, Encoding, ModelSelection, Phase, Target
 from modelfleet.bench.workload import build_workload
 
 P99_RATIO_TARGET = 2.0
 MODEL_A, MODEL_B = "tenant-00001", "tenant-00002"
 KEY_ENV = "ISOLATION_KEY"  # the load child's key: in its environment, not on its command line
+OFF_RATE = 0.01  # A "off": one request per 100 s (a phase needs a positive rate)
 LAYOUTS = {"separate": ["--full-copies"], "adapters": []}
 
 
@@ -88,20 +88,61 @@ def keyed(body: Body, key: str) -> Body:
     return Body(body.content, f"{body.content_type}\r\nX-Api-Key: {key}", body.header_length)
 
 
+def pooled(records: Records, phases: list[Phase], kinds: list[str]) -> dict[str, Any]:
+    """Per kind of window, every request scheduled in such a window pooled: counts and ok latency."""
+    bounds = phase_bounds_ns(phases)
+    out: dict[str, Any] = {}
+    for kind in dict.fromkeys(kinds):
+        inside = np.zeros(len(records.scheduled), dtype=bool)
+        for (begin, end), k in zip(bounds, kinds, strict=True):
+            if k == kind:
+                inside |= (records.scheduled >= begin) & (records.scheduled < end)
+        status = records.status[inside]
+        ok_ms = records.latency[inside & records.ok] / 1e6
+        codes, counts = np.unique(status, return_counts=True)
+        out[kind] = {
+            "windows": kinds.count(kind),
+            "scheduled": int(inside.sum()),
+            "ok": int(ok_ms.size),
+            "statuses": {str(c): n for c, n in zip(codes.tolist(), counts.tolist(), strict=True) if c > 0},
+            "failures": {
+                FAILURE_NAMES[c]: n for c, n in zip(codes.tolist(), counts.tolist(), strict=True) if c < 0
+            },
+            "p50": float(np.percentile(ok_ms, 50)) if ok_ms.size else None,
+            "p99": float(np.percentile(ok_ms, 99)) if ok_ms.size else None,
+            "max": float(ok_ms.max()) if ok_ms.size else None,
+        }
+    out["per_window"] = [
+        {"kind": k, **dict(zip(("p50", "p99"), _window_p(records, b, e), strict=True))}
+        for (b, e), k in zip(bounds, kinds, strict=True)
+    ]
+    return out
+
+
+def _window_p(records: Records, begin: int, end: int) -> tuple[float | None, float | None]:
+    ok_ms = records.latency[(records.scheduled >= begin) & (records.scheduled < end) & records.ok] / 1e6
+    if not ok_ms.size:
+        return None, None
+    return float(np.percentile(ok_ms, 50)), float(np.percentile(ok_ms, 99))
+
+
 def load_main(argv: list[str]) -> None:
+    """One tenant's open loop over windows of given rates; waits for "go" on stdin to start, so
+    that two tenants' schedules begin together."""
     p = argparse.ArgumentParser(prog="isolation.py load")
     p.add_argument("--url", required=True)
     p.add_argument("--model", required=True)
-    p.add_argument("--rate", type=float, required=True)
-    p.add_argument("--duration", type=float, required=True)
-    p.add_argument("--warmup", type=float, default=0.0)
+    p.add_argument("--windows", required=True, help="JSON [[kind, seconds, rate], ...]")
+    p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--seq", type=int, default=16)
     p.add_argument("--max-connections", type=int, default=512)
-    p.add_argument("--processes", type=int, default=1)
     p.add_argument("--timeout", type=float, default=30.0)
-    p.add_argument("--report", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     key = os.environ[KEY_ENV]
+    windows = json.loads(a.windows)
+    kinds = [str(k) for k, _, _ in windows]
+    phases = [Phase(float(d), float(r)) for _, d, r in windows]
     raise_file_limit(a.max_connections + 256)
     with tempfile.TemporaryDirectory() as tmp:
         spec = BenchSpec(
@@ -109,59 +150,70 @@ def load_main(argv: list[str]) -> None:
             models=ModelSelection(names=(a.model,)),
             encoding=Encoding.BINARY,
             input_file=body_file(Path(tmp), a.seq),
-            rate_per_s=a.rate,
-            duration_s=a.duration,
+            phases=tuple(phases),
             warmup_s=a.warmup,
             timeout_s=a.timeout,
             max_connections=a.max_connections,
-            processes=a.processes,
         )
-        started_at = datetime.now(UTC)
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             workload = runner.run(build_workload(spec))
             workload = msgspec.structs.replace(workload, bodies=[keyed(b, key) for b in workload.bodies])
-            jobs = split_jobs(spec, workload)
-            print("started", flush=True)  # the parent times the other tenant's start from this line
-            if len(jobs) == 1:
-                results = [runner.run(OpenShare(jobs[0]).run())]
-            else:
-                results = run_in_processes(jobs, OpenShareResult)
-        result = merge_open(results, workload.models, spec)
-        write_report(a.report, report_document(spec, result, started_at))
+            (job,) = split_jobs(spec, workload)
+            print("ready", flush=True)
+            if sys.stdin.readline().strip() != "go":
+                raise SystemExit("no go")
+            result = runner.run(OpenShare(job).run())
+    figures = merge_open([result], workload.models, spec).open_loop
+    assert figures is not None
+    doc = {
+        "kinds": pooled(Records.concat([result]), phases, kinds),
+        "send_lag_p99_ms": figures.send_lag.p99_ms,
+        "peak_connections": figures.peak_connections,
+        "sent_per_s": [p.send_rate_per_s for p in figures.phases],
+    }
+    a.out.write_text(json.dumps(doc))
 
 
 # ---------------------------------------------------------------------------------------------
-# the parent: servers, rounds, figures
+# the parent: servers, windows, figures
 
 
 class Load:
-    """A load child in its own process."""
+    """A load child in its own process, started when `go` is called."""
 
     def __init__(
-        self, url: str, model: str, key: str, rate: float, duration: float, warmup: float, a: Any, out: Path
+        self, url: str, model: str, key: str, windows: list[tuple[str, float, float]], a: Any, out: Path
     ) -> None:
-        self.report = out
+        self.out = out
         command = [
-            sys.executable, __file__, "load", "--url", url, "--model", model, "--rate", f"{rate:.3f}",
-            "--duration", f"{duration:g}", "--warmup", f"{warmup:g}", "--seq", str(a.seq),
-            "--max-connections", str(a.max_connections), "--report", str(out),
+            sys.executable, __file__, "load", "--url", url, "--model", model, "--windows", json.dumps(windows),
+            "--seq", str(a.seq), "--max-connections", str(a.max_connections), "--out", str(out),
         ]  # fmt: skip
         self.proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, text=True, env={**os.environ, KEY_ENV: key}
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, KEY_ENV: key},
         )
 
-    def wait_started(self) -> None:
+    def wait_ready(self) -> None:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
-        if line.strip() != "started":
+        if line.strip() != "ready":
             self.proc.wait(30)
             raise SystemExit(f"load child failed to start (exit {self.proc.returncode}): {line!r}")
+
+    def go(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
 
     def result(self, timeout_s: float) -> dict[str, Any]:
         if self.proc.wait(timeout_s) != 0:
             raise SystemExit(f"load child exited with {self.proc.returncode}")
-        doc: dict[str, Any] = json.loads(self.report.read_text())
-        return doc["open_loop"]["total"]
+        doc: dict[str, Any] = json.loads(self.out.read_text())
+        return doc
 
 
 def keys_file(folder: Path, keys: dict[str, str], quota_a: dict[str, Any]) -> Path:
@@ -190,20 +242,6 @@ def capacity(repo: Path, a: argparse.Namespace) -> dict[str, Any]:
         server.stop()
 
 
-def summary(report: dict[str, Any]) -> dict[str, Any]:
-    counts = report["status_counts"]
-    return {
-        "asked_per_s": report["rate_per_s"],
-        "sent_per_s": report["send_rate_per_s"],
-        "ok": report["ok"],
-        "429": counts.get("429", 0),
-        "other": {k: v for k, v in counts.items() if k not in ("200", "429")} | report["client_failures"],
-        "p50": report["latency_ms"]["ok"]["p50"],
-        "p99": report["latency_ms"]["ok"]["p99"],
-        "max": report["latency_ms"]["ok"]["max"],
-    }
-
-
 def run_layout(layout: str, a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     repo = a.repo_prefix.with_name(f"{a.repo_prefix.name}-{layout}")
     if not (repo / MODEL_B).is_dir():
@@ -223,76 +261,74 @@ def run_layout(layout: str, a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     settings = {"MODELFLEET_AUTH_KEYS_FILE": str(keys_file(tmp, keys, quota_a))}
     server = Server(repo, settings, ["--startup-load", "all", "--log-level", "warning"])
     rate_b, rate_a = a.victim_fraction * s, a.attack_factor * s
-    rounds: list[dict[str, Any]] = []
+    # B steady throughout; A on from the gap before each attacked window to its end, nearly off
+    # (0.01/s: a phase needs a positive rate) otherwise; the gaps take the transitions
+    windows_b: list[tuple[str, float, float]] = []
+    windows_a: list[tuple[str, float, float]] = []
+    for _ in range(a.rounds):
+        for kind, seconds, a_rate in (
+            ("solo", a.window_s, OFF_RATE), ("gap", a.gap_s, rate_a), ("attacked", a.window_s, rate_a),
+            ("gap", a.gap_s, OFF_RATE),
+        ):  # fmt: skip
+            windows_b.append((kind, seconds, rate_b))
+            windows_a.append(("on" if a_rate > OFF_RATE else "off", seconds, a_rate))
+    total_s = sum(d for _, d, _ in windows_b)
     try:
-        for r in range(a.rounds):
-            solo = Load(
-                server.url, MODEL_B, keys["b"], rate_b, a.phase_s, 2.0, a, tmp / f"{layout}-{r}-solo.json"
-            )
-            solo.wait_started()
-            b_solo = summary(solo.result(a.phase_s + 60))
-            # A covers B's whole run: B's process start, warm-up, window, and a margin
-            attack_s = a.phase_s + 2.0 + 8.0
-            attacker = Load(
-                server.url, MODEL_A, keys["a"], rate_a, attack_s, 0.0, a, tmp / f"{layout}-{r}-a.json"
-            )
-            attacker.wait_started()
-            time.sleep(1.0)
-            victim = Load(
-                server.url, MODEL_B, keys["b"], rate_b, a.phase_s, 2.0, a, tmp / f"{layout}-{r}-b.json"
-            )
-            victim.wait_started()
-            b_attacked = summary(victim.result(a.phase_s + 60))
-            a_fig = summary(attacker.result(attack_s + 60))
-            ratio = b_attacked["p99"] / b_solo["p99"] if b_solo["p99"] and b_attacked["p99"] else float("nan")
-            rounds.append({"b_solo": b_solo, "b_attacked": b_attacked, "a": a_fig, "ratio": ratio})
-            print(
-                f"round {r + 1}: B solo P99 {b_solo['p99']:.1f} ms, under attack {b_attacked['p99']:.1f} ms "
-                f"({ratio:.2f}x), B 429 {b_attacked['429']}, B other {b_attacked['other'] or '-'}; "
-                f"A sent {a_fig['sent_per_s']:.0f}/s: ok {a_fig['ok']}, 429 {a_fig['429']}, "
-                f"other {a_fig['other'] or '-'}, ok P99 {a_fig['p99']} ms",
-                flush=True,
-            )
+        victim = Load(server.url, MODEL_B, keys["b"], windows_b, a, tmp / f"{layout}-b.json")
+        attacker = Load(server.url, MODEL_A, keys["a"], windows_a, a, tmp / f"{layout}-a.json")
+        victim.wait_ready()
+        attacker.wait_ready()
+        print(f"{a.rounds} rounds of B solo {a.window_s:g} s / A on, B attacked {a.window_s:g} s "
+              f"({total_s:g} s)", flush=True)  # fmt: skip
+        attacker.go()
+        victim.go()
+        b = victim.result(total_s + 120)
+        at = attacker.result(total_s + 120)
     finally:
         server.stop()
-    return {"layout": layout, "repo": str(repo), "S": s, "closed": closed, "quota_a": quota_a,
-            "rate_a": rate_a, "rate_b": rate_b, "rounds": rounds, "server": server.describe()}  # fmt: skip
+    return {"layout": layout, "repo": str(repo), "S": s, "closed": closed, "quota_a": quota_a, "rate_a": rate_a,
+            "rate_b": rate_b, "b": b, "a": at, "server": server.describe()}  # fmt: skip
 
 
 def report(results: list[dict[str, Any]], a: argparse.Namespace) -> None:
     print(f"\nmachine: {machine()}")
     print(
-        f"B at {a.victim_fraction:g}·S, A at {a.attack_factor:g}·S, {a.phase_s:g} s windows, {a.rounds} rounds"
+        f"B at {a.victim_fraction:g}·S throughout; A at {a.attack_factor:g}·S in every other {a.window_s:g} s window "
+        f"({a.rounds} rounds, {a.gap_s:g} s gaps not counted)"
     )
     for res in results:
-        rounds = res["rounds"]
-        solo = [r["b_solo"]["p99"] for r in rounds]
-        attacked = [r["b_attacked"]["p99"] for r in rounds]
-        ratios = [r["ratio"] for r in rounds]
-        b429 = sum(r["b_attacked"]["429"] + r["b_solo"]["429"] for r in rounds)
-        b_other = [r["b_attacked"]["other"] for r in rounds if r["b_attacked"]["other"]]
-        med = statistics.median(ratios)
-        holds = med <= P99_RATIO_TARGET and b429 == 0
+        solo, attacked = res["b"]["kinds"]["solo"], res["b"]["kinds"]["attacked"]
+        on = res["a"]["kinds"]["on"]
+        windows = res["b"]["kinds"]["per_window"]
+        pairs = [
+            (w["p99"], x["p99"])
+            for w, x in zip(windows[0::4], windows[2::4], strict=True)
+            if w["p99"] and x["p99"]
+        ]
+        ratios = [x / w for w, x in pairs]
+        ratio = attacked["p99"] / solo["p99"] if solo["p99"] and attacked["p99"] else float("nan")
+        b429 = sum(
+            k["statuses"].get("429", 0) for name, k in res["b"]["kinds"].items() if name != "per_window"
+        )
+        holds = ratio <= P99_RATIO_TARGET and b429 == 0
         closed = res["closed"]["latency_ms"]
         print(f"\n--- {res['layout']}: S = {res['S']:.1f} req/s (closed loop -c {a.concurrency}, "
               f"P50 {closed['p50']} ms, P99 {closed['p99']} ms)")  # fmt: skip
         print(f"server: {res['server']}")
-        print(f"A's quota {res['quota_a']}; A asked {res['rate_a']:.0f}/s, B {res['rate_b']:.1f}/s")
-        print(
-            "round  B solo P50/P99 ms   B attacked P50/P99 ms   ratio  B 429  A sent/s   A ok   A 429  A ok P99 ms"
-        )
-        for i, r in enumerate(rounds):
-            bs, ba, af = r["b_solo"], r["b_attacked"], r["a"]
+        print(f"A's quota {res['quota_a']}; A asked {res['rate_a']:.0f}/s when on, B {res['rate_b']:.1f}/s")
+        for name, k in (("B solo", solo), ("B attacked", attacked), ("A on", on)):
             print(
-                f"{i + 1:>5}  {bs['p50']:>7.1f} / {bs['p99']:>7.1f}  {ba['p50']:>9.1f} / {ba['p99']:>9.1f}  "
-                f"{r['ratio']:>6.2f}  {ba['429']:>5}  {af['sent_per_s']:>8.0f}  {af['ok']:>5}  {af['429']:>6}  "
-                f"{af['p99'] if af['p99'] is not None else '-':>11}"
+                f"  {name:<11} {k['windows']} windows: scheduled {k['scheduled']}, ok {k['ok']}, statuses "
+                f"{k['statuses']}, client {k['failures'] or '-'}; ok P50 {k['p50']:.1f} ms, P99 {k['p99']:.1f} ms, "
+                f"max {k['max']:.1f} ms"
             )
+        print(f"  A's send rate per window {[round(x) for x in res['a']['sent_per_s']]}/s, "
+              f"send lag P99 {res['a']['send_lag_p99_ms']:.1f} ms")  # fmt: skip
+        print(f"  per round B P99 solo -> attacked: {', '.join(f'{w:.0f} -> {x:.0f}' for w, x in pairs)} ms; "
+              f"ratios {[round(r, 2) for r in ratios]} (median {statistics.median(ratios):.2f})")  # fmt: skip
         print(
-            f"median: B P99 solo {statistics.median(solo):.1f} ms, under attack {statistics.median(attacked):.1f} ms; "
-            f"median ratio {med:.2f}x (target <= {P99_RATIO_TARGET:g}x); B 429s {b429}"
-            + (f"; B other outcomes {b_other}" if b_other else "")
-            + f" -> {'HOLDS' if holds else 'DOES NOT HOLD'}"
+            f"  B P99 pooled: solo {solo['p99']:.1f} ms, attacked {attacked['p99']:.1f} ms = {ratio:.2f}x "
+            f"(target <= {P99_RATIO_TARGET:g}x); B 429s {b429} -> {'HOLDS' if holds else 'DOES NOT HOLD'}"
         )
 
 
@@ -309,8 +345,9 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=16, help="sequence length of the requests")
     parser.add_argument("--concurrency", type=int, default=16, help="closed-loop connections for S")
     parser.add_argument("--sustain-s", type=float, default=10.0, help="recorded seconds of the closed loop")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--phase-s", type=float, default=20.0, help="B's recorded window per run")
+    parser.add_argument("--rounds", type=int, default=5, help="pairs of windows: B solo, then B attacked")
+    parser.add_argument("--window-s", type=float, default=10.0, help="seconds of each window")
+    parser.add_argument("--gap-s", type=float, default=2.0, help="unrecorded seconds around A's switching")
     parser.add_argument("--attack-factor", type=float, default=10.0, help="A's offered rate, times S")
     parser.add_argument("--victim-fraction", type=float, default=0.2, help="B's rate, times S")
     parser.add_argument("--a-rate-fraction", type=float, default=0.5, help="A's quota rate_per_s, times S")
