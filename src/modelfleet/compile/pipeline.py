@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -118,17 +119,9 @@ def compile_model(request: CompileRequest, log: Log = print) -> CompileReport:
         str(request.source), source.kind, model.task, request.target, request.precision, fmt,
         seq_lens, batch_sizes, host_info(cpu_description()), steps,
     )  # fmt: skip
-    if request.precision == Precision.BF16 and request.target == Target.CPU and not has_fast_bf16():
-        report.notes.append("this CPU has neither AVX-512 BF16 nor AMX: bf16 runs emulated, slower than fp32")
-        log(f"warning: {report.notes[-1]}")
-    if request.target in (Target.CUDA, Target.TENSORRT):
-        report.notes.append(
-            f"gate and profile ran on this machine's CPU; the model was not run on a GPU by {request.target}"
-        )
-    if request.target == Target.NEURON:
-        report.notes.append(
-            "operators placed on Neuron: not recorded (torch_neuronx reports it in its compiler log)"
-        )
+    report.notes = _notes(request)
+    for note in report.notes:
+        log(f"note: {note}")
     batches = (
         samples.from_file(request.calibration, seq_lens, model.tokenizer)
         if request.calibration is not None
@@ -163,32 +156,59 @@ def compile_model(request: CompileRequest, log: Log = print) -> CompileReport:
             steps["profile_s"] = round(time.monotonic() - mark, 2)
         report.files = {f.name: f.stat().st_size for f in files}
         if not report.gate.passed:
-            report.status = "rejected"
-            kept = request.report or repo / f".{name}.compile-rejected.json"
-            kept.parent.mkdir(parents=True, exist_ok=True)
-            steps["total_s"] = round(time.monotonic() - started, 2)
-            report.written_to = None
-            report.write(kept)
-            raise GateFailed(
-                f"accuracy gate refused the {request.precision} model: {'; '.join(report.gate.failures)}; "
-                f"nothing was written to the repository; report kept at {kept}"
-            )
+            _reject(report, request, repo / f".{name}.compile-rejected.json", started)
         config = _config(model, request, fmt, seq_lens, report)
-        with staged_model(repo, name, request.version) as staged:
-            for file in files:
-                shutil.move(file, staged.version_dir / file.name)
-            report.status = "accepted"
-            report.written_to = str(repo / name / str(staged.version))
-            steps["total_s"] = round(time.monotonic() - started, 2)
-            report.write(staged.version_dir / REPORT_FILE)
-            header = (
-                f"Written by `modelfleet compile` from {request.source.name} ({request.precision}, {fmt})."
-            )
-            (staged.folder / CONFIG_FILENAME).write_text(config_text(config, header), encoding="utf-8")
+        _write(files, config, report, request, started)
     if request.report is not None:
         report.write(request.report)
     log(f"{name}: version {report.written_to} written in {steps['total_s']:.1f} s")
     return report
+
+
+def _notes(request: CompileRequest) -> list[str]:
+    """What the report must say about where this compile was checked."""
+    notes = []
+    if request.precision == Precision.BF16 and request.target == Target.CPU and not has_fast_bf16():
+        notes.append("this CPU has neither AVX-512 BF16 nor AMX: bf16 runs emulated, slower than fp32")
+    if request.target in (Target.CUDA, Target.TENSORRT):
+        notes.append(
+            f"gate and profile ran on this machine's CPU; the model was not run on a GPU by {request.target}"
+        )
+    if request.target == Target.NEURON:
+        notes.append(
+            "operators placed on Neuron: not recorded (torch_neuronx reports it in its compiler log)"
+        )
+    return notes
+
+
+def _reject(report: CompileReport, request: CompileRequest, default: Path, started: float) -> NoReturn:
+    """Keep the report (nothing else) and raise GateFailed."""
+    assert report.gate is not None
+    report.status = "rejected"
+    report.steps_s["total_s"] = round(time.monotonic() - started, 2)
+    kept = request.report or default
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    report.write(kept)
+    raise GateFailed(
+        f"accuracy gate refused the {request.precision} model: {'; '.join(report.gate.failures)}; "
+        f"nothing was written to the repository; report kept at {kept}"
+    )
+
+
+def _write(
+    files: list[Path], config: ModelConfig, report: CompileReport, request: CompileRequest, started: float
+) -> None:
+    """The model folder (or its new version), staged and renamed into the repository."""
+    repo, name = split_out(request.out)
+    with staged_model(repo, name, request.version) as staged:
+        for file in files:
+            shutil.move(file, staged.version_dir / file.name)
+        report.status = "accepted"
+        report.written_to = str(repo / name / str(staged.version))
+        report.steps_s["total_s"] = round(time.monotonic() - started, 2)
+        report.write(staged.version_dir / REPORT_FILE)
+        header = f"Written by `modelfleet compile` from {request.source.name} ({request.precision}, {report.format})."
+        (staged.folder / CONFIG_FILENAME).write_text(config_text(config, header), encoding="utf-8")
 
 
 def _quiet(source: Source) -> AbstractContextManager[None]:
