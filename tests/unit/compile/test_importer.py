@@ -59,3 +59,23 @@ def test_refusals(tmp_path: Path) -> None:
     with pytest.raises(CompileError, match="not a model folder"):
         import_checkpoints([tmp_path], tmp_path / "repo", log=lambda _line: None)
     assert not (tmp_path / "repo").exists() or list((tmp_path / "repo").iterdir()) == []
+
+
+def test_cli_reports_bytes_saved_and_exit_codes(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from modelfleet.cli import build_app
+
+    quiet_hf()
+    first = tiny_bert(tmp_path / "src" / "a")
+    second = head_only_copy(first, tmp_path / "src" / "b", 1)
+    result = CliRunner().invoke(
+        build_app(), ["import", str(first), str(second), "--repo", str(tmp_path / "repo")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "imported 2 checkpoint(s)" in result.output and "2 adapter(s) over a-base" in result.output
+    assert "MiB saved" in result.output
+    result = CliRunner().invoke(
+        build_app(), ["import", str(tmp_path / "src"), "--repo", str(tmp_path / "repo")]
+    )
+    assert result.exit_code == 1 and "not a model folder" in result.output
