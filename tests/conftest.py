@@ -18,8 +18,8 @@ except ImportError:  # the `test` extra brings it; without it only the property 
 else:
     # "ci" (the default): the same examples on every run and machine (derandomize: a fixed seed per
     # test), no example database written into the tree, no per-example deadline (2 shared cores);
-    # each property test sets its own modest max_examples. "explore": a random seed and 20x the
-    # examples, to search for new failures by hand: HYPOTHESIS_PROFILE=explore pytest ...
+    # each property test sets its own modest max_examples. "explore": a random seed, so that each
+    # run tries new examples, to search for failures by hand: HYPOTHESIS_PROFILE=explore pytest ...
     hypothesis_settings.register_profile(
         "ci",
         derandomize=True,
@@ -30,7 +30,7 @@ else:
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     hypothesis_settings.register_profile(
-        "explore", derandomize=False, database=None, deadline=None, max_examples=2000, print_blob=True
+        "explore", derandomize=False, database=None, deadline=None, print_blob=True
     )
     hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

@@ -13,7 +13,7 @@ import gzip
 import json
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,6 @@ PATHS = [
     "/v2/models/half/infer",  # FP16 [batch, 4], binary only
     "/v2/models/add_sub/infer",  # two INT64 inputs
 ]
-Call = Callable[[str, bytes, dict[str, str]], httpx.Response]
 
 
 @contextmanager
@@ -95,19 +94,19 @@ def identity_body(draw: st.DrawFn) -> tuple[bytes, int | None]:
 
 
 @st.composite
-def requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
+def requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str | bytes]]:
     """A path, a body, and headers: Inference-Header-Content-Length right, absent or wrong;
     sometimes gzip/deflate (or a false Content-Encoding), a Content-Type of any kind."""
     path = PATHS[0] if not draw(st.booleans()) else draw(st.sampled_from(PATHS))
     body, json_length = draw(
         st.one_of(identity_body(), rest_body(), st.binary(max_size=200).map(lambda b: (b, None)))
     )
-    headers: dict[str, str] = {}
+    headers: dict[str, str | bytes] = {}
     if json_length is not None:
         headers["inference-header-content-length"] = str(json_length)
     if rarely(draw):
         headers["inference-header-content-length"] = draw(
-            st.sampled_from(["", "-1", " 7", "abc", "1e3", str(2**64), "٣"])
+            st.sampled_from(["", "-1", " 7", "abc", "1e3", str(2**64), "\u0663".encode(), b"\xff"])
         )
     if rarely(draw):
         encoding = draw(st.sampled_from(["gzip", "deflate", "br", "gzip, gzip", "identity"]))
@@ -132,7 +131,7 @@ def test_random_infer_requests_answer_2xx_or_4xx_and_the_server_stays_healthy(re
 
         @given(requests())
         @settings(max_examples=200)
-        def answers_without_5xx(case: tuple[str, bytes, dict[str, str]]) -> None:
+        def answers_without_5xx(case: tuple[str, bytes, dict[str, str | bytes]]) -> None:
             path, body, headers = case
             response = runner.run(client.post(path, content=body, headers=headers))
             statuses[response.status_code] += 1
@@ -153,3 +152,17 @@ def test_random_infer_requests_answer_2xx_or_4xx_and_the_server_stays_healthy(re
     # the examples reached the models, not only the parser
     assert statuses[200] >= 10, statuses
     assert sum(n for s, n in statuses.items() if 400 <= s < 500) >= 50, statuses
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Inference-Header-Content-Length '\\xb3' (latin-1 '³', a Unicode digit: str.isdigit() is "
+    "True but int() refuses it) raises ValueError in protocol/rest.py header_length: 500, not 400 "
+    "(also on SageMaker's /invocations, and its json-header-size media type parameter)",
+)
+def test_a_non_ascii_digit_in_inference_header_content_length_is_400(repo: Path) -> None:
+    with running_app(repo) as (runner, client):
+        response = runner.run(
+            client.post(PATHS[0], content=b"{}", headers={"inference-header-content-length": b"\xb3"})
+        )
+        assert response.status_code == 400, response.text
