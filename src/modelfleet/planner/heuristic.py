@@ -25,6 +25,9 @@ DOT_PRODUCT_LIMIT = 5_000  # items per (group, type) up to which the quadratic d
 KNAPSACK_ITEMS_PER_BIN = 24  # knapsack fills when instances hold at most this many items on average
 KNAPSACK_LIMIT = 3_000  # ... and the (group, type) has at most this many items
 KNAPSACK_TIME_S = 0.05  # per instance
+KNAPSACK_FLEET_LIMIT = (
+    10_000  # replicas in the fleet beyond which the knapsack is too slow (0.05 s per instance)
+)
 Progress = Callable[[str], None]
 
 
@@ -44,6 +47,7 @@ class Packer:
         self.frac = problem.fractions()
         self.prices = problem.prices
         self.deadline: float | None = None  # the knapsack fill falls back to greedy past it
+        self.total_items = int(problem.replicas.sum())
         self.special = np.zeros(problem.n_models, dtype=bool)  # replicas or never-with: check members
         self.special[problem.replicas > 1] = True
         for m in problem.conflicts:
@@ -109,7 +113,11 @@ class Packer:
     def _fill(self, models: Int64Array, t: int, g: int, bins: list[Bin], counts: Int64Array) -> list[int]:
         n_items = int(self.p.replicas[models].sum())
         volume = float((self.frac[models, t, :] * self.p.replicas[models, None]).sum(axis=0).max())
-        few_per_bin = n_items <= KNAPSACK_LIMIT and n_items <= KNAPSACK_ITEMS_PER_BIN * max(volume, 1.0)
+        few_per_bin = (
+            n_items <= KNAPSACK_LIMIT
+            and n_items <= KNAPSACK_ITEMS_PER_BIN * max(volume, 1.0)
+            and self.total_items <= KNAPSACK_FLEET_LIMIT
+        )
         if few_per_bin and (self.deadline is None or time.monotonic() < self.deadline):
             return self._knapsack(models, t, g, bins, counts)
         if n_items <= DOT_PRODUCT_LIMIT:
