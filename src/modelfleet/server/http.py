@@ -49,6 +49,7 @@ from modelfleet.server.dataplane import DataPlane
 from modelfleet.server.logs import begin_request, end_request, set_request_id
 from modelfleet.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from modelfleet.server.metrics import Metrics
+from modelfleet.server.openapi import openapi_json
 from modelfleet.server.quota import Quota
 
 log = logging.getLogger(__name__)
@@ -400,6 +401,9 @@ def _control_routes(plane: DataPlane, guard: Guard, max_json_depth: int) -> list
     async def server_metadata(request: Request) -> Response:
         return _ok(plane.server_metadata())
 
+    async def openapi(request: Request) -> Response:
+        return Response(openapi_json(), media_type="application/json")
+
     async def model_metadata(request: Request) -> Response:
         return _ok(await plane.model_metadata(*name_version(request)))
 
@@ -448,6 +452,7 @@ def _control_routes(plane: DataPlane, guard: Guard, max_json_depth: int) -> list
         ("/v2/health/live", public, live, "GET"),
         ("/v2/health/ready", public, ready, "GET"),
         ("/v2", server, server_metadata, "GET"),
+        ("/v2/openapi.json", server, openapi, "GET"),  # this API's document (server/openapi.yaml)
         ("/v2/models/stats", server, stats_all, "GET"),
         (model, one, model_metadata, "GET"),
         (version, one, model_metadata, "GET"),
