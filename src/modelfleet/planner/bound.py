@@ -15,6 +15,7 @@ relaxed (ignored), which keeps the bound valid.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -119,20 +120,23 @@ PRIMAL_LIMIT = 300_000  # (model, type) pairs up to which the counting relaxatio
 MIP_SOLVER = "SCIP"  # HiGHS through pywraplp found no solution within 20 s on the 3,000-model bench
 
 
-def counting_relaxation(problem: Problem, time_limit_s: float) -> tuple[float, Int64Array | None] | None:
+def counting_relaxation(
+    problem: Problem, time_limit_s: float, whole: bool = True
+) -> tuple[float, Int64Array | None] | None:
     """A stronger bound for fleets of moderate size: the LP above with whole instances per
     (isolation group, type) and the fleet's count limits, a MIP solved with SCIP. Models stay
     fractional, so it is still a relaxation; the count of instances of each type in each group is
     an integer in every real fleet, so it is valid. Identical models are one variable per type.
     Returns the MIP's proven bound and, per model, a type from its best solution (None without
-    one); None when the problem is too large or the solver found nothing.
+    one); None when the problem is too large or the solver found nothing. With `whole` false the
+    counts are fractional too: the plain LP, solved quickly for its types when the MIP finds nothing.
     """
     from ortools.linear_solver import pywraplp
 
     classes, members = _classes(problem)
     if len(classes) * problem.n_types > PRIMAL_LIMIT or problem.n_models == 0:
         return None
-    solver = pywraplp.Solver.CreateSolver(MIP_SOLVER)
+    solver = pywraplp.Solver.CreateSolver(MIP_SOLVER if whole else "GLOP")
     if solver is None:
         return None
     solver.SetTimeLimit(int(max(0.5, time_limit_s) * 1000))
@@ -149,7 +153,10 @@ def counting_relaxation(problem: Problem, time_limit_s: float) -> tuple[float, I
             users = [c for c, m in enumerate(classes) if problem.group[m] == g and problem.eligible[m, t]]
             if not users:
                 continue
-            count[g, t] = solver.IntVar(0.0, solver.infinity(), f"y{g}_{t}")
+            if whole:
+                count[g, t] = solver.IntVar(0.0, solver.infinity(), f"y{g}_{t}")
+            else:
+                count[g, t] = solver.NumVar(0.0, solver.infinity(), f"y{g}_{t}")
             for d in range(frac.shape[2]):
                 terms = [
                     float(frac[classes[c], t, d]) * share[c, t] for c in users if frac[classes[c], t, d] > 0
@@ -159,9 +166,11 @@ def counting_relaxation(problem: Problem, time_limit_s: float) -> tuple[float, I
     _count_limits(solver, problem, count)
     solver.Minimize(sum(float(problem.prices[t]) * y for (_, t), y in count.items()))
     status = solver.Solve()
+    if status == pywraplp.Solver.INFEASIBLE:
+        return math.inf, None  # even fractional models on whole instances cannot meet the limits
     if status not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
         return None
-    bound = float(solver.Objective().BestBound())
+    bound = float(solver.Objective().BestBound() if whole else solver.Objective().Value())
     if not np.isfinite(bound) or bound <= 0:
         return None
     guide = np.full(problem.n_models, -1, dtype=np.int64)

@@ -2,7 +2,8 @@
 
     BadRequest (modelfleet.errors, 400)
     └── PlanInputError         a fleet spec or catalogue that cannot be read, or asks the impossible
-        └── InfeasiblePlan     valid inputs whose constraints no fleet satisfies (the solver proved it)
+        ├── InfeasiblePlan     valid inputs whose constraints no fleet satisfies (the solver proved it)
+        └── NoPlanFound        no fleet found within the time limit, and none proven impossible
 
 The CLI turns both into exit status 2 before anything is written.
 """
@@ -18,3 +19,7 @@ class PlanInputError(BadRequest):
 
 class InfeasiblePlan(PlanInputError):
     """No fleet satisfies the constraints (proven by the solver or by a counting argument)."""
+
+
+class NoPlanFound(PlanInputError):
+    """The solvers found no fleet within the time limit, and did not prove that none exists."""

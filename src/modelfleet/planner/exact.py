@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from ortools.sat.python import cp_model
 
+from modelfleet.planner.errors import InfeasiblePlan
 from modelfleet.planner.heuristic import Bin
 from modelfleet.planner.problem import Dim, Problem
 from modelfleet.planner.result import Packing, Status
@@ -107,6 +108,8 @@ def solve_uniform(
     model.minimize(sum(cost[t] * var for (_, t), var in y.items()))
     solver = _solver(time_limit_s, workers)
     code = solver.solve(model, _Reporter(progress))
+    if code == cp_model.INFEASIBLE:
+        raise InfeasiblePlan("")
     if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
     bins: list[tuple[int, list[int]]] = []
@@ -214,6 +217,8 @@ def solve_assignment(
     _hint(model, start, slots, x, opened)
     solver = _solver(time_limit_s, workers)
     code = solver.solve(model, _Reporter(progress))
+    if code == cp_model.INFEASIBLE:
+        raise InfeasiblePlan("")
     if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
     bins = [

@@ -10,12 +10,13 @@ heuristic   the heuristic and the LP bound only
 from __future__ import annotations
 
 import enum
+import math
 import time
 from collections.abc import Callable
 
 from modelfleet.planner import exact
 from modelfleet.planner.bound import counting_relaxation, dual_bound
-from modelfleet.planner.errors import InfeasiblePlan
+from modelfleet.planner.errors import InfeasiblePlan, NoPlanFound
 from modelfleet.planner.heuristic import heuristic
 from modelfleet.planner.problem import Problem
 from modelfleet.planner.result import OPTIMAL_TOLERANCE, Packing, Plan, Status, make_plan
@@ -44,9 +45,12 @@ def solve(
     groups = exact.uniform_groups(problem)
     if groups is not None and method is not Method.HEURISTIC:
         _say(progress, "exact: counts of identical models")
-        packing = exact.solve_uniform(problem, groups, time_limit_s, workers, progress)
+        try:
+            packing = exact.solve_uniform(problem, groups, time_limit_s, workers, progress)
+        except InfeasiblePlan:
+            raise InfeasiblePlan(_infeasible_message(problem)) from None
         if packing is None:
-            raise InfeasiblePlan(_infeasible_message(problem))
+            raise NoPlanFound(_not_found_message(problem, time_limit_s))
         return make_plan(problem, packing, time.monotonic() - started)
     _say(progress, "lower bound (LP)")
     bound, pi = dual_bound(problem, time_limit_s=min(10.0, 0.25 * time_limit_s))
@@ -55,8 +59,13 @@ def solve(
     if method is not Method.HEURISTIC or problem.n_models <= 20_000:
         _say(progress, "lower bound (whole instances per group and type, SCIP)")
         relaxed = counting_relaxation(problem, min(10.0, 0.2 * time_limit_s))
+        if relaxed is None:  # the MIP found nothing in time: the plain LP still suggests types
+            plain = counting_relaxation(problem, min(10.0, 0.2 * time_limit_s), whole=False)
+            relaxed = None if plain is None or math.isinf(plain[0]) else plain
+        if relaxed is not None and math.isinf(relaxed[0]):
+            raise InfeasiblePlan(_infeasible_message(problem))
         if relaxed is not None and relaxed[0] > bound:
-            bound, guide, bound_by = relaxed[0], relaxed[1], "bound: whole-instance relaxation (SCIP)"
+            bound, guide, bound_by = relaxed[0], relaxed[1], "bound: relaxation per isolation group"
         elif relaxed is not None:
             guide = relaxed[1]
     _say(progress, "heuristic: packing + local improvement")
@@ -82,11 +91,14 @@ def solve(
         size = exact.assignment_size(problem, sum(problem.types[b.type].usd_per_hour for b in bins))
         if method is Method.EXACT or size <= ASSIGNMENT_LIMIT:
             _say(progress, f"exact: CP-SAT assignment ({size:,} booleans)")
-            found = exact.solve_assignment(problem, bins, left, workers, progress)
+            try:
+                found = exact.solve_assignment(problem, bins, left, workers, progress)
+            except InfeasiblePlan:  # cannot happen with a feasible start; kept for clarity
+                found = None
             if found is not None:
                 best = _better(problem, best, found, bound)
     if best is None:
-        raise InfeasiblePlan(_infeasible_message(problem))
+        raise NoPlanFound(_not_found_message(problem, time_limit_s))
     return make_plan(problem, best, time.monotonic() - started)
 
 
@@ -102,7 +114,7 @@ def _better(problem: Problem, current: Packing | None, found: Packing, bound: fl
     return Packing(current.bins, lower, f"{current.solver}, bound by cp-sat", found.status, current.notes)
 
 
-def _infeasible_message(problem: Problem) -> str:
+def _limits(problem: Problem) -> str:
     limits = []
     if problem.max_total is not None:
         limits.append(f"max_instances {problem.max_total}")
@@ -111,10 +123,20 @@ def _infeasible_message(problem: Problem) -> str:
         for i, t in enumerate(problem.types)
         if problem.type_limit(i) is not None
     ]
-    what = ", ".join(limits) or "the isolation and never-with constraints"
+    return ", ".join(limits) or "the isolation and never-with constraints"
+
+
+def _infeasible_message(problem: Problem) -> str:
     return (
-        f"no fleet hosts all {problem.n_models} models ({int(problem.replicas.sum())} replicas) within {what}; "
-        "raise the limits or relax the constraints"
+        f"no fleet hosts all {problem.n_models} models ({int(problem.replicas.sum())} replicas) within "
+        f"{_limits(problem)} (proven); raise the limits or relax the constraints"
+    )
+
+
+def _not_found_message(problem: Problem, time_limit_s: float) -> str:
+    return (
+        f"found no fleet for all {problem.n_models} models within {_limits(problem)} in {time_limit_s:g} s, "
+        "and did not prove that none exists: raise --time-limit-s, try --solver exact, or relax the limits"
     )
 
 
