@@ -94,7 +94,7 @@ def _ready(server: ServerProcess) -> bool:
         if exc.code != 503:
             raise
         return False
-    except urllib.error.URLError:  # the listener is closed: not ready either
+    except OSError:  # the listener is closed, or the connection reset: not ready either
         return False
 
 
