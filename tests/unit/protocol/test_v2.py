@@ -8,7 +8,9 @@ def test_unknown_parameters_are_ignored_and_reserved_ones_checked() -> None:
     check_parameters(
         {"my_custom": object(), "timeout": 10, "priority": 2, "binary_data_output": True}, "request"
     )
-    with pytest.raises(BadRequest, match="request: parameter 'timeout' must be a non-negative 64-bit integer"):
+    with pytest.raises(
+        BadRequest, match="request: parameter 'timeout' must be a non-negative 64-bit integer"
+    ):
         check_parameters({"timeout": -1}, "request")
     with pytest.raises(BadRequest, match="'binary_data_output' must be a boolean"):
         check_parameters({"binary_data_output": "yes"}, "request")
