@@ -115,6 +115,12 @@ def test_cli_exit_codes_and_messages(classifier: Path, tmp_path: Path) -> None:
     assert code == 1 and "--trust-pickle" in output
     code, output = _cli(str(pickled), "--out", out, "--trust-pickle", "--seq-lens", "16")
     assert code == 1 and "cannot be read as weights only" in output
+    unknown = tmp_path / "unknown"
+    unknown.mkdir()
+    (unknown / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
+    (unknown / "model.safetensors").write_bytes((classifier / "model.safetensors").read_bytes())
+    code, output = _cli(str(unknown), "--out", out, "--seq-lens", "16")
+    assert code == 1 and "transformers cannot build no-such-architecture model unknown" in output
     code, output = _cli(str(classifier), "--out", out, "--precision", "bf16", "--format", "onnx")
     assert code == 2 and "target cpu cannot run bf16 as onnx" in output
     code, output = _cli(str(classifier), "--out", out, "--target", "cuda")
