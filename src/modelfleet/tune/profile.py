@@ -334,6 +334,7 @@ def profile_model(
     machine = this_machine()
     with tempfile.TemporaryDirectory(prefix="modelfleet-profile-") as tmp:
         scratch = scratch_repository(spec.repository, model, version, Path(tmp))
+        best_so_far: Settings | None = None
         for seq_len in spec.seq_lens:
 
             def one(settings: Settings, seq_len: int = seq_len) -> Measurement:
@@ -356,12 +357,15 @@ def profile_model(
                 return m
 
             if spec.search == "quick":
-                found = search.quick(spec.space, one, spec.slo)
+                # the best configuration of the previous length is where this one starts climbing
+                found = search.quick(spec.space, one, spec.slo, start=best_so_far)
             else:
                 found = search.brute(spec.space, one)
             if found.interrupted:
                 interrupted = True
                 break
+            best = found.best(spec.slo)
+            best_so_far = None if best is None or search.score(best, spec.slo) == 0 else best.settings
     profile = document()
     write_profile(profile, path)
     return profile, path

@@ -44,7 +44,10 @@ def brute(space: Space, measure: Measure) -> Searched:
     return searched
 
 
-def quick(space: Space, measure: Measure, slo: Slo, min_gain: float = MIN_GAIN) -> Searched:
+def quick(
+    space: Space, measure: Measure, slo: Slo, min_gain: float = MIN_GAIN, start: Settings | None = None
+) -> Searched:
+    """Coordinate descent from `start` (default: the space's start point)."""
     searched = Searched()
     seen: dict[Settings, float] = {}
 
@@ -56,7 +59,7 @@ def quick(space: Space, measure: Measure, slo: Slo, min_gain: float = MIN_GAIN) 
         return seen[point]
 
     try:
-        current = space.start()
+        current = start if start is not None and start in space.grid() else space.start()
         current_score = visit(current)
         while True:
             scored = [(visit(p), p) for p in space.neighbours(current)]

@@ -91,3 +91,12 @@ def test_score_is_zero_when_no_step_meets_the_slo() -> None:
     )
     assert score(m, SLO) == 0.0
     assert score(m, Slo(p90_ms=30)) == 50
+
+
+def test_quick_can_start_where_told() -> None:
+    space = default_space(2)
+    here = Settings(max_batch_size=16, max_queue_delay_us=1000, instances=2, intra_op_threads=1)
+    calls: list[Settings] = []
+    quick(space, fake({here: 50.0}, calls), SLO, start=here)
+    assert calls[0] == here
+    assert len(calls) == 1 + len(space.neighbours(here))
