@@ -212,11 +212,13 @@ class ServerSettings(BaseSettings):
     """An HTTP connection must deliver a request's headers this long after it opens or starts the
     request; else it gets 408 and is closed (slow or stuck clients hold no socket for ever)."""
     body_timeout_s: Annotated[float, Field(gt=0)] = 60.0
-    """A request body must arrive in full within this; else 408 and the connection is closed."""
+    """A request body must arrive in full within this; else 408 and the connection is closed (on
+    gRPC: a request message within this of its headers, else DEADLINE_EXCEEDED)."""
     max_header_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024
     """Largest request line plus headers; larger gets 431 and the connection is closed."""
     max_connections: Annotated[int, Field(ge=1)] = 1024
-    """Open HTTP connections; one more is answered 503 with Retry-After and closed at once."""
+    """Open HTTP connections; one more is answered 503 with Retry-After and closed at once. The gRPC
+    port has the same bound of its own (GOAWAY ENHANCE_YOUR_CALM past it)."""
     keep_alive_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     """An idle keep-alive HTTP connection is closed after this."""
     max_inputs: Annotated[int, Field(ge=1)] = 64

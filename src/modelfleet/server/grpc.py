@@ -114,7 +114,12 @@ class GrpcFront:
         settings = self._settings
         server = H2Server(
             {method_path(method): call for method, call in self._handlers().items()},
-            H2Limits(max_message_bytes=settings.max_body_bytes),
+            H2Limits(
+                max_message_bytes=settings.max_body_bytes,
+                # the HTTP front's bounds, each for the gRPC port on its own
+                max_connections=settings.max_connections,
+                message_timeout_s=settings.body_timeout_s,
+            ),
         )
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         try:
