@@ -61,6 +61,8 @@ def ignore_export_warnings() -> None:
     # Python booleans from shapes in transformers' mask code: constant for encoders without a cache
     warnings.filterwarnings("ignore", "Converting a tensor to a Python", Warning)
     warnings.filterwarnings("ignore", "Exporting aten::index operator of advanced indexing", UserWarning)
+    # a TorchScript source has no Python signature; its inputs are given by position
+    warnings.filterwarnings("ignore", "no signature found for", UserWarning)
     warnings.filterwarnings("ignore", category=torch_tracer_warning())
 
 

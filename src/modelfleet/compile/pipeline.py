@@ -107,6 +107,11 @@ def compile_model(request: CompileRequest, log: Log = print) -> CompileReport:
         raise Unsupported("--static-int8 applies to --precision int8 in ONNX")
     if source.kind == SourceKind.ONNX and fmt != Format.ONNX:
         raise Unsupported("an ONNX source compiles to ONNX only (use --format onnx)")
+    if source.kind == SourceKind.TORCHSCRIPT and request.precision in (Precision.BF16, Precision.FP16):
+        # a frozen module keeps its weights as constants that .to() does not reach: no pretending
+        raise Unsupported(
+            f"a TorchScript source compiles at fp32 or int8; for {request.precision}, compile the Hugging Face folder"
+        )
     steps: dict[str, float] = {}
     mark = time.monotonic()
     model = _open_model(source, request.task)
@@ -223,6 +228,8 @@ def _quiet(source: Source) -> AbstractContextManager[None]:
 def _open_model(source: Source, task: str | None) -> _Model:
     if source.kind == SourceKind.ONNX:
         return _open_onnx(source.path, task)
+    if source.kind == SourceKind.TORCHSCRIPT:
+        return _open_torchscript(source.path, task)
     from modelfleet.compile import hf
 
     chosen = hf.Task(task) if task is not None else hf.default_task(source.config)
@@ -274,6 +281,46 @@ def _open_onnx(path: Path, task: str | None) -> _Model:
 
     task = task or ("classification" if first == "logits" else "embedding")
     return _Model(names, first, width, _onnx_vocab_size(path), task, reference)
+
+
+def _open_torchscript(path: Path, task: str | None) -> _Model:
+    """A TorchScript module taking (input_ids, attention_mask) and returning one tensor
+    [batch, width]: its width is read from one run; the vocabulary from its embedding table."""
+    import warnings
+
+    import torch
+
+    from modelfleet.compile import torchscript_steps
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.")
+            module = torch.jit.load(str(path), map_location="cpu").eval()  # type: ignore[no-untyped-call]
+    except Exception as exc:
+        raise CompileError(f"torch cannot load {path.name}: {str(exc).strip()[:300]}") from None
+    tables = [p for name, p in module.named_parameters() if "embed" in name and p.dim() == 2]
+    vocab = int(tables[0].shape[0]) if tables else 100
+    run = torchscript_steps.runner(module, ["input_ids", "attention_mask"])
+    probe = np.ones((1, 8), np.int64)
+    try:
+        out = run({"input_ids": probe, "attention_mask": probe})
+    except Exception as exc:
+        raise Unsupported(
+            f"{path.name} does not take (input_ids, attention_mask) [batch, seq] and answer one tensor: "
+            f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__}"
+        ) from None
+    if not isinstance(out, np.ndarray) or out.ndim != 2:
+        raise Unsupported(
+            f"{path.name} answers {getattr(out, 'shape', type(out))}, not one [batch, width] tensor"
+        )
+    task = task or "embedding"
+    output = "logits" if task == "classification" else "embedding"
+
+    def reference(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        result: np.ndarray = np.asarray(run(feeds), dtype=np.float32)
+        return result
+
+    return _Model(["input_ids", "attention_mask"], output, int(out.shape[1]), vocab, task, reference, module)
 
 
 def _onnx_vocab_size(path: Path) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import zipfile
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -25,6 +26,7 @@ _HEADER_MAX_BYTES = 100 << 20  # the safetensors library's own limit
 class SourceKind(StrEnum):
     HUGGING_FACE = "hugging-face"
     ONNX = "onnx"
+    TORCHSCRIPT = "torchscript"
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,15 @@ def inspect_source(path: Path, trust_pickle: bool = False) -> Source:
     if path.is_file():
         if path.suffix == ".onnx":
             return Source(SourceKind.ONNX, path)
+        if path.suffix in (".pt", ".pth") and is_torchscript(path):
+            return Source(SourceKind.TORCHSCRIPT, path)
         if path.suffix in PICKLE_SUFFIXES:
             raise CompileError(
                 f"{path.name} is a bare checkpoint: give the Hugging Face folder holding it and its {CONFIG_JSON}"
             )
-        raise Unsupported(f"{path.name}: a source is a Hugging Face folder or an .onnx file")
+        raise Unsupported(
+            f"{path.name}: a source is a Hugging Face folder, an .onnx file or a TorchScript .pt"
+        )
     config_path = path / CONFIG_JSON
     if not config_path.is_file():
         raise CompileError(f"{path} is not a model folder: it has no {CONFIG_JSON} (a Hugging Face model)")
@@ -86,6 +92,16 @@ def inspect_source(path: Path, trust_pickle: bool = False) -> Source:
             f"{path.name} holds several pickle checkpoints; keep one: {[p.name for p in pickles]}"
         )
     return Source(SourceKind.HUGGING_FACE, path, config, (pickles[0],))
+
+
+def is_torchscript(path: Path) -> bool:
+    """A TorchScript archive (torch.jit.save: a zip with code/), not a torch.save checkpoint
+    (a zip or a pickle with no code/ in it)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def safetensors_header(path: Path) -> tuple[dict[str, Any], int]:

@@ -85,7 +85,7 @@ def runner(traced: Any, input_names: Sequence[str]) -> Any:
     def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
             out = traced(*(torch.from_numpy(feeds[name]) for name in input_names))
-        result: np.ndarray = out.numpy()
+        result: np.ndarray = out.float().numpy() if isinstance(out, torch.Tensor) else out
         return result
 
     return run

@@ -13,7 +13,7 @@ from modelfleet.cli import build_app
 from modelfleet.compile.errors import GateFailed
 from modelfleet.compile.gate import Thresholds
 from modelfleet.compile.pipeline import CompileRequest, compile_model
-from modelfleet.compile.targets import Precision, Target
+from modelfleet.compile.targets import Format, Precision, Target
 from modelfleet.repository.folder import FolderRepository
 from tests.unit.compile.tiny_bert import SEQ_LENS, quiet_hf, tiny_bert
 
@@ -170,3 +170,19 @@ def test_cuda_where_the_provider_exists_is_gated_on_the_cpu_and_says_so(
     report = _compile(classifier, tmp_path / "repo" / "m", target=Target.CUDA, profile_s=0.0)
     assert any("not run on a GPU" in note for note in report.notes)  # type: ignore[attr-defined]
     assert FolderRepository(tmp_path / "repo").fetch("m").config.device == "cuda"
+
+
+def test_a_torchscript_source_compiles_to_int8_onnx(classifier: Path, tmp_path: Path) -> None:
+    _compile(classifier, tmp_path / "ts", format=Format.TORCHSCRIPT, profile_s=0.0)
+    scripted = tmp_path / "ts" / "1" / "model.pt"
+    _compile(
+        scripted, tmp_path / "repo" / "q", precision=Precision.INT8, task="classification", profile_s=0.0
+    )
+    report = json.loads((tmp_path / "repo" / "q" / "1" / "compile.json").read_text())
+    assert report["source_kind"] == "torchscript" and report["gate"]["passed"]
+    assert FolderRepository(tmp_path / "repo").fetch("q").config.outputs[0].shape == [-1, 3]  # type: ignore[index]
+    code, output = _cli(str(scripted), "--out", str(tmp_path / "repo" / "b"), "--precision", "bf16")
+    assert code == 2 and "a TorchScript source compiles at fp32 or int8" in output
+    torch.save({"w": torch.zeros(2)}, tmp_path / "state.pt")
+    code, output = _cli(str(tmp_path / "state.pt"), "--out", str(tmp_path / "repo" / "b"))
+    assert code == 1 and "bare checkpoint" in output
