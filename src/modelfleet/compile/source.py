@@ -1,4 +1,5 @@
-"""What SRC is: a Hugging Face folder (config.json and weights) or an ONNX file, checked before use.
+"""What SRC is: a Hugging Face folder (config.json and weights), an ONNX file or a TorchScript file,
+checked before use.
 
 Weights are safetensors, whose header is validated against the file size (a truncated download is
 refused by name). Pickle checkpoints (pytorch_model.bin, *.pt, *.ckpt) can run code when loaded:
