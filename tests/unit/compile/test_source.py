@@ -50,7 +50,7 @@ def test_a_folder_that_is_not_a_model(tmp_path: Path) -> None:
     with pytest.raises(CompileError, match="does not exist"):
         inspect_source(tmp_path / "missing")
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(Unsupported, match="a Hugging Face folder or an .onnx file"):
+    with pytest.raises(Unsupported, match="a Hugging Face folder, an .onnx file or a TorchScript .pt"):
         inspect_source(tmp_path / "notes.txt")
 
 
