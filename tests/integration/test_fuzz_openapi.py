@@ -35,7 +35,7 @@ from tests.integration.conftest import client_for
 from tests.models import identity, write_config
 
 SendCase = Callable[[Case], httpx.Response]
-EXAMPLES = 8  # per operation and generation mode (positive, negative), past the coverage phase's
+EXAMPLES = 6  # per operation and generation mode (positive, negative), past the coverage phase's
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -49,10 +49,6 @@ CONFIG = {
     # one operation at a time, as the tests are parametrized: no stateful links
     "phases": {"stateful": {"enabled": False}},
 }
-pytestmark = [
-    # schemathesis' hypothesis strategies warn about their own settings under filterwarnings=error
-    pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning"),
-]
 
 
 def fuzz_repo(root: Path) -> Path:

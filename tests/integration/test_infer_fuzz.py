@@ -130,7 +130,7 @@ def test_random_infer_requests_answer_2xx_or_4xx_and_the_server_stays_healthy(re
     with running_app(repo) as (runner, client):
 
         @given(requests())
-        @settings(max_examples=200)
+        @settings(max_examples=150)
         def answers_without_5xx(case: tuple[str, bytes, dict[str, str | bytes]]) -> None:
             path, body, headers = case
             response = runner.run(client.post(path, content=body, headers=headers))

@@ -257,7 +257,7 @@ def nested(depth: int, opener: str, leaf: str = "1") -> str:
 
 
 @given(rest_body())
-@settings(max_examples=250)
+@settings(max_examples=200)
 def test_rest_structured_bodies_decode_or_400(case: tuple[bytes, int | None]) -> None:
     body, json_length = case
     decode_rest(body, json_length)
@@ -447,7 +447,7 @@ def grpc_request(draw: st.DrawFn) -> pb.ModelInferRequest:
 
 
 @given(grpc_request())
-@settings(max_examples=250)
+@settings(max_examples=200)
 def test_grpc_random_messages_decode_or_400(message: pb.ModelInferRequest) -> None:
     decode_grpc(message)
 
