@@ -433,17 +433,17 @@ def heuristic(
     pi: FloatArray,
     deadline: float,
     progress: Progress | None = None,
-    guide: Int64Array | None = None,
+    guides: list[Int64Array] | None = None,
     bound: float = 0.0,
 ) -> list[Bin] | None:
-    """The cheapest packing found before `deadline`, or None when the limits leave no room. `guide`
-    (a type per model, from the counting relaxation) is tried first; then the dual prices' choice,
+    """The cheapest packing found before `deadline`, or None when the limits leave no room. `guides`
+    (a type per model each, from the relaxations per isolation group) are tried first; then the dual prices' choice,
     the cost ratio's and each single type."""
     packer = Packer(problem)
     packer.deadline = deadline
     candidates: list[tuple[str, Callable[[], Int64Array]]] = []
-    if guide is not None:
-        candidates.append(("relaxation's types", lambda: guide))
+    for k, guide in enumerate(guides or []):
+        candidates.append((f"relaxation's types ({k + 1})", functools.partial(np.copy, guide)))
     candidates += [
         ("dual prices", lambda: packer.choice_dual(pi)),
         ("cost ratio", packer.choice_ratio),

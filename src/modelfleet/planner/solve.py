@@ -18,7 +18,7 @@ from modelfleet.planner import exact
 from modelfleet.planner.bound import counting_relaxation, dual_bound
 from modelfleet.planner.errors import InfeasiblePlan, NoPlanFound
 from modelfleet.planner.heuristic import heuristic
-from modelfleet.planner.problem import Problem
+from modelfleet.planner.problem import Int64Array, Problem
 from modelfleet.planner.result import OPTIMAL_TOLERANCE, Packing, Plan, Status, make_plan
 
 ASSIGNMENT_LIMIT = 400_000
@@ -54,27 +54,27 @@ def solve(
         return make_plan(problem, packing, time.monotonic() - started)
     _say(progress, "lower bound (LP)")
     bound, pi = dual_bound(problem, time_limit_s=min(10.0, 0.25 * time_limit_s))
-    guide = None
+    guides: list[Int64Array] = []
     bound_by = "bound: LP"
     if method is not Method.HEURISTIC or problem.n_models <= 20_000:
-        _say(progress, "lower bound (whole instances per group and type, SCIP)")
-        relaxed = counting_relaxation(problem, min(10.0, 0.2 * time_limit_s))
-        if relaxed is None:  # the MIP found nothing in time: the plain LP still suggests types
-            plain = counting_relaxation(problem, min(10.0, 0.2 * time_limit_s), whole=False)
-            relaxed = None if plain is None or math.isinf(plain[0]) else plain
-        if relaxed is not None and math.isinf(relaxed[0]):
-            raise InfeasiblePlan(_infeasible_message(problem))
-        if relaxed is not None and relaxed[0] > bound:
-            bound, guide, bound_by = relaxed[0], relaxed[1], "bound: relaxation per isolation group"
-        elif relaxed is not None:
-            guide = relaxed[1]
+        _say(progress, "lower bound (per isolation group: LP with GLOP, whole instances with SCIP)")
+        for whole in (False, True):
+            relaxed = counting_relaxation(problem, min(10.0, 0.2 * time_limit_s), whole=whole)
+            if relaxed is None:
+                continue
+            if math.isinf(relaxed[0]):
+                raise InfeasiblePlan(_infeasible_message(problem))
+            if relaxed[0] > bound:
+                bound, bound_by = relaxed[0], "bound: relaxation per isolation group"
+            if relaxed[1] is not None:
+                guides.insert(0, relaxed[1])  # the MIP's types first, then the LP's
     _say(progress, "heuristic: packing + local improvement")
     # the exact assignment model gets the rest of the time only where it is small enough to help
     exact_next = method is Method.EXACT or (
         method is Method.AUTO and exact.assignment_size(problem, 1.2 * bound) <= ASSIGNMENT_LIMIT
     )
     heuristic_share = 0.6 * time_limit_s if exact_next else time_limit_s
-    bins = heuristic(problem, pi, min(deadline, time.monotonic() + heuristic_share), progress, guide, bound)
+    bins = heuristic(problem, pi, min(deadline, time.monotonic() + heuristic_share), progress, guides, bound)
     best: Packing | None = None
     if bins is not None:
         best = Packing(
