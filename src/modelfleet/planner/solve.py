@@ -57,8 +57,10 @@ def solve(
     guides: list[Int64Array] = []
     bound_by = "bound: LP"
     if method is not Method.HEURISTIC or problem.n_models <= 20_000:
-        _say(progress, "lower bound (per isolation group: LP with GLOP, whole instances with SCIP)")
-        for whole in (False, True):
+        _say(progress, "lower bound (per isolation group: whole instances with SCIP, else the LP)")
+        # the MIP first: on the loaded 2-core bench machine, solving the LP before it left the MIP
+        # too little time to find anything (gap 2.30 % against 1.75-1.81 % this way)
+        for whole in (True, False):
             relaxed = counting_relaxation(problem, min(10.0, 0.2 * time_limit_s), whole=whole)
             if relaxed is None:
                 continue
@@ -67,7 +69,8 @@ def solve(
             if relaxed[0] > bound:
                 bound, bound_by = relaxed[0], "bound: relaxation per isolation group"
             if relaxed[1] is not None:
-                guides.insert(0, relaxed[1])  # the MIP's types first, then the LP's
+                guides.append(relaxed[1])
+            break
     _say(progress, "heuristic: packing + local improvement")
     # the exact assignment model gets the rest of the time only where it is small enough to help
     exact_next = method is Method.EXACT or (
