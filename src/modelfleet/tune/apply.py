@@ -1,8 +1,9 @@
 """The scheduling settings of one configuration written into a model's config.yaml.
 
 Only the tuned keys change (dynamic_batching, instances, onnxruntime.intra_op_threads); the result
-is validated with the repository's own parser before anything is written. YAML comments are not
-kept (the file is re-emitted), which the diff shown first makes visible.
+is validated with the repository's own parser before anything is written. The file is re-emitted:
+lists of scalars stay in flow style and the opening comment lines are kept, other comments are lost
+(the diff shown first makes that visible).
 """
 
 from __future__ import annotations
@@ -18,6 +19,28 @@ from modelfleet.errors import ModelLoadError
 from modelfleet.repository.config import CONFIG_FILENAME, parse_config
 from modelfleet.tune.errors import TuneInputError
 from modelfleet.tune.schema import Settings
+
+
+class _Dumper(yaml.SafeDumper):
+    """Lists of scalars stay on one line (`shape: [-1, 2]`), as people write them."""
+
+
+def _sequence(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
+    flow = all(isinstance(item, (int, float, str, bool)) or item is None for item in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _sequence)
+
+
+def _header(text: str) -> str:
+    """The comment lines the file opens with, kept above the re-emitted mapping."""
+    lines = []
+    for line in text.splitlines(keepends=True):
+        if not line.lstrip().startswith("#"):
+            break
+        lines.append(line)
+    return "".join(lines)
 
 
 def _mapping(value: object, where: str) -> dict[str, Any]:
@@ -53,7 +76,7 @@ def with_settings(text: str, settings: Settings, model: str) -> str:
         ort = _mapping(config.get("onnxruntime"), "onnxruntime")
         ort["intra_op_threads"] = settings.intra_op_threads
         config["onnxruntime"] = ort
-    new = yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+    new = _header(text) + yaml.dump(config, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
     try:
         parse_config(new, model)
     except ModelLoadError as exc:

@@ -54,3 +54,12 @@ def test_planned_then_written(tmp_path: Path) -> None:
     assert (tmp_path / "m" / "config.yaml").read_text() == "instances: 1\n"  # nothing written yet
     write(change)
     assert yaml.safe_load((tmp_path / "m" / "config.yaml").read_text())["instances"] == 2
+
+
+def test_opening_comments_and_flow_lists_kept() -> None:
+    old = (
+        "# Written by a tool.\nbackend: onnxruntime\ninputs:\n- name: x\n  datatype: FP32\n  shape: [-1, 2]\n"
+    )
+    new = with_settings(old, Settings(instances=2), "m")
+    assert new.startswith("# Written by a tool.\nbackend: onnxruntime\n")
+    assert "  shape: [-1, 2]\n" in new
