@@ -154,12 +154,6 @@ def test_random_infer_requests_answer_2xx_or_4xx_and_the_server_stays_healthy(re
     assert sum(n for s, n in statuses.items() if 400 <= s < 500) >= 50, statuses
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Inference-Header-Content-Length '\\xb3' (latin-1 '³', a Unicode digit: str.isdigit() is "
-    "True but int() refuses it) raises ValueError in protocol/rest.py header_length: 500, not 400 "
-    "(also on SageMaker's /invocations, and its json-header-size media type parameter)",
-)
 def test_a_non_ascii_digit_in_inference_header_content_length_is_400(repo: Path) -> None:
     with running_app(repo) as (runner, client):
         response = runner.run(

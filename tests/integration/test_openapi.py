@@ -153,12 +153,6 @@ async def test_a_wrong_method_is_405_with_an_allow_header(client: httpx.AsyncCli
             assert {m.strip() for m in r.headers["allow"].split(",")} - {"HEAD"} == allowed, path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Starlette answers a 405 with the Allow of the first route whose path matches: "
-    "DELETE /models says 'Allow: POST' (GET is served too), PUT /models/{model} 'Allow: GET, HEAD' "
-    "(DELETE is served too); RFC 9110 wants every method the resource takes",
-)
 async def test_allow_lists_every_method_of_a_path_with_several(client: httpx.AsyncClient) -> None:
     for path, item in openapi_document()["paths"].items():
         allowed = {m.upper() for m in item if m in METHODS}

@@ -82,7 +82,7 @@ def header_length(value: str | None, body_length: int) -> int | None:
     if value is None:
         return None
     text = value.strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # str.isdigit() alone takes '³' and '٣'; int() not
         raise BadRequest(
             f"Inference-Header-Content-Length must be a non-negative integer, got '{value[:32]}'"
         )
@@ -220,6 +220,10 @@ def _from_json(
         low, high = array.min(), array.max()
         if low < info.min or high > info.max:
             raise BadRequest(f"{where}: values must lie in [{info.min}, {info.max}] for {dt.name}")
+    if count and dt.dtype.kind == "f" and array.dtype.itemsize > dt.dtype.itemsize:
+        largest = float(np.finfo(dt.dtype).max)
+        if float(np.abs(array).max()) > largest:  # the cast would make them inf
+            raise BadRequest(f"{where}: values must lie in [-{largest:.6g}, {largest:.6g}] for {dt.name}")
     return array.astype(dt.dtype, copy=False).reshape(shape)
 
 

@@ -486,9 +486,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         405: f"{request.method} is not allowed here",
     }
     message = detail.get(exc.status_code, exc.detail)
-    allow = [v for k, v in (exc.headers or {}).items() if k.lower() == "allow"]  # Starlette's 405
-    headers = {"allow": allow[0]} if allow else None
+    headers = {"allow": _allowed(request)} if exc.status_code == 405 else None
     return Response(dumps({"error": message}), exc.status_code, headers, media_type="application/json")
+
+
+def _allowed(request: Request) -> str:
+    """Every method some route of this path takes (Starlette's own 405 names only the first
+    route's, and several routes share a path, e.g. SageMaker's GET and POST /models)."""
+    path = request.url.path
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
