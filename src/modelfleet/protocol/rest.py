@@ -164,6 +164,12 @@ def checked_shape(shape: list[int], where: str, limits: Limits) -> tuple[int, ..
     count = math.prod(shape)
     if count > limits.max_elements:
         raise BadRequest(f"{where}: shape {shape} holds {count} elements, the limit is {limits.max_elements}")
+    span = math.prod(max(dim, 1) for dim in shape)  # what numpy's strides must address, zeros aside
+    if span > limits.max_elements:
+        raise BadRequest(
+            f"{where}: shape {shape} holds no element, but its other dimensions span {span}, "
+            f"over the limit of {limits.max_elements} elements"
+        )
     return tuple(shape)
 
 

@@ -338,3 +338,13 @@ def test_an_oversized_binary_data_size_is_a_400(size: int) -> None:
     )
     with pytest.raises(BadRequest, match="binary_data_size"):
         decode_request(raw, length, BIG)
+
+
+def test_a_zero_sized_shape_whose_other_dimensions_span_too_much_is_refused() -> None:
+    """Each dimension under the cap, but numpy could not lay out [0, 2^28, 2^28, 2^28] (its strides
+    overflow): the other dimensions must span at most max_elements too."""
+    with pytest.raises(BadRequest, match="holds no element, but its other dimensions span"):
+        decode_request(body({"inputs": [tensor("x", [0, 2**28, 2**28, 2**28], "FP32", [])]}), None, BIG)
+    assert decode_request(body({"inputs": [tensor("x", [0, 2**14, 2**14], "FP32", [])]}), None, BIG).inputs[
+        0
+    ].data.shape == (0, 2**14, 2**14)
