@@ -11,6 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from modelfleet.cli import build_app
+from modelfleet.planner.catalog import load_catalog
 from modelfleet.tune.machine import this_machine, version_digest
 from modelfleet.tune.schema import Machine, Measurement, Profile, Settings, Slo, Step
 from tests.models import identity, write_config
@@ -258,7 +259,8 @@ def test_measured_profile_ranked_and_applied(runner: CliRunner, tmp_path: Path) 
         "c7i.large",
         4,
     )
-    assert first["cost_per_hour"] == round(4 * 0.08925, 6)
+    price = load_catalog().by_name()["c7i.large"].usd_per_hour
+    assert price is not None and first["cost_per_hour"] == round(4 * price, 6)
     assert first["predicted_p90_ms"] == 15.0  # 250/s per instance: the 300/s step carries it
     # a tighter SLO recounts capacity from the ramp: 100/s within 10 ms for b1, 90/s for b8
     code, doc, _ = recommend(
@@ -292,7 +294,9 @@ def test_default_instance_type_matches_the_measuring_machine(runner: CliRunner, 
     repo = measured_repo(tmp_path, machine)
     code, doc, _ = recommend(runner, str(repo), "tiny", "--rate", "100", "--json")
     assert code == 0
-    assert rows(doc)[0]["instance_type"] == "c7i.large"  # the cheapest 2-vCPU CPU type
+    cpu_2 = [t for t in load_catalog().types if t.accelerators is None and t.vcpus == 2 and t.usd_per_hour]
+    cheapest = min(cpu_2, key=lambda t: (t.usd_per_hour or 0, t.name))
+    assert rows(doc)[0]["instance_type"] == cheapest.name  # the cheapest 2-vCPU CPU type
 
 
 def test_unknown_model_no_profile_and_unknown_version(runner: CliRunner, tmp_path: Path) -> None:

@@ -123,11 +123,13 @@ def profile(
 def _run(spec: ProfileSpec, models: list[str], chart: bool, err: Console) -> bool:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+    from modelfleet.tune.machine import this_machine
     from modelfleet.tune.profile import profile_model, resolve_version
     from modelfleet.tune.search import score
 
     for model in models:  # every name checked before anything is measured
         resolve_version(spec, model)
+    err.print(f"machine: {this_machine().line}", style="dim", highlight=False)
     interrupted = False
     for model in models:
         with Progress(
