@@ -341,3 +341,36 @@ def test_cli_argument_errors(runner: CliRunner, tmp_path: Path) -> None:
         runner.invoke(app, ["recommend", "--profiles", str(SEED_003), "--rate", "5", "--apply"]).exit_code
         == 2
     )
+
+
+def test_precision_variants_ranked_together_and_the_winner_applied_to_its_own_model(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    repo = measured_repo(tmp_path)
+    # a variant (e.g. `modelfleet compile --static-int8`) is a model of its own, with its own profile
+    identity(repo / "tiny-int8" / "1" / "model.onnx")
+    write_config(repo / "tiny-int8", {"max_batch_size": 8})
+    doc = json.loads((repo / "tiny" / "1" / "profile.json").read_text())
+    doc["model"] = "tiny-int8"
+    for m in doc["measurements"]:
+        for s in m["steps"]:
+            s["throughput_per_s"] *= 2
+    (repo / "tiny-int8" / "1" / "profile.json").write_text(json.dumps(doc))
+    args = [str(repo), "tiny", "--profiles", str(repo / "tiny-int8" / "1" / "profile.json")]
+    args += ["--rate", "1000", "--instance-type", "c7i.large"]
+    code, out, err = recommend(runner, *args, "--json")
+    assert code == 0, err
+    first = rows(out)[0]
+    assert (first["config"], first["model"], first["instance_count"]) == (
+        "tiny-int8:b8-d1000-i1-t1",
+        "tiny-int8",
+        2,
+    )
+    assert {r["model"] for r in rows(out)} == {"tiny", "tiny-int8"}
+    result = runner.invoke(build_app(), ["recommend", *args, "--apply"])
+    assert result.exit_code == 0, result.output
+    assert (
+        yaml.safe_load((repo / "tiny-int8" / "config.yaml").read_text())["dynamic_batching"]["max_batch_size"]
+        == 8
+    )
+    assert "dynamic_batching" not in yaml.safe_load((repo / "tiny" / "config.yaml").read_text())

@@ -36,7 +36,10 @@ def recommend(
     ] = None,
     profiles: Annotated[
         list[Path] | None,
-        typer.Option("--profiles", help="A declared profiles YAML or a profile.json; repeatable."),
+        typer.Option(
+            "--profiles",
+            help="A declared profiles YAML or a profile.json (e.g. a precision variant's); repeatable.",
+        ),
     ] = None,
     instance_type: Annotated[
         str | None,
@@ -105,7 +108,8 @@ def recommend(
         _table(out, shown, rate, max_latency_ms)
     if apply:
         assert repository is not None and model is not None
-        _apply(out, err, repository / model, shown[0])
+        winner = shown[0]
+        _apply(err, repository, winner.model or model, winner)
 
 
 def _options(
@@ -137,7 +141,7 @@ def _options(
     for path in files:
         if path.suffix == ".json":
             profile = sources.load_profile(path)
-            found.append(sources.Found(path, profile, _file_warnings(profile, model, here)))
+            found.append(sources.Found(path, profile, _file_warnings(profile, here)))
         else:
             doc = sources.load_declared(path)
             if model is not None and doc.model != model:
@@ -148,6 +152,7 @@ def _options(
     warnings: list[str] = []
     for path, doc in declared:
         options += sources.declared_options(doc, path, table, seq_len)
+    several = len({item.profile.model for item in found}) > 1
     for item in found:
         warnings += item.warnings
         chosen = (
@@ -163,14 +168,12 @@ def _options(
         usd = table.get(chosen)
         if usd is None:
             raise TuneInputError(f"instance type '{chosen}' has no price in the catalogue")
-        options += sources.measured_options(item, chosen, usd, max_latency_ms, seq_len)
+        options += sources.measured_options(item, chosen, usd, max_latency_ms, seq_len, several)
     return options, warnings
 
 
-def _file_warnings(profile: Profile, model: str | None, here: Machine) -> list[str]:
+def _file_warnings(profile: Profile, here: Machine) -> list[str]:
     warnings = []
-    if model is not None and profile.model != model:
-        warnings.append(f"the profile is of model '{profile.model}', not '{model}'")
     if not profile.machine.same_hardware(here):
         warnings.append(
             f"the profile was measured on another machine ({profile.machine.line}); this one: {here.line}"
@@ -222,9 +225,11 @@ def _table(out: Console, shown: list[Recommendation], rate: float, max_latency_m
     out.print(table)
 
 
-def _apply(out: Console, err: Console, model_dir: Path, chosen: Recommendation) -> None:
+def _apply(err: Console, repository: Path, model: str, chosen: Recommendation) -> None:
+    """Show the diff of MODEL/config.yaml, then write it (the winner's model: a variant's own)."""
     from modelfleet.tune.apply import planned, write
     from modelfleet.tune.errors import TuneInputError
+    from modelfleet.tune.sources import model_folder
 
     if chosen.settings is None:
         err.print(
@@ -234,7 +239,7 @@ def _apply(out: Console, err: Console, model_dir: Path, chosen: Recommendation) 
         )
         raise typer.Exit(EXIT_INPUT)
     try:
-        change = planned(model_dir, chosen.settings)
+        change = planned(model_folder(repository, model), chosen.settings)
         err.print(change.diff or "config.yaml already has these settings", markup=False, highlight=False)
         write(change)
     except (TuneInputError, OSError) as exc:

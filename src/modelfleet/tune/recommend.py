@@ -40,6 +40,8 @@ class Option:
     curve: tuple[CurvePoint, ...] = ()
     """Measured ramp (throughput ascending), to predict the P90 at a load below capacity."""
     source: str = ""
+    model: str = ""
+    """The model the row measures (precision variants from `modelfleet compile` are models of their own)."""
 
     def predicted_p90_ms(self, load_per_s: float) -> float:
         """P90 at `load_per_s` per instance: the first measured step that carries it, else the
@@ -68,10 +70,12 @@ class Recommendation:
     seq_len: int | None
     batch_size: int
     source: str
+    model: str
 
     def document(self) -> dict[str, object]:
         return {
             "config": self.config,
+            "model": self.model,
             "instance_type": self.instance_type,
             "instance_count": self.instance_count,
             "cost_per_hour": self.cost_per_hour,
@@ -123,6 +127,7 @@ def price(option: Option, rate_per_s: float) -> Recommendation:
         seq_len=option.seq_len,
         batch_size=option.batch_size,
         source=option.source,
+        model=option.model,
     )
 
 

@@ -182,6 +182,7 @@ def declared_options(
             seq_len=row.seq_len,
             batch_size=row.batch_size,
             source=str(path),
+            model=doc.model,
         )
         for row in rows
     ]
@@ -203,9 +204,11 @@ def measured_options(
     usd_per_hour: float,
     slo_p90_ms: float | None,
     seq_len: int | None,
+    label_model: bool = False,
 ) -> list[Option]:
     """One option per measured configuration: capacity within `slo_p90_ms` (the profile's own SLO
-    when None), at one sequence length (`seq_len`, or the longest measured: the conservative one)."""
+    when None), at one sequence length (`seq_len`, or the longest measured: the conservative one);
+    `label_model` names configurations `model:config` (several models, e.g. precision variants)."""
     profile = found.profile
     lengths = sorted({m.seq_len for m in profile.measurements})
     if not lengths:
@@ -230,7 +233,7 @@ def measured_options(
         )
         options.append(
             Option(
-                config=m.config,
+                config=f"{profile.model}:{m.config}" if label_model else m.config,
                 instance_type=instance_type,
                 capacity_per_s=best.throughput_per_s,
                 latency_ms=best.p90_ms,
@@ -239,6 +242,7 @@ def measured_options(
                 seq_len=m.seq_len,
                 curve=curve,
                 source=str(found.path),
+                model=profile.model,
             )
         )
     if not options:
