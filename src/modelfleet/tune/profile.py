@@ -57,6 +57,21 @@ class ProfileSpec:
     instance_type: str | None = None
     out: Path | None = None
 
+    def __post_init__(self) -> None:
+        checks = [
+            (self.search in ("brute", "quick"), f"--search must be brute or quick, not '{self.search}'"),
+            (
+                bool(self.seq_lens) and min(self.seq_lens) >= 1,
+                f"--seq-lens must be positive, got {self.seq_lens}",
+            ),
+            (self.step_s > 0, f"--step-s must be positive, got {self.step_s}"),
+            (self.warmup_s >= 0, f"--warmup-s must not be negative, got {self.warmup_s}"),
+            (self.max_concurrency >= 1, f"--max-concurrency must be at least 1, got {self.max_concurrency}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
 
 Progress = Callable[[str], None]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from modelfleet.tune.profile import ProfileSpec, concurrency_steps, ramp_start
 from modelfleet.tune.schema import Measurement, Settings, Slo, Step
 from modelfleet.tune.sweep import default_space
@@ -32,3 +34,24 @@ def test_quick_ramps_start_at_half_the_best_capacity_concurrency() -> None:
     assert ramp_start([], 32, spec) == 1
     brute = ProfileSpec(Path("."), (32,), default_space(2), Slo(p90_ms=50), search="brute")
     assert ramp_start(measured, 32, brute) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"search": "optuna"}, "--search"),
+        ({"seq_lens": ()}, "--seq-lens"),
+        ({"step_s": 0}, "--step-s"),
+        ({"warmup_s": -1}, "--warmup-s"),
+        ({"max_concurrency": 0}, "--max-concurrency"),
+    ],
+)
+def test_spec_checks(change: dict[str, object], message: str) -> None:
+    fields: dict[str, object] = {
+        "repository": Path("."),
+        "seq_lens": (8,),
+        "space": default_space(2),
+        "slo": Slo(p90_ms=50),
+    }
+    with pytest.raises(ValueError, match=message):
+        ProfileSpec(**{**fields, **change})  # type: ignore[arg-type]
