@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -122,9 +121,6 @@ def requests(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str | bytes]]:
     return path, body, headers
 
 
-# FP32 JSON values past float32's range: a known bug, see
-# tests/unit/protocol/test_codec_properties.py::test_fp32_json_values_past_the_range_are_refused
-@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_random_infer_requests_answer_2xx_or_4xx_and_the_server_stays_healthy(repo: Path) -> None:
     statuses: Counter[int] = Counter()
     with running_app(repo) as (runner, client):
