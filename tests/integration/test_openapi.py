@@ -79,7 +79,8 @@ def test_the_infer_handler_serves_exactly_the_documented_infer_paths() -> None:
 
 
 def test_the_document_is_valid_openapi_3_1() -> None:
-    validator = pytest.importorskip("openapi_spec_validator")
+    import openapi_spec_validator as validator
+
     doc = openapi_document()
     assert doc["openapi"].startswith("3.1")
     validator.validate(doc)
