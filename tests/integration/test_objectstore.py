@@ -316,7 +316,7 @@ def test_silent_storage_times_out(tmp_path: Path, endpoint: str) -> None:
         start = time.monotonic()
         with pytest.raises(ModelLoadError, match="failed after 2 attempt"):
             repo.fetch("identity")
-        assert time.monotonic() - start < 3
+        assert time.monotonic() - start < 10  # ~1 s quiet (2 x 0.3 s + back-off); no timeout: for ever
     assert not os.listdir(tmp_path / "cache")
 
 
