@@ -9,6 +9,9 @@
             that many elements; liveness polled every 10 ms. Target: liveness < 200 ms; RSS peak.
   partial   A connection that sends part of its headers, and one that sends nothing.
             Target: closed within 35 s (header_timeout_s 30 by default).
+  decode    (in process, no server) the 64 MiB JSON body decoded as the server does it for bodies
+            over 1 MiB, `asyncio.to_thread(decode_request, ...)`, with a 5 ms heartbeat task on the
+            loop: the longest gap between beats is how long the decode thread kept the loop out.
   shutdown  SIGTERM with a slow call in flight on each front (a python model that sleeps; one call
             of --call-s seconds per front; default 25 s, and 40 s, which the deadline cuts).
             Target: new gRPC calls refused within 2 s, exit 0 within 30 s, the cut HTTP call
@@ -18,6 +21,7 @@ Liveness is polled and the server's RSS (VmRSS) sampled every 2 ms by a watcher 
 the attacking threads' GIL.
 
     python bench/hostile.py                       # every scenario
+    python bench/hostile.py decode --rounds 5     # the decode's hold on the event loop, in process
     python bench/hostile.py bytes json --rounds 3
     python bench/hostile.py shutdown --call-s 25 40
 """
@@ -25,6 +29,7 @@ the attacking threads' GIL.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
 import multiprocessing as mp
@@ -53,7 +58,7 @@ MiB = 1 << 20
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 BYTES_HEADER = b'{"inputs":[{"name":"input","shape":[268435456],"datatype":"BYTES","parameters":{"binary_data_size":4}}]}'
 DEFAULT_MAX_BODY = 64 * MiB
-SCENARIOS = ("bytes", "json", "partial", "shutdown")
+SCENARIOS = ("bytes", "json", "partial", "shutdown", "decode")
 SLOW = """
 import os
 import time
@@ -556,6 +561,40 @@ def scenario_shutdown(call_s: float, tmp: Path) -> dict[str, Any]:
     return out
 
 
+def scenario_decode(a: argparse.Namespace) -> list[dict[str, float]]:
+    from modelfleet.protocol.rest import Limits, decode_request
+
+    body = big_elements(DEFAULT_MAX_BODY)[1]
+
+    async def one() -> dict[str, float]:
+        gaps: list[float] = []
+        done = False
+
+        async def beat() -> None:
+            last = time.perf_counter()
+            while not done:
+                await asyncio.sleep(0.005)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        task = asyncio.create_task(beat())
+        await asyncio.sleep(0.2)
+        started = time.perf_counter()
+        await asyncio.to_thread(decode_request, body, None, Limits())
+        took = time.perf_counter() - started
+        await asyncio.sleep(0.1)
+        done = True
+        await task
+        return {"decode_s": took, "longest_gap_ms": max(gaps) * 1e3}
+
+    runs = []
+    for r in range(a.rounds):
+        runs.append(asyncio.run(one()))
+        print(f"decode round {r + 1}: {runs[-1]}", flush=True)
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -594,6 +633,8 @@ def main() -> None:
                 server.stop()
         if "shutdown" in a.scenarios:
             results["shutdown"] = [scenario_shutdown(s, tmp) for s in a.call_s]
+        if "decode" in a.scenarios:
+            results["decode"] = scenario_decode(a)
     summarize(results)
     if a.json:
         a.json.write_text(json.dumps(results, indent=1, default=str))
@@ -633,6 +674,12 @@ def summarize(results: dict[str, Any]) -> None:
             print(
                 f"partial, {name}: closed after {r['closed_after_s']:.2f} s with {r['answer']!r} -> {verdict} (< 35 s)"
             )
+    if "decode" in results:
+        runs = results["decode"]
+        print(
+            f"decode of the 64 MiB JSON body on a thread (in process): {[round(r['decode_s'], 2) for r in runs]} s; "
+            f"longest event-loop gap meanwhile {[round(r['longest_gap_ms']) for r in runs]} ms"
+        )
     for r in results.get("shutdown", []):
         refused = r["grpc_refused"].get("after_s")
         http_json = str(r["http_call"].get("type", "")).startswith("application/json")
