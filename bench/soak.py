@@ -85,7 +85,7 @@ def cycles(server: Server, models: list[str], a: argparse.Namespace) -> dict[str
             model = own[i % len(own)]
             steps = (
                 (f"/v2/repository/models/{model}/load", "{}"),
-                (f"/v2/models/{model}/infer", INFER_BODY),
+                *(((f"/v2/models/{model}/infer", INFER_BODY),) if a.infer_in_cycle else ()),
                 (f"/v2/repository/models/{model}/unload", "{}"),
             )
             for path, body in steps:
@@ -179,6 +179,8 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=10_000)
     parser.add_argument("--inferences", type=int, default=1_000_000)
     parser.add_argument("--models", type=int, default=8, help="tiny identity models")
+    parser.add_argument("--infer-in-cycle", action=argparse.BooleanOptionalAction, default=True,
+                        help="one inference of the model between its load and its unload")  # fmt: skip
     parser.add_argument("--cycle-clients", type=int, default=2, help="load/unload loops side by side")
     parser.add_argument("--concurrency", type=int, default=16, help="closed-loop connections")
     parser.add_argument("--chunk-s", type=float, default=20.0, help="seconds per modelfleet bench chunk")
