@@ -59,7 +59,7 @@ class _Tensor(msgspec.Struct):
     shape: list[int]
     datatype: str
     parameters: dict[str, Any] = {}
-    data: Any = msgspec.UNSET
+    data: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET  # decoded per tensor: _json_data
 
 
 class _Output(msgspec.Struct):
@@ -133,7 +133,7 @@ def decode_request(body: bytes, json_length: int | None, limits: Limits) -> Infe
         elif tensor.data is msgspec.UNSET:
             raise BadRequest(f"{where}: no 'data' and no 'binary_data_size' parameter")
         else:
-            array = _from_json(tensor.data, dt, shape, count, where, limits.max_json_depth)
+            array = _json_data(tensor.data, dt, shape, count, where, limits.max_json_depth)
         inputs.append(InferInput(tensor.name, dt.name, shape, array, tensor.parameters))
     if offset != len(binary):
         raise BadRequest(
@@ -192,6 +192,37 @@ def _from_binary(raw: memoryview, dt: Datatype, shape: tuple[int, ...], count: i
             f"needs {expected} bytes"
         )
     return np.frombuffer(raw, dtype=dt.dtype).reshape(shape)
+
+
+JSON_CHUNK_BYTES = 1 << 20  # a large flat JSON array is read this much at a time
+
+
+def _json_data(
+    raw: msgspec.Raw, dt: Datatype, shape: tuple[int, ...], count: int, where: str, max_depth: int
+) -> np.ndarray:
+    """A tensor's JSON `data`. A large flat array of numbers is read a chunk at a time: each chunk
+    is one short call that holds the GIL, so on a decoding thread the event loop runs between
+    chunks (a 64 MiB body is ~16 M numbers: one call would stall the loop for seconds)."""
+    body = bytes(raw).strip()
+    flat_numbers = body.startswith(b"[") and body.count(b"[") == 1 and b'"' not in body
+    if len(body) <= JSON_CHUNK_BYTES or not flat_numbers or not dt.json_kinds:
+        try:  # nested or not numbers: the whole value at once (its checks name the problem)
+            data = msgspec.json.decode(body)
+        except RecursionError:
+            raise BadRequest(f"{where}: data nests deeper than {max_depth} levels") from None
+        return _from_json(data, dt, shape, count, where, max_depth)
+    parts: list[np.ndarray] = []
+    start, end = 1, len(body) - 1
+    while start < end:
+        cut = body.find(b",", min(start + JSON_CHUNK_BYTES, end))
+        stop = end if cut < 0 else cut
+        chunk = msgspec.json.decode(b"[" + body[start:stop] + b"]")
+        parts.append(_from_json(chunk, dt, (len(chunk),), len(chunk), where, max_depth))
+        start = stop + 1
+    flat = np.concatenate(parts) if parts else np.empty(0, dt.dtype)
+    if flat.size != count:
+        raise BadRequest(f"{where}: data has {flat.size} elements, shape {list(shape)} needs {count}")
+    return flat.reshape(shape)
 
 
 def _from_json(
@@ -276,7 +307,8 @@ def encode_response(response: InferResponse, request: InferRequest) -> tuple[byt
                 x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in out.data.ravel()
             ]
         else:
-            entry["data"] = np.ascontiguousarray(out.data).ravel()
+            flat = np.ascontiguousarray(out.data).ravel()
+            entry["data"] = flat if flat.size <= JSON_CHUNK_ELEMENTS else orjson.Fragment(_json_array(flat))
         entries.append(entry)
     doc: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
     if response.id is not None:
@@ -300,6 +332,24 @@ def loads(body: bytes, max_depth: int) -> Any:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     check_depth(doc, max_depth, "request body: values")
     return doc
+
+
+JSON_CHUNK_ELEMENTS = 1 << 18  # a larger output is written as JSON this many numbers at a time
+
+
+def _json_array(flat: np.ndarray) -> bytes:
+    """A large numeric array as JSON, a chunk per call (as `_json_data` reads it): on an encoding
+    thread the event loop runs between chunks."""
+    parts = [
+        orjson.dumps(flat[i : i + JSON_CHUNK_ELEMENTS], option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+        for i in range(0, flat.size, JSON_CHUNK_ELEMENTS)
+    ]
+    return b"[" + b",".join(parts) + b"]"
+
+
+def is_large(response: InferResponse) -> bool:
+    """Whether encoding the answer is worth a thread (its outputs hold over a chunk of numbers)."""
+    return sum(out.data.size for out in response.outputs) > JSON_CHUNK_ELEMENTS
 
 
 def dumps(doc: Any) -> bytes:

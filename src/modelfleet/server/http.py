@@ -41,6 +41,7 @@ from modelfleet.protocol.rest import (
     dumps,
     encode_response,
     header_length,
+    is_large,
     loads,
 )
 from modelfleet.protocol.v2 import InferRequest
@@ -307,7 +308,10 @@ class InferEndpoint:
             if request.id is not None:
                 set_request_id(request.id)
             response = await self._infer(model, request, started, receive)
-            payload, binary_header = encode_response(response, request)
+            if is_large(response):
+                payload, binary_header = await asyncio.to_thread(encode_response, response, request)
+            else:
+                payload, binary_header = encode_response(response, request)
         except ModelfleetError as exc:
             self._answered(name, exc.status, model)
             await send_error(send, exc)

@@ -348,3 +348,49 @@ def test_a_zero_sized_shape_whose_other_dimensions_span_too_much_is_refused() ->
     assert decode_request(body({"inputs": [tensor("x", [0, 2**14, 2**14], "FP32", [])]}), None, BIG).inputs[
         0
     ].data.shape == (0, 2**14, 2**14)
+
+
+# -- large JSON bodies: read and written a chunk at a time -------------------------------------------------
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import modelfleet.protocol.rest as rest
+
+    monkeypatch.setattr(rest, "JSON_CHUNK_BYTES", 16)
+    monkeypatch.setattr(rest, "JSON_CHUNK_ELEMENTS", 4)
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_a_large_flat_json_array_is_read_in_chunks_with_the_same_checks() -> None:
+    values = [i / 4 for i in range(50)]
+    doc = {"inputs": [tensor("x", (5, 10), "FP32", values)]}
+    decoded = decode_request(body(doc), None, BIG).inputs[0].data
+    np.testing.assert_array_equal(decoded, np.array(values, np.float32).reshape(5, 10))
+    assert decoded.dtype == np.float32
+    ints = decode_request(body({"inputs": [tensor("i", (30,), "INT32", list(range(30)))]}), None, BIG)
+    assert ints.inputs[0].data.tolist() == list(range(30))
+    for data, message in [
+        (values[:-1], r"data has 49 elements, shape \[5, 10\] needs 50"),
+        ([*values[:-1], 1e39], r"values must lie in \[-3.40282e\+38, 3.40282e\+38\] for FP32"),
+    ]:
+        raw = body({"inputs": [tensor("x", (5, 10), "FP32", data)]})
+        with pytest.raises(BadRequest, match=message):
+            decode_request(raw, None, BIG)
+    with pytest.raises(BadRequest, match="values must lie in"):
+        decode_request(body({"inputs": [tensor("i", (30,), "INT8", list(range(100, 130)))]}), None, BIG)
+    nested = decode_request(
+        body({"inputs": [tensor("x", (5, 10), "FP32", [values[i : i + 10] for i in range(0, 50, 10)])]}),
+        None,
+        BIG,
+    )
+    np.testing.assert_array_equal(nested.inputs[0].data, decoded)  # nested: read whole, same answer
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_a_large_output_is_written_in_chunks() -> None:
+    y = np.arange(30, dtype=np.float32) / 8
+    response = InferResponse("m", "1", [InferOutput("y", "FP32", (3, 10), y.reshape(3, 10))])
+    payload, binary = encode_response(response, InferRequest([]))
+    assert binary is None
+    assert json.loads(payload)["outputs"][0]["data"] == y.tolist()
