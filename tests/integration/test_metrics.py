@@ -136,3 +136,26 @@ async def test_log_lines_while_a_request_is_handled_carry_it(tmp_path: Path) -> 
     assert ready["model"] == "m"
     assert len(ready["request_id"]) == 32
     assert "0.0625" not in stream.getvalue()  # no tensor data
+
+
+async def test_load_unload_churn_between_scrapes_holds_no_dead_copies(tmp_path: Path) -> None:
+    """bench/soak.py found ~2 KiB kept per load + first inference when nothing scraped /metrics:
+    the statistics of every copy ever loaded, folded only at a scrape. Now they are folded when
+    the next copy answers, and the counts are the same."""
+    import gc
+
+    from modelfleet.engine.stats import ModelStats
+
+    identity(tmp_path / "m" / "1" / "model.onnx")
+    settings = ServerSettings(repository=tmp_path, intra_op_threads=1, startup_load=StartupLoad.NONE)
+    async with client_for(settings) as client:
+        for _ in range(30):
+            assert (await client.post("/v2/repository/models/m/load")).status_code == 200
+            assert (await client.post("/v2/models/m/infer", json=body(2))).status_code == 200
+            assert (await client.post("/v2/repository/models/m/unload")).status_code == 200
+        gc.collect()
+        assert sum(isinstance(o, ModelStats) for o in gc.get_objects()) <= 3  # not one per copy
+        series = await scrape(client)
+        assert value(series, "modelfleet_requests_total", model="m", status_class="2xx") == 30
+        assert value(series, "modelfleet_batch_size_bucket", model="m", le="2.0") == 30
+        assert value(series, "modelfleet_model_loads_total", model="m") == 30

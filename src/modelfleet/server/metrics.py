@@ -156,7 +156,22 @@ class _Model:
         stats = model.stats
         self.last_stats = stats
         if all(s is not stats for _, s in self.copies):
+            self._merge_gone()
             self.copies.append((weakref.ref(model), stats))
+
+    def _merge_gone(self) -> None:
+        """Merge the statistics of the copies that are gone into one of them: load/unload churn
+        between two scrapes holds one gone copy per name, not one per load. The scrape folds it
+        where the name then counts, as it would have folded them all."""
+        gone = [(ref, stats) for ref, stats in self.copies if ref() is None]
+        if len(gone) < 2:
+            return
+        ref, keep = gone[0]
+        for _, stats in gone[1:]:
+            keep.absorb(stats)
+            if self.last_stats is stats:
+                self.last_stats = None
+        self.copies = [(r, s) for r, s in self.copies if r() is not None] + [(ref, keep)]
 
     def current(self) -> Vector:
         """Answers, lifecycle counts and the statistics of the copies not yet folded away."""
