@@ -1,9 +1,12 @@
 """HTTP/1.1 connection limits on top of uvicorn's httptools protocol: what a hostile or careless
 client can hold before any request reaches the app.
 
-- `header_timeout_s`: a connection that opens, or starts a request, must finish its headers in
-  time; else 408 and close (a socket with partial headers is never held for ever).
-- `max_header_bytes`: request line plus headers; past it 431 and close.
+- `header_timeout_s`: a connection that opens, or starts its next request, must finish the
+  request's headers in time; else 408 and close (a socket with partial headers is never held for
+  ever). One sweep a server checks every connection (at most once a second): no timer per request.
+- `max_header_bytes`: request line plus headers; past it 431 and close. Counted per read, not per
+  header (no extra call per header on the request path); the exact size is added up only when a
+  read that completes a head brings more than the cap.
 - `max_connections`: one more connection is answered 503 with Retry-After and closed.
 - `keep_alive_timeout_s` is uvicorn's own keep-alive timer (set in server/app.py).
 
@@ -24,7 +27,8 @@ _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 50
 
 
 def protocol_for(settings: ServerSettings) -> type[HttpToolsProtocol]:
-    """The protocol class uvicorn runs (`http=`), with the settings' limits."""
+    """The protocol class uvicorn runs (`http=`), with the settings' limits; one class a server,
+    so that its sweep covers that server's connections."""
     return type(
         "LimitedHttpToolsProtocol",
         (LimitedHttpToolsProtocol,),
@@ -32,6 +36,7 @@ def protocol_for(settings: ServerSettings) -> type[HttpToolsProtocol]:
             "header_timeout_s": settings.header_timeout_s,
             "max_header_bytes": settings.max_header_bytes,
             "max_connections": settings.max_connections,
+            "sweep": None,
         },
     )
 
@@ -40,11 +45,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout_s = 30.0
     max_header_bytes = 32 * 1024
     max_connections = 1024
+    sweep: asyncio.TimerHandle | None = None  # the server's sweep, while it has connections
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._header_timer: asyncio.TimerHandle | None = None
-        self._header_bytes = 0
+        self.waiting_since: float | None = None  # loop time the request now awaited began; None: none
+        self._head_bytes = 0  # its request line and headers so far
         self._refusal: tuple[int, str] | None = None  # sent instead of uvicorn's plain 400
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -52,67 +58,65 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if len(self.connections) > self.max_connections:
             self._refuse(503, f"the server holds its limit of {self.max_connections} connections; retry")
             return
-        self._arm_header_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_header_timer()
-        super().connection_lost(exc)
+        self.waiting_since = self.loop.time()
+        cls = type(self)
+        if cls.sweep is None:
+            cls.sweep = self.loop.call_later(self._period(), cls._sweep, self.loop, self.connections)
 
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None:
             return  # answered and closing: nothing more is read
-        if self._header_timer is None and (self.cycle is None or self.cycle.response_complete):
-            self._arm_header_timer()  # a keep-alive connection starts its next request
+        cycle = self.cycle
+        awaiting = cycle is None or cycle.response_complete  # no request under way: its head comes
+        if awaiting and self.waiting_since is None:
+            self.waiting_since, self._head_bytes = self.loop.time(), 0
         super().data_received(data)
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._header_bytes = 0
-
-    def on_url(self, url: bytes) -> None:
-        self._count(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
-        super().on_header(name, value)
-
-    def on_headers_complete(self) -> None:
-        self._disarm_header_timer()
-        super().on_headers_complete()
+        if not awaiting or self._refusal is not None:
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes <= self.max_header_bytes:
+            if self.cycle is not cycle:  # the head is complete: a new request started
+                self.waiting_since = None
+            return
+        if self.cycle is cycle:  # still no whole head, and already too much of it
+            self._refuse(431, f"request line and headers are larger than {self.max_header_bytes} bytes")
+            return
+        self.waiting_since = None
+        head = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if head > self.max_header_bytes:  # a whole head larger than the cap in one read
+            self.cycle.disconnected = True  # its app call, already scheduled, sees a client gone
+            self._refuse(431, f"request line and headers are larger than {self.max_header_bytes} bytes")
 
     def send_400_response(self, msg: str) -> None:
-        if self._refusal is not None:  # a callback of ours stopped the parser: send our answer
+        if self._refusal is not None:
             self._send(*self._refusal)
             return
         super().send_400_response(msg)
 
-    def _count(self, n: int) -> None:
-        self._header_bytes += n
-        if self._header_bytes > self.max_header_bytes:
-            self._refusal = (431, f"request line and headers are larger than {self.max_header_bytes} bytes")
-            raise ValueError("headers too large")  # httptools stops; uvicorn calls send_400_response
+    @classmethod
+    def _period(cls) -> float:
+        return min(1.0, cls.header_timeout_s / 2)
 
-    def _arm_header_timer(self) -> None:
-        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
-
-    def _disarm_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _headers_late(self) -> None:
-        self._header_timer = None
-        if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
-            return
-        self._refuse(408, f"request headers did not arrive within {self.header_timeout_s:g} s")
+    @classmethod
+    def _sweep(cls, loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+        """408 for every connection whose awaited head is late; again in a while, while any is open."""
+        now = loop.time()
+        for connection in list(connections):
+            since = getattr(connection, "waiting_since", None)
+            if (
+                since is not None
+                and now - since > cls.header_timeout_s
+                and not connection.transport.is_closing()
+            ):
+                connection._refuse(408, f"request headers did not arrive within {cls.header_timeout_s:g} s")
+        cls.sweep = loop.call_later(cls._period(), cls._sweep, loop, connections) if connections else None
 
     def _refuse(self, status: int, message: str) -> None:
         self._refusal = (status, message)
         self._send(status, message)
 
     def _send(self, status: int, message: str) -> None:
-        self._disarm_header_timer()
+        self.waiting_since = None
         body = orjson.dumps({"error": message})
         head = [
             b"HTTP/1.1 %d %s" % (status, _REASONS[status]),
