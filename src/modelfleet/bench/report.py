@@ -17,19 +17,9 @@ from rich.table import Table
 from modelfleet.bench.openstats import REFUSED, OpenLoopFigures, Outcomes
 from modelfleet.bench.spec import BenchSpec
 from modelfleet.bench.stats import BenchResult, LatencySummary
+from modelfleet.host import cpu_model
 
 REPORT_VERSION = 1
-
-
-def _cpu_model() -> str | None:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
 
 
 def options(spec: BenchSpec) -> dict[str, Any]:
@@ -122,7 +112,7 @@ def report_document(spec: BenchSpec, result: BenchResult, started_at: datetime) 
             if math.isnan(result.client_cpu_us_per_request)
             else round(result.client_cpu_us_per_request, 2),
         },
-        "host": {"cpus": os.cpu_count(), "cpu_model": _cpu_model(), "python": platform.python_version()},
+        "host": {"cpus": os.cpu_count(), "cpu_model": cpu_model(), "python": platform.python_version()},
     }
     if result.open_loop is not None:
         doc["open_loop"] = _open_loop(result.open_loop)

@@ -10,21 +10,11 @@ from importlib import metadata
 from pathlib import Path
 
 from modelfleet import __version__
+from modelfleet.host import cpu_model
 from modelfleet.tune.schema import CHART_FILENAME, PROFILE_FILENAME, Machine
 
 _OWN_FILES = {PROFILE_FILENAME, CHART_FILENAME}
 _CHUNK = 1 << 20
-
-
-def _cpu_model() -> str | None:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
 
 
 def _memory_bytes() -> int | None:
@@ -51,7 +41,7 @@ def nproc() -> int:
 def this_machine() -> Machine:
     return Machine(
         nproc=nproc(),
-        cpu_model=_cpu_model(),
+        cpu_model=cpu_model(),
         memory_bytes=_memory_bytes(),
         platform=f"{platform.system()} {platform.machine()}",
         python=sys.version.split()[0],
