@@ -25,20 +25,12 @@ from modelfleet.protocol.grpc import method_path
 from tests.hold import HeldRuns
 from tests.integration.conftest import client_for
 from tests.integration.test_grpc import grpc_settings, identity_request, serving
+from tests.integration.test_scheduling import body
 from tests.models import identity, write_config
 from tests.waiting import until
 
 ROW = [i / 16 for i in range(16)]
 REMOTE = ("10.0.0.5", 1234)
-
-
-def body(value: float = 0.0, **parameters: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32", "data": [value] * 16}]
-    }
-    if parameters:
-        doc["parameters"] = parameters
-    return doc
 
 
 @pytest.fixture
