@@ -13,6 +13,7 @@ from typing import Protocol
 from modelfleet.errors import ModelLoadError, model_not_found
 from modelfleet.repository.config import CONFIG_FILENAME, ModelConfig, parse_config
 from modelfleet.repository.names import inside, is_model_name
+from modelfleet.repository.triton import CONFIG_PBTXT, TritonConfigError, read_triton_config
 from modelfleet.repository.weights import WeightsManifest, blob_relpath, read_manifest
 
 log = logging.getLogger(__name__)
@@ -118,17 +119,30 @@ class FolderRepository:
         return self._read_config(inside(self.root, name), name)
 
     def _read_config(self, folder: Path, name: str) -> ModelConfig:
-        path = folder / CONFIG_FILENAME
-        if not path.exists():
-            return ModelConfig()
-        path = inside(self.root, name, CONFIG_FILENAME)
+        """config.yaml; else Triton's config.pbtxt (a Triton repository served as it is); else
+        the defaults."""
+        if (folder / CONFIG_FILENAME).exists():
+            return parse_config(self._read_text(name, CONFIG_FILENAME), name)
+        if (folder / CONFIG_PBTXT).exists():
+            try:
+                triton = read_triton_config(self._read_text(name, CONFIG_PBTXT), name)
+            except TritonConfigError as exc:
+                raise ModelLoadError(f"{CONFIG_PBTXT}: {exc}") from None
+            if triton.ignored:
+                log.info(
+                    "model %r: %s fields with no counterpart here: %s", name, CONFIG_PBTXT, triton.ignored
+                )
+            return triton.config
+        return ModelConfig()
+
+    def _read_text(self, name: str, filename: str) -> str:
+        path = inside(self.root, name, filename)
         if path.stat().st_size > _CONFIG_MAX_BYTES:
-            raise ModelLoadError(f"{CONFIG_FILENAME} is larger than {_CONFIG_MAX_BYTES} bytes")
+            raise ModelLoadError(f"{filename} is larger than {_CONFIG_MAX_BYTES} bytes")
         try:
-            text = path.read_text(encoding="utf-8")
+            return path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
-            raise ModelLoadError(f"{CONFIG_FILENAME} is not UTF-8 text") from None
-        return parse_config(text, name)
+            raise ModelLoadError(f"{filename} is not UTF-8 text") from None
 
 
 def _with_backend(config: ModelConfig, versions: dict[int, Path]) -> ModelConfig:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelfleet.compile.triton import TritonConfigError, parse_pbtxt, read_triton_config
+from modelfleet.repository.triton import TritonConfigError, parse_pbtxt, read_triton_config
 
 BERT = """
 # a Triton model, as in seed 003
