@@ -67,7 +67,9 @@ async def test_compiled_models_serve_like_their_source(
     settings = ServerSettings(repository=repo, startup_load=StartupLoad.ALL, intra_op_threads=1)
     async with client_for(settings) as client:
         meta = (await client.get(f"/v2/models/{name}")).json()
-        assert meta["platform"] == ("onnxruntime_onnx" if precision == Precision.INT8 else "torchscript")
+        assert meta["platform"] == (
+            "onnxruntime_onnx" if precision == Precision.INT8 else "pytorch_libtorch"
+        )  # Triton's name
         r = await client.post(f"/v2/models/{name}/infer", json=_body(IDS))
         assert r.status_code == 200, r.text
         out = r.json()["outputs"][0]

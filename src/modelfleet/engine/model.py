@@ -19,6 +19,11 @@ from modelfleet.protocol.v2 import InferOutput, InferRequest, InferResponse, Ten
 from modelfleet.repository.config import ModelConfig
 from modelfleet.runtimes.base import Runtime
 
+PLATFORMS = {
+    "onnxruntime": "onnxruntime_onnx",
+    "torchscript": "pytorch_libtorch",
+}  # backend -> Triton platform
+
 
 @dataclass(frozen=True, slots=True)
 class PreparedRequest:
@@ -73,13 +78,17 @@ class LoadedModel:
         done = self.stats.success_count
         return self.executor.pending * (self.stats.compute_infer_ns // done) if done else 0
 
+    @property
+    def platform(self) -> str:
+        """Triton's name for the backend (what its clients expect), else the backend's own."""
+        backend = self.config.backend or ""
+        return PLATFORMS.get(backend, backend)
+
     def metadata(self, versions: list[str]) -> dict[str, object]:
         return {
             "name": self.name,
             "versions": versions,
-            "platform": f"{self.config.backend}_onnx"
-            if self.config.backend == "onnxruntime"
-            else self.config.backend,
+            "platform": self.platform,
             "inputs": [t.as_metadata() for t in self.inputs.values()],
             "outputs": [t.as_metadata() for t in self.outputs.values()],
         }

@@ -86,7 +86,7 @@ class DataPlane:
             version_policy = {"latest": {"num_versions": policy.latest or 1}}
         return {
             "name": model.name,
-            "platform": "onnxruntime_onnx" if config.backend == "onnxruntime" else config.backend,
+            "platform": model.platform,
             "backend": config.backend,
             "max_batch_size": model.max_batch_size,
             "input": tensors(model.inputs),
