@@ -154,7 +154,8 @@ async def test_load_unload_churn_between_scrapes_holds_no_dead_copies(tmp_path: 
             assert (await client.post("/v2/models/m/infer", json=body(2))).status_code == 200
             assert (await client.post("/v2/repository/models/m/unload")).status_code == 200
         gc.collect()
-        assert sum(isinstance(o, ModelStats) for o in gc.get_objects()) <= 3  # not one per copy
+        # type(), not isinstance(): that reads __class__, which some of torch's module proxies warn on
+        assert sum(type(o) is ModelStats for o in gc.get_objects()) <= 3  # not one per copy
         series = await scrape(client)
         assert value(series, "modelfleet_requests_total", model="m", status_class="2xx") == 30
         assert value(series, "modelfleet_batch_size_bucket", model="m", le="2.0") == 30

@@ -720,8 +720,16 @@ def _model_dirs(cache: Path) -> list[Path]:
 
 def _cached_model(model_dir: Path) -> CachedModel:
     index = read_index(model_dir)
-    nbytes = sum((Path(top) / f).lstat().st_size for top, _, files in os.walk(model_dir) for f in files)
+    nbytes = sum(_file_bytes(Path(top) / f) for top, _, files in os.walk(model_dir) for f in files)
     return CachedModel(model_dir.name, index.fetched_at, nbytes, frozenset(index.blobs))
+
+
+def _file_bytes(path: Path) -> int:
+    """A file's size; 0 for one gone since it was listed (a fetch's temporary file, renamed)."""
+    try:
+        return path.lstat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _blob_sizes(cache: Path) -> dict[str, int]:
