@@ -50,7 +50,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.models: the tests' tiny models
 from overload import Server, free_port, machine, rss_bytes
-from tests.models import identity, write_config
+from tests.models import CallsBegun, identity, slow_repo
 
 from modelfleet.protocol.grpc import grpc_service_pb2 as pb
 
@@ -59,23 +59,6 @@ INFER = "/inference.GRPCInferenceService/ModelInfer"
 BYTES_HEADER = b'{"inputs":[{"name":"input","shape":[268435456],"datatype":"BYTES","parameters":{"binary_data_size":4}}]}'
 DEFAULT_MAX_BODY = 64 * MiB
 SCENARIOS = ("bytes", "json", "partial", "shutdown", "decode")
-SLOW = """
-import os
-import time
-from pathlib import Path
-
-
-class Model:
-    def load(self, folder):
-        pass
-
-    def infer(self, inputs):
-        (Path(os.environ["SLOW_MARKS"]) / str(time.monotonic_ns())).touch()  # a call is running
-        time.sleep(float(inputs["x"][0, 0]))
-        return {"y": inputs["x"]}
-"""
-
-
 # ---------------------------------------------------------------------------------------------
 # the watcher process: liveness latency and server RSS
 
@@ -299,24 +282,6 @@ def build_repo(root: Path, elements: int) -> Path:
     return root
 
 
-def build_slow_repo(root: Path) -> Path:
-    identity(root / "identity" / "1" / "model.onnx")
-    (root / "slow" / "1").mkdir(parents=True)
-    (root / "slow" / "1" / "model.py").write_text(SLOW)
-    write_config(
-        root / "slow",
-        {
-            "backend": "python",
-            "max_batch_size": 0,
-            "instances": 2,  # one call per front, side by side
-            "warmup": {"runs": 0},
-            "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1]}],
-            "outputs": [{"name": "y", "datatype": "FP32", "shape": [1, 1]}],
-        },
-    )
-    return root
-
-
 def attack(server: Server, name: str, flood: Any, seconds: float) -> dict[str, Any]:
     """Run `flood()` with the watcher on: liveness latency and RSS before (1 s) and during it."""
     watcher = Watcher(server, 0.0)
@@ -492,12 +457,11 @@ def ready_status(port: int) -> str:
 
 
 def scenario_shutdown(call_s: float, tmp: Path) -> dict[str, Any]:
-    marks = tmp / f"marks-{call_s:g}"
-    marks.mkdir()
+    begun = CallsBegun(tmp / f"begun-{call_s:g}")
     grpc_port = free_port()
     server = Server(
-        build_slow_repo(tmp / f"slow-repo-{call_s:g}"),
-        {"SLOW_MARKS": str(marks)},
+        slow_repo(tmp / f"slow-repo-{call_s:g}"),
+        {"SLOW_FIFO": str(begun.path)},
         ["--grpc-port", str(grpc_port), "--python-models", "--startup-load", "all", "--log-level", "warning"],
     )
     port = int(server.url.rsplit(":", 1)[1])
@@ -510,10 +474,7 @@ def scenario_shutdown(call_s: float, tmp: Path) -> dict[str, Any]:
         ]
         for t in threads:
             t.start()
-        deadline = time.monotonic() + 30
-        while len(list(marks.iterdir())) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)  # a subprocess's files: nothing to wait on but the folder
-        running = len(list(marks.iterdir()))
+        running = begun.wait(2, timeout_s=30)
         term = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
         ready = "200"
@@ -543,6 +504,7 @@ def scenario_shutdown(call_s: float, tmp: Path) -> dict[str, Any]:
         if server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait()
+        begun.close()
     http_call, grpc_call = calls
     out = {
         "call_s": call_s,

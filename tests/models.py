@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import select
+import time
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +140,63 @@ def adapter(
         }
     )
     (folder / MANIFEST).write_text(manifest.model_dump_json())
+
+
+SLOW_MODEL = """
+import os
+import time
+
+
+class Model:
+    def load(self, folder):
+        pass
+
+    def infer(self, inputs):
+        fd = os.open(os.environ["SLOW_FIFO"], os.O_WRONLY | os.O_NONBLOCK)
+        os.write(fd, b"x")  # a call is running (CallsBegun reads these)
+        os.close(fd)
+        time.sleep(float(inputs["x"][0, 0]))  # the work this model simulates: as long as asked
+        return {"y": inputs["x"]}
+"""
+
+
+def slow_repo(root: Path) -> Path:
+    """identity, and `slow`: a python model (needs --python-models and SLOW_FIFO set to a
+    CallsBegun path) that runs as many seconds as its input [[x]] says, two calls side by side."""
+    identity(root / "identity" / "1" / "model.onnx")
+    (root / "slow" / "1").mkdir(parents=True)
+    (root / "slow" / "1" / "model.py").write_text(SLOW_MODEL)
+    write_config(
+        root / "slow",
+        {
+            "backend": "python",
+            "max_batch_size": 0,
+            "instances": 2,  # one call per front, side by side
+            "warmup": {"runs": 0},  # every signal is a call of the caller's
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1]}],
+            "outputs": [{"name": "y", "datatype": "FP32", "shape": [1, 1]}],
+        },
+    )
+    return root
+
+
+class CallsBegun:
+    """A FIFO the slow model writes one byte to as each of its calls begins, in a server process:
+    `wait(n)` blocks until n calls have begun (an event across processes, no polling)."""
+
+    def __init__(self, path: Path) -> None:
+        os.mkfifo(path)
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)  # a reader from now on: writers never block
+        self.count = 0
+
+    def wait(self, n: int, timeout_s: float = 20.0) -> int:
+        """The number of calls begun, once it is n (or the timeout has passed)."""
+        deadline = time.monotonic() + timeout_s
+        while self.count < n and (left := deadline - time.monotonic()) > 0:
+            if select.select([self._fd], [], [], left)[0]:
+                self.count += len(os.read(self._fd, 64))
+        return self.count
+
+    def close(self) -> None:
+        os.close(self._fd)

@@ -18,43 +18,9 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from tests.e2e.conftest import ServerProcess
-from tests.models import identity, write_config
+from tests.models import CallsBegun, slow_repo
 
-SLOW = """
-import os
-import time
-from pathlib import Path
-
-
-class Model:
-    def load(self, folder):
-        pass
-
-    def infer(self, inputs):
-        marks = Path(os.environ["SLOW_MARKS"])
-        (marks / str(time.monotonic_ns())).touch()  # the test waits for these: a call is running
-        time.sleep(float(inputs["x"][0, 0]))
-        return {"y": inputs["x"]}
-"""
 TIMEOUT_S = 3.0
-
-
-def slow_repo(root: Path) -> Path:
-    identity(root / "identity" / "1" / "model.onnx")
-    (root / "slow" / "1").mkdir(parents=True)
-    (root / "slow" / "1" / "model.py").write_text(SLOW)
-    write_config(
-        root / "slow",
-        {
-            "backend": "python",
-            "max_batch_size": 0,
-            "instances": 2,  # one call per front, side by side
-            "warmup": {"runs": 0},  # every mark is a call of the test
-            "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1]}],
-            "outputs": [{"name": "y", "datatype": "FP32", "shape": [1, 1]}],
-        },
-    )
-    return root
 
 
 def http_call(server: ServerProcess, seconds: float, out: dict[str, Any]) -> None:
@@ -99,8 +65,7 @@ def _ready(server: ServerProcess) -> bool:
 
 
 def test_sigterm_one_deadline_for_both_fronts(tmp_path: Path) -> None:
-    marks = tmp_path / "marks"
-    marks.mkdir()
+    begun = CallsBegun(tmp_path / "begun")
     server = ServerProcess(
         slow_repo(tmp_path / "repo"),
         "--python-models",
@@ -108,7 +73,7 @@ def test_sigterm_one_deadline_for_both_fronts(tmp_path: Path) -> None:
         "all",
         "--shutdown-timeout-s",
         str(TIMEOUT_S),
-        env={"SLOW_MARKS": str(marks)},
+        env={"SLOW_FIFO": str(begun.path)},
     )
     try:
         server.wait_ready()
@@ -119,21 +84,15 @@ def test_sigterm_one_deadline_for_both_fronts(tmp_path: Path) -> None:
         ]
         for t in threads:
             t.start()
-        deadline = time.monotonic() + 20
-        while len(list(marks.iterdir())) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)  # polling a subprocess's files: there is no event to wait on
-        assert len(list(marks.iterdir())) == 2, server.output()
+        assert begun.wait(2) == 2, server.output()  # both calls are running in the server
 
         term = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
-        while _ready(server):  # readiness goes 503 at once
-            time.sleep(0.01)
-        refused: dict[str, Any] = {}
-        for _ in range(40):  # a new gRPC call is refused within 2 s
+        while _ready(server) and time.monotonic() - term < 2:  # each probe a round trip: no sleep
+            pass
+        refused: dict[str, Any] = {}  # readiness is 503: the gRPC front has begun its shutdown too
+        while "status" not in refused and time.monotonic() - term < 2:
             grpc_call(server, 0.0, refused)
-            if "status" in refused:
-                break
-            time.sleep(0.05)
         assert refused.get("status") == "StatusCode.UNAVAILABLE", refused
         assert refused["at"] - term < 2.0
 
@@ -150,3 +109,4 @@ def test_sigterm_one_deadline_for_both_fronts(tmp_path: Path) -> None:
         assert time.monotonic() - term < TIMEOUT_S + 3  # the model runs (20 s) are not waited for
     finally:
         server.stop()
+        begun.close()
