@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -111,9 +110,13 @@ def test_ctrl_c_keeps_what_was_measured(repo: Path) -> None:
     ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
     try:
-        deadline = time.monotonic() + 60
-        while not path.exists() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
+        assert proc.stderr is not None
+        said = b""
+        for line in proc.stderr:  # blocks until the command says a configuration is written
+            said += line
+            if b"configurations measured and written" in line:
+                break
+        assert path.exists(), said.decode()
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:

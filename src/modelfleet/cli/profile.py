@@ -140,9 +140,20 @@ def _run(spec: ProfileSpec, models: list[str], chart: bool, err: Console) -> boo
             console=err,
         ) as bar:
             task = bar.add_task(model, total=None)
+            said = [0]
 
-            def progress(text: str, done: int, total: int, task: TaskID = task) -> None:
+            def progress(
+                text: str,
+                done: int,
+                total: int,
+                task: TaskID = task,
+                name: str = model,
+                said: list[int] = said,  # configurations last said in a log line
+            ) -> None:
                 bar.update(task, description=text, completed=done, total=total)
+                if done > said[0] and not err.is_terminal:  # no live bar in a log: a line a configuration
+                    said[0] = done
+                    err.print(f"{name}: {done}/{total} configurations measured and written", highlight=False)
 
             result, path = profile_model(spec, model, progress)
         best = max(result.measurements, key=lambda m: score(m, spec.slo), default=None)
