@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from modelfleet.compile.errors import CompileError
-from modelfleet.compile.source import inspect_source, safetensors_header
+from modelfleet.compile.source import Source, SourceKind, inspect_source, safetensors_header
 from modelfleet.compile.writer import config_text, staged_model
 from modelfleet.repository.config import HeadConfig, ModelConfig, OnnxRuntimeOptions, TensorConfig
 from modelfleet.repository.names import is_model_name
@@ -211,39 +211,20 @@ def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
 
 def _write_base(reference: Checkpoint, repo: Path, name: str, head: set[str]) -> None:
     """The reference's classifier without its head: (input_ids, attention_mask) -> features."""
-    import onnx
     import torch
 
-    from modelfleet.compile import hf, onnx_steps
-    from modelfleet.compile.source import Source, SourceKind
-    from modelfleet.demo.shared_weights import move_to_blobs, store_in, write_shared_model
+    from modelfleet.compile import hf
 
-    source = Source(SourceKind.HUGGING_FACE, reference.folder, reference.config, (reference.weights,))
-    loaded = hf.load_task_model(source, hf.Task.CLASSIFICATION)
+    loaded = hf.load_task_model(_source(reference), hf.Task.CLASSIFICATION)
     head_module = next(iter(head)).rsplit(".", 1)[0]
     classifier = loaded.module.get_submodule("model")
     parent_name, _, attr = head_module.rpartition(".")
     parent = classifier.get_submodule(parent_name) if parent_name else classifier
     width = int(getattr(parent, attr).in_features)
     setattr(parent, attr, torch.nn.Identity())
-    example = {"input_ids": np.ones((2, 8), np.int64), "attention_mask": np.ones((2, 8), np.int64)}
-
-    with staged_model(repo, name, 1) as staged:
-        exported = staged.folder / "exported.onnx"
-        onnx_steps.export(loaded.module, example, hf.INPUT_NAMES, FEATURES, exported)
-        model = onnx.load(str(exported))
-        exported.unlink()
-        manifest = move_to_blobs(model, store_in(repo))
-        write_shared_model(staged.version_dir, model.SerializeToString(), manifest.model_dump_json())
-        config = ModelConfig(
-            backend="onnxruntime",
-            max_batch_size=64,
-            inputs=[TensorConfig(name=n, datatype="INT64", shape=[-1, -1]) for n in hf.INPUT_NAMES],
-            outputs=[TensorConfig(name=FEATURES, datatype="FP32", shape=[-1, width])],
-            onnxruntime=OnnxRuntimeOptions(prepacking=True),  # one session uses these weights
-        )
-        header = f"Written by `modelfleet import`: {reference.name} without its head, shared by its adapters."
-        (staged.folder / "config.yaml").write_text(config_text(config, header), encoding="utf-8")
+    header = f"Written by `modelfleet import`: {reference.name} without its head, shared by its adapters."
+    # one session uses these weights: pre-packing them costs no copy per model
+    _write_exported(repo, name, loaded.module, FEATURES, width, header, prepacking=True)
 
 
 def _write_adapter(checkpoint: Checkpoint, repo: Path, base: str, head: set[str]) -> None:
@@ -261,30 +242,42 @@ def _write_adapter(checkpoint: Checkpoint, repo: Path, base: str, head: set[str]
 
 
 def _write_full_copy(checkpoint: Checkpoint, repo: Path) -> None:
+    from modelfleet.compile import hf
+
+    loaded = hf.load_task_model(_source(checkpoint), hf.default_task(checkpoint.config))
+    header = f"Written by `modelfleet import` from {checkpoint.name}: weights in the blob store."
+    _write_exported(repo, checkpoint.name, loaded.module, loaded.output, loaded.width, header)
+
+
+def _source(checkpoint: Checkpoint) -> Source:
+    return Source(SourceKind.HUGGING_FACE, checkpoint.folder, checkpoint.config, (checkpoint.weights,))
+
+
+def _write_exported(
+    repo: Path, name: str, module: Any, output: str, width: int, header: str, prepacking: bool | None = None
+) -> None:
+    """`module` exported to ONNX as model `name`, its weights moved into the repository's blob store."""
     import onnx
 
     from modelfleet.compile import hf, onnx_steps
-    from modelfleet.compile.source import Source, SourceKind
     from modelfleet.demo.shared_weights import move_to_blobs, store_in, write_shared_model
 
-    source = Source(SourceKind.HUGGING_FACE, checkpoint.folder, checkpoint.config, (checkpoint.weights,))
-    task = hf.default_task(checkpoint.config)
-    loaded = hf.load_task_model(source, task)
     example = {"input_ids": np.ones((2, 8), np.int64), "attention_mask": np.ones((2, 8), np.int64)}
-    with staged_model(repo, checkpoint.name, 1) as staged:
+    with staged_model(repo, name, 1) as staged:
         exported = staged.folder / "exported.onnx"
-        onnx_steps.export(loaded.module, example, hf.INPUT_NAMES, loaded.output, exported)
+        onnx_steps.export(module, example, hf.INPUT_NAMES, output, exported)
         model = onnx.load(str(exported))
         exported.unlink()
         manifest = move_to_blobs(model, store_in(repo))
         write_shared_model(staged.version_dir, model.SerializeToString(), manifest.model_dump_json())
+        options = {} if prepacking is None else {"onnxruntime": OnnxRuntimeOptions(prepacking=prepacking)}
         config = ModelConfig(
             backend="onnxruntime",
             max_batch_size=64,
             inputs=[TensorConfig(name=n, datatype="INT64", shape=[-1, -1]) for n in hf.INPUT_NAMES],
-            outputs=[TensorConfig(name=loaded.output, datatype="FP32", shape=[-1, loaded.width])],
+            outputs=[TensorConfig(name=output, datatype="FP32", shape=[-1, width])],
+            **options,
         )
-        header = f"Written by `modelfleet import` from {checkpoint.name}: weights in the blob store."
         (staged.folder / "config.yaml").write_text(config_text(config, header), encoding="utf-8")
 
 
