@@ -203,10 +203,9 @@ def _json_data(
     """A tensor's JSON `data`. A large flat array of numbers is read a chunk at a time: each chunk
     is one short call that holds the GIL, so on a decoding thread the event loop runs between
     chunks (a 64 MiB body is ~16 M numbers: one call would stall the loop for seconds)."""
-    body = bytes(raw).strip()
-    flat_numbers = body.startswith(b"[") and body.count(b"[") == 1 and b'"' not in body
-    if len(body) <= JSON_CHUNK_BYTES or not flat_numbers or not dt.json_kinds:
-        try:  # nested or not numbers: the whole value at once (its checks name the problem)
+    body = raw if len(raw) <= JSON_CHUNK_BYTES or not dt.json_kinds else bytes(raw).strip()
+    if body is raw or not (body.startswith(b"[") and body.count(b"[") == 1 and b'"' not in body):
+        try:  # small, nested or not numbers: the whole value at once (its checks name the problem)
             data = msgspec.json.decode(body)
         except RecursionError:
             raise BadRequest(f"{where}: data nests deeper than {max_depth} levels") from None
