@@ -8,11 +8,13 @@ in (memory sizes, worker counts, model names, object-store options) live here to
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import ipaddress
 import os
 import re
 import socket
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -129,6 +131,56 @@ def is_forbidden_host(host: str) -> bool:
     return address is not None and is_forbidden_address(address)
 
 
+_MODELS_FILE_MAX_BYTES = 16 << 20
+
+
+@dataclass(frozen=True)
+class ModelSelection:
+    """Model names (exact) and shell-style patterns (`*`, `?`, `[...]`), matched case-sensitively."""
+
+    names: frozenset[str]
+    patterns: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, value: str) -> ModelSelection | None:
+        """From the setting: '' → None (every model); 'a,b*' → names and patterns; '@FILE' → the
+        file's lines (blank lines and '#' comments skipped). ValueError names the problem."""
+        value = value.strip()
+        if not value:
+            return None
+        if value.startswith("@"):
+            items = _read_lines(Path(value[1:]))
+        else:
+            items = [item.strip() for item in value.split(",")]
+        items = [item for item in items if item]
+        if not items:
+            raise ValueError(f"models '{value[:80]}' selects nothing")
+        bad = [item for item in items if not re.fullmatch(r"[A-Za-z0-9._\-*?\[\]!]+", item)]
+        if bad:
+            raise ValueError(f"models: '{bad[0][:64]}' is neither a model name nor a pattern")
+        wildcard = [item for item in items if any(c in item for c in "*?[")]
+        exact = frozenset(item for item in items if item not in wildcard)
+        return cls(exact, tuple(fnmatch.translate(p) for p in dict.fromkeys(wildcard)))
+
+    def matches(self, name: str) -> bool:
+        return name in self.names or any(re.match(p, name) for p in self.patterns)
+
+    def describe(self) -> str:
+        return f"{len(self.names)} names and {len(self.patterns)} patterns selected"
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise ValueError(f"models file {path} is not a file")
+    if path.stat().st_size > _MODELS_FILE_MAX_BYTES:
+        raise ValueError(f"models file {path} is larger than {_MODELS_FILE_MAX_BYTES} bytes")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"models file {path} is not UTF-8 text") from None
+    return [line.split("#", 1)[0].strip() for line in text.splitlines()]
+
+
 class ObjectStoreOptions(BaseModel):
     """How an s3:// repository is reached and cached.
 
@@ -195,6 +247,10 @@ class ServerSettings(BaseSettings):
     8080, as SageMaker's own containers do; `port` is the one to bind."""
     grpc_port: Annotated[int, Field(ge=0, le=65535)] = 8001
     """gRPC port (inference.GRPCInferenceService, needs the `grpc` extra); 0: no gRPC server."""
+    models: str = ""
+    """Serve only these models of the repository: names or shell patterns, comma-separated
+    ('tenant-00*,ranker'), or '@FILE' with one per line; the bases and ensemble steps they use are
+    served too. Empty: every model. One server of a planned fleet serves its share this way."""
     startup_load: StartupLoad = StartupLoad.PINNED
     """Which models are loaded at start; every other model loads on its first request."""
     memory_budget: str = "0.6"
@@ -345,6 +401,7 @@ class ServerSettings(BaseSettings):
         if self.auth_keys_file is not None and not self.auth_keys_file.is_file():
             raise ValueError(f"auth_keys_file {self.auth_keys_file} is not a file")
         parse_workers(self.workers)
+        self.model_selection()  # refuse an unreadable selection at start
         if self.max_body_bytes_in_flight < self.max_body_bytes:
             raise ValueError(
                 f"max_body_bytes_in_flight ({self.max_body_bytes_in_flight}) must be at least "
@@ -364,6 +421,10 @@ class ServerSettings(BaseSettings):
         if self.sagemaker:
             return self.sagemaker_bind_to_port or 8080
         return 8000
+
+    def model_selection(self) -> ModelSelection | None:
+        """The parsed `models` setting; None serves every model."""
+        return ModelSelection.parse(self.models)
 
     def memory_budget_bytes(self) -> int:
         return parse_budget(self.memory_budget)

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from modelfleet.repository.config import format_validation_error
 from modelfleet.repository.folder import FolderRepository, Repository
+from modelfleet.repository.select import SelectedRepository
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
@@ -21,9 +22,16 @@ _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 def open_repository(location: str, **options: Any) -> Repository:
     """A FolderRepository for a path, an ObjectStoreRepository for s3://; ValueError otherwise.
 
-    `options` are ObjectStoreOptions fields (cache_dir is required) and apply to s3:// only.
+    `options` are ObjectStoreOptions fields (cache_dir is required) and apply to s3:// only, but
+    `selection` (a ModelSelection) limits any repository to the chosen models.
     Nothing is downloaded here and no connection is made.
     """
+    selection = options.pop("selection", None)
+    repository = _open(location, **options)
+    return repository if selection is None else SelectedRepository(repository, selection)
+
+
+def _open(location: str, **options: Any) -> Repository:
     match = _SCHEME.match(location)
     if match is None:
         if location.lower().startswith("s3:/"):

@@ -109,6 +109,7 @@ def build_app(settings: ServerSettings) -> tuple[Shutdown, DataPlane]:
     """The ASGI app and its data plane. Models load in the background after start-up, so liveness
     answers at once and readiness turns 200 when the initial loads are done."""
     options = settings.s3.model_dump() if settings.is_object_store else {}
+    options["selection"] = settings.model_selection()
     repository = open_repository(settings.repository, **options)
     specs = plan(parse_workers(settings.workers), settings.memory_budget_bytes())
     manager = Fleet(repository, settings, specs) if specs else ModelManager(repository, settings)

@@ -30,6 +30,7 @@ class Worker:
     def __init__(self, start: m.Start) -> None:
         settings = ServerSettings(**_settings_doc(start))
         options = settings.s3.model_dump() if settings.is_object_store else {}
+        options["selection"] = settings.model_selection()
         self.id = start.worker_id
         self.manager = ModelManager(open_repository(settings.repository, **options), settings)
         self.protocol = m.FrameProtocol(self._received, self._lost)
