@@ -360,6 +360,9 @@ class ServerSettings(BaseSettings):
     sagemaker_default_model: str | None = None
     """SageMaker mode: the model /invocations runs when X-Amzn-SageMaker-Target-Model is absent
     (unset: the repository's only model, if it has exactly one)."""
+    sagemaker_model_root: Path = Path("/opt/ml/models")
+    """SageMaker multi-model: the folder SageMaker mounts the endpoint's artefacts in. POST /models
+    loads the `url` it is given only from inside it (links resolved), under the opaque model_name."""
     sagemaker_bind_to_port: Annotated[
         int | None,
         Field(
