@@ -58,9 +58,11 @@ class InstanceType(BaseModel):
     usd_per_hour: float | None = Field(default=None, gt=0)
     """On-demand price; a type without one cannot be planned with."""
     price_date: dt.date | None = None
-    """The day the price was read."""
+    """The day the price was read (None: not known)."""
     price_source: str | None = None
     """Where the price was read."""
+    price_verified: bool = False
+    """Whether the price was checked against its source; plans name the unverified types they use."""
 
     @property
     def cores(self) -> int:

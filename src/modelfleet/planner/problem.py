@@ -47,6 +47,7 @@ class TypeInfo:
     name: str
     family: str
     usd_per_hour: float  # after the spot discount
+    price_verified: bool = True  # the catalogue's word on its price
 
 
 @dataclass(slots=True)
@@ -109,6 +110,10 @@ def build_problem(spec: FleetSpec, catalog: Catalog) -> Problem:
     traffic: list[float] = []
     memory: list[float] = []
     for entry in spec.models:
+        if entry.memory_bytes is None or not entry.capacity:
+            raise PlanInputError(
+                f"model {_label(entry)}: its profile was not read (load the spec with load_fleet_spec)"
+            )
         demand, eligible = _entry_demand(entry, spec, types, capacity, slot_scale)
         entry_names = entry.names()
         names.extend(entry_names)
@@ -122,7 +127,12 @@ def build_problem(spec: FleetSpec, catalog: Catalog) -> Problem:
     group_index = {g: i for i, g in enumerate(group_names)}
     problem = Problem(
         types=[
-            TypeInfo(t.name, t.family, float(t.usd_per_hour or 0.0) * (1.0 - spec.options.spot_discount))
+            TypeInfo(
+                t.name,
+                t.family,
+                float(t.usd_per_hour or 0.0) * (1.0 - spec.options.spot_discount),
+                t.price_verified,
+            )
             for t in types
         ],
         capacity=capacity,
@@ -352,6 +362,7 @@ def _demand_on(
     why: tuple[str, str] | None = None
     if slo is not None and cap.latency_ms is not None and cap.latency_ms > slo.latency_ms:
         why = ("slo", f"latency {cap.latency_ms:g} ms > SLO {slo.latency_ms:g} ms")
+    assert entry.memory_bytes is not None  # checked by build_problem
     if t.memory_bytes * (1.0 - headroom) < entry.memory_bytes:
         why = why or ("size", f"memory {_gib(entry.memory_bytes)} > {_gib(t.memory_bytes * (1 - headroom))}")
     acc_bytes = 0

@@ -97,6 +97,10 @@ def make_plan(problem: Problem, packing: Packing, solve_time_s: float) -> Plan:
     if gap <= OPTIMAL_TOLERANCE:
         gap, bound = 0.0, cost
     status = Status.OPTIMAL if gap <= OPTIMAL_TOLERANCE else packing.status
+    unverified = sorted({i.type for i in instances} - {t.name for t in problem.types if t.price_verified})
+    notes = packing.notes
+    if unverified:
+        notes += (f"unverified catalogue prices for {', '.join(unverified)}: check them before buying",)
     return Plan(
         instances=instances,
         cost_per_hour=cost,
@@ -108,7 +112,7 @@ def make_plan(problem: Problem, packing: Packing, solve_time_s: float) -> Plan:
         models=problem.n_models,
         replicas=int(problem.replicas.sum()),
         traffic_rps=float(problem.traffic_rps.sum()),
-        notes=packing.notes,
+        notes=notes,
     )
 
 

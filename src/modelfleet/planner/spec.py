@@ -9,7 +9,7 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modelfleet.planner.yamlfile import load_model
 
@@ -29,6 +29,31 @@ class Capacity(BaseModel):
     rps: float | None = Field(default=None, gt=0)
     rps_per_core: float | None = Field(default=None, gt=0)
     latency_ms: float | None = Field(default=None, gt=0)
+    service_ms: float | None = Field(default=None, gt=0)
+    """Time one request alone takes on one core (a batch of one); default: cores / rps."""
+    max_batch_size: int = Field(default=1, ge=1)
+    """Requests of this model one core runs together (the simulation's dynamic batching)."""
+
+
+class ProfileRef(BaseModel):
+    """A `profile.json` written by `modelfleet profile` (issue 13), standing for declared numbers.
+
+    The capacity on `instance_type` is the best configuration's throughput within the fleet's SLO
+    (its latency at the SLO's percentile), the memory its server's PSS, the service time its P50 at
+    concurrency 1. `scale_to` extrapolates the throughput per CPU of the profiled machine to more
+    types or families (`rps_per_core` = throughput / the machine's CPUs).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = Field(min_length=1)
+    """The profile.json, relative to the fleet spec's folder."""
+    instance_type: str | None = None
+    """The catalogue type the profiled machine stands for; default: the profile's own `instance_type`."""
+    scale_to: list[str] = Field(default_factory=list)
+    """More instance types or families to give a per-core capacity from the profile."""
+    seq_len: int | None = Field(default=None, ge=1)
+    """The sequence length to read; default: the longest measured (the slowest)."""
 
 
 class ModelSpec(BaseModel):
@@ -42,8 +67,8 @@ class ModelSpec(BaseModel):
     count: int = Field(default=1, ge=1)
     start: int = Field(default=0, ge=0)
     """The first `i` of `pattern`."""
-    memory_bytes: int = Field(ge=0)
-    """Host memory one loaded copy takes."""
+    memory_bytes: int | None = Field(default=None, ge=0)
+    """Host memory one loaded copy takes (with a profile: its PSS unless given here)."""
     accelerator_memory_bytes: int = Field(default=0, ge=0)
     """Device memory one copy takes on a type with accelerators (it must fit one core's share)."""
     traffic_rps: float = Field(default=0.0, ge=0)
@@ -56,10 +81,16 @@ class ModelSpec(BaseModel):
     """Names (or patterns' names) of models that may not share an instance with this one."""
     family: str | None = None
     """Pin to one instance family, e.g. `inf1`."""
-    capacity: dict[str, Capacity] = Field(min_length=1)
+    capacity: dict[str, Capacity] = Field(default_factory=dict)
     """Per instance type or family name; the model runs only on the types listed here."""
-    profile: str | None = None
-    """Reserved: a profile recorded by `modelfleet profile` (issue 13) instead of `capacity`."""
+    profile: ProfileRef | None = None
+    """A profile recorded by `modelfleet profile` (a path, or a mapping) instead of, or besides,
+    `capacity`; a type declared in `capacity` keeps the declared numbers."""
+
+    @field_validator("profile", mode="before")
+    @classmethod
+    def _profile_path(cls, value: object) -> object:
+        return {"path": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _named(self) -> ModelSpec:
@@ -71,8 +102,10 @@ class ModelSpec(BaseModel):
             fields = {f for _, f, _, _ in string.Formatter().parse(self.pattern) if f is not None}
             if fields != {"i"}:
                 raise ValueError(f"pattern '{self.pattern}' must have exactly one field {{i}}")
-        if self.profile is not None:
-            raise ValueError("profiles arrive with `modelfleet profile` (issue 13); declare capacity for now")
+        if self.profile is None and not self.capacity:
+            raise ValueError("give capacity (per instance type or family), or a profile")
+        if self.profile is None and self.memory_bytes is None:
+            raise ValueError("give memory_bytes, or a profile that measured it")
         return self
 
     def names(self) -> list[str]:
@@ -130,4 +163,7 @@ class FleetSpec(BaseModel):
 
 
 def load_fleet_spec(path: Path) -> FleetSpec:
-    return load_model(path, FleetSpec, "fleet spec")
+    """The spec at `path`, with its models' profiles (paths relative to its folder) read in."""
+    from modelfleet.planner.profiles import resolve_profiles
+
+    return resolve_profiles(load_model(path, FleetSpec, "fleet spec"), path)

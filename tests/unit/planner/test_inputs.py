@@ -33,10 +33,15 @@ def plan_input(tmp_path: Path, text: str, catalog: Catalog | None = None) -> Non
     build_problem(load_fleet_spec(write(tmp_path, text)), catalog or load_catalog())
 
 
-def test_the_shipped_catalogue_is_dated_and_sourced(catalog: Catalog) -> None:
+def test_the_shipped_catalogue_is_sourced_and_says_which_prices_are_verified(catalog: Catalog) -> None:
     assert {"inf1", "inf2", "g4dn", "g5", "c7i", "c7a", "m7i", "r7i"} <= catalog.families()
     for item in catalog.types:
-        assert item.usd_per_hour and item.price_date and item.price_source
+        assert item.usd_per_hour and item.price_source
+        # a date only where the price was read on a known day, and only those are verified
+        assert (item.price_date is not None) == item.price_verified
+        assert item.price_verified or item.price_source.startswith("UNVERIFIED")
+    verified = {t.name for t in catalog.types if t.price_verified}
+    assert verified == {"inf1.xlarge", "inf1.2xlarge", "inf1.6xlarge", "g4dn.xlarge", "g4dn.12xlarge"}
     table = {t.name: t.usd_per_hour for t in catalog.types}
     assert table["inf1.2xlarge"] == 0.362 and table["inf1.6xlarge"] == 1.180
     assert table["inf1.xlarge"] == 0.228 and table["g4dn.xlarge"] == 0.526 and table["g4dn.12xlarge"] == 3.912
@@ -70,9 +75,9 @@ def test_a_pattern_needs_its_field(tmp_path: Path) -> None:
         load_fleet_spec(write(tmp_path, BERT.replace("bert-{i:02d}", "bert")))
 
 
-def test_a_profile_reference_is_reserved_for_issue_13(tmp_path: Path) -> None:
-    text = BERT.replace("    traffic_rps: 2\n", "    traffic_rps: 2\n    profile: bert/1\n")
-    with pytest.raises(PlanInputError, match="modelfleet profile"):
+def test_a_missing_profile_names_the_spec_the_model_and_the_file(tmp_path: Path) -> None:
+    text = BERT.replace("    traffic_rps: 2\n", "    traffic_rps: 2\n    profile: bert/1/profile.json\n")
+    with pytest.raises(PlanInputError, match=r"fleet.yaml: model 'bert-\{i:02d\}': profile .*does not exist"):
         load_fleet_spec(write(tmp_path, text))
 
 

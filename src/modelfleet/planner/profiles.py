@@ -1,0 +1,114 @@
+"""Fleet-spec models that reference a `profile.json` (written by `modelfleet profile`, issue 13):
+their capacity, memory and service time read from what was measured.
+
+Per profile: the configuration (at one sequence length) with the highest throughput whose latency at
+the SLO's percentile stays within the SLO is the capacity on the profiled instance type; its
+server's PSS is the memory; its P50 at concurrency 1, the service time; its max_batch_size, the
+batching the simulation uses. Declared numbers in the spec win over the profile's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from modelfleet.planner.errors import PlanInputError
+from modelfleet.planner.spec import Capacity, FleetSpec, ModelSpec, ProfileRef
+from modelfleet.tune.schema import Measurement, Profile, Step
+
+_PERCENTILES = {50.0: "p50_ms", 90.0: "p90_ms", 99.0: "p99_ms"}
+
+
+def resolve_profiles(spec: FleetSpec, spec_path: Path) -> FleetSpec:
+    """`spec` with each profile-referencing model's capacity and memory filled in from its profile."""
+    if not any(entry.profile is not None for entry in spec.models):
+        return spec
+    models = [
+        entry if entry.profile is None else _resolve(entry, entry.profile, spec, spec_path)
+        for entry in spec.models
+    ]
+    return spec.model_copy(update={"models": models})
+
+
+def _resolve(entry: ModelSpec, ref: ProfileRef, spec: FleetSpec, spec_path: Path) -> ModelSpec:
+    label = entry.name or entry.pattern
+    where = f"fleet spec {spec_path}: model '{label}': profile {ref.path}"
+    profile = _read(spec_path.parent / ref.path, where)
+    instance_type = ref.instance_type or profile.instance_type
+    if instance_type is None:
+        raise PlanInputError(
+            f"{where}: no instance type: the profile names none (profile --instance-type); give profile.instance_type"
+        )
+    field, limit_ms = _slo(spec, profile, where)
+    measurement, step = _capacity(profile, ref.seq_len, field, limit_ms, where)
+    latency = getattr(step, field)
+    single = next((s for s in measurement.steps if s.concurrency == 1 and s.p50_ms is not None), None)
+    batch = measurement.settings.max_batch_size
+    service_ms = single.p50_ms if single is not None else None
+    capacity = dict(entry.capacity)
+    capacity.setdefault(
+        instance_type,
+        Capacity(rps=step.throughput_per_s, latency_ms=latency, service_ms=service_ms, max_batch_size=batch),
+    )
+    per_core = step.throughput_per_s / profile.machine.nproc
+    for other in ref.scale_to:
+        capacity.setdefault(
+            other,
+            Capacity(rps_per_core=per_core, latency_ms=latency, service_ms=service_ms, max_batch_size=batch),
+        )
+    memory = entry.memory_bytes if entry.memory_bytes is not None else measurement.memory_bytes
+    if memory is None:
+        raise PlanInputError(
+            f"{where}: the profile measured no memory for {measurement.config}; give memory_bytes"
+        )
+    return entry.model_copy(update={"capacity": capacity, "memory_bytes": memory})
+
+
+def _read(path: Path, where: str) -> Profile:
+    from modelfleet.tune.errors import TuneInputError
+    from modelfleet.tune.sources import load_profile
+
+    try:
+        return load_profile(path)
+    except TuneInputError as exc:
+        raise PlanInputError(f"{where}: {exc}") from None
+
+
+def _slo(spec: FleetSpec, profile: Profile, where: str) -> tuple[str, float]:
+    """The step field and the limit the capacity is read at: the fleet's SLO, else the profile's."""
+    if spec.slo is None:
+        return "p90_ms", profile.slo.p90_ms
+    field = _PERCENTILES.get(spec.slo.percentile)
+    if field is None:
+        raise PlanInputError(
+            f"{where}: profiles record P50, P90 and P99; the fleet's SLO is at P{spec.slo.percentile:g}"
+        )
+    return field, spec.slo.latency_ms
+
+
+def _capacity(
+    profile: Profile, seq_len: int | None, field: str, limit_ms: float, where: str
+) -> tuple[Measurement, Step]:
+    lengths = sorted({m.seq_len for m in profile.measurements})
+    if not lengths:
+        raise PlanInputError(f"{where}: the profile holds no measurement")
+    chosen = seq_len if seq_len is not None else lengths[-1]
+    if chosen not in lengths:
+        raise PlanInputError(f"{where}: no measurement at seq_len {chosen} (measured: {lengths})")
+    best: tuple[Measurement, Step] | None = None
+    for m in profile.measurements:
+        if m.seq_len != chosen:
+            continue
+        for step in m.steps:
+            value = getattr(step, field)
+            if step.requests == 0 or value is None or value > limit_ms:
+                continue
+            if step.error_rate > profile.slo.max_error_rate:
+                continue
+            if best is None or step.throughput_per_s > best[1].throughput_per_s:
+                best = (m, step)
+    if best is None:
+        raise PlanInputError(
+            f"{where}: infeasible SLO: no configuration measured at seq_len {chosen} keeps "
+            f"{field.removesuffix('_ms').upper()} within {limit_ms:g} ms"
+        )
+    return best
