@@ -84,6 +84,28 @@ class Device(StrEnum):
     CUDA = "cuda"
 
 
+class TensorrtOptions(_Strict):
+    """ONNX Runtime's TensorRT execution provider for this model (with `device: cuda`; written by
+    `modelfleet compile --target tensorrt`). Engines are built on first use per input shape and
+    kept in the cache folder, so later loads skip the build."""
+
+    fp16: bool = False
+    """Let TensorRT run layers in fp16 (trt_fp16_enable)."""
+    engine_cache: str = "trt-engines"
+    """The engine cache folder, relative to the version folder (trt_engine_cache_path)."""
+    max_workspace_bytes: Annotated[int, Field(ge=1 << 20)] = 2 << 30
+    """Scratch memory the engine builder may use (trt_max_workspace_size)."""
+
+    @model_validator(mode="after")
+    def _inside(self) -> TensorrtOptions:
+        parts = Path(self.engine_cache).parts
+        if not parts or Path(self.engine_cache).is_absolute() or ".." in parts:
+            raise ValueError(
+                f"engine_cache must be a folder inside the version folder, got '{self.engine_cache}'"
+            )
+        return self
+
+
 class OnnxRuntimeOptions(_Strict):
     """Options of the ONNX Runtime backend."""
 
@@ -97,6 +119,8 @@ class OnnxRuntimeOptions(_Strict):
     """Re-lay weights out for faster kernels (a private copy per session); unset: on, except for
     models taking weights from the repository's blob store, whose weights are shared in place
     (measured here: about 15-30 % slower MiniLM inference without it)."""
+    tensorrt: TensorrtOptions | None = None
+    """Run through the TensorRT execution provider with these options; unset: CUDA or CPU only."""
 
 
 class WarmupConfig(_Strict):
