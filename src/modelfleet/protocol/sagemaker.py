@@ -8,7 +8,7 @@ check (datatypes, element counts, limits) is the same whichever shape a client u
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any
 
@@ -20,7 +20,7 @@ from modelfleet.errors import NotAcceptable as NotAcceptable  # re-exported: rai
 from modelfleet.errors import UnsupportedMediaType as UnsupportedMediaType
 from modelfleet.protocol.rest import Limits, decode_request, header_length, loads
 from modelfleet.protocol.v2 import InferRequest, InferResponse, TensorSpec
-from modelfleet.repository.names import check_model_name
+from modelfleet.repository.names import check_model_name, is_model_name
 
 TARGET_MODEL = "x-amzn-sagemaker-target-model"
 JSON_TYPE = "application/json"
@@ -118,14 +118,17 @@ def binary_content_type(json_length: int) -> str:
 # -- model names ---------------------------------------------------------------------------------------------
 
 
-def target_model(value: str) -> str:
+def target_model(value: str, known: Callable[[str], bool] | None = None) -> str:
     """The repository model an `X-Amzn-SageMaker-Target-Model` value names (400 for anything else).
 
     SageMaker sends the artefact's path relative to the endpoint's model prefix: `tenant-7.tar.gz`
     means the model `tenant-7`. One archive suffix is dropped and the rest must be a plain model
-    name, so no value (`../x`, `a/b`, an absolute path) can reach outside the repository.
+    name, so no value (`../x`, `a/b`, an absolute path) can reach outside the repository. A value
+    that `known` says is a model as it is (an opaque name given to POST /models) is kept whole.
     """
     name = value.strip()
+    if known is not None and is_model_name(name) and ".." not in name and known(name):
+        return name
     lowered = name.lower()
     for suffix in _ARCHIVE_SUFFIXES:
         if lowered.endswith(suffix) and len(name) > len(suffix):

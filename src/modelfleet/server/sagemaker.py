@@ -6,7 +6,8 @@ loading, memory budget, batching and every tensor check are the data plane's and
 
     GET    /ping                  200 ready / 503 not ready or draining
     POST   /invocations           X-Amzn-SageMaker-Target-Model, else the default model
-    POST   /models                {"model_name", "url"}: load (409 loaded, 507 no room, 404 unknown)
+    POST   /models                {"model_name", "url"}: load (409 loaded, 507 no room, 404 unknown);
+                                  a url in the model root is staged first (sagemaker_artefacts.py)
     GET    /models                ?next_page_token=&max_results=: the loaded models, paged
     GET    /models/{name}         the loaded model, or 404
     DELETE /models/{name}         unload, or 404 when not loaded
@@ -40,6 +41,7 @@ from modelfleet.server.http import BodyBudget, ClientGone, json_object, read_bod
 from modelfleet.server.logs import begin_request, end_request, set_request_id
 from modelfleet.server.metrics import Metrics
 from modelfleet.server.quota import Quota
+from modelfleet.server.sagemaker_artefacts import Stager, resolve_inside
 
 CONTROL_BODY_LIMIT = 1 << 20
 DEFAULT_PAGE = 1000  # GET /models without max_results
@@ -70,6 +72,9 @@ class SageMakerApi:
         self._limits = Limits.from_settings(settings)
         self._root = None if settings.is_object_store else Path(settings.repository).resolve()
         self._urls: dict[str, str] = {}  # model -> the url it was loaded from (for GET /models)
+        self._model_root = settings.sagemaker_model_root
+        self._stager = None if self._root is None else Stager(self._model_root, self._root)
+        self._staging: set[str] = set()  # names whose artefact is being staged and loaded
 
     def routes(self) -> list[Route]:
         return [
@@ -107,7 +112,11 @@ class SageMakerApi:
         header = request.headers.get(shapes.TARGET_MODEL)
         name = header or ""
         try:
-            name = shapes.target_model(header) if header is not None else self._default_model(request)
+            name = (
+                shapes.target_model(header, self._plane.manager.known)
+                if header is not None
+                else self._default_model(request)
+            )
             who = self.authorize(request, Access.MODEL, name)
         except ModelfleetError as exc:
             self._count(name, exc.status, None)
@@ -215,13 +224,19 @@ class SageMakerApi:
             raise BadRequest("'model_name' must be a string")
         check_model_name(name)
         url = doc.get("url")
+        artefact: Path | None = None  # in the model root: staged into the repository first
         if url is not None:
             if not isinstance(url, str):
                 raise BadRequest("'url' must be a string")
-            await self._check_url(url)
+            artefact = await self._locate(url)
         if self._loaded(name):
             raise Conflict(f"model '{name}' is already loaded")
-        await self._plane.load(name, {})  # 404 unknown, 507 no room, 400 failed to load
+        if name in self._staging:
+            raise Conflict(f"model '{name}' is being loaded")
+        if url is not None and artefact is not None:
+            await self._load_artefact(name, url, artefact)
+        else:
+            await self._plane.load(name, {})  # 404 unknown, 507 no room, 400 failed to load
         model_url = url if url is not None else self._default_url(name)
         self._urls[name] = model_url
         return _json({"modelName": name, "modelUrl": model_url})
@@ -260,6 +275,8 @@ class SageMakerApi:
             raise model_not_found(name)
         await self._plane.unload(name, {})
         self._urls.pop(name, None)
+        if self._stager is not None and name not in self._staging:
+            await asyncio.to_thread(self._stager.remove, name)
         return _json({"modelName": name})
 
     def _loaded(self, name: str) -> bool:
@@ -272,20 +289,43 @@ class SageMakerApi:
     def _default_url(self, name: str) -> str:
         return f"{self._settings.repository.rstrip('/')}/{name}"
 
-    async def _check_url(self, url: str) -> None:
-        """400 unless `url` lies inside the repository: models load from the repository by name, so
-        the url is only checked and reported, never read; a url elsewhere means a misconfigured
-        endpoint (or a probe) and is refused rather than ignored."""
+    async def _locate(self, url: str) -> Path | None:
+        """None for a url inside the repository (the model loads from there by name: the url is only
+        checked and reported); the artefact's resolved path for a url inside the model root; 400 for
+        anything else, a misconfigured endpoint or a probe, refused rather than ignored."""
         if self._root is None:
-            inside = url_in_prefix(url, self._settings.repository)
-        elif "\x00" in url or "\\" in url or "://" in url:
-            inside = False
-        else:
-            root = self._root
-            path = await asyncio.to_thread(lambda: (root / url).resolve())  # follows links: blocking
-            inside = path == root or root in path.parents
-        if not inside:
-            raise BadRequest(f"url '{_shown(url)}' is not inside the model repository")
+            if url_in_prefix(url, self._settings.repository):
+                return None
+        elif await asyncio.to_thread(resolve_inside, self._root, url, True) is not None:
+            return None  # resolving follows links: blocking
+        artefact = await asyncio.to_thread(resolve_inside, self._model_root, url)
+        if artefact is not None and self._stager is not None:
+            return artefact
+        if artefact is not None:
+            raise BadRequest(
+                f"url '{_shown(url)}': loading from the model root needs a folder repository to "
+                f"stage the model in, not {self._settings.repository}"
+            )
+        raise BadRequest(
+            f"url '{_shown(url)}' is not inside the model repository nor the model root "
+            f"{self._model_root} (sagemaker_model_root)"
+        )
+
+    async def _load_artefact(self, name: str, url: str, artefact: Path) -> None:
+        """Stage the artefact as the repository model `name`, then load it; on any failure the
+        staged folder goes again, so nothing is left loaded or lying in the repository."""
+        assert self._stager is not None  # _locate finds artefacts only beside a folder repository
+        self._staging.add(name)
+        try:
+            await asyncio.to_thread(self._stager.stage, name, url, artefact)
+            try:
+                await self._plane.load(name, {})
+            except BaseException:
+                await asyncio.to_thread(self._stager.remove, name)
+                await self._plane.manager.refresh()  # forget the failed record: 404 again, not 503
+                raise
+        finally:
+            self._staging.discard(name)
 
     async def _json_body(self, request: Request) -> dict[str, Any]:
         shapes.require_json(request.headers.get("content-type"))
