@@ -72,17 +72,16 @@ def _plan(
     quiet: bool,
 ) -> Plan:
     from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from modelfleet.planner.catalog import load_catalog
     from modelfleet.planner.problem import build_problem, with_max_total
+    from modelfleet.planner.report import solve_progress
     from modelfleet.planner.solve import solve
     from modelfleet.planner.spec import load_fleet_spec
 
     problem = with_max_total(build_problem(load_fleet_spec(fleet), load_catalog(catalog)), max_instances)
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True, disable=quiet) as bar:
-        task = bar.add_task(f"planning {problem.n_models:,} models (limit {time_limit_s:g} s)")
+    with solve_progress(Console(stderr=True), disable=quiet) as bar:
+        task = bar.add_task(f"planning {problem.n_models:,} models", total=time_limit_s)
         return solve(
             problem, method, time_limit_s, workers, progress=lambda text: bar.update(task, description=text)
         )

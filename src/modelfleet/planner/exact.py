@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from ortools.sat.python import cp_model
 
+from modelfleet.planner.cores import per_core_capacity
 from modelfleet.planner.errors import InfeasiblePlan
 from modelfleet.planner.heuristic import Bin
 from modelfleet.planner.problem import Dim, Problem
@@ -97,6 +98,11 @@ def solve_uniform(
                 [len(members)]
                 + [int(problem.capacity[t, d] // need[d]) for d in range(len(Dim)) if need[d] > 0]
             )
+            if problem.accel_cores[t]:  # copies live on one core each: whole copies per core
+                per_core = per_core_capacity(problem, t)
+                dims = (Dim.ACCELERATOR, Dim.COMPUTE)
+                fits = [int(per_core[i] // need[d]) for i, d in enumerate(dims) if need[d] > 0]
+                k = min(k, int(problem.accel_cores[t]) * min(fits, default=k))
             limit = problem.type_limit(t)
             upper = math.ceil(items / k) + int(problem.min_per_type[t]) + problem.min_total
             if limit is not None:

@@ -69,6 +69,7 @@ class Problem:
     max_total: int | None = None
     min_per_type: Int64Array = field(default_factory=lambda: np.zeros(0, np.int64))
     max_per_type: Int64Array = field(default_factory=lambda: np.zeros(0, np.int64))  # -1: none
+    accel_cores: Int64Array = field(default_factory=lambda: np.zeros(0, np.int64))  # [T], 0: CPU type
 
     @property
     def n_models(self) -> int:
@@ -149,6 +150,7 @@ def build_problem(spec: FleetSpec, catalog: Catalog) -> Problem:
         max_total=spec.options.max_instances,
         min_per_type=np.array([spec.options.min_per_type.get(t.name, 0) for t in types], dtype=np.int64),
         max_per_type=np.array([spec.options.max_per_type.get(t.name, -1) for t in types], dtype=np.int64),
+        accel_cores=np.array([t.accelerators.total_cores if t.accelerators else 0 for t in types], np.int64),
     )
     _check_limits(problem, by_name)
     return problem
@@ -378,11 +380,13 @@ def _demand_on(
     compute = 0
     if rps is not None and per_replica_rps > 0:
         compute = math.ceil(COMPUTE_SCALE * per_replica_rps / rps)
-        if per_replica_rps > rps * (1.0 - headroom):
+        # a copy on an accelerator runs on one of its cores: it gets that core's share of the throughput
+        one = rps / t.accelerators.total_cores if t.accelerators is not None else rps
+        where = "one accelerator core serves" if t.accelerators is not None else "one instance serves"
+        if per_replica_rps > one * (1.0 - headroom):
             why = why or (
                 "slo",
-                f"needs {per_replica_rps:g} req/s per replica, one instance serves {rps * (1 - headroom):g} "
-                "within the SLO",
+                f"needs {per_replica_rps:g} req/s per replica, {where} {one * (1 - headroom):g} within the SLO",
             )
     slots = slot_scale // cap.models_per_instance if cap.models_per_instance else 0
     if cap.models_per_instance and slot_scale % cap.models_per_instance:

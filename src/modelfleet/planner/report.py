@@ -8,7 +8,10 @@ from pathlib import Path
 
 import yaml
 from rich.console import Console
+from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
+from rich.progress_bar import ProgressBar
 from rich.table import Table
+from rich.text import Text
 
 from modelfleet.planner.result import Plan, plan_document
 
@@ -64,3 +67,34 @@ def plan_json(plan: Plan) -> str:
 
 def write_plan_yaml(plan: Plan, path: Path) -> None:
     path.write_text(yaml.safe_dump(plan_document(plan), sort_keys=False, width=120), encoding="utf-8")
+
+
+def _time_share(task: Task) -> float:
+    return min(1.0, (task.elapsed or 0.0) / task.total) if task.total else 0.0
+
+
+class _TimeBar(ProgressColumn):
+    """A bar over the solver's time limit (solvers stop at it, or earlier once proven)."""
+
+    def render(self, task: Task) -> ProgressBar:
+        return ProgressBar(total=1.0, completed=_time_share(task), width=30)
+
+
+class _TimePercent(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{_time_share(task):>4.0%} of the time limit")
+
+
+def solve_progress(console: Console, disable: bool) -> Progress:
+    """The progress bar of `modelfleet plan`: spinner, stage or best plan so far, share of the time
+    limit spent (a task's total is the limit in seconds), elapsed time."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        _TimeBar(),
+        _TimePercent(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=disable,
+    )

@@ -41,6 +41,7 @@ class Instance:
     models: list[str]
     use: dict[str, float]  # dimension -> fraction of capacity used
     shares: tuple[tuple[float, float], ...] = ()  # per model: (memory, compute or slots) fraction, for charts
+    cores: tuple[tuple[str, ...], ...] = ()  # accelerator types: the models on each core
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +73,15 @@ class Plan:
         return self.cost_per_hour / (self.traffic_rps * 3600.0) * 1e6
 
 
-def make_plan(problem: Problem, packing: Packing, solve_time_s: float) -> Plan:
+def make_plan(
+    problem: Problem, packing: Packing, solve_time_s: float, cores: list[list[list[int]]] | None = None
+) -> Plan:
+    """The plan of `packing`; `cores`, per bin, the models on each accelerator core (see planner.cores)."""
     prices = problem.prices
     instances: list[Instance] = []
     cap = np.where(problem.capacity > 0, problem.capacity, 1).astype(np.float64)
-    for t, members in packing.bins:
+    for b, (t, members) in enumerate(packing.bins):
+        layout = cores[b] if cores is not None else []
         load = problem.demand[members, t, :].sum(axis=0) if members else np.zeros(len(Dim))
         use = {Dim(d).name.lower(): round(float(load[d] / cap[t, d]), 6) for d in range(len(Dim))}
         frac = problem.demand[members, t, :] / cap[t]
@@ -88,6 +93,7 @@ def make_plan(problem: Problem, packing: Packing, solve_time_s: float) -> Plan:
                 models=[problem.model_names[m] for m in members],
                 use=use,
                 shares=shares,
+                cores=tuple(tuple(problem.model_names[m] for m in core) for core in layout),
             )
         )
     instances.sort(key=lambda i: (i.type, -len(i.models)))
@@ -135,8 +141,17 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         "instance_count": len(plan.instances),
         "by_type": plan.by_type,
         "notes": list(plan.notes),
-        "instances": [
-            {"type": i.type, "usd_per_hour": round(i.usd_per_hour, 6), "use": i.use, "models": i.models}
-            for i in plan.instances
-        ],
+        "instances": [_instance_document(i) for i in plan.instances],
     }
+
+
+def _instance_document(instance: Instance) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "type": instance.type,
+        "usd_per_hour": round(instance.usd_per_hour, 6),
+        "use": instance.use,
+        "models": instance.models,
+    }
+    if instance.cores:
+        doc["cores"] = [list(core) for core in instance.cores]
+    return doc

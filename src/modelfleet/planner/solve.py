@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from modelfleet.planner import exact
 from modelfleet.planner.bound import counting_relaxation, dual_bound
+from modelfleet.planner.cores import place_on_cores
 from modelfleet.planner.errors import InfeasiblePlan, NoPlanFound
 from modelfleet.planner.heuristic import heuristic
 from modelfleet.planner.problem import Int64Array, Problem
@@ -51,7 +52,7 @@ def solve(
             raise InfeasiblePlan(_infeasible_message(problem)) from None
         if packing is None:
             raise NoPlanFound(_not_found_message(problem, time_limit_s))
-        return make_plan(problem, packing, time.monotonic() - started)
+        return _finish(problem, packing, started)
     _say(progress, "lower bound (LP)")
     bound, pi = dual_bound(problem, time_limit_s=min(10.0, 0.25 * time_limit_s))
     guides: list[Int64Array] = []
@@ -88,7 +89,7 @@ def solve(
         )
         cost = sum(problem.types[b.type].usd_per_hour for b in bins)
         if cost - bound <= OPTIMAL_TOLERANCE * cost:
-            return make_plan(problem, best, time.monotonic() - started)
+            return _finish(problem, best, started)
     left = deadline - time.monotonic()
     if method is not Method.HEURISTIC and bins is not None and left > 0.5:
         size = exact.assignment_size(problem, sum(problem.types[b.type].usd_per_hour for b in bins))
@@ -102,7 +103,13 @@ def solve(
                 best = _better(problem, best, found, bound)
     if best is None:
         raise NoPlanFound(_not_found_message(problem, time_limit_s))
-    return make_plan(problem, best, time.monotonic() - started)
+    return _finish(problem, best, started)
+
+
+def _finish(problem: Problem, packing: Packing, started: float) -> Plan:
+    """The plan, with each accelerator instance's models placed on its cores."""
+    placed, cores = place_on_cores(problem, packing)
+    return make_plan(problem, placed, time.monotonic() - started, cores)
 
 
 def _better(problem: Problem, current: Packing | None, found: Packing, bound: float) -> Packing:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from modelfleet.planner.catalog import Catalog, load_catalog
-from modelfleet.planner.problem import Problem
+from modelfleet.planner.cores import per_core_capacity
+from modelfleet.planner.problem import Dim, Problem
 from modelfleet.planner.result import Plan
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -37,6 +38,14 @@ def check_plan(problem: Problem, plan: Plan) -> None:
         assert len({int(problem.group[m]) for m in members}) <= 1, "isolation groups mixed"
         for m in members:
             assert problem.conflicts.get(m, set()).isdisjoint(members)
+        if problem.accel_cores[t]:
+            on_cores = [index[name] for core in inst.cores for name in core]
+            assert sorted(on_cores) == sorted(members), "every model on exactly one core"
+            cap = per_core_capacity(problem, t)
+            for core in inst.cores:
+                rows = [index[name] for name in core]
+                load = problem.demand[rows][:, t, [Dim.ACCELERATOR, Dim.COMPUTE]].sum(axis=0)
+                assert (load <= cap).all(), f"over a core's capacity on {inst.type}: {load}"
         placed.update(members)
     assert placed == Counter({m: int(problem.replicas[m]) for m in range(problem.n_models)})
     assert plan.lower_bound_cost_per_hour <= plan.cost_per_hour + 1e-9

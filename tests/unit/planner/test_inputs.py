@@ -111,18 +111,27 @@ def test_an_infeasible_slo_by_latency(tmp_path: Path) -> None:
 
 
 def test_an_infeasible_slo_by_throughput(tmp_path: Path) -> None:
-    text = BERT.replace("{models_per_instance: 24}", "{rps: 1.5}")
+    text = BERT.replace("{models_per_instance: 24}", "{rps: 1.5}").replace("inf1.2xlarge", "c7i.2xlarge")
     with pytest.raises(
         PlanInputError, match=r"infeasible SLO .*needs 2 req/s per replica, one instance serves 1.5"
     ):
         plan_input(tmp_path, text)
 
 
+def test_a_copy_on_an_accelerator_gets_one_cores_throughput(tmp_path: Path) -> None:
+    # inf1.2xlarge has 4 NeuronCores: 6 req/s for the instance is 1.5 per core, under the 2 asked
+    text = BERT.replace("{models_per_instance: 24}", "{rps: 6}")
+    with pytest.raises(
+        PlanInputError, match=r"infeasible SLO .*needs 2 req/s per replica, one accelerator core serves 1.5"
+    ):
+        plan_input(tmp_path, text)
+
+
 def test_more_replicas_fix_the_throughput(tmp_path: Path) -> None:
-    text = BERT.replace("{models_per_instance: 24}", "{rps: 1.5}").replace(
+    text = BERT.replace("{models_per_instance: 24}", "{rps: 6}").replace(
         "traffic_rps: 2", "traffic_rps: 2\n    replicas: 2"
     )
-    plan_input(tmp_path, text)
+    plan_input(tmp_path, text)  # 1 req/s per replica, 1.5 per NeuronCore
 
 
 def test_a_missing_price(tmp_path: Path) -> None:
