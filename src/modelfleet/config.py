@@ -298,6 +298,12 @@ class ServerSettings(BaseSettings):
     overload instead of queueing for seconds: set it from the latency target (the default lets a
     closed loop of 32 clients run MiniLM at sequence 128 on 2 cores, about 0.4 s of queue, with
     room for a busy machine). 0: by count only."""
+    compute_slots: Annotated[int, Field(ge=0)] = 0
+    """Model runs that may execute at once, all models together (0: no limit, each model's threads
+    run as soon as they have work). With intra-op threads using every core, 1 stops two models
+    from slowing each other down on the same cores; models waiting for a slot take turns by the
+    run time each has used lately, so one tenant's flood on its model cannot take the cores from
+    the others (inline runs are off then)."""
     inline_max_us: Annotated[float, Field(ge=0)] = 0.0
     """Opt-in: cheap models run on the event loop instead of their own thread when that thread is
     idle. An ONNX Runtime CPU session that reads no memory-mapped blobs (never a Python model)

@@ -30,7 +30,7 @@ from modelfleet.config import ServerSettings, StartupLoad
 from modelfleet.engine import loading
 from modelfleet.engine.blobs import BlobCache
 from modelfleet.engine.cache import ResponseCache
-from modelfleet.engine.executor import Batching, ModelExecutor
+from modelfleet.engine.executor import Batching, ComputeShare, ModelExecutor
 from modelfleet.engine.memory import format_bytes, tune_allocator
 from modelfleet.engine.model import LoadedModel
 from modelfleet.engine.pipeline import Declared, Pipeline
@@ -74,6 +74,7 @@ class ModelManager:
         self.residency = Residency(settings.memory_budget_bytes(), time.monotonic)
         self.blobs = BlobCache()
         self.cache = ResponseCache(settings.response_cache_bytes)
+        self.share = ComputeShare(settings.compute_slots) if settings.compute_slots else None
         self.started = False
         self._random = random.Random()
         self._reserved: Counter[str] = Counter()  # residency keys loads under way depend on
@@ -533,6 +534,7 @@ class ModelManager:
             instances=built.config.instances,
             max_queue_wait_ns=int(settings.max_queue_wait_s * 1e9),
             inline_ns=int(_inline_max_us(built.config, settings) * 1e3),
+            share=self.share,
         )
         return LoadedModel(
             source.name, number, built.config, built.runtime, executor, None, nbytes, built.load_s,

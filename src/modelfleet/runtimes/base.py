@@ -42,7 +42,7 @@ class Runtime(Protocol):
     """True only when a call does no I/O (no page faults on memory-mapped files either), waits on
     nothing and takes a time set by its inputs: the executor may then run calls measured as cheaper
     than the thread hop on the event loop, where the model's config or the server opts in
-    (engine/executor.py, "Inline execution"). User code (python models) never does."""
+    (engine/executor/model.py, "Inline execution"). User code (python models) never does."""
 
     def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
         """Run once; return the named outputs in the order asked."""
