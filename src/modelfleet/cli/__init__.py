@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("modelfleet.cli.import_", "import_command"),
     "profile": ("modelfleet.cli.profile", "profile"),
     "recommend": ("modelfleet.cli.recommend", "recommend"),
+    "cluster": ("modelfleet.cli.cluster", "cluster"),
 }
 
 
