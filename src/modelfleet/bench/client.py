@@ -12,8 +12,6 @@ import asyncio
 import contextlib
 import enum
 import itertools
-import time
-from array import array
 from collections.abc import Callable, Iterable, Iterator
 from time import perf_counter_ns
 from typing import Protocol, cast
@@ -21,8 +19,9 @@ from typing import Protocol, cast
 import numpy as np
 
 from modelfleet.bench import popularity
-from modelfleet.bench.httpwire import HTTPProtocolError, ResponseParser, model_path, request_head
+from modelfleet.bench.httpwire import HTTPProtocolError, ResponseParser, infer_route, request_head
 from modelfleet.bench.messages import ShareJob, ShareResult, Workload
+from modelfleet.bench.record import Recorder
 
 Request = tuple[bytes, ...]  # the buffers of one request, written with one writelines
 PlanItem = tuple[int, Request]  # (model index, request)
@@ -54,20 +53,22 @@ def build_requests(workload: Workload) -> list[list[Request]]:
     concat = total <= CONCAT_LIMIT_BYTES
     requests: list[list[Request]] = []
     for model, body_set in zip(workload.models, workload.model_body_set, strict=True):
-        path = model_path(target, model, "/infer")
+        path, headers = infer_route(target, model)
+        headers += workload.headers
         variants: list[Request] = []
         for index in workload.body_sets[body_set]:
             body = workload.bodies[index]
-            head = request_head("POST", path, target.host_header, len(body.content), body.headers())
+            head = request_head(
+                "POST", path, target.host_header, len(body.content), [*body.headers(), *headers]
+            )
             variants.append((head + body.content,) if concat else (head, body.content))
         requests.append(variants)
     return requests
 
 
-def build_plan(workload: Workload, seed: int) -> list[PlanItem]:
-    """A long pre-sampled sequence of (model, request) for the connections to walk in turn."""
-    requests = build_requests(workload)
-    count = len(requests)
+def build_plan_items(workload: Workload, seed: int) -> list[tuple[int, int]]:
+    """A long pre-sampled sequence of (model index, variant index into the model's body set)."""
+    count = len(workload.models)
     length = min(PLAN_MAX, max(PLAN_MIN, PLAN_PER_MODEL * count))
     rng = np.random.default_rng(seed)
     if count > 1:
@@ -76,69 +77,60 @@ def build_plan(workload: Workload, seed: int) -> list[PlanItem]:
     else:
         models = [0] * length
     variants = rng.integers(0, 1 << 30, size=length).tolist()
-    return [(m, requests[m][v % len(requests[m])]) for m, v in zip(models, variants, strict=True)]
+    sizes = [len(workload.body_sets[s]) for s in workload.model_body_set]
+    return [(m, v % sizes[m]) for m, v in zip(models, variants, strict=True)]
+
+
+def build_plan(workload: Workload, seed: int) -> list[PlanItem]:
+    """A long pre-sampled sequence of (model, request) for the connections to walk in turn."""
+    requests = build_requests(workload)
+    return [(m, requests[m][v]) for m, v in build_plan_items(workload, seed)]
 
 
 class Share:
-    """One process's part of a run: its connections, the shared plan, and what they record."""
+    """One process's part of a run: its users (one connection each), the shared plan, and the
+    `Recorder` that keeps what they see and drives the users' clock."""
 
     def __init__(self, job: ShareJob) -> None:
         self.job = job
         self.plan: Iterator[PlanItem] = itertools.cycle(build_plan(job.workload, job.seed))
-        self.latencies = array("q")
-        self.models = array("i")
-        self.errors: dict[str, int] = {}
-        self.model_errors: dict[int, int] = {}
-        self.warmup_errors = 0
+        self.record = Recorder(job)
         self.connections: set[Connection] = set()
-        self.record_from_ns = self.end_ns = 0
-
-    def error(self, kind: str, model: int, now: int) -> None:
-        if now < self.record_from_ns:
-            self.warmup_errors += 1
-        elif now <= self.end_ns:
-            kind = str(kind)  # a plain str key, not an ErrorKind, for the report
-            self.errors[kind] = self.errors.get(kind, 0) + 1
-            if model >= 0:
-                self.model_errors[model] = self.model_errors.get(model, 0) + 1
+        self._users: set[asyncio.Task[None]] = set()
 
     async def run(self) -> ShareResult:
-        start = perf_counter_ns()
-        self.record_from_ns = start + int(self.job.warmup_s * 1e9)
-        self.end_ns = self.record_from_ns + int(self.job.duration_s * 1e9)
-        slots = [asyncio.create_task(self._keep_connected()) for _ in range(self.job.connections)]
         watchdog = asyncio.create_task(watch_timeouts(self.connections, self.job.timeout_s))
-        await asyncio.sleep(max(0, self.record_from_ns - perf_counter_ns()) / 1e9)
-        cpu_start = time.process_time()
-        await asyncio.sleep(max(0, self.end_ns - perf_counter_ns()) / 1e9)
-        cpu_s = time.process_time() - cpu_start
+        await self.record.drive(self._start_user)
         # each connection closes after its answer in flight; cut the ones that take too long
-        _, pending = await asyncio.wait(slots, timeout=DRAIN_S)
+        _, pending = await asyncio.wait(self._users, timeout=DRAIN_S) if self._users else (set(), set())
         closing = [c.close(abort=True) for c in list(self.connections)]
         for task in [*pending, watchdog]:
             task.cancel()
         await asyncio.gather(*pending, watchdog, *closing, return_exceptions=True)
-        return ShareResult(
-            latencies_ns=self.latencies.tobytes(),
-            model_indexes=self.models.tobytes(),
-            errors=self.errors,
-            model_errors=self.model_errors,
-            warmup_errors=self.warmup_errors,
-            cpu_s=cpu_s,
-        )
+        return self.record.result()
 
-    async def _keep_connected(self) -> None:
+    def _start_user(self, slot: int) -> None:
+        task = asyncio.create_task(self._keep_connected(slot))
+        self._users.add(task)
+        task.add_done_callback(self._users.discard)
+
+    async def _keep_connected(self, slot: int) -> None:
         loop = asyncio.get_running_loop()
-        target = self.job.workload.target
-        while perf_counter_ns() < self.end_ns:
-            try:
-                async with asyncio.timeout(self.job.timeout_s):
-                    _, conn = await loop.create_connection(lambda: Connection(self), target.host, target.port)
-            except OSError:  # TimeoutError included
-                self.error(ErrorKind.CONNECT, -1, perf_counter_ns())
-                await asyncio.sleep(RETRY_S)
-                continue
-            await conn.closed
+        target, record = self.job.workload.target, self.record
+        try:
+            while perf_counter_ns() < record.end_ns and slot < record.users:
+                try:
+                    async with asyncio.timeout(self.job.timeout_s):
+                        _, conn = await loop.create_connection(
+                            lambda: Connection(self, slot), target.host, target.port
+                        )
+                except OSError:  # TimeoutError included
+                    record.error(ErrorKind.CONNECT, -1, perf_counter_ns())
+                    await asyncio.sleep(RETRY_S)
+                    continue
+                await conn.closed
+        finally:
+            record.running.discard(slot)
 
 
 class Watched(Protocol):
@@ -164,8 +156,10 @@ async def watch_timeouts(connections: Iterable[Watched], timeout_s: float) -> No
 class Connection(asyncio.Protocol):
     """One keep-alive connection with exactly one request in flight."""
 
-    def __init__(self, share: Share) -> None:
+    def __init__(self, share: Share, slot: int) -> None:
         self.share = share
+        self.record = share.record
+        self.slot = slot
         self.parser = ResponseParser(self._on_response)
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -180,7 +174,7 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
         self._write = self.transport.writelines
         self.share.connections.add(self)
-        if perf_counter_ns() < self.share.end_ns:
+        if perf_counter_ns() < self.record.end_ns and self.slot < self.record.users:
             self._send()
         else:
             transport.close()
@@ -197,24 +191,22 @@ class Connection(asyncio.Protocol):
             with contextlib.suppress(HTTPProtocolError):
                 self.parser.feed_eof()
             if self.in_flight:
-                self.share.error(ErrorKind.READ, self.model, perf_counter_ns())
+                self.record.error(ErrorKind.READ, self.model, perf_counter_ns())
         self.in_flight = False
         if not self.closed.done():
             self.closed.set_result(None)
 
     def _on_response(self, status: int, keep_alive: bool, body: bytes | None) -> None:
         now = perf_counter_ns()
-        share = self.share
+        record = self.record
         if not self.in_flight:
             raise HTTPProtocolError("a response arrived with no request in flight")
         self.in_flight = False
         if 200 <= status < 300:
-            if share.record_from_ns <= now <= share.end_ns:
-                share.latencies.append(now - self.sent_ns)
-                share.models.append(self.model)
+            record.ok(self.model, self.sent_ns, now)
         else:
-            share.error(http_error(status), self.model, now)
-        if keep_alive and now < share.end_ns:
+            record.error(http_error(status), self.model, now)
+        if keep_alive and now < record.end_ns and self.slot < record.users:
             self._send()
         else:
             self.close()
@@ -227,7 +219,7 @@ class Connection(asyncio.Protocol):
 
     def fail(self, kind: ErrorKind) -> None:
         """Count an error against the request in flight (if any) and drop the connection."""
-        self.share.error(kind, self.model if self.in_flight else -1, perf_counter_ns())
+        self.record.error(kind, self.model if self.in_flight else -1, perf_counter_ns())
         self.in_flight = False
         self.close(abort=True)
 

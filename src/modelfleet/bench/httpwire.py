@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable, Iterable
 from urllib.parse import quote
 
-from modelfleet.bench.spec import Target
+from modelfleet.bench.spec import SAGEMAKER_TARGET_HEADER, Protocol, Target
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_LINE_BYTES = 8 * 1024
@@ -27,6 +27,19 @@ class HTTPProtocolError(Exception):
 
 def model_path(target: Target, model: str, suffix: str = "") -> str:
     return f"{target.base_path}/v2/models/{quote(model, safe='')}{suffix}"
+
+
+def infer_route(target: Target, model: str) -> tuple[str, list[tuple[str, str]]]:
+    """Path and extra headers of an inference request: V2's /infer, or SageMaker's /invocations
+    naming the model in its target-model header."""
+    if target.protocol is Protocol.SAGEMAKER:
+        return f"{target.base_path}/invocations", [(SAGEMAKER_TARGET_HEADER, model)]
+    return model_path(target, model, "/infer"), []
+
+
+def auth_headers(api_key: str | None) -> list[tuple[str, str]]:
+    """The header a modelfleet server reads a key from (server/auth.py), or none."""
+    return [] if api_key is None else [("Authorization", f"Bearer {api_key}")]
 
 
 def request_head(
@@ -205,9 +218,10 @@ class ResponseParser:
 class SetupConnection:
     """A plain keep-alive client for requests made before the run (metadata), not the load."""
 
-    def __init__(self, target: Target, timeout_s: float) -> None:
+    def __init__(self, target: Target, timeout_s: float, headers: Iterable[tuple[str, str]] = ()) -> None:
         self._target = target
         self._timeout_s = timeout_s
+        self._headers = list(headers)
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def get(self, path: str) -> tuple[int, bytes]:
@@ -219,7 +233,7 @@ class SetupConnection:
                 if self._streams is None:
                     self._streams = await asyncio.open_connection(self._target.host, self._target.port)
                 reader, writer = self._streams
-                writer.write(request_head("GET", path, self._target.host_header))
+                writer.write(request_head("GET", path, self._target.host_header, None, self._headers))
                 while not answers:
                     data = await reader.read(65536)
                     if not data:

@@ -12,7 +12,7 @@ from typing import IO, TypeVar
 import msgspec
 
 from modelfleet.bench.encode import Body
-from modelfleet.bench.spec import Arrivals, Phase, Popularity, Target
+from modelfleet.bench.spec import Arrivals, Phase, Popularity, Target, Thresholds, UserPhase
 
 
 class Workload(msgspec.Struct, frozen=True):
@@ -25,6 +25,7 @@ class Workload(msgspec.Struct, frozen=True):
     model_body_set: list[int]  # per model: index into `body_sets`
     popularity: Popularity
     zipf_s: float
+    headers: list[tuple[str, str]] = []  # sent with every request (the API key)
 
 
 class OpenLoopJob(msgspec.Struct, frozen=True):
@@ -46,6 +47,17 @@ class ShareJob(msgspec.Struct, frozen=True):
     timeout_s: float
     seed: int
     open_loop: OpenLoopJob | None = None
+    users: list[UserPhase] = []  # closed loop: this process's users over the record
+    thresholds: Thresholds = Thresholds()
+
+
+class StopInfo(msgspec.Struct, frozen=True):
+    """Which stop threshold ended a closed-loop record, the value seen, its limit, and when."""
+
+    reason: str  # p90 | p99 | error_rate | max_requests
+    value: float
+    limit: float
+    at_s: float = 0.0  # seconds into the record
 
 
 class Ready(msgspec.Struct, frozen=True):
@@ -65,6 +77,10 @@ class ShareResult(msgspec.Struct, frozen=True):
     model_errors: dict[int, int]  # errors by model index (connect errors have no model)
     warmup_errors: int
     cpu_s: float  # this process's CPU time inside the recorded window
+    done_ns: bytes = b""  # int64: each answer's completion, ns from the window's start (parallel)
+    error_times_ns: bytes = b""  # int64: each recorded error's time, ns from the window's start
+    recorded_s: float = 0.0  # the window's length (shorter than asked when a threshold stopped it)
+    stopped: StopInfo | None = None
 
 
 class OpenShareResult(msgspec.Struct, frozen=True):

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelfleet.bench.openstats import REFUSED, OpenLoopFigures, Outcomes
+from modelfleet.bench.series import ClosedLoopFigures, cost_per_million
 from modelfleet.bench.spec import BenchSpec
 from modelfleet.bench.stats import BenchResult, LatencySummary
 from modelfleet.host import cpu_model
@@ -23,9 +24,11 @@ REPORT_VERSION = 1
 
 
 def options(spec: BenchSpec) -> dict[str, Any]:
-    """The options as given (a model pattern stays a pattern, not thousands of names)."""
+    """The options as given (a model pattern stays a pattern, not thousands of names); never the key."""
     doc = asdict(spec)
     doc["target"] = spec.target.url
+    doc["protocol"] = str(spec.target.protocol)
+    doc["api_key"] = None if spec.api_key is None else "(given)"
     doc["shapes"] = {k: list(v) for k, v in spec.shapes.items()}
     doc["input_file"] = str(spec.input_file) if spec.input_file else None
     doc["same_signature"] = spec.shares_signature
@@ -83,6 +86,62 @@ def _open_loop(figures: OpenLoopFigures) -> dict[str, Any]:
     }
 
 
+def _closed_loop(figures: ClosedLoopFigures) -> dict[str, Any]:
+    """Per user phase and per second; which threshold stopped the run, if one did."""
+    stopped = figures.stopped
+    return {
+        "recorded_s": figures.recorded_s,
+        "stopped": None
+        if stopped is None
+        else {
+            "reason": stopped.reason,
+            "value": round(stopped.value, 4),
+            "limit": stopped.limit,
+            "at_s": round(stopped.at_s, 3),
+        },
+        "phases": [
+            {
+                "start_s": p.start_s,
+                "duration_s": p.duration_s,
+                "users_from": p.users_from,
+                "users_to": p.users_to,
+                "ok": p.ok,
+                "errors": p.errors,
+                "throughput_per_s": _number(p.throughput_per_s, 2),
+                "latency_ms": _latency(p.latency),
+            }
+            for p in figures.phases
+        ],
+        "series": [
+            {
+                "t_s": s.t_s,
+                "length_s": s.length_s,
+                "users": s.users,
+                "ok": s.ok,
+                "errors": s.errors,
+                "p50_ms": _number(s.p50_ms),
+                "p90_ms": _number(s.p90_ms),
+                "p99_ms": _number(s.p99_ms),
+            }
+            for s in figures.series
+        ],
+    }
+
+
+def cost(spec: BenchSpec, result: BenchResult) -> dict[str, Any] | None:
+    """$ per million inferences at the measured throughput, for the price given (None: no price)."""
+    if spec.usd_per_hour is None:
+        return None
+    rate = result.requests_per_s * spec.batch_size  # a request of batch B is B inferences
+    per_million = cost_per_million(spec.usd_per_hour, rate)
+    return {
+        "instance_type": spec.instance_type,
+        "usd_per_hour": spec.usd_per_hour,
+        "inferences_per_s": round(rate, 2),
+        "usd_per_million": None if math.isinf(per_million) else float(f"{per_million:.6g}"),
+    }
+
+
 def report_document(spec: BenchSpec, result: BenchResult, started_at: datetime) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "report_version": REPORT_VERSION,
@@ -116,6 +175,9 @@ def report_document(spec: BenchSpec, result: BenchResult, started_at: datetime) 
     }
     if result.open_loop is not None:
         doc["open_loop"] = _open_loop(result.open_loop)
+    if result.closed_loop is not None:
+        doc["closed_loop"] = _closed_loop(result.closed_loop)
+    doc["cost"] = cost(spec, result)
     return doc
 
 
@@ -147,6 +209,31 @@ def _closed_rows(spec: BenchSpec, result: BenchResult) -> list[tuple[str, str]]:
             f"{_ms(result.client_cpu_us_per_request)} µs CPU/request",
         ),
     ]
+
+
+def _extra_rows(spec: BenchSpec, result: BenchResult) -> list[tuple[str, str]]:
+    """The rows every report has when they apply: the stop threshold, the cost."""
+    rows = []
+    figures = result.closed_loop
+    if figures is not None and figures.stopped is not None:
+        stop = figures.stopped
+        rows.append(
+            (
+                "stopped by",
+                f"{stop.reason} {stop.value:,.4g} > {stop.limit:,.4g} after {stop.at_s:.1f} s",
+            )
+        )
+    priced = cost(spec, result)
+    if priced is not None:
+        per_million = priced["usd_per_million"]
+        where = f" ({priced['instance_type']})" if priced["instance_type"] else ""
+        rows.append(
+            (
+                "$ per million inferences",
+                "-" if per_million is None else f"{per_million:,.4f} at ${priced['usd_per_hour']:g}/h{where}",
+            )
+        )
+    return rows
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -211,17 +298,35 @@ def _phase_table(figures: OpenLoopFigures) -> Table:
     return table
 
 
+def _user_phase_table(figures: ClosedLoopFigures) -> Table:
+    table = Table(title="User phases", title_justify="left")
+    for name in ("from s", "users", "req/s", "errors", "p50 / p90 / p99 ms"):
+        table.add_column(name, justify="right")
+    for p in figures.phases:
+        lat = p.latency
+        table.add_row(
+            f"{p.start_s:g}",
+            f"{p.users_from} → {p.users_to}",
+            f"{p.throughput_per_s:,.1f}",
+            f"{p.errors:,}",
+            f"{_ms(lat.p50_ms)} / {_ms(lat.p90_ms)} / {_ms(lat.p99_ms)}",
+        )
+    return table
+
+
 def print_result(console: Console, spec: BenchSpec, result: BenchResult) -> None:
     summary = Table(title=f"modelfleet bench → {spec.target.url}", show_header=False, title_justify="left")
     summary.add_column(style="bold")
     summary.add_column(justify="right")
     figures = result.open_loop
     rows = _closed_rows(spec, result) if figures is None else _open_rows(spec, result, figures)
-    for name, value in rows:
+    for name, value in [*rows, *_extra_rows(spec, result)]:
         summary.add_row(name, value)
     console.print(summary)
     if figures is not None and len(figures.phases) > 1:
         console.print(_phase_table(figures))
+    if result.closed_loop is not None and spec.user_phases:
+        console.print(_user_phase_table(result.closed_loop))
     if result.errors and figures is None:
         errors = Table(title="Errors by kind", title_justify="left")
         errors.add_column("error")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 
-from modelfleet.bench.client import Share, event_loop_factory
+from modelfleet.bench.client import event_loop_factory
 from modelfleet.bench.messages import OpenLoopJob, OpenShareResult, ShareJob, ShareResult, Workload
 from modelfleet.bench.openloop import OpenShare
 from modelfleet.bench.openstats import merge_open
-from modelfleet.bench.spec import BenchSpec
+from modelfleet.bench.series import closed_figures
+from modelfleet.bench.spec import BenchSpec, Encoding, ModelSelection, Target, UserPhase
 from modelfleet.bench.stats import BenchResult, merge
-from modelfleet.bench.worker import run_in_processes
+from modelfleet.bench.worker import closed_share, run_in_processes
 from modelfleet.bench.workload import build_workload
 
 
@@ -20,6 +22,12 @@ def split_jobs(spec: BenchSpec, workload: Workload) -> list[ShareJob]:
     arrivals too: each process sends its share of every phase's rate)."""
     connections = spec.max_connections if spec.open_loop else spec.concurrency
     per_process, extra = divmod(connections, spec.processes)
+
+    def users(count: int) -> list[UserPhase]:
+        if spec.open_loop:
+            return []
+        return list(spec.users) if spec.processes == 1 else [UserPhase(count, 0.0, spec.duration_s)]
+
     return [
         ShareJob(
             workload=workload,
@@ -31,12 +39,20 @@ def split_jobs(spec: BenchSpec, workload: Workload) -> list[ShareJob]:
             open_loop=OpenLoopJob(list(spec.schedule), spec.arrivals, i, spec.processes)
             if spec.open_loop
             else None,
+            users=users(per_process + (i < extra)),
+            thresholds=spec.thresholds,
         )
         for i in range(spec.processes)
     ]
 
 
 def describe(spec: BenchSpec) -> str:
+    if spec.user_phases:
+        ramp = " → ".join(
+            f"{p.initial_users} users +{p.spawn_per_min:g}/min for {p.duration_s:g} s"
+            for p in spec.user_phases
+        )
+        return f"closed loop over {spec.target.protocol}: {spec.warmup_s:g} s warm-up, then {ramp} recorded"
     if not spec.open_loop:
         return (
             f"{spec.concurrency} connections over {spec.processes} process(es): "
@@ -62,7 +78,34 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = lambda _: None) -> B
                 open_results = run_in_processes(jobs, OpenShareResult)
             return merge_open(open_results, workload.models, spec)
         if len(jobs) == 1:
-            results = [runner.run(Share(jobs[0]).run())]
+            results = [runner.run(closed_share(jobs[0]).run())]
         else:
             results = run_in_processes(jobs, ShareResult)
-    return merge(results, workload.models, spec.duration_s, spec.top_models)
+    figures = closed_figures(results, spec.users)
+    merged = merge(results, workload.models, figures.recorded_s or spec.duration_s, spec.top_models)
+    return dataclasses.replace(merged, closed_loop=figures)
+
+
+def closed_loop_step(
+    url: str,
+    model: str,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float = 0.5,
+    seq_len: int = 16,
+    timeout_s: float = 30.0,
+    encoding: Encoding = Encoding.JSON,
+) -> BenchResult:
+    """One closed-loop step against one model of a V2 HTTP server: `concurrency` users for
+    `duration_s` after `warmup_s`; SetupError or ValueError when it cannot run (tune's ramps)."""
+    spec = BenchSpec(
+        target=Target.parse(url),
+        models=ModelSelection((model,)),
+        concurrency=concurrency,
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        timeout_s=timeout_s,
+        encoding=encoding,
+        seq_len=seq_len,
+    )
+    return run_bench(spec)

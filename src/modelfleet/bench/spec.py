@@ -29,6 +29,16 @@ class Arrivals(enum.StrEnum):
     POISSON = "poisson"  # open loop: exponential gaps of mean 1/R
 
 
+class Protocol(enum.StrEnum):
+    V2 = "v2"  # KServe V2 over HTTP: POST /v2/models/NAME/infer
+    GRPC = "grpc"  # KServe V2 over gRPC: inference.GRPCInferenceService/ModelInfer
+    SAGEMAKER = "sagemaker"  # POST /invocations with X-Amzn-SageMaker-Target-Model: NAME
+
+
+SAGEMAKER_TARGET_HEADER = "X-Amzn-SageMaker-Target-Model"
+API_KEY_ENV = "MODELFLEET_API_KEY"
+
+
 _PHASE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\s*@\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:/s)?\s*$")
 _DURATION_UNITS_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, None: 1.0}
 
@@ -56,31 +66,127 @@ class Phase:
         return cls(float(number) * _DURATION_UNITS_S[unit], float(rate))
 
 
+_USER_PHASE = re.compile(r"^\s*(\d+)\s*:\s*(\d+(?:\.\d*)?|\.\d+)\s*:\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m)?\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class UserPhase:
+    """One phase of a closed-loop user ramp, as Inference Recommender's `TrafficPattern.Phases`:
+    `initial_users` users at the phase's start, `spawn_per_min` more every minute, for `duration_s`."""
+
+    initial_users: int
+    spawn_per_min: float
+    duration_s: float
+
+    def __post_init__(self) -> None:
+        if self.initial_users < 1:
+            raise ValueError(f"a user phase starts with at least 1 user, got {self.initial_users}")
+        if not (self.spawn_per_min >= 0 and math.isfinite(self.spawn_per_min)):
+            raise ValueError(f"a user phase's spawn rate must not be negative, got {self.spawn_per_min}")
+        if not (self.duration_s > 0 and math.isfinite(self.duration_s)):
+            raise ValueError(f"a user phase needs a positive duration, got {self.duration_s} s")
+
+    @classmethod
+    def parse(cls, text: str) -> UserPhase:
+        """`INITIAL:SPAWN_PER_MIN:DURATION`, e.g. `2:2:25m` (2 users, +2 a minute, 25 minutes)."""
+        match = _USER_PHASE.match(text)
+        if match is None:
+            raise ValueError(
+                f"--users expects INITIAL:SPAWN_PER_MIN:DURATION such as 2:2:25m or 4:0:30s, got '{text}'"
+            )
+        users, spawn, number, unit = match.groups()
+        return cls(int(users), float(spawn), float(number) * _DURATION_UNITS_S[unit])
+
+    def users_at(self, elapsed_s: float) -> int:
+        """Users `elapsed_s` seconds into the phase."""
+        return self.initial_users + int(self.spawn_per_min * elapsed_s / 60.0)
+
+    @property
+    def final_users(self) -> int:
+        return self.users_at(self.duration_s)
+
+
+def users_at(phases: tuple[UserPhase, ...] | list[UserPhase], t_s: float) -> int:
+    """Users `t_s` seconds into the recorded window (before it: the first phase's initial users)."""
+    start = 0.0
+    for phase in phases:
+        if t_s < start + phase.duration_s:
+            return phase.users_at(max(0.0, t_s - start))
+        start += phase.duration_s
+    return phases[-1].final_users if phases else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """What stops a closed-loop run early, checked on the answers of the last `window_s` seconds
+    (latency, error rate) or on the whole record (request count); None: not checked."""
+
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    error_rate: float | None = None
+    """Failed share of the requests answered (or failed) in the window, 0..1."""
+    max_requests: int | None = None
+    window_s: float = 5.0
+    min_answers: int = 20
+    """Fewer answers than this in the window: latency and error rate are not judged yet."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.p90_ms is None or self.p90_ms > 0, f"--stop-p90-ms must be positive, got {self.p90_ms}"),
+            (self.p99_ms is None or self.p99_ms > 0, f"--stop-p99-ms must be positive, got {self.p99_ms}"),
+            (
+                self.error_rate is None or 0 <= self.error_rate < 1,
+                f"--stop-error-rate is a share from 0 to 1 (0.05 is 5 %), got {self.error_rate}",
+            ),
+            (
+                self.max_requests is None or self.max_requests >= 1,
+                f"--max-requests must be at least 1, got {self.max_requests}",
+            ),
+            (self.window_s > 0, f"--stop-window-s must be positive, got {self.window_s}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @property
+    def any(self) -> bool:
+        return any(v is not None for v in (self.p90_ms, self.p99_ms, self.error_rate, self.max_requests))
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where the requests go: host and port to connect to, Host header and path prefix."""
+    """Where the requests go: host and port to connect to, Host header, path prefix, protocol."""
 
     host: str
     port: int
     host_header: str
     base_path: str  # "" or "/prefix" (no trailing slash)
+    protocol: Protocol = Protocol.V2
 
     @classmethod
-    def parse(cls, url: str) -> Target:
+    def parse(cls, url: str, protocol: Protocol = Protocol.V2) -> Target:
+        """An http:// URL; for gRPC also grpc://HOST:PORT or HOST:PORT (port 8001 by default)."""
+        if protocol is Protocol.GRPC and "://" not in url:
+            url = f"grpc://{url}"
         parts = urlsplit(url)
-        if parts.scheme != "http":
-            raise ValueError(f"--url must start with http:// (got '{url}'); https is not supported")
+        schemes = ("http", "grpc") if protocol is Protocol.GRPC else ("http",)
+        if parts.scheme not in schemes:
+            wanted = " or ".join(f"{s}://" for s in schemes)
+            raise ValueError(f"--url must start with {wanted} (got '{url}'); TLS is not supported")
         if not parts.hostname:
             raise ValueError(f"--url '{url}' has no host")
         try:
-            port = parts.port or 80
+            port = parts.port or (8001 if protocol is Protocol.GRPC else 80)
         except ValueError:
             raise ValueError(f"--url '{url}' has an invalid port") from None
-        return cls(parts.hostname, port, parts.netloc, parts.path.rstrip("/"))
+        grpc_default = protocol is Protocol.GRPC and parts.port is None
+        netloc = f"{parts.netloc}:{port}" if grpc_default else parts.netloc
+        return cls(parts.hostname, port, netloc, parts.path.rstrip("/"), protocol)
 
     @property
     def url(self) -> str:
-        return f"http://{self.host_header}{self.base_path}"
+        scheme = "grpc" if self.protocol is Protocol.GRPC else "http"
+        return f"{scheme}://{self.host_header}{self.base_path}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +281,16 @@ class BenchSpec:
     max_connections: int = 512
     """Open loop: the most keep-alive connections the pool opens; a request that finds none free
     then is counted as client_saturated and not sent (the offered load never waits for the server)."""
+    user_phases: tuple[UserPhase, ...] = ()
+    """Closed loop with a user ramp (instead of a fixed `concurrency` for `duration_s`)."""
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    """Closed loop: what stops the run early."""
+    api_key: str | None = field(default=None, repr=False)
+    """Sent as `Authorization: Bearer KEY` (gRPC: the same metadata); never written to a report."""
+    usd_per_hour: float | None = None
+    """What the server's machine costs: the report adds $ per million inferences."""
+    instance_type: str | None = None
+    """The catalogue instance type `usd_per_hour` came from, if any."""
 
     def __post_init__(self) -> None:
         if self.phases:
@@ -182,6 +298,13 @@ class BenchSpec:
                 raise ValueError("give either --rate or --phase, not both")
             # frozen: the recorded duration follows from the phases, so set it once here
             object.__setattr__(self, "duration_s", sum(p.duration_s for p in self.phases))
+        if self.user_phases:
+            if self.open_loop:
+                raise ValueError("--users is a closed-loop ramp; it does not go with --rate or --phase")
+            object.__setattr__(self, "duration_s", sum(p.duration_s for p in self.user_phases))
+            top = max(max(p.initial_users, p.final_users) for p in self.user_phases)
+            object.__setattr__(self, "concurrency", top)
+        self._check_modes()
         connections = (
             (
                 self.max_connections >= self.processes,
@@ -218,6 +341,29 @@ class BenchSpec:
             if not ok:
                 raise ValueError(message)
 
+    def _check_modes(self) -> None:
+        """The combinations a run cannot do, named."""
+        grpc = self.target.protocol is Protocol.GRPC
+        checks = [
+            (not (grpc and self.open_loop), "the open loop (--rate, --phase) drives HTTP only, not gRPC"),
+            (not (grpc and self.input_file is not None), "--input-file is for HTTP targets, not gRPC"),
+            (
+                not (self.thresholds.any and self.open_loop),
+                "stop thresholds apply to the closed loop (-c or --users), not to --rate or --phase",
+            ),
+            (
+                not ((self.thresholds.any or self.user_phases) and self.processes > 1),
+                "--users and stop thresholds run in one client process: leave out --processes",
+            ),
+            (
+                self.usd_per_hour is None or (self.usd_per_hour > 0 and math.isfinite(self.usd_per_hour)),
+                f"--price-per-hour must be positive, got {self.usd_per_hour}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
     @property
     def open_loop(self) -> bool:
         """Whether requests go out on a schedule (`--rate` / `--phase`) rather than one per answer."""
@@ -229,6 +375,11 @@ class BenchSpec:
         if self.rate_per_s is not None:
             return (Phase(self.duration_s, self.rate_per_s),)
         return self.phases
+
+    @property
+    def users(self) -> tuple[UserPhase, ...]:
+        """The closed loop's user phases: `user_phases`, or `concurrency` users all along."""
+        return self.user_phases or (UserPhase(self.concurrency, 0.0, self.duration_s),)
 
     @property
     def shares_signature(self) -> bool:

@@ -14,8 +14,9 @@ import numpy as np
 
 from modelfleet.bench.messages import ShareResult
 
-if TYPE_CHECKING:  # openstats builds on this module
+if TYPE_CHECKING:  # openstats and series build on this module
     from modelfleet.bench.openstats import OpenLoopFigures
+    from modelfleet.bench.series import ClosedLoopFigures
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -71,6 +72,7 @@ class BenchResult:
     client_processes: int
     client_cpu_s: float
     open_loop: OpenLoopFigures | None = None  # per status, phase and second, for --rate / --phase
+    closed_loop: ClosedLoopFigures | None = None  # per second and user phase, the threshold that stopped it
 
     @property
     def error_total(self) -> int:

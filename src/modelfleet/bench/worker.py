@@ -13,13 +13,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, TYPE_CHECKING, TypeVar
 
 import msgspec
 
 from modelfleet.bench.client import Share, event_loop_factory
 from modelfleet.bench.messages import Go, Ready, ShareJob, read_message, write_message
 from modelfleet.bench.openloop import OpenShare
+from modelfleet.bench.spec import Protocol
+
+if TYPE_CHECKING:
+    from modelfleet.bench.grpcload import GrpcShare
 
 R = TypeVar("R", bound=msgspec.Struct)
 
@@ -75,11 +79,20 @@ def run_in_processes(jobs: list[ShareJob], result: type[R]) -> list[R]:
     return results
 
 
+def closed_share(job: ShareJob) -> Share | GrpcShare:
+    """The closed loop of the job's protocol: HTTP connections, or gRPC calls (grpcio imported then)."""
+    if job.workload.target.protocol is Protocol.GRPC:
+        from modelfleet.bench.grpcload import GrpcShare
+
+        return GrpcShare(job)
+    return Share(job)
+
+
 def main() -> None:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the message pipe
     job = read_message(stdin, ShareJob)
-    share: Share | OpenShare = Share(job) if job.open_loop is None else OpenShare(job)
+    share: Share | GrpcShare | OpenShare = closed_share(job) if job.open_loop is None else OpenShare(job)
     write_message(stdout, Ready())
     read_message(stdin, Go)
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:

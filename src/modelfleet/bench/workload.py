@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import orjson
 
 from modelfleet.bench.encode import Body, body_from_file, encode
-from modelfleet.bench.httpwire import HTTPProtocolError, SetupConnection, model_path
+from modelfleet.bench.httpwire import HTTPProtocolError, SetupConnection, auth_headers, model_path
 from modelfleet.bench.messages import Workload
-from modelfleet.bench.spec import BenchSpec, Target
-from modelfleet.bench.synth import Signature, parse_signature, random_inputs
+from modelfleet.bench.spec import BenchSpec, Protocol, Target
+from modelfleet.bench.synth import Signature, Tensor, parse_signature, random_inputs
 
 METADATA_CONNECTIONS = 16
 
@@ -45,13 +46,22 @@ async def _fetch_signature(conn: SetupConnection, target: Target, model: str) ->
         raise SetupError(str(exc)) from None
 
 
-async def fetch_signatures(target: Target, models: list[str], timeout_s: float) -> list[Signature]:
-    """The input signature of each model, fetched over a few keep-alive connections."""
+async def fetch_signatures(
+    target: Target, models: list[str], timeout_s: float, headers: list[tuple[str, str]] | None = None
+) -> list[Signature]:
+    """The input signature of each model, fetched over a few keep-alive connections (gRPC: one channel)."""
+    if target.protocol is Protocol.GRPC:
+        from modelfleet.bench.grpcload import fetch_grpc_signatures
+
+        try:
+            return await fetch_grpc_signatures(target, models, timeout_s, headers or [])
+        except ValueError as exc:
+            raise SetupError(str(exc)) from None
     found: dict[str, Signature] = {}
     queue = iter(dict.fromkeys(models))
 
     async def fetcher() -> None:
-        conn = SetupConnection(target, timeout_s)
+        conn = SetupConnection(target, timeout_s, headers or [])
         try:
             for model in queue:  # a shared iterator: each model is taken by one fetcher
                 found[model] = await _fetch_signature(conn, target, model)
@@ -73,19 +83,26 @@ def _bodies(spec: BenchSpec, signatures: list[Signature]) -> tuple[list[Body], l
     if unknown:
         raise SetupError(f"--shape names inputs no model has: {', '.join(sorted(unknown))}")
     rng = np.random.default_rng(spec.seed)
+    if spec.target.protocol is Protocol.GRPC:
+        from modelfleet.bench.grpcload import grpc_body
+
+        encoder: Callable[[list[Tensor]], Body] = grpc_body
+    else:
+        encoder = partial(encode, encoding=spec.encoding)
     bodies: list[Body] = []
     body_sets: list[list[int]] = []
     for signature in signatures:
         first = len(bodies)
         for _ in range(spec.bodies):
             tensors = random_inputs(signature, rng, spec.batch_size, spec.seq_len, spec.shapes)
-            bodies.append(encode(tensors, spec.encoding))
+            bodies.append(encoder(tensors))
         body_sets.append(list(range(first, len(bodies))))
     return bodies, body_sets
 
 
 async def build_workload(spec: BenchSpec, log: Callable[[str], None] = lambda _: None) -> Workload:
     models = list(spec.models.expand())
+    headers = auth_headers(spec.api_key)
     if spec.input_file is not None:
         try:
             raw = spec.input_file.read_bytes()
@@ -95,7 +112,7 @@ async def build_workload(spec: BenchSpec, log: Callable[[str], None] = lambda _:
     else:
         described = models[:1] if spec.shares_signature else models
         log(f"fetching metadata of {len(set(described))} model(s)")
-        fetched = await fetch_signatures(spec.target, described, spec.timeout_s)
+        fetched = await fetch_signatures(spec.target, described, spec.timeout_s, headers)
         if spec.shares_signature:
             fetched = fetched * len(models)
         distinct = list(dict.fromkeys(fetched))
@@ -111,4 +128,5 @@ async def build_workload(spec: BenchSpec, log: Callable[[str], None] = lambda _:
         model_body_set=model_body_set,
         popularity=spec.popularity,
         zipf_s=spec.zipf_s,
+        headers=headers,
     )

@@ -1,8 +1,20 @@
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from modelfleet.bench.spec import BenchSpec, ModelSelection, Phase, Target, parse_shapes, split_names
+from modelfleet.bench.spec import (
+    BenchSpec,
+    ModelSelection,
+    Phase,
+    Protocol,
+    Target,
+    Thresholds,
+    UserPhase,
+    parse_shapes,
+    split_names,
+    users_at,
+)
 
 
 def test_target_parse() -> None:
@@ -122,3 +134,83 @@ def test_open_loop_spec() -> None:
 def test_open_loop_spec_checks(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         spec(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("text", "phase"),
+    [
+        ("2:2:25m", UserPhase(2, 2.0, 1500.0)),
+        ("4:0:30s", UserPhase(4, 0.0, 30.0)),
+        ("1:0.5:90", UserPhase(1, 0.5, 90.0)),
+    ],
+)
+def test_user_phase_parse(text: str, phase: UserPhase) -> None:
+    assert UserPhase.parse(text) == phase
+
+
+@pytest.mark.parametrize("text", ["2:2", "0:1:10s", "2:-1:10s", "a:b:c", "2:2:0s"])
+def test_user_phase_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="--users|user phase"):
+        UserPhase.parse(text)
+
+
+def test_users_over_the_phases() -> None:
+    phases = (UserPhase(2, 2.0, 120.0), UserPhase(1, 0.0, 10.0))  # seed 003's ramp, then one user
+    assert [users_at(phases, t) for t in (0, 29.9, 30, 59.9, 60, 119.9, 120, 129, 500)] == [
+        2,
+        2,
+        3,
+        3,
+        4,
+        5,
+        1,
+        1,
+        1,
+    ]
+    spec = BenchSpec(target=Target.parse("http://h"), models=ModelSelection(("m",)), user_phases=phases)
+    assert spec.duration_s == 130 and spec.concurrency == 6  # the most users at once
+    assert spec.users == phases
+    fixed = BenchSpec(
+        target=Target.parse("http://h"), models=ModelSelection(("m",)), concurrency=3, duration_s=4
+    )
+    assert fixed.users == (UserPhase(3, 0.0, 4.0),)
+
+
+def test_grpc_targets() -> None:
+    t = Target.parse("127.0.0.1:9001", Protocol.GRPC)
+    assert (t.host, t.port, t.protocol, t.url) == ("127.0.0.1", 9001, Protocol.GRPC, "grpc://127.0.0.1:9001")
+    assert Target.parse("grpc://h", Protocol.GRPC).url == "grpc://h:8001"
+    with pytest.raises(ValueError, match="grpc://"):
+        Target.parse("https://h", Protocol.GRPC)
+    with pytest.raises(ValueError, match="http://"):
+        Target.parse("grpc://h", Protocol.SAGEMAKER)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"protocol": Protocol.GRPC, "rate_per_s": 10.0}, "HTTP only"),
+        ({"thresholds": Thresholds(p90_ms=10), "rate_per_s": 10.0}, "closed loop"),
+        ({"thresholds": Thresholds(p90_ms=10), "processes": 2}, "one client process"),
+        ({"user_phases": (UserPhase(2, 0, 1),), "processes": 2}, "one client process"),
+        ({"user_phases": (UserPhase(2, 0, 1),), "rate_per_s": 5.0}, "closed-loop ramp"),
+        ({"usd_per_hour": -1.0}, "--price-per-hour"),
+    ],
+)
+def test_modes_that_do_not_combine(kwargs: dict[str, Any], message: str) -> None:
+    protocol = kwargs.pop("protocol", Protocol.V2)
+    with pytest.raises(ValueError, match=message):
+        BenchSpec(target=Target.parse("http://h:1", protocol), models=ModelSelection(("m",)), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"p90_ms": 0}, "--stop-p90-ms"),
+        ({"error_rate": 1.5}, "--stop-error-rate"),
+        ({"max_requests": 0}, "--max-requests"),
+    ],
+)
+def test_threshold_checks(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Thresholds(**kwargs)
