@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 TENANTS ?= 3
 
-.PHONY: serve test lint typecheck unit bench-peers clean grpc-proto
+.PHONY: serve test lint typecheck unit bench-peers clean grpc-proto nginx
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,22 @@ lint: $(VENV)/.test-deps
 typecheck: $(VENV)/.test-deps
 	$(BIN)/mypy src
 
-test: lint typecheck
+test: lint typecheck nginx
 	$(BIN)/pytest
+
+# nginx for `modelfleet cluster` and its tests, from the Debian packages when it is missing and apt-get
+# may run (as root, or through sudo without a password). Never fails: without it the nginx tests
+# skip and say why.
+APT_NGINX := DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx
+nginx:
+	@if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "nginx: not installed and no apt-get here: the nginx tests will skip"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	else echo "nginx: not installed, and apt-get needs root (no password-less sudo): the nginx tests will skip"; exit 0; fi; \
+	$$SUDO env $(APT_NGINX) >/dev/null 2>&1 || { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO env $(APT_NGINX) >/dev/null 2>&1; } \
+	  || echo "nginx: apt-get install nginx failed: the nginx tests will skip"
 
 unit: $(VENV)/.test-deps
 	$(BIN)/pytest tests/unit -q
