@@ -47,6 +47,7 @@ from modelfleet.protocol.rest import (
 from modelfleet.protocol.v2 import InferRequest
 from modelfleet.server.auth import Access, Guard, Principal, presented_key
 from modelfleet.server.dataplane import DataPlane
+from modelfleet.server.http1 import HOLD
 from modelfleet.server.logs import begin_request, end_request, set_request_id
 from modelfleet.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from modelfleet.server.metrics import Metrics
@@ -85,6 +86,17 @@ def _admit(
     key = presented_key(headers.get(b"authorization"), headers.get(b"x-api-key"))
     client = scope.get("client")
     return guard.admit(access, key, client[0] if client else None, name, version)
+
+
+def _enter(quota: Quota, scope: Scope) -> None:
+    """Count a request in its tenant's quota; past it, 429 and its connection held (http1.py)."""
+    try:
+        quota.enter()
+    except Overloaded:
+        hold = scope.get("extensions", {}).get(HOLD)
+        if hold is not None:
+            quota.hold(hold())
+        raise
 
 
 class BodyBudget:
@@ -293,7 +305,7 @@ class InferEndpoint:
             if self._guard.enabled:  # no keys configured: inference is open, nothing to check
                 tenant = _admit(self._guard, Access.MODEL, scope, headers, name, version).quota
                 if tenant is not None:
-                    tenant.enter()  # 429 past the tenant's quota, before the body is read
+                    _enter(tenant, scope)  # 429 past the tenant's quota, before the body is read
                     quota = tenant
             body = await read_body(receive, headers, self._limit, timeout_s=self._body_timeout_s, share=share)
             raw_length = headers.get(_HEADER_LENGTH)

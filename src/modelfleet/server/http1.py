@@ -9,6 +9,9 @@ client can hold before any request reaches the app.
   read that completes a head brings more than the cap.
 - `max_connections`: one more connection is answered 503 with Retry-After and closed.
 - `keep_alive_timeout_s` is uvicorn's own keep-alive timer (set in server/app.py).
+- A request refused by its tenant's quota may hold its connection (scope extension
+  `modelfleet.hold`, server/quota.py): nothing more is read from it until the quota lets it go, or
+  MAX_HOLD_S has passed.
 
 Body size and body time are the app's (server/http.py `read_body`), where the answer is JSON too.
 """
@@ -16,6 +19,7 @@ Body size and body time are the app's (server/http.py `read_body`), where the an
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -23,6 +27,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from modelfleet.config import ServerSettings
 
+MAX_HOLD_S = 5.0  # a held connection reads again after this long, whatever its quota says
+HOLD = "modelfleet.hold"  # the scope extension: call it to hold the connection after this response
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
 
 
@@ -52,6 +58,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.waiting_since: float | None = None  # loop time the request now awaited began; None: none
         self._head_bytes = 0  # its request line and headers so far
         self._refusal: tuple[int, str] | None = None  # sent instead of uvicorn's plain 400
+        self._held = False  # read nothing after the current response, until released
+        self._hold_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -86,6 +94,46 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if head > self.max_header_bytes:  # a whole head larger than the cap in one read
             self.cycle.disconnected = True  # its app call, already scheduled, sees a client gone
             self._refuse(431, f"request line and headers are larger than {self.max_header_bytes} bytes")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["extensions"] = {HOLD: self.hold}  # type: ignore[dict-item]
+
+    def hold(self) -> Callable[[], None]:
+        """Read nothing more from this connection once the current response is complete, until the
+        returned callable is called (at most MAX_HOLD_S)."""
+        self._held = True
+        return self._release
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self._held or self.transport.is_closing():
+            return
+        self.flow.pause_reading()
+        if self.timeout_keep_alive_task is not None:  # not idle: held (the timer restarts after)
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        self._hold_timer = self.loop.call_later(MAX_HOLD_S, self._release)
+
+    def _release(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        if self.transport.is_closing() or not self.flow.read_paused:
+            return  # gone, or let go before its response was complete (never paused)
+        self.flow.resume_reading()
+        if not self.pipeline and self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+        super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
         if self._refusal is not None:

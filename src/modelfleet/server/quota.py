@@ -1,12 +1,20 @@
 """Per-tenant quotas on inference: a request rate (token bucket) and a number of requests in
 flight, from the keys file (server/auth.py). A tenant past either gets 429 with Retry-After at
 once, before its request is read or queued, so that a noisy tenant spends its own quota and not
-the other tenants' queue places and cores. Event-loop thread only; the clock is injected."""
+the other tenants' queue places and cores. Event-loop thread only; the clock is injected.
+
+A refused request's connection can be held (`hold`): the transport reads nothing more from it
+until the quota could take a request again — one held connection is let go per token due (rate)
+and per request of the tenant that ends (concurrency), oldest first. A flood then costs the
+server one refusal per token instead of one per request it can send: the 429 still goes out at
+once, and a client that honours Retry-After never notices."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +43,8 @@ class Quota:
         self._stamp = clock()
         self.in_flight = 0
         self.refused = 0
+        self._held: deque[Callable[[], None]] = deque()  # connections to let go, oldest first
+        self._tick: asyncio.TimerHandle | None = None  # the next release by rate
 
     def enter(self) -> None:
         """Count one request in, or raise 429 with the seconds after which a retry can pass."""
@@ -59,3 +69,25 @@ class Quota:
 
     def leave(self) -> None:
         self.in_flight -= 1
+        if self._max is not None and self._held:
+            self._held.popleft()()
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def hold(self, resume: Callable[[], None]) -> None:
+        """Hold a refused client's connection: `resume` (idempotent; the transport also lets it go
+        by itself after a while) is called when a token is due or one of the tenant's requests ends."""
+        self._held.append(resume)
+        if self._rate is not None and self._tick is None:
+            missing = 1.0 - min(self._burst, self._tokens + (self._clock() - self._stamp) * self._rate)
+            self._tick = asyncio.get_running_loop().call_later(max(0.0, missing / self._rate), self._release)
+
+    def _release(self) -> None:
+        """A token is due: let the oldest held connection go; again a token later while any is held."""
+        self._tick = None
+        if self._held:
+            self._held.popleft()()
+        if self._held and self._rate is not None:
+            self._tick = asyncio.get_running_loop().call_later(1.0 / self._rate, self._release)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,38 @@ def test_the_keys_file_gives_each_tenant_its_quota(tmp_path: Path) -> None:
 def test_bad_quotas_name_the_tenant_and_field(tmp_path: Path, quota: object, message: str) -> None:
     with pytest.raises(AuthConfigError, match=f"tenant 'acme': {message}"):
         load_tenants(write(tmp_path, quota))
+
+
+async def test_held_connections_are_let_go_one_per_request_that_ends() -> None:
+    quota = Quota("acme", QuotaConfig(max_concurrent=1))
+    quota.enter()
+    released: list[str] = []
+    for name in ("first", "second"):
+        with pytest.raises(Overloaded):
+            quota.enter()
+        quota.hold(lambda name=name: released.append(name))
+    assert (quota.held, released) == (2, [])
+    quota.leave()
+    assert released == ["first"]  # oldest first, one per request that ends
+    quota.enter()
+    quota.leave()
+    assert (quota.held, released) == (0, ["first", "second"])
+
+
+async def test_held_connections_are_let_go_one_per_token_due() -> None:
+    quota = Quota("acme", QuotaConfig(rate_per_s=200.0, burst=1))
+    quota.enter()
+    with pytest.raises(Overloaded):
+        quota.enter()
+    done = asyncio.Event()
+    released: list[int] = []
+
+    def resume(n: int) -> None:
+        released.append(n)
+        if len(released) == 3:
+            done.set()
+
+    for n in range(3):
+        quota.hold(lambda n=n: resume(n))
+    await asyncio.wait_for(done.wait(), 5)  # a token every 5 ms: each lets one connection go
+    assert released == [0, 1, 2] and quota.held == 0
