@@ -1,4 +1,5 @@
-"""`modelfleet compile SRC --out REPO/NAME`: a Hugging Face folder or ONNX file -> a checked model folder."""
+"""`modelfleet compile SRC --out REPO/NAME`: a Hugging Face folder, an ONNX / TorchScript / torch.export
+file or a scikit-learn / XGBoost / LightGBM model -> a checked model folder (docs/compile.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ _TARGETS = ("cpu", "cuda", "tensorrt", "neuron")
 _PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 _FORMATS = ("onnx", "torchscript")
 _TASKS = ("embedding", "classification")
-_EXTRA = {"torch", "transformers", "onnx", "onnxscript", "safetensors", "tokenizers"}
+_EXTRA = {
+    "torch", "transformers", "onnx", "onnxscript", "safetensors", "tokenizers",
+    "sklearn", "skl2onnx", "onnxmltools", "onnxconverter_common", "xgboost", "lightgbm", "joblib",
+}  # fmt: skip
 
 
 def _numbers(text: str, option: str) -> list[int]:
@@ -34,7 +38,9 @@ def compile_command(
     source: Annotated[
         Path,
         typer.Argument(
-            metavar="SRC", help="A Hugging Face folder (config.json + safetensors) or an .onnx file."
+            metavar="SRC",
+            help="A Hugging Face folder (config.json + safetensors), an .onnx, TorchScript .pt or torch.export "
+            ".pt2 file, an XGBoost .json / .ubj, a LightGBM .txt or a pickled scikit-learn estimator.",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", metavar="REPO/NAME", help="The model folder to write.")],
@@ -70,6 +76,13 @@ def compile_command(
         bool,
         typer.Option(
             "--static-int8", help="int8 with activation ranges calibrated on the gate's inputs (QDQ)."
+        ),
+    ] = False,
+    build_engines: Annotated[
+        bool,
+        typer.Option(
+            "--build-engines",
+            help="tensorrt: build the TensorRT engines now, into the model folder (needs the provider and a GPU).",
         ),
     ] = False,
     profile_s: Annotated[
@@ -111,6 +124,7 @@ def compile_command(
             thresholds=Thresholds(min_cosine, min_agreement, max_abs_diff),
             trust_pickle=trust_pickle,
             static_int8=static_int8,
+            build_engines=build_engines,
             profile_s=profile_s,
             version=version,
             report=report,

@@ -51,6 +51,79 @@ def export(
         ) from None
 
 
+def export_program(
+    program: Any, example: dict[str, np.ndarray], input_names: Sequence[str], output: str, path: Path
+) -> None:
+    """A torch.export program through the dynamo exporter (its dynamic dimensions kept), the one
+    output renamed to `output`."""
+    import onnx
+    import torch
+
+    args = tuple(torch.from_numpy(example[name]) for name in input_names)
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), _quiet_dynamo():
+            warnings.simplefilter("ignore")  # pytree deprecations inside the exporter
+            exported = torch.onnx.export(program, args, None, dynamo=True, input_names=list(input_names))
+    except Exception as exc:
+        raise CompileError(
+            f"the ONNX exporter (dynamo) cannot handle this program: {type(exc).__name__}: {str(exc)[:300]}"
+        ) from None
+    if exported is None:
+        raise CompileError("the ONNX exporter (dynamo) returned no program")
+    model = exported.model_proto
+    if len(model.graph.output) != 1:
+        raise CompileError(f"the program answers {len(model.graph.output)} tensors; one is supported")
+    rename_value(model.graph, model.graph.output[0].name, output)
+    onnx.save(model, str(path))
+
+
+def rename_value(graph: Any, old: str, new: str) -> None:
+    """Rename a value of the graph everywhere; an inner value already called `new` (the dynamo
+    exporter names values after operators, e.g. 'embedding') is renamed out of the way first."""
+    if old == new:
+        return
+    taken = {v for node in graph.node for v in node.output} | {i.name for i in graph.initializer}
+    if new in taken:
+        _replace(graph, new, f"{new}__inner")
+    _replace(graph, old, new)
+
+
+def _replace(graph: Any, old: str, new: str) -> None:
+    for node in graph.node:
+        node.input[:] = [new if v == old else v for v in node.input]
+        node.output[:] = [new if v == old else v for v in node.output]
+    for value in [*graph.output, *graph.value_info]:
+        if value.name == old:
+            value.name = new
+
+
+def convert_fp16(source: Path, target: Path) -> None:
+    """Weights and activations in fp16 (ONNX Runtime's float16 tool, maintained with it), the
+    model's inputs and outputs kept in their types so that the served signature does not change."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # values clamped to the fp16 range are reported one by one
+            halved = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+        onnx.save(halved, str(target))
+    except Exception as exc:
+        raise CompileError(f"fp16 conversion failed: {type(exc).__name__}: {str(exc)[:300]}") from None
+
+
+@contextmanager
+def _quiet_dynamo() -> Iterator[None]:
+    """The dynamo exporter logs each optional operator library it does not find (torchvision)."""
+    logger = logging.getLogger("torch.onnx")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
 def ignore_export_warnings() -> None:
     """Warnings tracing a transformer always gives; the accuracy gate covers their risks."""
     # the TorchScript-based exporter and tracer are chosen on purpose: they handle these models today

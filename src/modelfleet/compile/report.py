@@ -36,6 +36,7 @@ class CompileReport:
     profile: list[Cell] = field(default_factory=list)
     files: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    neuron_placement: dict[str, Any] | None = None  # target neuron: operators on the device (neuron.py)
     status: str = "pending"  # accepted | rejected
     written_to: str | None = None
     created: str = field(

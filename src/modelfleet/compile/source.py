@@ -1,9 +1,12 @@
-"""What SRC is: a Hugging Face folder (config.json and weights), an ONNX file or a TorchScript file,
-checked before use.
+"""What SRC is, checked before use: a Hugging Face folder (config.json and weights), an ONNX file,
+a TorchScript or torch.export file, or a scikit-learn / XGBoost / LightGBM model.
 
 Weights are safetensors, whose header is validated against the file size (a truncated download is
 refused by name). Pickle checkpoints (pytorch_model.bin, *.pt, *.ckpt) can run code when loaded:
 they are refused unless the caller trusts them, and even then read with `weights_only=True`.
+A pickled scikit-learn estimator (.joblib, .pkl, .pickle) has no weights-only reading: it is
+refused unless trusted, and unpickling it then runs whatever code it holds. XGBoost (.json, .ubj)
+and LightGBM (.txt) models are read in their libraries' own formats, which hold no code.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from modelfleet.compile.errors import CompileError, Unsupported
 CONFIG_JSON = "config.json"
 TOKENIZER_JSON = "tokenizer.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+ESTIMATOR_SUFFIXES = (".joblib", ".pkl", ".pickle")
 _HEADER_MAX_BYTES = 100 << 20  # the safetensors library's own limit
 
 
@@ -28,6 +32,15 @@ class SourceKind(StrEnum):
     HUGGING_FACE = "hugging-face"
     ONNX = "onnx"
     TORCHSCRIPT = "torchscript"
+    PROGRAM = "torch-export"  # torch.export.save
+    SKLEARN = "scikit-learn"  # a pickled estimator (or an XGBoost / LightGBM scikit-learn wrapper)
+    XGBOOST = "xgboost"
+    LIGHTGBM = "lightgbm"
+
+    @property
+    def classic(self) -> bool:
+        """Feature-row models converted by skl2onnx / onnxmltools (compile/classic.py)."""
+        return self in (SourceKind.SKLEARN, SourceKind.XGBOOST, SourceKind.LIGHTGBM)
 
 
 @dataclass(frozen=True)
@@ -54,17 +67,7 @@ def inspect_source(path: Path, trust_pickle: bool = False) -> Source:
     if not path.exists():
         raise CompileError(f"{path} does not exist")
     if path.is_file():
-        if path.suffix == ".onnx":
-            return Source(SourceKind.ONNX, path)
-        if path.suffix in (".pt", ".pth") and is_torchscript(path):
-            return Source(SourceKind.TORCHSCRIPT, path)
-        if path.suffix in PICKLE_SUFFIXES:
-            raise CompileError(
-                f"{path.name} is a bare checkpoint: give the Hugging Face folder holding it and its {CONFIG_JSON}"
-            )
-        raise Unsupported(
-            f"{path.name}: a source is a Hugging Face folder, an .onnx file or a TorchScript .pt"
-        )
+        return _file_source(path, trust_pickle)
     config_path = path / CONFIG_JSON
     if not config_path.is_file():
         raise CompileError(f"{path} is not a model folder: it has no {CONFIG_JSON} (a Hugging Face model)")
@@ -93,6 +96,43 @@ def inspect_source(path: Path, trust_pickle: bool = False) -> Source:
             f"{path.name} holds several pickle checkpoints; keep one: {[p.name for p in pickles]}"
         )
     return Source(SourceKind.HUGGING_FACE, path, config, (pickles[0],))
+
+
+def _file_source(path: Path, trust_pickle: bool) -> Source:
+    suffix = path.suffix
+    if suffix == ".onnx":
+        return Source(SourceKind.ONNX, path)
+    if suffix == ".pt2":
+        return Source(SourceKind.PROGRAM, path)
+    if suffix in (".pt", ".pth") and is_torchscript(path):
+        return Source(SourceKind.TORCHSCRIPT, path)
+    if suffix in (".json", ".ubj"):
+        return Source(SourceKind.XGBOOST, path)
+    if suffix == ".txt" and _is_lightgbm(path):
+        return Source(SourceKind.LIGHTGBM, path)
+    if suffix in ESTIMATOR_SUFFIXES:
+        if not trust_pickle:
+            raise CompileError(
+                f"{path.name} is a pickle, which runs code when loaded; pass --trust-pickle if you trust "
+                "its origin (a scikit-learn estimator is then unpickled: it has no weights-only format), "
+                "or save XGBoost / LightGBM models in their own formats (.json / .txt)"
+            )
+        return Source(SourceKind.SKLEARN, path)
+    if suffix in PICKLE_SUFFIXES:
+        raise CompileError(
+            f"{path.name} is a bare checkpoint: give the Hugging Face folder holding it and its {CONFIG_JSON}"
+        )
+    raise Unsupported(
+        f"{path.name}: a source is a Hugging Face folder, an .onnx file, a TorchScript .pt, a torch.export "
+        ".pt2, an XGBoost .json / .ubj, a LightGBM .txt or a pickled scikit-learn estimator (.joblib / .pkl)"
+    )
+
+
+def _is_lightgbm(path: Path) -> bool:
+    """A LightGBM text model starts with 'tree' then 'version=...'."""
+    with path.open("rb") as f:
+        head = f.read(32)
+    return head.startswith(b"tree\n") or head.startswith(b"tree\r\n")
 
 
 def is_torchscript(path: Path) -> bool:

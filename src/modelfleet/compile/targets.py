@@ -3,10 +3,10 @@
     target     format        precisions     needs
     cpu        onnx          fp32, int8     ONNX Runtime (always installed)
     cpu        torchscript   fp32, bf16     torch; bf16 is fast only with AVX-512 BF16 or AMX
-    cuda       onnx          fp32           ONNX Runtime's CUDA execution provider and a GPU
-    tensorrt   onnx          fp32           ONNX Runtime's TensorRT execution provider and a GPU
-
-(fp16 for cuda / tensorrt is not implemented: refused, never produced as fp32 under its name.)
+    cuda       onnx          fp32, fp16     nothing to compile (gated on this CPU); a GPU and
+                                            onnxruntime-gpu to serve
+    tensorrt   onnx          fp32, fp16     as cuda; ONNX Runtime's TensorRT provider and a GPU
+                                            only to build the engines now (--build-engines)
     neuron     torchscript   fp32, bf16     torch_neuronx (AWS Neuron SDK) on an Inferentia/Trainium host
 
 A combination outside the table, or a target whose SDK is absent, is refused (Unsupported, exit 2)
@@ -44,8 +44,8 @@ class Format(StrEnum):
 SUPPORTED: dict[tuple[Target, Format], tuple[Precision, ...]] = {
     (Target.CPU, Format.ONNX): (Precision.FP32, Precision.INT8),
     (Target.CPU, Format.TORCHSCRIPT): (Precision.FP32, Precision.BF16),
-    (Target.CUDA, Format.ONNX): (Precision.FP32,),
-    (Target.TENSORRT, Format.ONNX): (Precision.FP32,),
+    (Target.CUDA, Format.ONNX): (Precision.FP32, Precision.FP16),
+    (Target.TENSORRT, Format.ONNX): (Precision.FP32, Precision.FP16),
     (Target.NEURON, Format.TORCHSCRIPT): (Precision.FP32, Precision.BF16),
 }
 DEFAULT_FORMAT = {
@@ -55,6 +55,7 @@ DEFAULT_FORMAT = {
     Target.NEURON: Format.TORCHSCRIPT,
 }
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+TENSORRT_PROVIDER = "TensorrtExecutionProvider"
 
 
 def resolve_format(target: Target, precision: Precision, fmt: Format | None) -> Format:
@@ -75,10 +76,10 @@ def check_supported(target: Target, precision: Precision, fmt: Format) -> None:
         raise Unsupported(f"target {target} cannot run {precision} as {fmt}; it offers {offered}")
 
 
-def check_available(target: Target, providers: list[str] | None = None) -> None:
-    """Unsupported when the target's SDK or device is absent here, saying what is missing."""
-    if target == Target.CPU:
-        return
+def check_available(target: Target, build_engines: bool = False, providers: list[str] | None = None) -> None:
+    """Unsupported when what the compile must run is absent here, saying what is missing: Neuron's
+    SDK for neuron; the TensorRT provider when TensorRT engines are to be built now. A cuda or
+    tensorrt model is otherwise made and gated on the CPU (the report says so)."""
     if target == Target.NEURON:
         if importlib.util.find_spec("torch_neuronx") is None:
             raise Unsupported(
@@ -86,16 +87,19 @@ def check_available(target: Target, providers: list[str] | None = None) -> None:
                 "compile on an Inferentia or Trainium instance with the Neuron PyTorch packages"
             )
         return
+    if not build_engines:
+        return
+    if target != Target.TENSORRT:
+        raise Unsupported(f"--build-engines applies to target tensorrt, not {target}")
     if providers is None:
         import onnxruntime as ort
 
         providers = list(ort.get_available_providers())
-    needed = "CUDAExecutionProvider" if target == Target.CUDA else "TensorrtExecutionProvider"
-    if needed not in providers:
-        package = "onnxruntime-gpu" if target == Target.CUDA else "onnxruntime-gpu with TensorRT"
+    if TENSORRT_PROVIDER not in providers:
         raise Unsupported(
-            f"target {target} needs ONNX Runtime's {needed}, which this installation lacks "
-            f"(it has {', '.join(providers)}); install {package} on a machine with an NVIDIA GPU"
+            f"--build-engines needs ONNX Runtime's {TENSORRT_PROVIDER}, which this installation lacks "
+            f"(it has {', '.join(providers)}); install onnxruntime-gpu with TensorRT on a machine with an "
+            "NVIDIA GPU, or leave out --build-engines: the engines are then built on the first load"
         )
 
 

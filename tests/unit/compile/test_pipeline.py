@@ -13,7 +13,7 @@ from modelfleet.cli import build_app
 from modelfleet.compile.errors import GateFailed
 from modelfleet.compile.gate import Thresholds
 from modelfleet.compile.pipeline import CompileRequest, compile_model
-from modelfleet.compile.targets import Format, Precision, Target
+from modelfleet.compile.targets import Format, Precision
 from modelfleet.repository.folder import FolderRepository
 from tests.unit.compile.tiny_bert import SEQ_LENS, quiet_hf, tiny_bert
 
@@ -123,8 +123,8 @@ def test_cli_exit_codes_and_messages(classifier: Path, tmp_path: Path) -> None:
     assert code == 1 and "transformers cannot build no-such-architecture model unknown" in output
     code, output = _cli(str(classifier), "--out", out, "--precision", "bf16", "--format", "onnx")
     assert code == 2 and "target cpu cannot run bf16 as onnx" in output
-    code, output = _cli(str(classifier), "--out", out, "--target", "cuda")
-    assert code == 2 and "CUDAExecutionProvider" in output
+    code, output = _cli(str(classifier), "--out", out, "--target", "tensorrt", "--build-engines")
+    assert code == 2 and "--build-engines needs ONNX Runtime's TensorrtExecutionProvider" in output
     code, output = _cli(str(classifier), "--out", out, "--target", "neuron", "--seq-lens", "16")
     assert code == 2 and "torch_neuronx" in output
     code, output = _cli(str(classifier), "--out", out, "--seq-lens", "128")
@@ -154,22 +154,6 @@ def test_onnx_sources_without_token_inputs_are_refused(tmp_path: Path) -> None:
         str(identity(tmp_path / "id2.onnx")), "--out", str(tmp_path / "repo" / "m"), "--precision", "bf16"
     )
     assert code == 2 and "an ONNX source compiles to ONNX only" in output
-
-
-def test_cuda_where_the_provider_exists_is_gated_on_the_cpu_and_says_so(
-    classifier: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import onnxruntime
-
-    code, output = _cli(
-        str(classifier), "--out", str(tmp_path / "x"), "--target", "cuda", "--precision", "fp16"
-    )
-    assert code == 2 and "target cuda cannot run fp16 as onnx; it offers fp32 (onnx)" in output
-    present = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: present)
-    report = _compile(classifier, tmp_path / "repo" / "m", target=Target.CUDA, profile_s=0.0)
-    assert any("not run on a GPU" in note for note in report.notes)  # type: ignore[attr-defined]
-    assert FolderRepository(tmp_path / "repo").fetch("m").config.device == "cuda"
 
 
 def test_a_torchscript_source_compiles_to_int8_onnx(classifier: Path, tmp_path: Path) -> None:

@@ -50,7 +50,9 @@ def test_a_folder_that_is_not_a_model(tmp_path: Path) -> None:
     with pytest.raises(CompileError, match="does not exist"):
         inspect_source(tmp_path / "missing")
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(Unsupported, match="a Hugging Face folder, an .onnx file or a TorchScript .pt"):
+    with pytest.raises(
+        Unsupported, match=r"notes.txt: a source is a Hugging Face folder, .* a LightGBM .txt"
+    ):
         inspect_source(tmp_path / "notes.txt")
 
 

@@ -35,13 +35,23 @@ def test_the_table_of_targets_formats_and_precisions() -> None:
     assert Unsupported("x").exit_code == 2
 
 
-def test_gpu_targets_need_their_execution_provider() -> None:
-    with pytest.raises(Unsupported, match="CUDAExecutionProvider, which this installation lacks"):
-        check_available(Target.CUDA, ["CPUExecutionProvider"])
-    with pytest.raises(Unsupported, match="TensorrtExecutionProvider"):
-        check_available(Target.TENSORRT, ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    check_available(Target.CUDA, ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    check_available(Target.CPU, [])
+def test_gpu_targets_need_a_provider_only_to_build_tensorrt_engines() -> None:
+    check_available(Target.CUDA, providers=["CPUExecutionProvider"])  # made and gated on the CPU
+    check_available(Target.TENSORRT, providers=["CPUExecutionProvider"])  # engines built on first load
+    check_available(Target.CPU, providers=[])
+    with pytest.raises(Unsupported, match="--build-engines needs ONNX Runtime's TensorrtExecutionProvider"):
+        check_available(
+            Target.TENSORRT, build_engines=True, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+        )
+    with pytest.raises(Unsupported, match="--build-engines applies to target tensorrt, not cuda"):
+        check_available(Target.CUDA, build_engines=True, providers=["TensorrtExecutionProvider"])
+    check_available(Target.TENSORRT, build_engines=True, providers=["TensorrtExecutionProvider"])
+    check_supported(Target.CUDA, Precision.FP16, Format.ONNX)
+    check_supported(Target.TENSORRT, Precision.FP16, Format.ONNX)
+    with pytest.raises(
+        Unsupported, match=r"target cuda cannot run int8 as onnx; it offers fp32 \(onnx\), fp16"
+    ):
+        check_supported(Target.CUDA, Precision.INT8, Format.ONNX)
 
 
 def test_neuron_needs_torch_neuronx_found_by_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
