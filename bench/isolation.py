@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import secrets
+import shlex
 import statistics
 import subprocess
 import sys
@@ -231,7 +232,9 @@ def keys_file(folder: Path, keys: dict[str, str], quota_a: dict[str, Any]) -> Pa
 
 def capacity(repo: Path, a: argparse.Namespace) -> dict[str, Any]:
     """S: the closed loop over both tenants' models on a server without keys (overload.py's step)."""
-    server = Server(repo, {}, ["--startup-load", "all", "--log-level", "warning"])
+    server = Server(
+        repo, {}, ["--startup-load", "all", "--log-level", "warning", *shlex.split(a.server_args)]
+    )
     try:
         ns = argparse.Namespace(
             model=f"{MODEL_A},{MODEL_B}", seq=a.seq, encoding="binary", client_timeout_s=30.0,
@@ -259,7 +262,9 @@ def run_layout(layout: str, a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         quota_a["max_concurrent"] = a.a_max_concurrent
     keys = {"a": secrets.token_urlsafe(32), "b": secrets.token_urlsafe(32)}
     settings = {"MODELFLEET_AUTH_KEYS_FILE": str(keys_file(tmp, keys, quota_a))}
-    server = Server(repo, settings, ["--startup-load", "all", "--log-level", "warning"])
+    server = Server(
+        repo, settings, ["--startup-load", "all", "--log-level", "warning", *shlex.split(a.server_args)]
+    )
     rate_b, rate_a = a.victim_fraction * s, a.attack_factor * s
     # B steady throughout; A on from the gap before each attacked window to its end, nearly off
     # (0.01/s: a phase needs a positive rate) otherwise; the gaps take the transitions
@@ -353,6 +358,8 @@ def main() -> None:
     parser.add_argument("--a-rate-fraction", type=float, default=0.5, help="A's quota rate_per_s, times S")
     parser.add_argument("--a-max-concurrent", type=int, default=4, help="A's quota max_concurrent (0: none)")
     parser.add_argument("--max-connections", type=int, default=512, help="each load's connection pool")
+    parser.add_argument("--server-args", default="--compute-slots 1",
+                        help="extra `modelfleet serve` options for both servers (default: one compute slot)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write every figure here too")
     a = parser.parse_args()
     raise_file_limit(4 * a.max_connections + 256)
