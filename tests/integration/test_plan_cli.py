@@ -61,7 +61,7 @@ BAD = {
         ("headroom: 0.0", "headroom: 0.0\n  min_instances: 9\n  max_instances: 3"),
         "contradictory constraints",
     ),
-    "bad field": (("traffic_rps: 2.049342", "traffic: 2"), "fleet.yaml:26: models.0.traffic: Extra inputs"),
+    "bad field": (("traffic_rps: 2.049342", "traffic: 2"), "fleet.yaml:31: models.0.traffic: Extra inputs"),
 }
 
 
@@ -83,7 +83,9 @@ def test_bad_input_exits_2_and_writes_nothing(runner: CliRunner, tmp_path: Path,
 def test_infeasible_slo_everywhere(runner: CliRunner, tmp_path: Path) -> None:
     text = SEED_002.read_text()
     for n in ("24", "18", "11", "76", "72"):
-        text = text.replace(f"{{models_per_instance: {n}}}", f"{{models_per_instance: {n}, latency_ms: 150}}")
+        old = f"{{models_per_instance: {n},"
+        assert old in text
+        text = text.replace(old, f"{{models_per_instance: {n}, latency_ms: 150,")
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(text)
     result = runner.invoke(build_app(), ["plan", str(fleet), "--json"])
@@ -92,6 +94,30 @@ def test_infeasible_slo_everywhere(runner: CliRunner, tmp_path: Path) -> None:
         result.stderr.split()
     )
     assert result.stdout == ""
+
+
+def test_plan_simulates_seed_002_at_its_rate(runner: CliRunner, tmp_path: Path) -> None:
+    args = ["plan", str(SEED_002), "--max-instances", "40", "--simulate", "6230", "--zipf", "0"]
+    result = runner.invoke(build_app(), [*args, "--simulate-s", "5", "--json", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    sim = json.loads(result.stdout)["simulation"]
+    assert len(sim["instances"]) == 40 and sim["overloaded_instances"] == 0
+    assert sim["requests"] == pytest.approx(6230 * 4.5, rel=0.03)  # after the 10 % warm-up
+    assert 24.0 <= sim["p50_ms"] <= sim["p90_ms"] <= sim["p99_ms"]  # 24 ms a request, plus queueing
+    # 6,230 req/s x 24 ms over 40 x 16 NeuronCores: 23 % busy
+    assert sum(i["utilisation"] for i in sim["instances"]) / 40 == pytest.approx(6230 * 0.024 / 640, rel=0.05)
+    assert json.loads((tmp_path / "simulation.json").read_text())["p90_ms"] == sim["p90_ms"]
+    assert (tmp_path / "simulation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_simulate_without_service_times_exits_2_and_writes_nothing(runner: CliRunner, tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(SEED_002.read_text().replace(", service_ms: 24}", "}"))
+    out = tmp_path / "out"
+    result = runner.invoke(build_app(), ["plan", str(fleet), "--simulate", "100", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "no service time to simulate with" in " ".join(result.stderr.split())
+    assert not out.exists()
 
 
 def test_advise_writes_the_spider_chart(runner: CliRunner, tmp_path: Path) -> None:

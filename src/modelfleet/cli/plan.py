@@ -11,8 +11,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from modelfleet.planner.catalog import Catalog
     from modelfleet.planner.result import Plan
+    from modelfleet.planner.simulate import Simulation
     from modelfleet.planner.solve import Method
+    from modelfleet.planner.spec import FleetSpec
 
 EXIT_INPUT = 2  # bad fleet spec or catalogue, or constraints no fleet meets: nothing written
 
@@ -41,9 +44,24 @@ def plan(
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="CP-SAT worker threads (default: the CPUs, at most 8).")
     ] = min(8, os.cpu_count() or 1),
+    simulate_rps: Annotated[
+        float | None,
+        typer.Option(
+            "--simulate",
+            min=0.001,
+            metavar="RATE",
+            help="Then simulate the plan at RATE req/s of Zipf traffic: latency percentiles, use per instance.",
+        ),
+    ] = None,
+    simulate_s: Annotated[float, typer.Option("--simulate-s", min=0.1, help="Simulated seconds.")] = 20.0,
+    zipf: Annotated[
+        float, typer.Option("--zipf", min=0.0, help="Zipf exponent of the simulated traffic (0: uniform).")
+    ] = 1.1,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed of the simulation.")] = 0,
 ) -> None:
     """Pack the fleet's models onto the cheapest set of instances: the instances by type, their use,
-    $/h, $ per model-hour and per million inferences, the proven lower bound and the gap."""
+    $/h, $ per model-hour and per million inferences, the proven lower bound and the gap; with
+    --simulate, the plan's latency and use under Zipf traffic (discrete-event simulation)."""
     from rich.console import Console
 
     from modelfleet.planner.errors import PlanInputError
@@ -55,11 +73,17 @@ def plan(
     except ValueError:
         raise typer.BadParameter(f"--solver must be auto, exact or heuristic, not '{method}'") from None
     try:
-        result = _plan(fleet, catalog, max_instances, chosen, time_limit_s, workers, quiet=as_json)
+        spec, cat, result = _plan(fleet, catalog, max_instances, chosen, time_limit_s, workers, quiet=as_json)
+        sim = None
+        if simulate_rps is not None:
+            from modelfleet.planner.simulate import simulate
+
+            instances = [(i.type, i.models, i.cores) for i in result.instances]
+            sim = simulate(spec, cat, instances, simulate_rps, duration_s=simulate_s, zipf_s=zipf, seed=seed)
     except PlanInputError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(EXIT_INPUT) from None
-    _show(result, out, as_json)
+    _show(result, out, as_json, sim)
 
 
 def _plan(
@@ -70,7 +94,7 @@ def _plan(
     time_limit_s: float,
     workers: int,
     quiet: bool,
-) -> Plan:
+) -> tuple[FleetSpec, Catalog, Plan]:
     from rich.console import Console
 
     from modelfleet.planner.catalog import load_catalog
@@ -79,19 +103,26 @@ def _plan(
     from modelfleet.planner.solve import solve
     from modelfleet.planner.spec import load_fleet_spec
 
-    problem = with_max_total(build_problem(load_fleet_spec(fleet), load_catalog(catalog)), max_instances)
+    spec, cat = load_fleet_spec(fleet), load_catalog(catalog)
+    problem = with_max_total(build_problem(spec, cat), max_instances)
     with solve_progress(Console(stderr=True), disable=quiet) as bar:
         task = bar.add_task(f"planning {problem.n_models:,} models", total=time_limit_s)
-        return solve(
+        plan = solve(
             problem, method, time_limit_s, workers, progress=lambda text: bar.update(task, description=text)
         )
+    return spec, cat, plan
 
 
-def _show(result: Plan, out: Path | None, as_json: bool) -> None:
+def _show(result: Plan, out: Path | None, as_json: bool, sim: Simulation | None) -> None:
+    import json
+
     from rich.console import Console
 
-    from modelfleet.planner.report import plan_json, print_plan, write_plan_yaml
+    from modelfleet.planner.report import print_plan, write_plan_yaml
+    from modelfleet.planner.result import plan_document
+    from modelfleet.planner.simreport import print_simulation, simulation_chart, simulation_document
 
+    written = []
     if out is not None:
         from modelfleet.planner.charts import cost_chart, packing_chart
 
@@ -99,12 +130,24 @@ def _show(result: Plan, out: Path | None, as_json: bool) -> None:
         write_plan_yaml(result, out / "plan.yaml")
         packing_chart(result, out / "packing.png")
         cost_chart(result, out / "cost_by_type.png")
+        written = [out / "plan.yaml", out / "packing.png", out / "cost_by_type.png"]
+        if sim is not None:
+            text = json.dumps(simulation_document(sim), indent=2)
+            (out / "simulation.json").write_text(text + "\n", encoding="utf-8")
+            simulation_chart(sim, out / "simulation.png")
+            written += [out / "simulation.json", out / "simulation.png"]
     if as_json:
-        print(plan_json(result))
-    else:
-        print_plan(result, Console())
-        if out is not None:
-            Console().print(f"wrote {out / 'plan.yaml'}, {out / 'packing.png'}, {out / 'cost_by_type.png'}")
+        doc = plan_document(result)
+        if sim is not None:
+            doc["simulation"] = simulation_document(sim)
+        print(json.dumps(doc, indent=2))
+        return
+    console = Console()
+    print_plan(result, console)
+    if sim is not None:
+        print_simulation(sim, console)
+    if written:
+        console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)
 
 
 def advise(

@@ -11,7 +11,7 @@ from modelfleet.planner.result import Plan
 _MAX_BARS = 300  # instances drawn in the packing chart (the most loaded first beyond that)
 
 
-def _pyplot() -> ModuleType:
+def pyplot() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,7 +22,7 @@ def _pyplot() -> ModuleType:
 
 def packing_chart(plan: Plan, path: Path) -> None:
     """Per instance: memory and compute use, as bars stacked by model (up to _MAX_BARS instances)."""
-    plt = _pyplot()
+    plt = pyplot()
     instances = plan.instances[:_MAX_BARS]
     fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 0.06 * len(instances) + 4), 6.5), sharex=True)
     from matplotlib.collections import PolyCollection
@@ -56,7 +56,7 @@ def packing_chart(plan: Plan, path: Path) -> None:
 
 def cost_chart(plan: Plan, path: Path) -> None:
     """$/h per instance type, with the count on each bar."""
-    plt = _pyplot()
+    plt = pyplot()
     counts = Counter(i.type for i in plan.instances)
     price = {i.type: i.usd_per_hour for i in plan.instances}
     names = sorted(counts, key=lambda n: -counts[n] * price[n])

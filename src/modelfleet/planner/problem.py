@@ -291,7 +291,7 @@ def _conflicts(spec: FleetSpec, names: Sequence[str]) -> dict[int, set[int]]:
 # --- capacities and demands ----------------------------------------------------------------------
 
 
-def _capacity_for(entry: ModelSpec, t: InstanceType) -> Capacity | None:
+def capacity_for(entry: ModelSpec, t: InstanceType) -> Capacity | None:
     return entry.capacity.get(t.name) or entry.capacity.get(t.family)
 
 
@@ -300,7 +300,7 @@ def _slot_scales(spec: FleetSpec, types: Sequence[InstanceType]) -> list[int]:
     for t in types:
         lcm = 1
         for entry in spec.models:
-            cap = _capacity_for(entry, t)
+            cap = capacity_for(entry, t)
             if cap is not None and cap.models_per_instance is not None:
                 lcm = math.lcm(lcm, cap.models_per_instance)
                 if lcm > _SLOT_LCM_LIMIT:
@@ -334,7 +334,7 @@ def _entry_demand(
     headroom = spec.options.headroom
     per_replica_rps = entry.traffic_rps / entry.replicas
     for i, t in enumerate(types):
-        cap = _capacity_for(entry, t)
+        cap = capacity_for(entry, t)
         if cap is None or (entry.family is not None and t.family != entry.family):
             continue
         row, why = _demand_on(entry, cap, t, headroom, per_replica_rps, slot_scale[i], spec)

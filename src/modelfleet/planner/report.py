@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -59,10 +58,6 @@ def print_plan(plan: Plan, console: Console) -> None:
     ]
     lines += [f"note            {note}" for note in plan.notes]
     console.print("\n".join(lines), highlight=False, soft_wrap=True)
-
-
-def plan_json(plan: Plan) -> str:
-    return json.dumps(plan_document(plan), indent=2)
 
 
 def write_plan_yaml(plan: Plan, path: Path) -> None:

@@ -56,7 +56,9 @@ def heterogeneous_fleet(
     traffic = rng.permutation(weights / weights.sum() * mean_rps * n_models)
     top = set(np.argsort(-traffic)[: max(1, n_models // 100)].tolist())
     isolated = rng.random(n_models) < isolated_share
-    cores = {t.name: t.cores for t in load_catalog().types}
+    # what one replica may use: the whole instance on a CPU type, one core on an accelerator
+    catalog = load_catalog().by_name()
+    cores = {name: 1 if catalog[name].accelerators else catalog[name].cores for name in types}
     models = []
     for i in range(n_models):
         gb = sizes[i] / 1e9
@@ -69,7 +71,7 @@ def heterogeneous_fleet(
             capacity[name] = Capacity(rps_per_core=rps, latency_ms=round(latency * gb, 3))
             if latency * gb <= slo_ms:
                 fastest = max(fastest, rps * cores[name])
-        # the top 1 % get 2 replicas; any model too busy for one instance of its fastest type gets more
+        # the top 1 % get 2 replicas; any model too busy for one replica on its fastest type gets more
         replicas = max(2 if i in top else 1, math.ceil(traffic[i] / (0.7 * fastest)) if fastest > 0 else 1)
         accelerated = int(sizes[i])
         models.append(

@@ -1,0 +1,110 @@
+"""The plan simulation: queueing figures it must reproduce, batching, cores, Zipf rates, seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modelfleet.planner.catalog import Catalog
+from modelfleet.planner.errors import PlanInputError
+from modelfleet.planner.simulate import plan_instances, simulate, zipf_rates
+from modelfleet.planner.spec import Capacity, FleetSpec, ModelSpec
+
+GIB = 2**30
+CATALOG = Catalog.model_validate(
+    {
+        "types": [
+            {"name": "cpu.one", "family": "cpu", "vcpus": 1, "memory_bytes": 8 * GIB, "usd_per_hour": 0.1},
+            {
+                "name": "acc.two",
+                "family": "acc",
+                "vcpus": 4,
+                "memory_bytes": 16 * GIB,
+                "usd_per_hour": 1.0,
+                "accelerators": {"kind": "test", "count": 1, "memory_bytes": 16 * GIB, "cores": 2},
+            },
+        ]
+    }
+)
+
+
+def fleet(n: int, capacity: dict[str, Capacity], traffic: list[float] | None = None) -> FleetSpec:
+    models = [
+        ModelSpec(
+            name=f"m{i}",
+            memory_bytes=1,
+            traffic_rps=traffic[i] if traffic else 0.0,
+            capacity=capacity,
+        )
+        for i in range(n)
+    ]
+    return FleetSpec(models=models)
+
+
+def test_one_server_matches_the_m_d_1_queue() -> None:
+    # Poisson arrivals at 50/s, 10 ms service on one vCPU: rho 0.5, mean wait rho / (2 mu (1 - rho)) = 5 ms
+    spec = fleet(1, {"cpu.one": Capacity(service_ms=10)})
+    sim = simulate(spec, CATALOG, [("cpu.one", ["m0"], [])], 50, duration_s=400, seed=1)
+    assert sim.mean_ms == pytest.approx(15.0, rel=0.08)
+    assert sim.instances[0].utilisation == pytest.approx(0.5, rel=0.05)
+    assert sim.p50_ms >= 10.0 and not sim.overloaded
+
+
+def test_batching_carries_load_that_single_requests_cannot() -> None:
+    # 10 ms alone, 400 req/s declared with batches of 8 (20 ms a full batch); offered 300 req/s
+    alone = fleet(1, {"cpu.one": Capacity(service_ms=10)})
+    batched = fleet(1, {"cpu.one": Capacity(service_ms=10, rps=400, max_batch_size=8)})
+    plan = [("cpu.one", ["m0"], [])]
+    slow = simulate(alone, CATALOG, plan, 300, duration_s=20)
+    fast = simulate(batched, CATALOG, plan, 300, duration_s=20)
+    assert slow.overloaded == [0] and slow.instances[0].offered > 2.5
+    assert not fast.overloaded and fast.p99_ms < 60
+    assert fast.p90_ms < slow.p90_ms / 10
+
+
+def test_service_time_defaults_to_the_declared_throughput() -> None:
+    spec = fleet(1, {"cpu.one": Capacity(rps=100)})  # 10 ms per request on the one vCPU
+    sim = simulate(spec, CATALOG, [("cpu.one", ["m0"], [])], 20, duration_s=100)
+    assert sim.p50_ms == pytest.approx(10.0, abs=0.5)
+    assert sim.instances[0].utilisation == pytest.approx(0.2, rel=0.08)
+
+
+def test_models_wait_on_their_own_core() -> None:
+    # two models on two cores of one instance; all traffic to m0 (Zipf ranks it first, exponent 8)
+    spec = fleet(2, {"acc.two": Capacity(service_ms=10)}, traffic=[1.0, 0.0])
+    pinned = simulate(
+        spec, CATALOG, [("acc.two", ["m0", "m1"], [["m0"], ["m1"]])], 150, zipf_s=8, duration_s=20
+    )
+    # one core takes m0's 150 req/s at 100/s: overloaded while the other idles
+    assert pinned.overloaded == [0]
+    assert pinned.instances[0].utilisation == pytest.approx(0.5, rel=0.02)
+
+
+def test_zipf_rates_add_up_and_follow_the_declared_ranking() -> None:
+    spec = fleet(4, {"cpu.one": Capacity(rps=1)}, traffic=[1.0, 5.0, 3.0, 3.0])
+    rates = zipf_rates(spec, 100.0, 1.0, np.random.default_rng(0))
+    assert sum(rates.values()) == pytest.approx(100.0)
+    assert rates["m1"] == pytest.approx(2 * max(rates["m2"], rates["m3"]))  # rank 1 vs rank 2
+    assert min(rates["m2"], rates["m3"]) > rates["m0"]
+    uniform = zipf_rates(spec, 100.0, 0.0, np.random.default_rng(0))
+    assert set(np.round(list(uniform.values()), 9)) == {25.0}
+
+
+def test_a_seed_reproduces_a_run_and_another_seed_does_not() -> None:
+    spec = fleet(3, {"acc.two": Capacity(service_ms=5)})
+    plan = plan_instances({"instances": [{"type": "acc.two", "models": ["m0", "m1", "m2"]}]})
+    one = simulate(spec, CATALOG, plan, 200, duration_s=5, seed=7)
+    again = simulate(spec, CATALOG, plan, 200, duration_s=5, seed=7)
+    other = simulate(spec, CATALOG, plan, 200, duration_s=5, seed=8)
+    assert (one.requests, one.p90_ms) == (again.requests, again.p90_ms)
+    assert (one.requests, one.p90_ms) != (other.requests, other.p90_ms)
+
+
+def test_bad_input_is_named() -> None:
+    spec = fleet(1, {"cpu.one": Capacity(models_per_instance=3)})
+    with pytest.raises(PlanInputError, match=r"model 'm0' on cpu.one: no service time"):
+        simulate(spec, CATALOG, [("cpu.one", ["m0"], [])], 10)
+    with pytest.raises(PlanInputError, match=r"models the fleet spec lacks: ghost"):
+        simulate(spec, CATALOG, [("cpu.one", ["ghost"], [])], 10)
+    with pytest.raises(PlanInputError, match=r"positive rate"):
+        simulate(spec, CATALOG, [("cpu.one", ["m0"], [])], 0)
