@@ -41,6 +41,8 @@ def test_profile_writes_profile_and_chart_then_recommend_reads_it(repo: Path) ->
         assert [s.concurrency for s in m.steps][:1] == [1]
         assert all(s.requests > 0 and s.p90_ms is not None for s in m.steps)
         assert m.load_s is not None and m.load_s > 0
+        # the first request loads the model on a server started without it: part of load_s
+        assert m.cold_start_s is not None and 0 < m.cold_start_s < m.load_s
         assert m.memory_bytes is not None and m.memory_bytes > 10 * 2**20
     assert profile.machine.nproc >= 1 and not profile.interrupted
     assert (repo / "tiny" / "1" / "profile.png").stat().st_size > 10_000

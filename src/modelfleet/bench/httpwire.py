@@ -226,6 +226,10 @@ class SetupConnection:
 
     async def get(self, path: str) -> tuple[int, bytes]:
         """Status and body of `GET path`; OSError or TimeoutError when the server does not answer."""
+        return await self.send(request_head("GET", path, self._target.host_header, None, self._headers))
+
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        """Status and body of the answer to a whole pre-built request (head and body)."""
         answers: list[tuple[int, bool, bytes]] = []
         parser = ResponseParser(lambda s, k, b: answers.append((s, k, b or b"")), keep_body=True)
         try:
@@ -233,7 +237,7 @@ class SetupConnection:
                 if self._streams is None:
                     self._streams = await asyncio.open_connection(self._target.host, self._target.port)
                 reader, writer = self._streams
-                writer.write(request_head("GET", path, self._target.host_header, None, self._headers))
+                writer.write(request)
                 while not answers:
                     data = await reader.read(65536)
                     if not data:

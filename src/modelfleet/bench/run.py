@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Callable
 
-from modelfleet.bench.client import event_loop_factory
+from modelfleet.bench.client import build_requests, event_loop_factory
+from modelfleet.bench.httpwire import HTTPProtocolError, SetupConnection
 from modelfleet.bench.messages import OpenLoopJob, OpenShareResult, ShareJob, ShareResult, Workload
 from modelfleet.bench.openloop import OpenShare
 from modelfleet.bench.openstats import merge_open
@@ -14,7 +16,7 @@ from modelfleet.bench.series import closed_figures
 from modelfleet.bench.spec import BenchSpec, Encoding, ModelSelection, Target, UserPhase
 from modelfleet.bench.stats import BenchResult, merge
 from modelfleet.bench.worker import closed_share, run_in_processes
-from modelfleet.bench.workload import build_workload
+from modelfleet.bench.workload import SetupError, build_workload
 
 
 def split_jobs(spec: BenchSpec, workload: Workload) -> list[ShareJob]:
@@ -109,3 +111,34 @@ def closed_loop_step(
         seq_len=seq_len,
     )
     return run_bench(spec)
+
+
+def first_answer_s(url: str, model: str, seq_len: int = 16, timeout_s: float = 120.0) -> float:
+    """Seconds a model's first user waits: from asking its metadata (a model not yet loaded is
+    loaded then) to the answer of one inference. SetupError when either is refused."""
+    spec = BenchSpec(
+        target=Target.parse(url),
+        models=ModelSelection((model,)),
+        seq_len=seq_len,
+        bodies=1,
+        timeout_s=timeout_s,
+    )
+
+    async def once() -> float:
+        started = time.perf_counter()
+        workload = await build_workload(spec)
+        conn = SetupConnection(spec.target, timeout_s)
+        try:
+            status, body = await conn.send(b"".join(build_requests(workload)[0][0]))
+        except (OSError, HTTPProtocolError) as exc:
+            raise SetupError(
+                f"the first inference of {model} got no answer: {exc or type(exc).__name__}"
+            ) from None
+        finally:
+            await conn.close()
+        if status != 200:
+            raise SetupError(f"the first inference of {model} answered HTTP {status}: {body[:200]!r}")
+        return time.perf_counter() - started
+
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(once())

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from modelfleet.bench.run import run_bench
-from modelfleet.bench.spec import BenchSpec, ModelSelection, Target
+from modelfleet.bench.run import closed_loop_step, first_answer_s
 from modelfleet.bench.stats import BenchResult
 from modelfleet.bench.workload import SetupError
 from modelfleet.repository.config import CONFIG_FILENAME
@@ -133,7 +132,8 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         command = [sys.executable, "-m", "modelfleet", "serve", str(repository), "--host", "127.0.0.1"]
-        command += ["--port", str(self.port), "--grpc-port", "0", "--startup-load", "all"]
+        # nothing loaded at start: the first request's wait is the model's cold start, measured apart
+        command += ["--port", str(self.port), "--grpc-port", "0", "--startup-load", "none"]
         self.started = time.monotonic()
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
@@ -141,8 +141,8 @@ class Server:
             )
 
     def wait_ready(self) -> float:
-        """Seconds from the process start to the model answering ready."""
-        url = f"{self.url}/v2/models/{self.model}/ready"
+        """Seconds from the process start to the server answering ready (the model not loaded yet)."""
+        url = f"{self.url}/v2/health/ready"
         deadline = self.started + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -154,7 +154,16 @@ class Server:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.05)
-        raise TuneInputError(f"the model was not ready after {READY_TIMEOUT_S:g} s: {self.tail()}")
+        raise TuneInputError(f"the server was not ready after {READY_TIMEOUT_S:g} s: {self.tail()}")
+
+    def cold_start(self, seq_len: int) -> float:
+        """Seconds the model's first user waits (it is loaded on that request)."""
+        try:
+            return first_answer_s(self.url, self.model, seq_len, READY_TIMEOUT_S)
+        except (SetupError, ValueError) as exc:
+            raise TuneInputError(
+                f"{self.model} did not answer its first request: {exc}; {self.tail()}"
+            ) from None
 
     def tail(self, lines: int = 5) -> str:
         try:
@@ -217,18 +226,16 @@ def ramp(
     flat = 0
     for concurrency in (c for c in concurrency_steps(spec.max_concurrency) if c >= start):
         progress(f"c={concurrency}")
-        bench = BenchSpec(
-            target=Target.parse(url),
-            models=ModelSelection((model,)),
-            concurrency=concurrency,
-            duration_s=spec.step_s,
-            warmup_s=spec.warmup_s,
-            timeout_s=max(10.0, spec.slo.p90_ms * 20 / 1000),
-            seq_len=seq_len,
-            bodies=4,
-        )
         try:
-            result = run_bench(bench)
+            result = closed_loop_step(
+                url,
+                model,
+                concurrency,
+                spec.step_s,
+                warmup_s=spec.warmup_s,
+                seq_len=seq_len,
+                timeout_s=max(10.0, spec.slo.p90_ms * 20 / 1000),
+            )
         except KeyboardInterrupt:
             return steps, "interrupted"
         except (SetupError, ValueError) as exc:
@@ -259,9 +266,12 @@ def measure(
     """One configuration at one sequence length, its ramp from concurrency `start`; a server that
     cannot start is recorded as failed."""
     load_s: float | None = None
+    cold_s: float | None = None
     try:
         with serving(scratch, model, settings, workdir) as server:
-            load_s = server.wait_ready()
+            up_s = server.wait_ready()
+            cold_s = server.cold_start(seq_len)
+            load_s = up_s + cold_s
             steps, stopped = ramp(server.url, model, seq_len, spec, progress, start)
             memory = _pss_bytes(server.proc.pid)
     except TuneInputError as exc:
@@ -269,7 +279,8 @@ def measure(
             settings=settings,
             seq_len=seq_len,
             steps=[],
-            load_s=load_s,
+            load_s=None if load_s is None else round(load_s, 3),
+            cold_start_s=None if cold_s is None else round(cold_s, 3),
             memory_bytes=None,
             stopped="failed",
             error=str(exc),
@@ -279,6 +290,7 @@ def measure(
         seq_len=seq_len,
         steps=steps,
         load_s=None if load_s is None else round(load_s, 3),
+        cold_start_s=None if cold_s is None else round(cold_s, 3),
         memory_bytes=memory,
         stopped=stopped,
     )

@@ -100,7 +100,11 @@ class Measurement(_Strict):
     seq_len: Annotated[int, Field(ge=1)]
     steps: list[Step]
     load_s: float | None
-    """Seconds from starting the server to the model answering (process start, load, warm-up)."""
+    """Seconds from starting the server to the model answering (process start, load, warm-up,
+    first inference): `cold_start_s` plus the server's own start."""
+    cold_start_s: float | None = None
+    """Seconds the first user of the model waits on a running server that has not loaded it: from
+    the first request (metadata, which loads it) to the first inference's answer."""
     memory_bytes: int | None
     """PSS of the server process after the ramp (RSS where PSS cannot be read)."""
     stopped: Stopped
