@@ -118,6 +118,7 @@ class GrpcFront:
                 max_message_bytes=settings.max_body_bytes,
                 # the HTTP front's bounds, each for the gRPC port on its own
                 max_connections=settings.max_connections,
+                max_undispatched_bytes_total=settings.max_body_bytes_in_flight,
                 message_timeout_s=settings.body_timeout_s,
             ),
         )

@@ -134,6 +134,9 @@ class Limits:
       request bytes a connection may hold that no handler has taken yet. Connection credit is kept
       within what is left of it and comes back as messages are dispatched (or dropped); a stream
       whose data fills it without ending its message is answered RESOURCE_EXHAUSTED.
+    - `max_undispatched_bytes_total` (512 MiB, server-wide): the same, all connections together; a
+      stream whose data would pass it is answered RESOURCE_EXHAUSTED (its bytes are dropped), so
+      many connections at their own cap cannot hold the machine's memory.
     - `preface_timeout_s` (10 s): a connection that has not opened HTTP/2 by then is closed.
     - `message_timeout_s` (60 s): a request message must arrive whole within this of its HEADERS
       (checked every half of it); else DEADLINE_EXCEEDED and RST_STREAM, so a stream trickling
@@ -161,6 +164,7 @@ class Limits:
     preface_timeout_s: float = 10.0
     message_timeout_s: float = 60.0
     max_undispatched_bytes: int = 64 * 2**20
+    max_undispatched_bytes_total: int = 512 * 2**20
     idle_timeout_s: float = 300.0
     max_connections: int = 1000
     max_rst_stream_frames: int = 1000
@@ -393,6 +397,8 @@ class Connection(asyncio.Protocol):
         self._timer = self._read_timer = None
         self._cancel_calls()
         self._blocked.clear()
+        self._server.undispatched -= self._undispatched  # bodies never dispatched go with it
+        self._undispatched = 0
         self._transport = self._closing = None
         self._server.idle.set()
 
@@ -529,7 +535,7 @@ class Connection(asyncio.Protocol):
         if flags & END_STREAM:
             if body:
                 body += payload
-                self._undispatched += len(payload)
+                self._hold(len(payload))
                 self._dispatch(stream, body)
             else:  # the whole message in one frame: no copy into a buffer
                 self._dispatch(stream, payload)
@@ -542,7 +548,7 @@ class Connection(asyncio.Protocol):
                 self._credit()
             return
         body += payload
-        self._undispatched += len(payload)
+        self._hold(len(payload))
         limit = self._limits.max_message_bytes
         if len(body) > limit + 5 or (len(body) >= 5 and _u32.unpack_from(body, 1)[0] > limit):
             self._send_status(
@@ -559,12 +565,26 @@ class Connection(asyncio.Protocol):
                     f"more than {self._cap} request bytes waiting on one connection",
                 ),
             )
+        elif self._server.undispatched > self._limits.max_undispatched_bytes_total:
+            total = self._limits.max_undispatched_bytes_total
+            self._send_status(
+                stream,
+                Status(
+                    StatusCode.RESOURCE_EXHAUSTED,
+                    f"the server holds its limit of {total} request bytes being received; retry",
+                ),
+            )
         elif stream.recv_window <= self._limits.stream_window_bytes >> 1:
             increment = self._limits.stream_window_bytes - stream.recv_window
             stream.recv_window += increment
             self._write(frame(WINDOW_UPDATE, 0, stream_id, _u32.pack(increment)))
         if self._recv_window <= self._window >> 1:  # else no credit is due yet
             self._credit()
+
+    def _hold(self, n: int) -> None:
+        """Count request bytes held in stream bodies (negative: let go), here and server-wide."""
+        self._undispatched += n
+        self._server.undispatched += n
 
     def _credit(self) -> None:
         """Give the connection credit back, as far as bytes held undispatched allow: the client may
@@ -765,7 +785,7 @@ class Connection(asyncio.Protocol):
         """The request is complete: check its one message and start the handler. Its bytes are
         no longer undispatched (the caller gives the credit back)."""
         if stream.body:
-            self._undispatched -= len(stream.body)
+            self._hold(-len(stream.body))
             stream.body = bytearray()
         stream.half_closed = True
         call = stream.call
@@ -905,7 +925,7 @@ class Connection(asyncio.Protocol):
             self._blocked.pop(stream.id, None)
             stream.pending = _NO_BYTES
         if stream.body:  # dropped before dispatch: its credit may come back
-            self._undispatched -= len(stream.body)
+            self._hold(-len(stream.body))
             stream.body = bytearray()
             self._credit()
         if self._going_away and not self._streams:
@@ -1135,6 +1155,7 @@ class H2Server:
         logging.getLogger("hpack").setLevel(logging.WARNING)
         self.connections: set[Connection] = set()
         self.in_flight = 0
+        self.undispatched = 0  # request bytes held in stream bodies, all connections together
         self.idle = asyncio.Event()  # set when a connection may have become idle
         self.shutting_down = False
         self._server: asyncio.Server | None = None

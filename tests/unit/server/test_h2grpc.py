@@ -769,6 +769,29 @@ async def test_bytes_held_on_a_connection_are_capped() -> None:
     assert len(answer(client, 1)[1]) == 60_000
 
 
+async def test_bytes_held_on_all_connections_together_are_capped() -> None:
+    limits = Limits(max_undispatched_bytes_total=80_000, max_message_bytes=60_000)
+    shared = H2Server({PATH: echo}, limits)
+    first, second = Client(shared), Client(shared)
+    body = grpc_message(b"z" * 60_000)
+    for client in (first, second):
+        client.frames()
+        client.open(1)
+    first.send(frame(DATA, 0, 1, body[:50_000]))
+    assert shared.undispatched == 50_000
+    second.send(frame(DATA, 0, 1, body[:50_000]))  # 100,000 held across two connections
+    (fields,) = [second.decode(f[3]) for f in second.frames() if f[0] == HEADERS and f[2] == 1]
+    assert fields["grpc-status"] == str(StatusCode.RESOURCE_EXHAUSTED.value)
+    assert "the server holds its limit of 80000 request bytes being received" in fields["grpc-message"]
+    assert shared.undispatched == 50_000  # the refused stream's bytes were let go
+    first.conn.connection_lost(None)  # a connection that goes away gives its bytes back too
+    assert shared.undispatched == 0
+    second.open(3)
+    second.send(frame(DATA, END_STREAM, 3, body))
+    await settle()
+    assert len(answer(second, 3)[1]) == 60_000
+
+
 async def test_data_past_a_window_is_a_flow_control_error() -> None:
     client = Client(server(stream_window_bytes=70_000, max_message_bytes=10**6))
     client.frames()
