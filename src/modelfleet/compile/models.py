@@ -183,7 +183,9 @@ def open_program(path: Path, task: str | None) -> Model:
             f"{path.name} was exported with static shapes {static}: export it with "
             "dynamic_shapes={'input_ids': {0: Dim('batch'), 1: Dim('seq')}, 'attention_mask': same}"
         )
-    module = program.module()
+    from modelfleet.compile.torchscript_steps import ProgramModule
+
+    module = ProgramModule(program.module())
     return _token_module(path, module, task, vocab=_embedding_rows(module), program=program)
 
 

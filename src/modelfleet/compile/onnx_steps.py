@@ -63,7 +63,9 @@ def export_program(
     try:
         with torch.no_grad(), warnings.catch_warnings(), _quiet_dynamo():
             warnings.simplefilter("ignore")  # pytree deprecations inside the exporter
-            exported = torch.onnx.export(program, args, None, dynamo=True, input_names=list(input_names))
+            exported = torch.onnx.export(
+                program, args, None, dynamo=True, input_names=list(input_names), verbose=False
+            )
     except Exception as exc:
         raise CompileError(
             f"the ONNX exporter (dynamo) cannot handle this program: {type(exc).__name__}: {str(exc)[:300]}"

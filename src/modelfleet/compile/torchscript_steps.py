@@ -36,6 +36,22 @@ class CastOutput(torch.nn.Module):
         return out.float()
 
 
+class ProgramModule(torch.nn.Module):
+    """The module of a torch.export program, which refuses train() and eval(): its mode was fixed
+    when it was exported, so setting it here is a no-op rather than an error."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def train(self, mode: bool = True) -> ProgramModule:
+        return self
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.inner(input_ids, attention_mask)
+        return out
+
+
 def trace(
     module: torch.nn.Module,
     precision: Precision,
