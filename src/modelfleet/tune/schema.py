@@ -1,8 +1,7 @@
 """The two documents `modelfleet recommend` reads: a measured `profile.json` (written by `modelfleet
 profile` beside a model version) and a declared profiles YAML (figures for hardware we cannot reach).
 
-Both are versioned pydantic models with `extra="forbid"`; `docs/benchmarks.md` ("Tune a model")
-and the README describe them. Bump `PROFILE_SCHEMA_VERSION` on any incompatible change.
+Both are versioned pydantic models with `extra="forbid"`; `docs/tune.md` describes them. Bump `PROFILE_SCHEMA_VERSION` on any incompatible change.
 """
 
 from __future__ import annotations
