@@ -10,7 +10,7 @@ import      N head-only fine-tunes (a classification head of their own over one 
             N loaded as adapters in an in-process ModelManager: resident memory beyond the first.
 
   python bench/compile_minilm.py compile --repo /tmp/mc-repo
-  python bench/compile_minilm.py throughput --repo /tmp/mc-repo --seconds 10
+  python bench/compile_minilm.py throughput --repo /tmp/mc-repo --seconds 10 --runs 3
   python bench/compile_minilm.py served --repo /tmp/mc-repo --seconds 15 --rounds 3
   python bench/compile_minilm.py import --work /tmp/mc-import --count 1000 --shape small
 """
@@ -113,36 +113,22 @@ def _runners(repo: Path) -> dict[str, Any]:
 
 def cmd_throughput(a: argparse.Namespace) -> None:
     """Round robin: each model runs once per turn, so that load from elsewhere on the machine hits
-    all of them alike; rows/s = rows x turns / the model's summed run time."""
+    all of them alike; rows/s = rows x turns / the model's summed run time. With --runs N the whole
+    table is measured N times; the ratios are taken within each run, then their median reported."""
     print(machine())
     runners = _runners(a.repo)
     feeds = {b: _texts(b, 128) for b in BATCHES}
-    median: dict[tuple[str, int], float] = {}
-    for batch in BATCHES:
-        for run in runners.values():
-            for _ in range(3):
-                run(feeds[batch])
-        spent = dict.fromkeys(runners, 0.0)
-        turns, started = 0, time.perf_counter()
-        while turns < 3 or time.perf_counter() - started < a.seconds * len(runners):
-            for name, run in runners.items():
-                t = time.perf_counter()
-                run(feeds[batch])
-                spent[name] += time.perf_counter() - t
-            turns += 1
+    ratios: dict[str, list[float]] = {name: [] for name in runners}
+    for run_index in range(a.runs):
+        best = _throughput_run(runners, feeds, a.seconds)
+        print(f"run {run_index + 1}: {machine()}")
         for name in runners:
-            median[(name, batch)] = batch * turns / spent[name]
-        print(f"batch {batch}: {turns} turns: " + ", ".join(f"{n} {median[(n, batch)]:.1f}" for n in runners))
-    print("\nrows/s at sequence 128 (round robin, summed run time)")
-    print("| model | " + " | ".join(f"batch {b}" for b in BATCHES) + " | best |")
-    print("| --- |" + " ---: |" * (len(BATCHES) + 1))
-    best = {}
-    for name in runners:
-        best[name] = max(median[(name, b)] for b in BATCHES)
-        cells = " | ".join(f"{median[(name, b)]:.1f}" for b in BATCHES)
-        print(f"| {name} | {cells} | {best[name]:.1f} |")
-    for name in runners:
-        print(f"{name} best / ort-fp32 best: {best[name] / best['ort-fp32']:.2f}x")
+            ratios[name].append(best[name] / best["ort-fp32"])
+            print(f"{name} best / ort-fp32 best: {ratios[name][-1]:.2f}x")
+    if a.runs > 1:
+        for name in runners:
+            print(f"{name} / ort-fp32 over {a.runs} runs: median {statistics.median(ratios[name]):.2f}x "
+                  f"(runs: {', '.join(f'{r:.2f}' for r in ratios[name])})")  # fmt: skip
     check = _texts(64, 128)
     reference = runners["ort-fp32"](check)
     for name in ("ort-int8", "torchscript-bf16"):
@@ -151,6 +137,37 @@ def cmd_throughput(a: argparse.Namespace) -> None:
         print(
             f"{name} vs ort-fp32 pooled embeddings, 64 rows of 128 tokens: cosine mean {cos.mean():.5f}, min {cos.min():.5f}"
         )
+
+
+def _throughput_run(
+    runners: dict[str, Any], feeds: dict[int, dict[str, np.ndarray]], seconds: float
+) -> dict[str, float]:
+    """One table: rows/s per model and batch size; returns each model's best."""
+    rate: dict[tuple[str, int], float] = {}
+    for batch in BATCHES:
+        for run in runners.values():
+            for _ in range(3):
+                run(feeds[batch])
+        spent = dict.fromkeys(runners, 0.0)
+        turns, started = 0, time.perf_counter()
+        while turns < 3 or time.perf_counter() - started < seconds * len(runners):
+            for name, run in runners.items():
+                t = time.perf_counter()
+                run(feeds[batch])
+                spent[name] += time.perf_counter() - t
+            turns += 1
+        for name in runners:
+            rate[(name, batch)] = batch * turns / spent[name]
+        print(f"batch {batch}: {turns} turns: " + ", ".join(f"{n} {rate[(n, batch)]:.1f}" for n in runners))
+    print("\nrows/s at sequence 128 (round robin, summed run time)")
+    print("| model | " + " | ".join(f"batch {b}" for b in BATCHES) + " | best |")
+    print("| --- |" + " ---: |" * (len(BATCHES) + 1))
+    best = {}
+    for name in runners:
+        best[name] = max(rate[(name, b)] for b in BATCHES)
+        cells = " | ".join(f"{rate[(name, b)]:.1f}" for b in BATCHES)
+        print(f"| {name} | {cells} | {best[name]:.1f} |")
+    return best
 
 
 def cmd_served(a: argparse.Namespace) -> None:
@@ -310,6 +327,7 @@ def main() -> None:
     p = sub.add_parser("throughput")
     p.add_argument("--repo", type=Path, required=True)
     p.add_argument("--seconds", type=float, default=10.0, help="per model and batch size")
+    p.add_argument("--runs", type=int, default=1, help="whole tables measured; ratios' median reported")
     p = sub.add_parser("served")
     p.add_argument("--repo", type=Path, required=True)
     p.add_argument("--seconds", type=float, default=15.0)
