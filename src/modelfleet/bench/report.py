@@ -205,7 +205,8 @@ def _closed_rows(spec: BenchSpec, result: BenchResult) -> list[tuple[str, str]]:
         ("models hit", f"{result.models_hit:,} of {len(spec.models.expand()):,}"),
         (
             "client",
-            f"{result.client_processes} process(es), {spec.concurrency} connection(s), "
+            f"{result.client_processes} process(es), {'up to ' * bool(spec.user_phases)}{spec.concurrency} "
+            f"{'user(s)' if spec.user_phases else 'connection(s)'}, "
             f"{_ms(result.client_cpu_us_per_request)} µs CPU/request",
         ),
     ]
