@@ -70,7 +70,12 @@ def compile_command(
         float | None, typer.Option("--max-abs-diff", help="Gate: largest absolute difference (unset: none).")
     ] = None,
     trust_pickle: Annotated[
-        bool, typer.Option("--trust-pickle", help="Read pickle checkpoints (torch.load weights_only=True).")
+        bool,
+        typer.Option(
+            "--trust-pickle",
+            help="Read pickle checkpoints (torch.load weights_only=True) and unpickle scikit-learn estimators "
+            "(which runs their code: only files you trust).",
+        ),
     ] = False,
     static_int8: Annotated[
         bool,
