@@ -264,11 +264,14 @@ def grpc_flood(
 # scenarios
 
 
-def big_elements(max_body: int, binary_answer: bool = False) -> tuple[int, bytes]:
+def big_elements(max_body: int, binary_answer: bool = False, nested: bool = False) -> tuple[int, bytes]:
     """The element count and body of the largest FP32 JSON body that fits in `max_body` bytes
-    (the answer asked as JSON, or as binary with `binary_data_output`)."""
+    (the answer asked as JSON, or as binary with `binary_data_output`; `data` flat, or nested as
+    the shape [1, n] says)."""
     head = b'{"inputs":[{"name":"input","shape":[1,%d],"datatype":"FP32","data":['
     tail = b']}],"parameters":{"binary_data_output":true}}' if binary_answer else b"]}]}"
+    if nested:
+        head, tail = head + b"[", b"]" + tail
     n = (max_body - len(head) - 16 - 48) // 4  # "1.5," per element; room for either tail
     body = head % n + b"1.5," * (n - 1) + b"1.5" + tail
     assert len(body) <= max_body, len(body)
@@ -338,7 +341,7 @@ def scenario_json(server: Server, a: argparse.Namespace) -> list[dict[str, Any]]
     port = int(server.url.rsplit(":", 1)[1])
     runs = []
     for r, answer_kind in ((r, k) for r in range(a.rounds) for k in a.json_answer):
-        body = big_elements(DEFAULT_MAX_BODY, answer_kind == "binary")[1]
+        body = big_elements(DEFAULT_MAX_BODY, answer_kind == "binary", a.nested)[1]
         watcher = Watcher(server, 0.010)
         time.sleep(1.0)
         start = time.monotonic()
@@ -526,7 +529,7 @@ def scenario_shutdown(call_s: float, tmp: Path) -> dict[str, Any]:
 def scenario_decode(a: argparse.Namespace) -> list[dict[str, float]]:
     from modelfleet.protocol.rest import Limits, decode_request
 
-    body = big_elements(DEFAULT_MAX_BODY)[1]
+    body = big_elements(DEFAULT_MAX_BODY, nested=a.nested)[1]
 
     async def one() -> dict[str, float]:
         gaps: list[float] = []
@@ -568,6 +571,9 @@ def main() -> None:
     parser.add_argument("--json-answer", nargs="+", default=["json", "binary"], choices=["json", "binary"],
                         help="how the 64 MiB JSON request asks its answer (binary_data_output)")  # fmt: skip
     parser.add_argument("--call-s", type=float, nargs="+", default=[25.0, 40.0], help="slow calls' seconds")
+    parser.add_argument(
+        "--nested", action="store_true", help="json and decode: data nested [[...]] as its shape"
+    )
     parser.add_argument("--json", type=Path, help="write every figure here too")
     a = parser.parse_args()
     a.scenarios = a.scenarios or list(SCENARIOS)

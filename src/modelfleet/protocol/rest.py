@@ -200,16 +200,28 @@ JSON_CHUNK_BYTES = 1 << 20  # a large flat JSON array is read this much at a tim
 def _json_data(
     raw: msgspec.Raw, dt: Datatype, shape: tuple[int, ...], count: int, where: str, max_depth: int
 ) -> np.ndarray:
-    """A tensor's JSON `data`. A large flat array of numbers is read a chunk at a time: each chunk
-    is one short call that holds the GIL, so on a decoding thread the event loop runs between
-    chunks (a 64 MiB body is ~16 M numbers: one call would stall the loop for seconds)."""
+    """A tensor's JSON `data`. A large array of numbers, flat or nested as its shape, is read a
+    chunk at a time: each chunk is one short call that holds the GIL, so on a decoding thread the
+    event loop runs between chunks (a 64 MiB body is ~16 M numbers: one call would stall the loop
+    for seconds)."""
     body = raw if len(raw) <= JSON_CHUNK_BYTES or not dt.json_kinds else bytes(raw).strip()
-    if body is raw or not (body.startswith(b"[") and body.count(b"[") == 1 and b'"' not in body):
-        try:  # small, nested or not numbers: the whole value at once (its checks name the problem)
-            data = msgspec.json.decode(body)
-        except RecursionError:
-            raise BadRequest(f"{where}: data nests deeper than {max_depth} levels") from None
-        return _from_json(data, dt, shape, count, where, max_depth)
+    if body is not raw and body.startswith(b"[") and b'"' not in body:
+        if body.count(b"[") == 1:
+            return _flat_chunks(body, dt, shape, count, where, max_depth)
+        compact = body.translate(None, b" \t\r\n")
+        if len(shape) >= 2 and compact.startswith(b"[" * len(shape)) and compact[len(shape)] != ord("["):
+            return _row_chunks(compact, dt, shape, count, where, max_depth)
+    try:  # small, irregular or not numbers: the whole value at once (its checks name the problem)
+        data = msgspec.json.decode(body)
+    except RecursionError:
+        raise BadRequest(f"{where}: data nests deeper than {max_depth} levels") from None
+    return _from_json(data, dt, shape, count, where, max_depth)
+
+
+def _flat_chunks(
+    body: bytes, dt: Datatype, shape: tuple[int, ...], count: int, where: str, max_depth: int
+) -> np.ndarray:
+    """A flat array of numbers, ~JSON_CHUNK_BYTES per decode, cut at commas."""
     parts: list[np.ndarray] = []
     start, end = 1, len(body) - 1
     while start < end:
@@ -220,8 +232,52 @@ def _json_data(
         start = stop + 1
     flat = np.concatenate(parts) if parts else np.empty(0, dt.dtype)
     if flat.size != count:
-        raise BadRequest(f"{where}: data has {flat.size} elements, shape {list(shape)} needs {count}")
+        raise _NotShaped(f"{where}: data has {flat.size} elements, shape {list(shape)} needs {count}")
     return flat.reshape(shape)
+
+
+def _row_chunks(
+    compact: bytes, dt: Datatype, shape: tuple[int, ...], count: int, where: str, max_depth: int
+) -> np.ndarray:
+    """Numbers nested as the shape (no whitespace left), ~JSON_CHUNK_BYTES of whole rows per
+    decode; a row larger than that alone is read the same way, a level down. With numbers only,
+    `]...],[...[` with one bracket fewer than the rank on each side occurs only between two rows of
+    the outermost array; each chunk of rows is checked against the shape as a whole value would be."""
+    inner = compact[1:-1] if compact.endswith(b"]") else b"["  # malformed: the decode says so
+    rank = len(shape)
+    between = b"]" * (rank - 1) + b"," + b"[" * (rank - 1)
+    row_count = math.prod(shape[1:])
+    parts: list[np.ndarray] = []
+    start, end = 0, len(inner)
+    try:
+        while start < end:
+            first = inner.find(between, start)
+            stop = end if first < 0 else first + rank - 1
+            if stop - start > JSON_CHUNK_BYTES:  # one row alone is large
+                row = inner[start:stop]
+                read = _flat_chunks if rank == 2 else _row_chunks
+                parts.append(read(row, dt, shape[1:], row_count, where, max_depth)[np.newaxis])
+                start = stop + 1
+                continue
+            cut = inner.find(between, min(start + JSON_CHUNK_BYTES, end))
+            stop = end if cut < 0 else cut + rank - 1
+            try:
+                chunk = msgspec.json.decode(b"[" + inner[start:stop] + b"]")
+            except msgspec.DecodeError as exc:
+                raise BadRequest(f"{where}: data is not valid JSON: {exc}") from None
+            rows = (len(chunk), *shape[1:])
+            parts.append(_from_json(chunk, dt, rows, len(chunk) * row_count, where, max_depth))
+            start = stop + 1
+    except _NotShaped:  # said of the whole tensor, not of a chunk of its rows
+        raise _NotShaped(f"{where}: nested data does not have the tensor's shape {list(shape)}") from None
+    array = np.concatenate(parts) if parts else np.empty((0, *shape[1:]), dt.dtype)
+    if array.shape != shape:
+        raise _NotShaped(f"{where}: data has {array.size} elements, shape {list(shape)} needs {count}")
+    return array
+
+
+class _NotShaped(BadRequest):
+    """The data's element count or nesting is not the tensor's shape."""
 
 
 def _from_json(
@@ -245,9 +301,9 @@ def _from_json(
     except (ValueError, OverflowError):
         raise BadRequest(f"{where}: data is not a regular (non-ragged) array of numbers") from None
     if array.size != count:
-        raise BadRequest(f"{where}: data has {array.size} elements, shape {list(shape)} needs {count}")
+        raise _NotShaped(f"{where}: data has {array.size} elements, shape {list(shape)} needs {count}")
     if array.ndim > 1 and array.shape != shape:
-        raise BadRequest(f"{where}: nested data has shape {list(array.shape)}, the tensor says {list(shape)}")
+        raise _NotShaped(f"{where}: nested data has shape {list(array.shape)}, the tensor says {list(shape)}")
     if count and array.dtype.kind not in dt.json_kinds:
         expected = {"b": "booleans", "iu": "integers", "iuf": "numbers"}[dt.json_kinds]
         raise BadRequest(f"{where}: {dt.name} data must be {expected}")

@@ -388,6 +388,35 @@ def test_a_large_flat_json_array_is_read_in_chunks_with_the_same_checks() -> Non
 
 
 @pytest.mark.usefixtures("small_chunks")
+@pytest.mark.usefixtures("small_chunks")
+def test_a_large_nested_json_array_is_read_in_chunks_of_rows_with_the_same_checks() -> None:
+    values = np.arange(60, dtype=np.float32).reshape(3, 4, 5) / 4
+    nested = values.tolist()
+    decoded = decode_request(body({"inputs": [tensor("x", (3, 4, 5), "FP32", nested)]}), None, BIG)
+    np.testing.assert_array_equal(decoded.inputs[0].data, values)
+    spaced = body({"inputs": [tensor("x", (3, 4, 5), "FP32", nested)]}).replace(b"],[", b"] ,\n [")
+    np.testing.assert_array_equal(decode_request(spaced, None, BIG).inputs[0].data, values)
+    for shape in ((1, 3, 20), (2, 30), (1, 60)):  # rows larger than a chunk: read a level down
+        doc = {"inputs": [tensor("x", shape, "FP32", values.reshape(shape).tolist())]}
+        np.testing.assert_array_equal(
+            decode_request(body(doc), None, BIG).inputs[0].data, values.reshape(shape)
+        )
+    long_rows = values.reshape(2, 30).tolist()
+    with pytest.raises(BadRequest, match=r"nested data does not have the tensor's shape \[2, 30\]"):
+        decode_request(
+            body({"inputs": [tensor("x", (2, 30), "FP32", [long_rows[0], long_rows[1][:-1]])]}), None, BIG
+        )
+    ragged = [nested[0], nested[1], [row[:4] for row in nested[2]]]
+    for data, shape, message in [
+        (ragged, (3, 4, 5), r"nested data does not have the tensor's shape \[3, 4, 5\]"),
+        (nested[:2], (3, 4, 5), r"data has 40 elements, shape \[3, 4, 5\] needs 60"),
+        (nested, (3, 20), "nested data has shape"),  # nested deeper than its shape: read whole
+        ([[1.0, 1e39]] + [[2.0, 3.0]] * 3, (4, 2), "values must lie in"),
+    ]:
+        with pytest.raises(BadRequest, match=message):
+            decode_request(body({"inputs": [tensor("x", shape, "FP32", data)]}), None, BIG)
+
+
 def test_a_large_output_is_written_in_chunks() -> None:
     y = np.arange(30, dtype=np.float32) / 8
     response = InferResponse("m", "1", [InferOutput("y", "FP32", (3, 10), y.reshape(3, 10))])
