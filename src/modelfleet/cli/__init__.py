@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("modelfleet.cli.profile", "profile"),
     "recommend": ("modelfleet.cli.recommend", "recommend"),
     "cluster": ("modelfleet.cli.cluster", "cluster"),
+    "deploy": ("modelfleet.cli.deploy", "deploy"),
 }
 
 

@@ -160,7 +160,8 @@ def _upstream_blocks(upstreams: Mapping[str, Sequence[str]], suffix: str, keepal
         lines += [f"    server {address};" for address in upstreams[group]]
         lines += [
             f"    keepalive {keepalive};",
-            "    keepalive_requests 100000;",
+            # a fresh connection now and then spreads the load over pods added behind a Service
+            "    keepalive_requests 1000;",
             "    keepalive_timeout 60s;",
             "}",
         ]
