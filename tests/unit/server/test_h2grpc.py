@@ -11,7 +11,6 @@ from typing import Any
 import hpack
 import pytest
 
-from modelfleet.server import h2grpc
 from modelfleet.server.h2grpc import (
     ACK,
     CONTINUATION,
@@ -36,8 +35,10 @@ from modelfleet.server.h2grpc import (
     Status,
     StatusCode,
     frame,
+    headers,
     parse_timeout,
     percent_encode,
+    wire,
 )
 
 PATH = "/test.Service/Echo"
@@ -195,8 +196,8 @@ async def test_handshake_settings_and_window() -> None:
     assert [f[:3] for f in client.handshake] == [(SETTINGS, 0, 0), (WINDOW_UPDATE, 0, 0), (SETTINGS, ACK, 0)]
     settings = client.handshake[0][3]
     values = dict(struct.unpack_from(">HI", settings, i) for i in range(0, len(settings), 6))
-    assert values[h2grpc.MAX_CONCURRENT_STREAMS] == 7
-    assert values[h2grpc.INITIAL_WINDOW_SIZE] == Limits().stream_window_bytes
+    assert values[wire.MAX_CONCURRENT_STREAMS] == 7
+    assert values[wire.INITIAL_WINDOW_SIZE] == Limits().stream_window_bytes
     increment = struct.unpack(">I", client.handshake[1][3])[0]
     assert increment + 65_535 == Limits().connection_window_bytes
 
@@ -373,7 +374,7 @@ async def test_a_large_answer_waits_for_the_clients_window_and_frame_size() -> N
 
 
 async def test_settings_raise_the_stream_window_and_frame_size() -> None:
-    settings = struct.pack(">HIHI", h2grpc.INITIAL_WINDOW_SIZE, 1 << 20, h2grpc.MAX_FRAME_SIZE, 1 << 20)
+    settings = struct.pack(">HIHI", wire.INITIAL_WINDOW_SIZE, 1 << 20, wire.MAX_FRAME_SIZE, 1 << 20)
     client = Client(server(), settings=settings)
     client.frames()
     client.send(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1 << 20)))
@@ -503,13 +504,13 @@ async def test_the_call_knows_its_peer_and_metadata() -> None:
 )
 def test_which_blocks_leave_the_table_alone(block: bytes, neutral: bool) -> None:
     hpack.Decoder().decode(block)  # each is a valid block
-    assert h2grpc._table_neutral(block) is neutral
+    assert headers._table_neutral(block) is neutral
 
 
 def test_long_indices_are_skipped_whole() -> None:
-    assert h2grpc._hpack_int_end(b"\xff\x80\x01\x82", 0, 7) == (255, 3)  # 127 + 0 + (1 << 7)
-    assert h2grpc._table_neutral(b"\xff\x80\x01\x82")
-    assert not h2grpc._table_neutral(b"\xff\x80\x01\x40\x01k\x01v")
+    assert headers._hpack_int_end(b"\xff\x80\x01\x82", 0, 7) == (255, 3)  # 127 + 0 + (1 << 7)
+    assert headers._table_neutral(b"\xff\x80\x01\x82")
+    assert not headers._table_neutral(b"\xff\x80\x01\x40\x01k\x01v")
 
 
 def _string(text: str) -> bytes:
@@ -530,7 +531,7 @@ async def test_repeated_header_blocks_are_read_again_once_the_table_changes() ->
     again = post_http + b"\xc0\xbf\xbe"  # indexed 64, 63, 62: the same fields
     changed = post_http + b"\xc0\xbf\x40" + _string("x-api-key") + _string("two")  # now 62 is "two"
     after = post_http + b"\xc1\xc0\xbe"  # :path is 65 now
-    assert h2grpc._table_neutral(again) and not h2grpc._table_neutral(first)
+    assert headers._table_neutral(again) and not headers._table_neutral(first)
     for stream, block in ((1, first), (3, again), (5, again), (7, changed), (9, after), (11, again)):
         client.send(frame(HEADERS, END_HEADERS, stream, block))
         client.send(frame(DATA, END_STREAM, stream, grpc_message(b"who")))
@@ -596,7 +597,7 @@ def test_malformed_timeouts_are_none(value: str) -> None:
 def test_percent_encoding_keeps_printable_ascii() -> None:
     assert percent_encode("plain text: ok!") == b"plain text: ok!"
     assert percent_encode("50% é\n") == b"50%25 %C3%A9%0A"
-    assert len(percent_encode("x" * 10_000)) == h2grpc.MAX_STATUS_MESSAGE_BYTES
+    assert len(percent_encode("x" * 10_000)) == headers.MAX_STATUS_MESSAGE_BYTES
 
 
 # -- hostile peers: budgets, back-pressure, credit, timeouts, caps (issue 16, SAFETY.md 39) --------------
@@ -643,7 +644,7 @@ def flood_frames(kind: str) -> Any:
         elif kind == "empty-continuation":
             yield (frame(HEADERS, 0, 1, BLOCK_START) if stream == 1 else b"") + frame(CONTINUATION, 0, 1)
         elif kind == "priority":
-            yield frame(h2grpc.PRIORITY, 0, 1, b"\0\0\0\0\x10")
+            yield frame(wire.PRIORITY, 0, 1, b"\0\0\0\0\x10")
         elif kind == "unknown":
             yield frame(0x20, 0, 0, b"x")
         stream += 2
@@ -824,22 +825,22 @@ async def test_a_message_declared_over_the_limit_is_refused_from_its_prefix() ->
         (frame(WINDOW_UPDATE, 0, 0, b"\0\0\1"), H2Error.FRAME_SIZE_ERROR),
         (
             frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 2**31 - 1 - 65_535))
-            + frame(SETTINGS, 0, 0, struct.pack(">HI", h2grpc.INITIAL_WINDOW_SIZE, 65_536)),
+            + frame(SETTINGS, 0, 0, struct.pack(">HI", wire.INITIAL_WINDOW_SIZE, 65_536)),
             H2Error.FLOW_CONTROL_ERROR,  # SETTINGS pushing an open stream's window past 2^31-1
         ),
         (
-            frame(SETTINGS, 0, 0, struct.pack(">HI", h2grpc.INITIAL_WINDOW_SIZE, 2**31)),
+            frame(SETTINGS, 0, 0, struct.pack(">HI", wire.INITIAL_WINDOW_SIZE, 2**31)),
             H2Error.FLOW_CONTROL_ERROR,
         ),
-        (frame(SETTINGS, 0, 0, struct.pack(">HI", h2grpc.ENABLE_PUSH, 2)), H2Error.PROTOCOL_ERROR),
-        (frame(SETTINGS, 0, 0, struct.pack(">HI", h2grpc.MAX_FRAME_SIZE, 2**24)), H2Error.PROTOCOL_ERROR),
+        (frame(SETTINGS, 0, 0, struct.pack(">HI", wire.ENABLE_PUSH, 2)), H2Error.PROTOCOL_ERROR),
+        (frame(SETTINGS, 0, 0, struct.pack(">HI", wire.MAX_FRAME_SIZE, 2**24)), H2Error.PROTOCOL_ERROR),
         (frame(SETTINGS, ACK, 0, b"\0" * 6), H2Error.FRAME_SIZE_ERROR),
         (frame(PING, 0, 1, b"12345678"), H2Error.PROTOCOL_ERROR),
         (frame(RST_STREAM, 0, 0, b"\0\0\0\0"), H2Error.PROTOCOL_ERROR),
         (frame(RST_STREAM, 0, 1, b"\0\0\0"), H2Error.FRAME_SIZE_ERROR),
         (frame(RST_STREAM, 0, 99, b"\0\0\0\0"), H2Error.PROTOCOL_ERROR),  # an idle stream
         (frame(GOAWAY, 0, 1, b"\0" * 8), H2Error.PROTOCOL_ERROR),
-        (frame(h2grpc.PRIORITY, 0, 0, b"\0" * 5), H2Error.PROTOCOL_ERROR),
+        (frame(wire.PRIORITY, 0, 0, b"\0" * 5), H2Error.PROTOCOL_ERROR),
         (frame(HEADERS, END_HEADERS, 1, HEADER_BLOCK), H2Error.PROTOCOL_ERROR),  # trailers without END_STREAM
         (
             frame(HEADERS, END_HEADERS | PRIORITY_FLAG, 3, b"\0\0\0\3\x10" + HEADER_BLOCK),
@@ -860,7 +861,7 @@ async def test_connection_errors(frames: bytes, code: H2Error) -> None:
     [
         (frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 0)), H2Error.PROTOCOL_ERROR),
         (frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 2**31 - 1)), H2Error.FLOW_CONTROL_ERROR),
-        (frame(h2grpc.PRIORITY, 0, 1, b"\0" * 4), H2Error.FRAME_SIZE_ERROR),
+        (frame(wire.PRIORITY, 0, 1, b"\0" * 4), H2Error.FRAME_SIZE_ERROR),
     ],
 )
 async def test_stream_errors_reset_the_stream_only(frames: bytes, code: H2Error) -> None:
