@@ -12,7 +12,6 @@ import asyncio
 import logging
 import re
 import time
-import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelfleet.config import ServerSettings
 from modelfleet.engine.model import LoadedModel
@@ -29,10 +28,6 @@ from modelfleet.errors import (
     BadRequest,
     MethodNotAllowed,
     ModelfleetError,
-    Overloaded,
-    PayloadTooLarge,
-    RequestTimeout,
-    Unauthorized,
 )
 from modelfleet.protocol.rest import (
     HEADER_LENGTH,
@@ -42,12 +37,23 @@ from modelfleet.protocol.rest import (
     encode_response,
     header_length,
     is_large,
-    loads,
 )
 from modelfleet.protocol.v2 import InferRequest
-from modelfleet.server.auth import Access, Guard, Principal, presented_key
+from modelfleet.server.asgi import (
+    BodyBudget,
+    ClientGone,
+    admit,
+    enter_quota,
+    error_body,
+    headers_of,
+    json_object,
+    read_body,
+    send_error,
+    send_json,
+    watch_disconnect,
+)
+from modelfleet.server.auth import Access, Guard, Principal
 from modelfleet.server.dataplane import DataPlane
-from modelfleet.server.http1 import HOLD
 from modelfleet.server.logs import begin_request, end_request, set_request_id
 from modelfleet.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from modelfleet.server.metrics import Metrics
@@ -56,192 +62,24 @@ from modelfleet.server.quota import Quota
 
 log = logging.getLogger(__name__)
 
-JSON = b"application/json"
+# build_http_app and InferEndpoint are this module's; the rest are server/asgi.py's, named here
+# for the modules that still import them from here
+__all__ = [
+    "BodyBudget",
+    "ClientGone",
+    "InferEndpoint",
+    "build_http_app",
+    "json_object",
+    "read_body",
+    "send_json",
+]
+
 WATCH_DISCONNECT_NS = 20_000_000  # watch for a leaving client when the queue ahead is this long
 DECODE_OFF_LOOP_BYTES = 1 << 20  # bodies larger than this are decoded on a thread: the loop stays live
 _HEADER_LENGTH = HEADER_LENGTH.encode()
 _CONTROL_BODY_LIMIT = 1 << 20
 # Encoded separators, NUL and dot-segments in the raw path: refused before any routing.
 _BAD_PATH = re.compile(rb"%(2f|5c|00|2e)|\\|/\.\.?(/|$)|\x00", re.IGNORECASE)
-
-
-class ClientGone(Exception):
-    """The client disconnected before its body arrived; nobody to answer."""
-
-
-def _headers(scope: Scope) -> dict[bytes, bytes]:
-    return dict(scope["headers"])
-
-
-def _admit(
-    guard: Guard,
-    access: Access,
-    scope: Scope,
-    headers: dict[bytes, bytes],
-    name: str | None = None,
-    version: str | None = None,
-) -> Principal:
-    """The Guard's verdict for this request: the key from its headers, the TCP peer's address
-    (never X-Forwarded-For: uvicorn runs with proxy_headers=False)."""
-    key = presented_key(headers.get(b"authorization"), headers.get(b"x-api-key"))
-    client = scope.get("client")
-    return guard.admit(access, key, client[0] if client else None, name, version)
-
-
-def _enter(quota: Quota, scope: Scope) -> None:
-    """Count a request in its tenant's quota; past it, 429 and its connection held (http1.py)."""
-    try:
-        quota.enter()
-    except Overloaded:
-        hold = scope.get("extensions", {}).get(HOLD)
-        if hold is not None:
-            quota.hold(hold())
-        raise
-
-
-class BodyBudget:
-    """Request bytes held at once by every request together (`max_body_bytes_in_flight`): each
-    request takes its share as its body arrives and releases it when it is answered."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-
-    def share(self) -> Share:
-        return Share(self)
-
-
-class Share:
-    """One request's part of a BodyBudget; `release()` when the request is answered."""
-
-    def __init__(self, budget: BodyBudget) -> None:
-        self._budget = budget
-        self.nbytes = 0
-
-    def take(self, n: int) -> None:
-        budget = self._budget
-        if budget.used + n > budget.limit:
-            raise Overloaded(
-                f"the server is receiving {budget.used} bytes of requests, its limit "
-                f"(max_body_bytes_in_flight) is {budget.limit}; retry"
-            )
-        budget.used += n
-        self.nbytes += n
-
-    def release(self) -> None:
-        self._budget.used -= self.nbytes
-        self.nbytes = 0
-
-
-async def read_body(
-    receive: Receive,
-    headers: dict[bytes, bytes],
-    limit: int,
-    *,
-    timeout_s: float | None = None,
-    share: Share | None = None,
-) -> bytes:
-    """The whole body, refused with 413 as soon as it is known to exceed `limit`, with 408 when
-    it takes longer than `timeout_s` to arrive, and with 429 when `share` cannot take its bytes."""
-    declared = headers.get(b"content-length")
-    reserved = 0
-    if declared is not None and declared.isdigit():
-        reserved = int(declared)
-        if reserved > limit:
-            raise _too_large(limit, "")
-        if share is not None:
-            share.take(reserved)  # before any of it is held
-    chunks: list[bytes] = []
-    message = await receive()
-    total = _add_chunk(message, chunks, 0, limit)
-    if message.get("more_body", False):
-        try:
-            async with asyncio.timeout(timeout_s):
-                while message.get("more_body", False):
-                    message = await receive()
-                    total = _add_chunk(message, chunks, total, limit)
-        except TimeoutError:
-            raise RequestTimeout(f"the request body did not arrive within {timeout_s:g} s") from None
-    if share is not None and total > reserved:
-        share.take(total - reserved)  # no (or a wrong) Content-Length
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    encoding = headers.get(b"content-encoding")
-    if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
-        body = _decompress(body, encoding.strip().lower(), limit)
-        if share is not None:
-            share.take(len(body))
-    return body
-
-
-def _add_chunk(message: Message, chunks: list[bytes], total: int, limit: int) -> int:
-    if message["type"] == "http.disconnect":
-        raise ClientGone
-    chunk = message.get("body", b"")
-    if chunk:
-        total += len(chunk)
-        if total > limit:
-            raise _too_large(limit, "")
-        chunks.append(chunk)
-    return total
-
-
-def _too_large(limit: int, what: str) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"request body{what} is larger than max_body_bytes ({limit} bytes); "
-        "raise it with MODELFLEET_MAX_BODY_BYTES or --max-body-bytes"
-    )
-
-
-def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
-    if encoding not in (b"gzip", b"x-gzip", b"deflate"):
-        raise BadRequest(f"unsupported Content-Encoding '{encoding.decode('latin-1')}'; use gzip or deflate")
-    inflater = zlib.decompressobj(47)  # 32 + 15: zlib or gzip header, detected
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error:
-        raise BadRequest(f"request body is not valid {encoding.decode()} data") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise _too_large(limit, " after decompression")
-    if not inflater.eof:
-        raise BadRequest(f"{encoding.decode()} request body is truncated")
-    return out
-
-
-async def send_json(
-    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    headers = [(b"content-type", JSON), (b"content-length", str(len(body)).encode())]
-    if extra:
-        headers.extend(extra)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def error_body(exc: ModelfleetError) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-    extra: list[tuple[bytes, bytes]] = []
-    if isinstance(exc, Overloaded):
-        extra.append((b"retry-after", str(exc.retry_after_s).encode()))
-    if isinstance(exc, (PayloadTooLarge, RequestTimeout)):
-        extra.append((b"connection", b"close"))  # the rest of the body is not worth reading
-    if isinstance(exc, Unauthorized):
-        extra.append((b"www-authenticate", b"Bearer"))
-    if isinstance(exc, MethodNotAllowed):
-        extra.append((b"allow", ", ".join(exc.allow).encode()))
-    return dumps({"error": exc.message}), extra
-
-
-async def send_error(send: Send, exc: ModelfleetError) -> None:
-    body, extra = error_body(exc)
-    await send_json(send, exc.status, body, extra)
-
-
-async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any]) -> None:
-    """Cancel the request's task if its client goes away while it waits."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            task.cancel("client disconnected")
-            return
 
 
 class InferEndpoint:
@@ -270,7 +108,7 @@ class InferEndpoint:
             return await self._plane.infer(model, request, started)
         task = asyncio.current_task()
         assert task is not None
-        watcher = asyncio.ensure_future(_watch_disconnect(receive, task))
+        watcher = asyncio.ensure_future(watch_disconnect(receive, task))
         try:
             return await self._plane.infer(model, request, started)
         except asyncio.CancelledError:
@@ -301,11 +139,11 @@ class InferEndpoint:
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed("inference takes POST", ("POST",))
-            headers = _headers(scope)
+            headers = headers_of(scope)
             if self._guard.enabled:  # no keys configured: inference is open, nothing to check
-                tenant = _admit(self._guard, Access.MODEL, scope, headers, name, version).quota
+                tenant = admit(self._guard, Access.MODEL, scope, headers, name, version).quota
                 if tenant is not None:
-                    _enter(tenant, scope)  # 429 past the tenant's quota, before the body is read
+                    enter_quota(tenant, scope)  # 429 past the tenant's quota, before the body is read
                     quota = tenant
             body = await read_body(receive, headers, self._limit, timeout_s=self._body_timeout_s, share=share)
             raw_length = headers.get(_HEADER_LENGTH)
@@ -361,19 +199,10 @@ def _ok(doc: Any = None, status: int = 200) -> Response:
 
 
 async def _json_body(request: Request, max_depth: int) -> dict[str, Any]:
-    body = await read_body(request.receive, _headers(request.scope), _CONTROL_BODY_LIMIT)
+    body = await read_body(request.receive, headers_of(request.scope), _CONTROL_BODY_LIMIT)
     if not body.strip():
         return {}
     return json_object(body, max_depth)
-
-
-def json_object(body: bytes, max_depth: int) -> dict[str, Any]:
-    """A control request's body as a JSON object nested at most `max_depth` levels, else 400
-    saying what is wrong."""
-    doc = loads(body, max_depth)
-    if not isinstance(doc, dict):
-        raise BadRequest("request body must be a JSON object")
-    return doc
 
 
 def _parameters(doc: dict[str, Any]) -> dict[str, Any]:
@@ -388,8 +217,13 @@ def _guarded(guard: Guard, path: str, access: Access, handler: Handler, method: 
 
     async def endpoint(request: Request) -> Response:
         params = request.path_params
-        request.state.caller = _admit(
-            guard, access, request.scope, _headers(request.scope), params.get("model"), params.get("version")
+        request.state.caller = admit(
+            guard,
+            access,
+            request.scope,
+            headers_of(request.scope),
+            params.get("model"),
+            params.get("version"),
         )
         return await handler(request)
 
