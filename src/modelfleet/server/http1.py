@@ -19,6 +19,7 @@ Body size and body time are the app's (server/http.py `read_body`), where the an
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from modelfleet.config import ServerSettings
 
-MAX_HOLD_S = 5.0  # a held connection reads again after this long, whatever its quota says
+MAX_HOLD_S = 30.0  # a held connection reads again after 15-45 s at most, whatever its quota says
 HOLD = "modelfleet.hold"  # the scope extension: call it to hold the connection after this response
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
 
@@ -99,7 +100,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self.scope["extensions"] = {HOLD: self.hold}  # type: ignore[dict-item]
 
-    def hold(self) -> Callable[[], None]:
+    def hold(self) -> Callable[[], bool]:
         """Read nothing more from this connection once the current response is complete, until the
         returned callable is called (at most MAX_HOLD_S)."""
         self._held = True
@@ -113,22 +114,27 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.timeout_keep_alive_task is not None:  # not idle: held (the timer restarts after)
             self.timeout_keep_alive_task.cancel()
             self.timeout_keep_alive_task = None
-        self._hold_timer = self.loop.call_later(MAX_HOLD_S, self._release)
+        # spread: connections held at once must not all come back at once
+        self._hold_timer = self.loop.call_later(MAX_HOLD_S * (0.5 + random.random()), self._release)
 
-    def _release(self) -> None:
+    def _release(self) -> bool:
+        """Read from the connection again; False when it was not held (or is gone)."""
         if not self._held:
-            return
+            return False
         self._held = False
         if self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None
-        if self.transport.is_closing() or not self.flow.read_paused:
-            return  # gone, or let go before its response was complete (never paused)
+        if self.transport.is_closing():
+            return False
+        if not self.flow.read_paused:
+            return True  # let go before its response was complete: never paused
         self.flow.resume_reading()
         if not self.pipeline and self.timeout_keep_alive_task is None:
             self.timeout_keep_alive_task = self.loop.call_later(
                 self.timeout_keep_alive, self.timeout_keep_alive_handler
             )
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._hold_timer is not None:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from modelfleet.errors import Overloaded
 
+MAX_HELD = 4096  # connections one tenant may have held at once; past it the oldest goes
+
 
 @dataclass(frozen=True)
 class QuotaConfig:
@@ -43,7 +45,7 @@ class Quota:
         self._stamp = clock()
         self.in_flight = 0
         self.refused = 0
-        self._held: deque[Callable[[], None]] = deque()  # connections to let go, oldest first
+        self._held: deque[Callable[[], bool]] = deque()  # connections to let go, oldest first
         self._tick: asyncio.TimerHandle | None = None  # the next release by rate
 
     def enter(self) -> None:
@@ -69,25 +71,32 @@ class Quota:
 
     def leave(self) -> None:
         self.in_flight -= 1
-        if self._max is not None and self._held:
-            self._held.popleft()()
+        if self._max is not None:
+            self._let_go()
 
     @property
     def held(self) -> int:
         return len(self._held)
 
-    def hold(self, resume: Callable[[], None]) -> None:
-        """Hold a refused client's connection: `resume` (idempotent; the transport also lets it go
-        by itself after a while) is called when a token is due or one of the tenant's requests ends."""
+    def hold(self, resume: Callable[[], bool]) -> None:
+        """Hold a refused client's connection: `resume` is called when a token is due or one of the
+        tenant's requests ends; it returns False when there was nothing to let go (the connection
+        is gone, or the transport let it go by itself), and the next one is tried."""
+        if len(self._held) >= MAX_HELD:
+            self._held.popleft()()  # the oldest goes now: held connections stay bounded
         self._held.append(resume)
         if self._rate is not None and self._tick is None:
             missing = 1.0 - min(self._burst, self._tokens + (self._clock() - self._stamp) * self._rate)
             self._tick = asyncio.get_running_loop().call_later(max(0.0, missing / self._rate), self._release)
 
+    def _let_go(self) -> None:
+        """Let the oldest held connection that is still held go."""
+        while self._held and not self._held.popleft()():
+            pass
+
     def _release(self) -> None:
         """A token is due: let the oldest held connection go; again a token later while any is held."""
         self._tick = None
-        if self._held:
-            self._held.popleft()()
+        self._let_go()
         if self._held and self._rate is not None:
             self._tick = asyncio.get_running_loop().call_later(1.0 / self._rate, self._release)

@@ -107,7 +107,7 @@ async def test_held_connections_are_let_go_one_per_request_that_ends() -> None:
     for name in ("first", "second"):
         with pytest.raises(Overloaded):
             quota.enter()
-        quota.hold(lambda name=name: released.append(name))
+        quota.hold(lambda name=name: not released.append(name))  # type: ignore[func-returns-value]
     assert (quota.held, released) == (2, [])
     quota.leave()
     assert released == ["first"]  # oldest first, one per request that ends
@@ -124,12 +124,31 @@ async def test_held_connections_are_let_go_one_per_token_due() -> None:
     done = asyncio.Event()
     released: list[int] = []
 
-    def resume(n: int) -> None:
+    def resume(n: int) -> bool:
         released.append(n)
         if len(released) == 3:
             done.set()
+        return True
 
     for n in range(3):
         quota.hold(lambda n=n: resume(n))
     await asyncio.wait_for(done.wait(), 5)  # a token every 5 ms: each lets one connection go
     assert released == [0, 1, 2] and quota.held == 0
+
+
+async def test_connections_no_longer_held_are_skipped_and_the_held_stay_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import modelfleet.server.quota as module
+
+    monkeypatch.setattr(module, "MAX_HELD", 2)
+    quota = Quota("acme", QuotaConfig(max_concurrent=1))
+    quota.enter()
+    released: list[str] = []
+    quota.hold(lambda: False)  # its client went away meanwhile
+    quota.hold(lambda: not released.append("live"))  # type: ignore[func-returns-value]
+    quota.leave()
+    assert released == ["live"] and quota.held == 0  # the gone one was skipped
+    for name in ("a", "b", "c"):
+        quota.hold(lambda name=name: not released.append(name))  # type: ignore[func-returns-value]
+    assert released == ["live", "a"] and quota.held == 2  # the oldest went at once
