@@ -13,16 +13,12 @@ import numpy as np
 
 from modelfleet.engine.cache import ResponseCache
 from modelfleet.engine.executor import Executor, Post
+from modelfleet.engine.signature import Signature
 from modelfleet.engine.stats import ModelStats
 from modelfleet.errors import BadRequest, InferenceFailed, ModelfleetError, Overloaded
 from modelfleet.protocol.v2 import InferOutput, InferRequest, InferResponse, TensorSpec
 from modelfleet.repository.config import ModelConfig
 from modelfleet.runtimes.base import Runtime
-
-PLATFORMS = {
-    "onnxruntime": "onnxruntime_onnx",
-    "torchscript": "pytorch_libtorch",
-}  # backend -> Triton platform
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +47,10 @@ class LoadedModel:
         cache: ResponseCache | None = None,
         timeout_s: float = 0.0,
     ) -> None:
-        assert config.inputs is not None and config.outputs is not None and config.max_batch_size is not None
+        self.signature = signature = Signature(name, version, config)
         self.name = name
         self.version = version
-        self.version_str = str(version)
+        self.version_str = signature.version_str
         self.config = config
         self.runtime = runtime
         self.executor = executor
@@ -68,10 +64,10 @@ class LoadedModel:
         self.timeout_s = timeout_s  # the server's request timeout: default and maximum
         self.buckets = config.shape_buckets
         self.stats = ModelStats()
-        self.inputs = {t.name: t.spec() for t in config.inputs}
-        self.outputs = {t.name: t.spec() for t in config.outputs}
+        self.inputs = signature.inputs
+        self.outputs = signature.outputs
         self.all_outputs = list(self.outputs.values())
-        self.max_batch_size = config.max_batch_size
+        self.max_batch_size = signature.max_batch_size
 
     def expected_wait_ns(self) -> int:
         """Roughly how long a request queued now would wait (queued requests times mean compute)."""
@@ -80,18 +76,10 @@ class LoadedModel:
 
     @property
     def platform(self) -> str:
-        """Triton's name for the backend (what its clients expect), else the backend's own."""
-        backend = self.config.backend or ""
-        return PLATFORMS.get(backend, backend)
+        return self.signature.platform
 
     def metadata(self, versions: list[str]) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "versions": versions,
-            "platform": self.platform,
-            "inputs": [t.as_metadata() for t in self.inputs.values()],
-            "outputs": [t.as_metadata() for t in self.outputs.values()],
-        }
+        return self.signature.metadata(versions)
 
     def prepare(self, request: InferRequest) -> PreparedRequest:
         """Check inputs and requested outputs against the signature (400 naming the problem)."""

@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Generic, TypeVar
 
-from modelfleet.engine.model import LoadedModel
 from modelfleet.errors import ModelfleetError, ModelLoadError, NotFound, Unavailable, model_not_found
 from modelfleet.repository.config import ModelConfig
 from modelfleet.repository.names import check_version, is_alias
@@ -26,6 +26,8 @@ class State(StrEnum):
 NOT_LOADED = "not loaded"
 UNLOADED = "unloaded"
 NOT_SERVED = "not served by the version policy"
+
+M = TypeVar("M")  # the ready copies: a LoadedModel in process, a RemoteModel on the workers' front
 
 
 @dataclass(slots=True)
@@ -47,12 +49,12 @@ class Counters:
 
 
 @dataclass(slots=True)
-class ModelRecord:
+class ModelRecord(Generic[M]):
     name: str
     status: Status = field(default_factory=lambda: Status(State.UNAVAILABLE, NOT_LOADED))
     versions: dict[int, Status] = field(default_factory=dict)
-    ready: dict[int, LoadedModel] = field(default_factory=dict)
-    latest: LoadedModel | None = None  # the highest ready version: where unversioned requests go
+    ready: dict[int, M] = field(default_factory=dict)
+    latest: M | None = None  # the highest ready version: where unversioned requests go
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     loading: asyncio.Future[None] | None = None  # the load requests are waiting for (single flight)
     waiting: int = 0  # requests waiting for that load: the fresh copy must not be evicted under them
@@ -65,7 +67,7 @@ class ModelRecord:
     retry_at: float = 0.0  # monotonic
     counters: Counters = field(default_factory=Counters)
 
-    def set_ready(self, ready: dict[int, LoadedModel]) -> None:
+    def set_ready(self, ready: dict[int, M]) -> None:
         self.ready = ready
         self.latest = ready[max(ready)] if ready else None
 
@@ -78,7 +80,7 @@ class ModelRecord:
                 cumulative += weight
                 self.traffic.append((cumulative, number))
 
-    def pick(self, version: str | None, draw: float = 0.0) -> LoadedModel | None:
+    def pick(self, version: str | None, draw: float = 0.0) -> M | None:
         """The ready copy a request goes to: the named version or alias, else the traffic split's
         choice for `draw` in [0, 1) (the highest version without a split)."""
         if version is not None:

@@ -17,11 +17,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelfleet.config import ServerSettings
 from modelfleet.engine.lifecycle import ModelManager
+from modelfleet.engine.ports import ModelHost
 from modelfleet.protocol.rest import dumps
+from modelfleet.repository.folder import Repository
 from modelfleet.repository.open import open_repository
+from modelfleet.server.asgi import send_json
 from modelfleet.server.auth import Guard
 from modelfleet.server.dataplane import DataPlane
-from modelfleet.server.http import build_http_app, send_json
+from modelfleet.server.http import build_http_app
 from modelfleet.server.logs import configure_logging
 from modelfleet.server.metrics import Metrics
 from modelfleet.workers.fleet import Fleet
@@ -29,6 +32,8 @@ from modelfleet.workers.metrics import WorkerCollector
 from modelfleet.workers.plan import parse_workers, plan
 
 if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
     from modelfleet.server.grpc import GrpcFront
 
 log = logging.getLogger(__name__)
@@ -111,10 +116,8 @@ def build_app(settings: ServerSettings) -> tuple[Shutdown, DataPlane]:
     options = settings.s3.model_dump() if settings.is_object_store else {}
     options["selection"] = settings.model_selection()
     repository = open_repository(settings.repository, **options)
-    specs = plan(parse_workers(settings.workers), settings.memory_budget_bytes())
-    manager = Fleet(repository, settings, specs) if specs else ModelManager(repository, settings)
+    manager, extra = _host(repository, settings)
     plane = DataPlane(manager)
-    extra = [WorkerCollector(manager)] if isinstance(manager, Fleet) else []
     metrics = Metrics(manager, settings.metrics_top_k, settings.metrics_models, extra=extra)
     guard = Guard.from_settings(settings)  # one for every front: the same keys and rules
 
@@ -145,7 +148,16 @@ def build_app(settings: ServerSettings) -> tuple[Shutdown, DataPlane]:
     return shutdown, plane
 
 
-async def _close(manager: ModelManager | Fleet, shutdown: Shutdown) -> None:
+def _host(repository: Repository, settings: ServerSettings) -> tuple[ModelHost, list[Collector]]:
+    """The models in this process, or in worker processes (--workers) with their /metrics gauges."""
+    specs = plan(parse_workers(settings.workers), settings.memory_budget_bytes())
+    if not specs:
+        return ModelManager(repository, settings), []
+    fleet = Fleet(repository, settings, specs)
+    return fleet, [WorkerCollector(fleet)]
+
+
+async def _close(manager: ModelHost, shutdown: Shutdown) -> None:
     """Drain and unload the models. After a SIGTERM, within the deadline plus CLOSE_GRACE_S: a
     model run still going then (a hung or very slow model) is not waited for, the process exits 0
     at once (its threads would otherwise hold the interpreter until they return)."""
@@ -180,7 +192,7 @@ async def _start_grpc(
     return front
 
 
-async def _poll(manager: ModelManager | Fleet, every_s: float) -> None:
+async def _poll(manager: ModelHost, every_s: float) -> None:
     while True:
         await asyncio.sleep(every_s)
         try:

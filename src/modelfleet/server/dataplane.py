@@ -9,11 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from modelfleet import __version__
-from modelfleet.engine.lifecycle import ModelManager
-from modelfleet.engine.model import LoadedModel
-from modelfleet.errors import BadRequest, ModelLoadError, NotFound
+from modelfleet.engine.ports import ModelHost, ServedModel
+from modelfleet.errors import BadRequest, ModelLoadError
 from modelfleet.protocol.v2 import InferRequest, InferResponse
-from modelfleet.workers.fleet import Fleet, in_process_worker
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
 _TRITON_TYPES = {
@@ -34,10 +32,10 @@ _TRITON_TYPES = {
 
 
 class DataPlane:
-    """Over the models of this process (ModelManager) or, with --workers N, of worker processes
-    (Fleet: same surface, models routed to workers)."""
+    """Over a `ModelHost`: the models of this process (ModelManager) or, with --workers N, of
+    worker processes (Fleet)."""
 
-    def __init__(self, manager: ModelManager | Fleet) -> None:
+    def __init__(self, manager: ModelHost) -> None:
         self.manager = manager
         self.draining = False
 
@@ -61,7 +59,7 @@ class DataPlane:
         model = self.manager.peek(name, version)
         if model is None:
             record = self.manager.record(name)
-            assert record is not None
+            assert record is not None  # peek raised 404 for a model without one
             raise record.not_ready(version)
         return {"name": model.name, "version": model.version_str, "ready": True}
 
@@ -96,13 +94,13 @@ class DataPlane:
 
     # -- inference ------------------------------------------------------------------------------------
 
-    async def model(self, name: str, version: str | None) -> LoadedModel:
+    async def model(self, name: str, version: str | None) -> ServedModel:
         """The ready model a request names, loaded on demand (400 bad name, 404 unknown, 503 not
         ready, 507 no room); transports call this before decoding the body so that a wrong model
         is reported before a wrong tensor."""
         return self.manager.resident(name, version) or await self.manager.acquire(name, version)
 
-    async def infer(self, model: LoadedModel, request: InferRequest, started_ns: int) -> InferResponse:
+    async def infer(self, model: ServedModel, request: InferRequest, started_ns: int) -> InferResponse:
         return await model.infer(request, started_ns)
 
     # -- repository extension ----------------------------------------------------------------------------
@@ -137,17 +135,10 @@ class DataPlane:
 
     async def workers(self) -> dict[str, Any]:
         """Each worker with its device, memory and models (one, this process, without workers)."""
-        if isinstance(self.manager, Fleet):
-            return {"workers": await self.manager.workers()}
-        return {"workers": [in_process_worker(self.manager)], "in_process": True}
+        return await self.manager.workers()
 
     async def unload_from(self, worker: str, name: str) -> None:
         """Remove a model from one worker (without workers: from this process, as unload does)."""
         if not worker.isdigit():
             raise BadRequest(f"worker id must be a number, got '{worker[:40]}'")
-        if isinstance(self.manager, Fleet):
-            await self.manager.unload_from(int(worker), name)
-        elif int(worker) != 0:
-            raise NotFound(f"no worker {worker}; this server runs its models in process (worker 0)")
-        else:
-            await self.manager.unload(name)
+        await self.manager.unload_from(int(worker), name)

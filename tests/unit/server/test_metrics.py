@@ -13,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modelfleet.engine.records import Counters
 from modelfleet.engine.stats import ModelStats
-from modelfleet.server.metrics import HALF_LIFE_S, OTHER, Metrics
+from modelfleet.server.metric_counts import HALF_LIFE_S, OTHER
+from modelfleet.server.metrics import Metrics
 
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelfleet.engine.stats import ModelStats
-from modelfleet.workers.fleet import merge_statistics
+from modelfleet.workers.reports import merge_statistics
 
 
 def entry(successes: int, ns: int, batch: int, last: int) -> dict[str, Any]:
