@@ -10,12 +10,12 @@ from modelfleet.errors import ModelLoadError, NotFound
 from modelfleet.repository.objectstore import (
     CachedModel,
     CacheIndex,
+    Download,
     IndexEntry,
     ObjectStoreOptions,
     ObjectStoreRepository,
     RemoteFile,
-    _Download,
-    _Storage,
+    Storage,
     check_endpoint_url,
     key_parts,
     parse_location,
@@ -283,15 +283,15 @@ class FakeFs:
         return {"size": self.size}
 
 
-def storage(tmp_path: Path, fs: FakeFs) -> _Storage:
-    return _Storage(fs, "bucket", options(tmp_path, retries=2, backoff_s=0), None)
+def storage(tmp_path: Path, fs: FakeFs) -> Storage:
+    return Storage(fs, "bucket", options(tmp_path, retries=2, backoff_s=0), None)
 
 
 async def download(tmp_path: Path, fs: FakeFs, size: int | None = 4, sha256: str | None = None) -> Path:
     dest = tmp_path / "m" / "1" / "model.onnx"
     dest.parent.mkdir(parents=True, exist_ok=True)
     await storage(tmp_path, fs).download_all(
-        [_Download("p/m/1/model.onnx", dest, "'m/1/model.onnx'", size, sha256)], []
+        [Download("p/m/1/model.onnx", dest, "'m/1/model.onnx'", size, sha256)], []
     )
     return dest
 
