@@ -88,8 +88,9 @@ def test_servers_get_the_scaled_memory_and_threads_of_their_type() -> None:
 
 
 def test_the_default_scale_fits_the_plan_in_this_machine() -> None:
-    assert fit_scale([CATALOG["big"]] * 3, 8 * GiB) == pytest.approx(0.6 * 8 / 48)
-    assert fit_scale([CATALOG["small"]], 64 * GiB) == 1.0  # never more than the instance
+    assert fit_scale([CATALOG["big"]] * 3, 8 * GiB, 64) == pytest.approx(0.6 * 8 / 48)  # memory binds
+    assert fit_scale([CATALOG["small"]] * 3, 64 * GiB, 2) == pytest.approx(2 / 6)  # cores bind
+    assert fit_scale([CATALOG["small"]], 64 * GiB, 64) == 1.0  # never more than the instance
     servers, scale = layout([("small", ["a"])] * 2, CATALOG, None)
     assert 0 < scale <= 1 and servers[0].memory_budget_bytes == int(4 * GiB * scale)
 

@@ -27,7 +27,7 @@ def cluster(
     port: Annotated[int | None, typer.Option("--port", min=1, max=65535, help="up: the front's port.")] = None,
     repo: Annotated[Path, typer.Option("--repo", help="up: the model repository (a folder).")] = Path("demo-repo"),
     scale: Annotated[float | None, typer.Option("--scale", help="up: each instance's memory and vCPUs times this "
-                                                "(default: what fits 60 % of this machine's memory, at most 1).")] = None,
+                                                "(default: the most, up to 1, that fits 60 % of this machine's memory and its cores).")] = None,
     catalog: Annotated[Path | None, typer.Option("--catalog", help="up: the instance catalogue the plan was made "
                                                  "with (default: the shipped one).")] = None,
     host: Annotated[str, typer.Option("--host", help="up: the address the front and servers bind to.")] = "127.0.0.1",

@@ -7,6 +7,7 @@ each type's memory and vCPUs, and the repository's model names. Every mismatch i
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,11 +70,13 @@ def check_models(planned: list[tuple[str, list[str]]], available: set[str], repo
         )
 
 
-def fit_scale(types: list[dict[str, Any]], machine_bytes: int) -> float:
+def fit_scale(types: list[dict[str, Any]], machine_bytes: int, cores: int) -> float:
     """The largest scale (at most 1) at which the planned instances' memory fits in 60 % of this
-    machine's; cores are shared anyway (each server gets at least one thread)."""
-    planned = sum(t["memory_bytes"] for t in types)
-    return min(1.0, 0.6 * machine_bytes / planned) if planned else 1.0
+    machine's and their vCPUs in its cores: more threads than cores only contend (ONNX Runtime's
+    threads spin while they wait for work)."""
+    memory = sum(t["memory_bytes"] for t in types)
+    vcpus = sum(t["vcpus"] for t in types)
+    return min(1.0, 0.6 * machine_bytes / memory if memory else 1.0, cores / vcpus if vcpus else 1.0)
 
 
 def layout(
@@ -90,7 +93,7 @@ def layout(
             "was made with (--catalog)"
         )
     if scale is None:
-        scale = fit_scale([catalog[kind] for kind, _ in planned], machine_memory_bytes())
+        scale = fit_scale([catalog[kind] for kind, _ in planned], machine_memory_bytes(), os.cpu_count() or 1)
     if not 0 < scale <= 1:
         raise ClusterError(f"--scale must be above 0 and at most 1, got {scale:g}")
     servers = []
