@@ -133,3 +133,29 @@ def test_ctrl_c_keeps_what_was_measured(repo: Path) -> None:
         "max_batch_size": 8,
         "pinned": True,
     }
+
+
+def test_shape_buckets_swept_over_mixed_lengths(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    identity(repo / "seq" / "1" / "model.onnx", "FP32", ("batch", "length"))
+    write_config(
+        repo / "seq",
+        {
+            "max_batch_size": 8,
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, -1]}],
+            "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, -1]}],
+        },
+    )
+    out = tmp_path / "buckets.json"
+    result = CliRunner().invoke(
+        build_app(),
+        ["profile", str(repo), "seq", "--seq-lens", "4-12", "--buckets", "none,8/16", "--batch-sizes", "4",
+         "--delays-us", "0", "--instances", "1", "--threads", "1", *FAST, "--out", str(out), "--no-chart"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    profile = Profile.model_validate_json(out.read_text())
+    assert [m.config for m in profile.measurements] == ["b4-d0-i1-t1-s0", "b4-d0-i1-t1-s8.16"]
+    for m in profile.measurements:
+        assert m.stopped != "failed", m.error
+        assert (m.seq_len_min, m.seq_len) == (4, 12)
+        assert m.steps and all(s.requests > 0 and s.errors == 0 for s in m.steps)

@@ -97,9 +97,12 @@ def closed_loop_step(
     seq_len: int = 16,
     timeout_s: float = 30.0,
     encoding: Encoding = Encoding.JSON,
+    seq_len_max: int | None = None,
+    bodies: int = 4,
 ) -> BenchResult:
     """One closed-loop step against one model of a V2 HTTP server: `concurrency` users for
-    `duration_s` after `warmup_s`; SetupError or ValueError when it cannot run (tune's ramps)."""
+    `duration_s` after `warmup_s`, every request of length `seq_len` (or `bodies` requests of
+    lengths from `seq_len` to `seq_len_max`); SetupError or ValueError when it cannot run (tune's ramps)."""
     spec = BenchSpec(
         target=Target.parse(url),
         models=ModelSelection((model,)),
@@ -109,6 +112,8 @@ def closed_loop_step(
         timeout_s=timeout_s,
         encoding=encoding,
         seq_len=seq_len,
+        seq_len_max=seq_len_max,
+        bodies=bodies,
     )
     return run_bench(spec)
 

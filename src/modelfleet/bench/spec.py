@@ -264,6 +264,8 @@ class BenchSpec:
     """Size given to a leading -1 dimension."""
     seq_len: int = 16
     """Size given to every other -1 dimension."""
+    seq_len_max: int | None = None
+    """Mixed lengths: each pre-built body's other -1 dimensions drawn from seq_len..seq_len_max."""
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     """Full shapes for inputs by name, overriding the two rules above."""
     bodies: int = 4
@@ -326,6 +328,10 @@ class BenchSpec:
             (self.zipf_s > 0, f"--zipf-s must be positive, got {self.zipf_s}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.seq_len >= 1, f"--seq-len must be at least 1, got {self.seq_len}"),
+            (
+                self.seq_len_max is None or self.seq_len_max >= self.seq_len,
+                f"--seq-len-max ({self.seq_len_max}) must be at least --seq-len ({self.seq_len})",
+            ),
             (self.bodies >= 1, f"--bodies must be at least 1, got {self.bodies}"),
             (self.processes >= 1, f"--processes must be at least 1, got {self.processes}"),
             (

@@ -94,7 +94,10 @@ def _bodies(spec: BenchSpec, signatures: list[Signature]) -> tuple[list[Body], l
     for signature in signatures:
         first = len(bodies)
         for _ in range(spec.bodies):
-            tensors = random_inputs(signature, rng, spec.batch_size, spec.seq_len, spec.shapes)
+            length = spec.seq_len
+            if spec.seq_len_max is not None:  # mixed lengths: one drawn per body
+                length = int(rng.integers(spec.seq_len, spec.seq_len_max + 1))
+            tensors = random_inputs(signature, rng, spec.batch_size, length, spec.shapes)
             bodies.append(encoder(tensors))
         body_sets.append(list(range(first, len(bodies))))
     return bodies, body_sets

@@ -117,6 +117,13 @@ def bench(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Size of a leading -1 (batch) dimension.")] = 1,
     seq_len: Annotated[int, typer.Option(help="Size of every other -1 dimension.")] = 16,
+    seq_len_max: Annotated[
+        int | None,
+        typer.Option(
+            help="Mixed lengths: each body's other -1 dimensions drawn from --seq-len to this "
+            "(with more --bodies, e.g. 32)."
+        ),
+    ] = None,
     shape: Annotated[
         list[str] | None, typer.Option(help="Full shape of one input, NAME=D1,D2,...; repeatable.")
     ] = None,
@@ -230,6 +237,7 @@ def bench(
             input_file=input_file,
             batch_size=batch_size,
             seq_len=seq_len,
+            seq_len_max=seq_len_max,
             shapes=parse_shapes(shape or []),
             bodies=bodies,
             processes=processes,

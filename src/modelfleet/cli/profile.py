@@ -24,10 +24,55 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
         raise typer.BadParameter(f"{option} expects comma-separated integers, got '{text}'") from None
 
 
+def _lengths(text: str) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+    """`32,128,16-128`: fixed lengths, and mixes LO-HI of lengths spread between LO and HI."""
+    fixed: list[int] = []
+    mixed: list[tuple[int, int]] = []
+    try:
+        for item in (v.strip() for v in text.split(",") if v.strip()):
+            low, dash, high = item.partition("-")
+            if dash:
+                mixed.append((int(low), int(high)))
+            else:
+                fixed.append(int(item))
+    except ValueError:
+        raise typer.BadParameter(
+            f"--seq-lens expects comma-separated lengths or LO-HI mixes (32,128,16-128), got '{text}'"
+        ) from None
+    return tuple(fixed), tuple(mixed)
+
+
+def _buckets(text: str) -> tuple[tuple[int, ...] | None, ...]:
+    """`none,32/64/128`: shape bucket sets to sweep, `none` for no buckets."""
+    found: list[tuple[int, ...] | None] = []
+    for item in (v.strip() for v in text.split(",") if v.strip()):
+        try:
+            found.append(() if item.lower() == "none" else tuple(int(v) for v in item.split("/")))
+        except ValueError:
+            raise typer.BadParameter(
+                f"--buckets expects sets of sizes such as none,32/64/128, got '{item}'"
+            ) from None
+    return tuple(found)
+
+
 def profile(
     repository: Annotated[Path, typer.Argument(help="Model repository (a folder).")],
     models: Annotated[list[str], typer.Argument(help="Models to profile.")],
-    seq_lens: Annotated[str, typer.Option("--seq-lens", help="Sequence lengths, comma-separated.")] = "32",
+    seq_lens: Annotated[
+        str,
+        typer.Option(
+            "--seq-lens",
+            help="Sequence lengths, comma-separated; LO-HI measures a mix of lengths from LO to HI "
+            "(what shape buckets are for).",
+        ),
+    ] = "32",
+    buckets: Annotated[
+        str | None,
+        typer.Option(
+            help="shape_buckets sizes to sweep, e.g. none,32/64/128 (none: no buckets; default: "
+            "config.yaml's, not swept). Pads axis 1 of the inputs declared with -1 there."
+        ),
+    ] = None,
     batch_sizes: Annotated[
         str | None,
         typer.Option(
@@ -92,13 +137,13 @@ def profile(
             delays_us=_ints(delays_us, "--delays-us") if delays_us else default.delays_us,
             instances=_ints(instances, "--instances") if instances else default.instances,
             threads=_ints(threads, "--threads") if threads else default.threads,
+            buckets=_buckets(buckets) if buckets else (None,),
         )
-        lengths = _ints(seq_lens, "--seq-lens")
-        if not lengths or min(lengths) < 1:
-            raise ValueError(f"--seq-lens must be positive, got '{seq_lens}'")
+        lengths, mixed = _lengths(seq_lens)
         spec = ProfileSpec(
             repository=repository,
             seq_lens=lengths,
+            mixed=mixed,
             space=space,
             slo=Slo(p90_ms=slo_ms, max_error_rate=max_error_rate),
             search=search,

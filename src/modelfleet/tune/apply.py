@@ -1,6 +1,7 @@
 """The scheduling settings of one configuration written into a model's config.yaml.
 
-Only the tuned keys change (dynamic_batching, instances, onnxruntime.intra_op_threads); the result
+Only the tuned keys change (dynamic_batching, instances, onnxruntime.intra_op_threads, and
+shape_buckets when the configuration names them); the result
 is validated with the repository's own parser before anything is written. The file is re-emitted:
 lists of scalars stay in flow style and the opening comment lines are kept, other comments are lost
 (the diff shown first makes that visible).
@@ -51,6 +52,28 @@ def _mapping(value: object, where: str) -> dict[str, Any]:
     return dict(value)
 
 
+def _varies_on_axis_1(tensor: object) -> bool:
+    shape = tensor.get("shape") if isinstance(tensor, dict) else None
+    return isinstance(shape, list) and len(shape) >= 2 and shape[1] == -1
+
+
+def shape_buckets(config: dict[str, Any], sizes: tuple[int, ...], model: str) -> dict[str, Any]:
+    """A shape_buckets block padding axis 1 (after the batch) of every declared input that varies
+    there with 0 (token ids and attention masks), cutting outputs that vary there back."""
+    inputs, outputs = config.get("inputs") or [], config.get("outputs") or []
+    pad = {t["name"]: 0 for t in inputs if _varies_on_axis_1(t)}
+    if not pad:
+        raise TuneInputError(
+            f"shape buckets pad axis 1 of the inputs: declare {model}'s inputs in {CONFIG_FILENAME} "
+            "with -1 there (e.g. shape: [-1, -1])"
+        )
+    block: dict[str, Any] = {"axis": 1, "sizes": list(sizes), "pad": pad}
+    cut = {t["name"]: 1 for t in outputs if _varies_on_axis_1(t)}
+    if cut:
+        block["outputs"] = cut
+    return block
+
+
 def with_settings(text: str, settings: Settings, model: str) -> str:
     """config.yaml text with `settings` applied; TuneInputError if the result is not a valid config."""
     try:
@@ -76,6 +99,10 @@ def with_settings(text: str, settings: Settings, model: str) -> str:
         ort = _mapping(config.get("onnxruntime"), "onnxruntime")
         ort["intra_op_threads"] = settings.intra_op_threads
         config["onnxruntime"] = ort
+    if settings.shape_buckets == ():
+        config.pop("shape_buckets", None)
+    elif settings.shape_buckets is not None:
+        config["shape_buckets"] = shape_buckets(config, settings.shape_buckets, model)
     new = _header(text) + yaml.dump(config, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
     try:
         parse_config(new, model)

@@ -46,7 +46,9 @@ def draw(profile: Profile, path: Path) -> None:
         ax.set_yscale("log")
         ax.set_xlabel("throughput (inferences/s)")
         ax.set_ylabel("P90 latency (ms)")
-        ax.set_title(f"{profile.model} v{profile.version}, sequence {seq_len}")
+        low = next((m.seq_len_min for m in rows if m.seq_len_min is not None), None)
+        shown = f"sequences {low}-{seq_len} mixed" if low is not None else f"sequence {seq_len}"
+        ax.set_title(f"{profile.model} v{profile.version}, {shown}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
     fig.suptitle(f"{profile.machine.line} · {profile.search} search · {profile.created_at}", fontsize=8)

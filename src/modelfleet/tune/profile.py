@@ -55,13 +55,25 @@ class ProfileSpec:
     version: str | None = None
     instance_type: str | None = None
     out: Path | None = None
+    mixed: tuple[Length, ...] = ()
+    """Mixed-length traffic, (shortest, longest) each: requests of lengths spread between them."""
 
     def __post_init__(self) -> None:
+        longest = [hi for _, hi in self.mixed]
         checks = [
             (self.search in ("brute", "quick"), f"--search must be brute or quick, not '{self.search}'"),
             (
-                bool(self.seq_lens) and min(self.seq_lens) >= 1,
+                bool(self.seq_lens or self.mixed) and min((*self.seq_lens, *longest), default=0) >= 1,
                 f"--seq-lens must be positive, got {self.seq_lens}",
+            ),
+            (
+                all(1 <= lo < hi for lo, hi in self.mixed),
+                f"--seq-lens LO-HI needs 1 <= LO < HI, got {list(self.mixed)}",
+            ),
+            (
+                len(set(longest)) == len(longest) and not set(longest) & set(self.seq_lens),
+                "--seq-lens: each length and each mix's longest must differ (a profile's sequence "
+                "length is a mix's longest)",
             ),
             (self.step_s > 0, f"--step-s must be positive, got {self.step_s}"),
             (self.warmup_s >= 0, f"--warmup-s must not be negative, got {self.warmup_s}"),
@@ -73,6 +85,13 @@ class ProfileSpec:
 
 
 Progress = Callable[[str], None]
+Length = tuple[int, int]  # (shortest, longest) of the requests; equal for one fixed length
+MIXED_BODIES = 32  # distinct request bodies (lengths) of mixed-length traffic
+
+
+def lengths(spec: ProfileSpec) -> list[Length]:
+    """Every traffic the spec measures, in order: the fixed lengths, then the mixes."""
+    return [(n, n) for n in spec.seq_lens] + list(spec.mixed)
 
 
 def _free_port() -> int:
@@ -219,7 +238,7 @@ def concurrency_steps(top: int) -> list[int]:
 
 
 def ramp(
-    url: str, model: str, seq_len: int, spec: ProfileSpec, progress: Progress, start: int = 1
+    url: str, model: str, length: Length, spec: ProfileSpec, progress: Progress, start: int = 1
 ) -> tuple[list[Step], Stopped]:
     """Closed-loop steps of doubling concurrency from `start`; (steps, why the ramp stopped)."""
     steps: list[Step] = []
@@ -233,8 +252,10 @@ def ramp(
                 concurrency,
                 spec.step_s,
                 warmup_s=spec.warmup_s,
-                seq_len=seq_len,
+                seq_len=length[0],
                 timeout_s=max(10.0, spec.slo.p90_ms * 20 / 1000),
+                seq_len_max=length[1] if length[1] > length[0] else None,
+                bodies=MIXED_BODIES if length[1] > length[0] else 4,
             )
         except KeyboardInterrupt:
             return steps, "interrupted"
@@ -257,14 +278,15 @@ def measure(
     scratch: Path,
     model: str,
     settings: Settings,
-    seq_len: int,
+    length: Length,
     spec: ProfileSpec,
     workdir: Path,
     progress: Progress,
     start: int = 1,
 ) -> Measurement:
-    """One configuration at one sequence length, its ramp from concurrency `start`; a server that
-    cannot start is recorded as failed."""
+    """One configuration at one sequence length (or mix), its ramp from concurrency `start`; a
+    server that cannot start is recorded as failed."""
+    seq_len, seq_len_min = length[1], (length[0] if length[0] < length[1] else None)
     load_s: float | None = None
     cold_s: float | None = None
     try:
@@ -272,12 +294,13 @@ def measure(
             up_s = server.wait_ready()
             cold_s = server.cold_start(seq_len)
             load_s = up_s + cold_s
-            steps, stopped = ramp(server.url, model, seq_len, spec, progress, start)
+            steps, stopped = ramp(server.url, model, length, spec, progress, start)
             memory = _pss_bytes(server.proc.pid)
     except TuneInputError as exc:
         return Measurement(
             settings=settings,
             seq_len=seq_len,
+            seq_len_min=seq_len_min,
             steps=[],
             load_s=None if load_s is None else round(load_s, 3),
             cold_start_s=None if cold_s is None else round(cold_s, 3),
@@ -288,6 +311,7 @@ def measure(
     return Measurement(
         settings=settings,
         seq_len=seq_len,
+        seq_len_min=seq_len_min,
         steps=steps,
         load_s=None if load_s is None else round(load_s, 3),
         cold_start_s=None if cold_s is None else round(cold_s, 3),
@@ -339,7 +363,7 @@ def profile_model(
     measured: list[Measurement] = []
     interrupted = False
     grid = len(spec.space.grid())
-    total = grid * len(spec.seq_lens)
+    total = grid * len(lengths(spec))
 
     def document() -> Profile:
         return Profile(
@@ -362,20 +386,21 @@ def profile_model(
     with tempfile.TemporaryDirectory(prefix="modelfleet-profile-") as tmp:
         scratch = scratch_repository(spec.repository, model, version, Path(tmp))
         best_so_far: Settings | None = None
-        for seq_len in spec.seq_lens:
+        for length in lengths(spec):
 
-            def one(settings: Settings, seq_len: int = seq_len) -> Measurement:
-                label = f"{model} s{seq_len} {settings.name}"
+            def one(settings: Settings, length: Length = length) -> Measurement:
+                shown = f"{length[0]}-{length[1]}" if length[0] < length[1] else f"{length[1]}"
+                label = f"{model} s{shown} {settings.name}"
                 progress(label, len(measured), total)
                 m = measure(
                     scratch,
                     model,
                     settings,
-                    seq_len,
+                    length,
                     spec,
                     Path(tmp),
                     lambda s: progress(f"{label} {s}", len(measured), total),
-                    ramp_start(measured, seq_len, spec),
+                    ramp_start(measured, length[1], spec),
                 )
                 measured.append(m)
                 write_profile(document(), path)

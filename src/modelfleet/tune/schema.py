@@ -31,12 +31,19 @@ class Settings(_Strict):
     """instances: executions of the model at the same time."""
     intra_op_threads: Annotated[int, Field(ge=0)] | None = None
     """onnxruntime.intra_op_threads; unset: the server's default."""
+    shape_buckets: tuple[Annotated[int, Field(ge=1)], ...] | None = None
+    """shape_buckets.sizes (padding axis 1 of the inputs that vary there); () removes the model's
+    buckets; unset: config.yaml's left as it is."""
 
     @property
     def name(self) -> str:
-        """A short stable label, e.g. `b8-d2000-i1-t2` (batch, delay µs, instances, threads)."""
+        """A short stable label, e.g. `b8-d2000-i1-t2` (batch, delay µs, instances, threads), then
+        `-s32.64.128` for shape buckets (`-s0` for none)."""
         threads = "" if self.intra_op_threads is None else f"-t{self.intra_op_threads}"
-        return f"b{self.max_batch_size}-d{self.max_queue_delay_us}-i{self.instances}{threads}"
+        buckets = ""
+        if self.shape_buckets is not None:
+            buckets = "-s" + (".".join(str(b) for b in self.shape_buckets) or "0")
+        return f"b{self.max_batch_size}-d{self.max_queue_delay_us}-i{self.instances}{threads}{buckets}"
 
 
 # ---------------------------------------------------------------------------- measured (profile.json)
@@ -97,6 +104,9 @@ class Measurement(_Strict):
 
     settings: Settings
     seq_len: Annotated[int, Field(ge=1)]
+    """The requests' sequence length (with `seq_len_min`: the longest of the mix)."""
+    seq_len_min: Annotated[int, Field(ge=1)] | None = None
+    """Mixed lengths: the requests' lengths were spread from this to `seq_len` (`--seq-lens LO-HI`)."""
     steps: list[Step]
     load_s: float | None
     """Seconds from starting the server to the model answering (process start, load, warm-up,

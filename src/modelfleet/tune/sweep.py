@@ -26,6 +26,8 @@ class Space:
     instances: tuple[int, ...]
     threads: tuple[int | None, ...]
     """intra_op_threads values; None alone: the server's default."""
+    buckets: tuple[tuple[int, ...] | None, ...] = (None,)
+    """shape_buckets sizes to try; () is no buckets; None alone: config.yaml's, not swept."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "batch_sizes", _ascending("--batch-sizes", self.batch_sizes, 1))
@@ -34,65 +36,87 @@ class Space:
         if self.threads != (None,):
             ints = tuple(t for t in self.threads if t is not None)
             object.__setattr__(self, "threads", _ascending("--threads", ints, 1))
+        if not self.buckets:
+            raise ValueError("--buckets needs at least one value")
+        for sizes in self.buckets:
+            if sizes is not None and (list(sizes) != sorted(set(sizes)) or (sizes and sizes[0] < 1)):
+                raise ValueError(f"--buckets sizes must be positive and ascending, got {list(sizes)}")
         if max(self.instances) > 64:
             raise ValueError(f"--instances go up to 64, got {max(self.instances)}")
 
     @staticmethod
-    def settings(batch: int, delay_us: int, instances: int, threads: int | None) -> Settings:
+    def settings(
+        batch: int, delay_us: int, instances: int, threads: int | None, buckets: tuple[int, ...] | None = None
+    ) -> Settings:
         return Settings(
             max_batch_size=batch,
             max_queue_delay_us=delay_us if batch > 1 else 0,
             instances=instances,
             intra_op_threads=threads,
+            shape_buckets=buckets,
         )
 
     def grid(self) -> list[Settings]:
         """Every distinct configuration, in a stable order."""
         points = (
-            self.settings(b, d, i, t)
+            self.settings(b, d, i, t, s)
             for b in self.batch_sizes
             for d in self.delays_us
             for i in self.instances
             for t in self.threads
+            for s in self.buckets
         )
         return list(dict.fromkeys(points))
 
     def start(self) -> Settings:
         """Where the quick search starts: the middle batch size, no delay, one instance (or the fewest),
-        the most threads: the server's own defaults on a CPU."""
+        the most threads: the server's own defaults on a CPU; the last bucket set given."""
         return self.settings(
             self.batch_sizes[len(self.batch_sizes) // 2],
             self.delays_us[0],
             self.instances[0],
             self.threads[-1],
+            self.buckets[-1],
         )
 
     def neighbours(self, point: Settings) -> list[Settings]:
-        """One step up or down along each dimension (delay only where batching is on)."""
-        coords = (point.max_batch_size, point.max_queue_delay_us, point.instances, point.intra_op_threads)
-        axes: tuple[tuple[int | None, ...], ...] = (
+        """One step up or down along each dimension (delay only where batching is on); every other
+        bucket set (they have no order)."""
+        coords = (
+            point.max_batch_size,
+            point.max_queue_delay_us,
+            point.instances,
+            point.intra_op_threads,
+            point.shape_buckets,
+        )
+        axes: tuple[tuple[int | tuple[int, ...] | None, ...], ...] = (
             self.batch_sizes,
             self.delays_us,
             self.instances,
             self.threads,
+            self.buckets,
         )
         found: list[Settings] = []
         for axis, values in enumerate(axes):
-            if axis == 1 and point.max_batch_size == 1:
-                continue
-            if coords[axis] not in values:
+            if (axis == 1 and point.max_batch_size == 1) or coords[axis] not in values:
                 continue
             index = values.index(coords[axis])
-            for step in (-1, 1):
+            steps = [j - index for j in range(len(values)) if j != index] if axis == 4 else [-1, 1]
+            for step in steps:
                 if 0 <= index + step < len(values):
                     moved = list(coords)
                     moved[axis] = values[index + step]
-                    b, d, i, t = moved
-                    assert b is not None and d is not None and i is not None
-                    candidate = self.settings(b, d, i, t)
+                    candidate = self._point(moved)
                     if candidate != point and candidate not in found:
                         found.append(candidate)
         return found
+
+    def _point(self, coords: list[int | tuple[int, ...] | None]) -> Settings:
+        b, d, i, t, s = coords
+        assert isinstance(b, int) and isinstance(d, int) and isinstance(i, int)
+        assert t is None or isinstance(t, int)
+        assert s is None or isinstance(s, tuple)
+        return self.settings(b, d, i, t, s)
 
 
 def default_space(nproc: int) -> Space:

@@ -1,6 +1,7 @@
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from modelfleet.bench.spec import (
@@ -214,3 +215,18 @@ def test_modes_that_do_not_combine(kwargs: dict[str, Any], message: str) -> None
 def test_threshold_checks(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Thresholds(**kwargs)
+
+
+def test_mixed_lengths_make_bodies_of_several_lengths() -> None:
+    from modelfleet.bench.synth import parse_signature
+    from modelfleet.bench.workload import _bodies
+
+    doc = {"inputs": [{"name": "ids", "datatype": "INT64", "shape": [-1, -1]}]}
+    spec = BenchSpec(
+        target=Target.parse("http://h"), models=ModelSelection(("m",)), seq_len=4, seq_len_max=12, bodies=32
+    )
+    bodies, _ = _bodies(spec, [parse_signature(doc, "m")])
+    shapes = {orjson.loads(b.content)["inputs"][0]["shape"][1] for b in bodies}
+    assert len(shapes) > 3 and min(shapes) >= 4 and max(shapes) <= 12
+    with pytest.raises(ValueError, match="--seq-len-max"):
+        BenchSpec(target=Target.parse("http://h"), models=ModelSelection(("m",)), seq_len=8, seq_len_max=4)

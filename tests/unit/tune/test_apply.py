@@ -63,3 +63,33 @@ def test_opening_comments_and_flow_lists_kept() -> None:
     new = with_settings(old, Settings(instances=2), "m")
     assert new.startswith("# Written by a tool.\nbackend: onnxruntime\n")
     assert "  shape: [-1, 2]\n" in new
+
+
+TEXT_MODEL = """backend: onnxruntime
+max_batch_size: 8
+inputs:
+- {name: input_ids, datatype: INT64, shape: [-1, -1]}
+- {name: attention_mask, datatype: INT64, shape: [-1, -1]}
+outputs:
+- {name: tokens, datatype: FP32, shape: [-1, -1, 4]}
+- {name: logits, datatype: FP32, shape: [-1, 2]}
+"""
+
+
+def test_shape_buckets_pad_the_inputs_that_vary_on_axis_1() -> None:
+    new = yaml.safe_load(with_settings(TEXT_MODEL, Settings(max_batch_size=8, shape_buckets=(32, 128)), "m"))
+    assert new["shape_buckets"] == {
+        "axis": 1,
+        "sizes": [32, 128],
+        "pad": {"input_ids": 0, "attention_mask": 0},
+        "outputs": {"tokens": 1},
+    }
+    removed = yaml.safe_load(with_settings(yaml.safe_dump(new), Settings(shape_buckets=()), "m"))
+    assert "shape_buckets" not in removed
+    kept = yaml.safe_load(with_settings(yaml.safe_dump(new), Settings(max_batch_size=4), "m"))
+    assert kept["shape_buckets"] == new["shape_buckets"]  # not swept: left as it was
+
+
+def test_shape_buckets_need_declared_inputs() -> None:
+    with pytest.raises(TuneInputError, match="declare m's inputs"):
+        with_settings("max_batch_size: 8\n", Settings(shape_buckets=(32,)), "m")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from modelfleet.tune.profile import ProfileSpec, concurrency_steps, ramp_start
+from modelfleet.tune.profile import ProfileSpec, concurrency_steps, lengths, ramp_start
 from modelfleet.tune.schema import Measurement, Settings, Slo, Step
 from modelfleet.tune.sweep import default_space
 
@@ -41,6 +41,9 @@ def test_quick_ramps_start_at_half_the_best_capacity_concurrency() -> None:
     [
         ({"search": "optuna"}, "--search"),
         ({"seq_lens": ()}, "--seq-lens"),
+        ({"mixed": ((16, 8),)}, "LO < HI"),
+        ({"mixed": ((4, 8),)}, "must differ"),  # 8 is also a fixed length
+        ({"mixed": ((4, 16), (2, 16))}, "must differ"),
         ({"step_s": 0}, "--step-s"),
         ({"warmup_s": -1}, "--warmup-s"),
         ({"max_concurrency": 0}, "--max-concurrency"),
@@ -55,3 +58,9 @@ def test_spec_checks(change: dict[str, object], message: str) -> None:
     }
     with pytest.raises(ValueError, match=message):
         ProfileSpec(**{**fields, **change})  # type: ignore[arg-type]
+
+
+def test_lengths_are_the_fixed_ones_then_the_mixes() -> None:
+    spec = ProfileSpec(Path("."), (32,), default_space(2), Slo(p90_ms=50), mixed=((16, 128),))
+    assert lengths(spec) == [(32, 32), (16, 128)]
+    assert lengths(ProfileSpec(Path("."), (), default_space(2), Slo(p90_ms=50), mixed=((1, 2),))) == [(1, 2)]

@@ -100,3 +100,24 @@ def test_quick_can_start_where_told() -> None:
     quick(space, fake({here: 50.0}, calls), SLO, start=here)
     assert calls[0] == here
     assert len(calls) == 1 + len(space.neighbours(here))
+
+
+def test_bucket_sets_are_a_dimension_without_order() -> None:
+    space = Space(
+        batch_sizes=(8,),
+        delays_us=(0,),
+        instances=(1,),
+        threads=(2,),
+        buckets=((), (32, 128), (16, 32, 64, 128)),
+    )
+    assert [s.name for s in space.grid()] == [
+        "b8-d0-i1-t2-s0",
+        "b8-d0-i1-t2-s32.128",
+        "b8-d0-i1-t2-s16.32.64.128",
+    ]
+    here = space.start()
+    assert here.shape_buckets == (16, 32, 64, 128)
+    assert {s.shape_buckets for s in space.neighbours(here)} == {(), (32, 128)}  # every other set
+    assert Space(batch_sizes=(8,), delays_us=(0,), instances=(1,), threads=(2,)).start().shape_buckets is None
+    with pytest.raises(ValueError, match="--buckets"):
+        Space(batch_sizes=(8,), delays_us=(0,), instances=(1,), threads=(2,), buckets=((64, 32),))
