@@ -17,6 +17,7 @@ from tests.hold import HeldRuns
 from tests.integration.test_auth import INFER, KEY_A, KEY_B, bearer
 from tests.integration.test_grpc import identity_request, serving
 from tests.integration.test_grpc_auth import A, rpc
+from tests.waiting import until
 
 TENANTS = {
     "acme": {"keys": [key_digest(KEY_A)], "models": ["identity"], "quota": {"max_concurrent": 1}},
@@ -69,6 +70,28 @@ async def test_a_tenant_over_its_concurrency_quota_is_refused_on_every_front(
             assert (await first).status_code == 200
         r = await http.post("/v2/models/identity/infer", json=INFER, headers=bearer(KEY_A))
         assert r.status_code == 200  # its place was given back
+
+
+async def test_a_refused_grpc_connection_reads_its_next_call_when_the_quota_frees(
+    repo: Path, tmp_path: Path
+) -> None:
+    async with serving(quota_settings(repo, tmp_path)) as s:
+        model = s.plane.manager.resident("identity")
+        assert model is not None
+        with HeldRuns(model.runtime) as held:
+            first = asyncio.create_task(
+                s.http.post("/v2/models/identity/infer", json=INFER, headers=bearer(KEY_A))
+            )
+            await held.started()
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await rpc(s, "ModelInfer", A, **identity_request())
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            second = asyncio.create_task(rpc(s, "ModelInfer", A, **identity_request()))
+            await until(lambda: held.calls == 1 and not second.done(), "the next call is sent, not read")
+            held.release()
+            assert (await first).status_code == 200
+            answer = await second  # read once the tenant's call left its quota: served, not refused
+            assert answer.model_name == "identity"
 
 
 async def test_a_tenant_over_its_rate_waits_as_retry_after_says(repo: Path, tmp_path: Path) -> None:

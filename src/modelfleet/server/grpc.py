@@ -192,7 +192,7 @@ class GrpcFront:
             if self._guard.enabled:  # no keys configured: inference is open, nothing to check
                 tenant = self._admit(call, Access.MODEL, name, message.model_version or None).quota
                 if tenant is not None:
-                    tenant.enter()  # RESOURCE_EXHAUSTED past the tenant's quota
+                    _enter(tenant, call)  # RESOURCE_EXHAUSTED past the tenant's quota
                     quota = tenant
             model = await self._plane.model(name, message.model_version or None)
             request = codec.decode_infer_request(message, self._limits)
@@ -302,3 +302,13 @@ def _control_call(
 
 def _not_counted(name: str, status: int, model: LoadedModel | None) -> None:
     pass
+
+
+def _enter(quota: Quota, call: Call) -> None:
+    """Count a call in its tenant's quota; past it, RESOURCE_EXHAUSTED and its connection held."""
+    try:
+        quota.enter()
+    except Overloaded:
+        if call.hold is not None:
+            quota.hold(call.hold())
+        raise

@@ -164,9 +164,16 @@ async def echo(message: bytes, call: Call) -> bytes:
         await asyncio.sleep(10)
     if message == b"who":
         return f"{call.peer} {dict(call.metadata).get('x-api-key')}".encode()
+    if message == b"hold":
+        assert call.hold is not None
+        HOLDS.append(call.hold())
+        return b"held"
     if message.startswith(b"big:"):
         return b"x" * int(message[4:])
     return message[::-1]
+
+
+HOLDS: list[Any] = []  # what `hold` calls returned, to let their connections go
 
 
 def server(**limits: Any) -> H2Server:
@@ -768,6 +775,25 @@ async def test_bytes_held_on_a_connection_are_capped() -> None:
     client.send(frame(DATA, END_STREAM, 1, body[50_000:]))  # stream 1 still finishes
     await settle()
     assert len(answer(client, 1)[1]) == 60_000
+
+
+async def test_a_call_may_hold_its_connection_from_reading_until_let_go() -> None:
+    HOLDS.clear()
+    client = Client(server())
+    client.frames()
+    client.call(1, b"hold")
+    await settle()
+    assert answer(client, 1)[1] == b"held"  # the call itself is answered
+    assert not client.wire.reading  # nothing more is read from the connection
+    client.conn.pause_writing()
+    client.conn.resume_writing()
+    assert not client.wire.reading  # write back-pressure ending does not end the hold
+    (release,) = HOLDS
+    assert release() is True and client.wire.reading
+    assert release() is False  # once
+    client.call(3, b"again")
+    await settle()
+    assert answer(client, 3)[1] == b"niaga"
 
 
 async def test_bytes_held_on_all_connections_together_are_capped() -> None:

@@ -4,6 +4,7 @@ calls.py, connection.py) share; the methods each part calls on another are decla
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import hpack
@@ -45,6 +46,8 @@ class ConnectionState(asyncio.Protocol):
         self._blocked: dict[int, _Stream] = {}  # streams with answer bytes waiting for credit
         self._going_away = False  # our GOAWAY is sent: no new streams
         self._paused = False  # the transport's write buffer is full: we do not read either
+        self._held = False  # a call's quota holds the connection: we do not read (connection.py)
+        self._hold_timer: asyncio.TimerHandle | None = None
         self._peer: str | None = None
         self._timer: asyncio.TimerHandle | None = None  # the preface timeout, then the idle check
         self._read_timer: asyncio.TimerHandle | None = None  # the message timeout check
@@ -75,3 +78,4 @@ class ConnectionState(asyncio.Protocol):
         def _flush(self, stream: _Stream) -> None: ...
         def _closed(self, stream: _Stream) -> None: ...
         def _answer_http(self, stream_id: int, status_field: bytes) -> None: ...
+        def _hold_reads(self) -> Callable[[], bool]: ...

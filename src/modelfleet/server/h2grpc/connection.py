@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import struct
+from collections.abc import Callable
 
 import hpack
 
@@ -20,6 +22,7 @@ from modelfleet.server.h2grpc.wire import (
     MAX_CONCURRENT_STREAMS,
     MAX_FRAME_SIZE,
     MAX_HEADER_LIST_SIZE,
+    MAX_HOLD_S,
     SETTINGS,
     WINDOW_UPDATE,
     H2ConnectionError,
@@ -69,10 +72,11 @@ class Connection(FrameReader, FlowControl, Calls):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
-        for timer in (self._timer, self._read_timer):
+        for timer in (self._timer, self._read_timer, self._hold_timer):
             if timer is not None:
                 timer.cancel()
-        self._timer = self._read_timer = None
+        self._timer = self._read_timer = self._hold_timer = None
+        self._held = False
         self._cancel_calls()
         self._blocked.clear()
         self._server.undispatched -= self._undispatched  # bodies never dispatched go with it
@@ -113,8 +117,35 @@ class Connection(FrameReader, FlowControl, Calls):
         self._paused = False
         transport = self._transport
         if transport is not None and not transport.is_closing():
-            transport.resume_reading()
+            if not self._held:
+                transport.resume_reading()
             self._flush_blocked()
+
+    def _hold_reads(self) -> Callable[[], bool]:
+        """Read nothing more from this connection (its calls still answer) until the returned
+        callable is called, or MAX_HOLD_S (spread) has passed."""
+        transport = self._transport
+        if not self._held and transport is not None and not transport.is_closing():
+            self._held = True
+            transport.pause_reading()
+            spread = MAX_HOLD_S * (0.5 + random.random())
+            self._hold_timer = asyncio.get_running_loop().call_later(spread, self._let_reads)
+        return self._let_reads
+
+    def _let_reads(self) -> bool:
+        """Read again after a hold; False when the connection was not held (or is gone)."""
+        if not self._held:
+            return False
+        self._held = False
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return False
+        if not self._paused:
+            transport.resume_reading()
+        return True
 
     # -- connection --------------------------------------------------------------------------------
 
@@ -190,7 +221,7 @@ class Connection(FrameReader, FlowControl, Calls):
         self._read_timer = None
         try:
             if transport.can_write_eof():
-                if self._paused:
+                if self._paused or self._held:
                     transport.resume_reading()  # to see its FIN
                 transport.write_eof()
             else:

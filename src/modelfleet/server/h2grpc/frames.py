@@ -183,7 +183,9 @@ class FrameReader(ConnectionState):
         if cached is not None and cached[0] == self._table_version:
             return cached[1]
         # names and values are str (raw=False); undecodable UTF-8 raises, closing the connection
-        head = _read_head(cast(list[tuple[str, str]], self._decoder.decode(block)), self._peer)
+        head = _read_head(
+            cast(list[tuple[str, str]], self._decoder.decode(block)), self._peer, self._hold_reads
+        )
         if _table_neutral(block):
             if len(self._heads) >= HEAD_CACHE_SIZE:
                 self._heads.clear()

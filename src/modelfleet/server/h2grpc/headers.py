@@ -4,6 +4,7 @@ decoding table alone) and out (fixed, never-indexed blocks for answers and statu
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from modelfleet.server.h2grpc.wire import Call, H2ConnectionError, H2Error, Status
@@ -75,7 +76,9 @@ class _Head:
     timeout_s: float | None
 
 
-def _read_head(headers: list[tuple[str, str]], peer: str | None) -> _Head:
+def _read_head(
+    headers: list[tuple[str, str]], peer: str | None, hold: Callable[[], Callable[[], bool]] | None = None
+) -> _Head:
     method = path = content_type = ""
     timeout_s: float | None = None
     metadata: list[tuple[str, str]] = []
@@ -96,7 +99,7 @@ def _read_head(headers: list[tuple[str, str]], peer: str | None) -> _Head:
         refusal = _status_field(405)
     elif not content_type.startswith("application/grpc"):
         refusal = _status_field(415)
-    return _Head(refusal, Call(path, tuple(metadata), peer), timeout_s)
+    return _Head(refusal, Call(path, tuple(metadata), peer, hold), timeout_s)
 
 
 def _table_neutral(block: bytes) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -81,11 +81,13 @@ class Status(Exception):
 class Call:
     """What a handler may know of its call: the method path, the metadata (request headers other
     than HTTP/2's own, lower-case names, values as sent) and the client's IP address (None when the
-    socket has none, e.g. a Unix socket)."""
+    socket has none, e.g. a Unix socket). `hold()` stops reading from the call's connection (a
+    tenant past its quota: server/quota.py) until the callable it returns is called, or a while."""
 
     path: str
     metadata: tuple[tuple[str, str], ...]
     peer: str | None
+    hold: Callable[[], Callable[[], bool]] | None = field(default=None, compare=False)
 
 
 Handler = Callable[[bytes, Call], Awaitable[bytes]]
@@ -228,4 +230,5 @@ class _Stream:
         self.offset = 0  # how much of it is sent
 
 
+MAX_HOLD_S = 30.0  # a held connection reads again after 15-45 s at most, whatever held it
 LINGER_S = 2.0  # a closed connection whose peer does not read what is left is aborted after this
