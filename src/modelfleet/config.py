@@ -350,7 +350,7 @@ class ServerSettings(BaseSettings):
 
     auth_keys_file: Path | None = None
     """Inference keys and the models each tenant reaches (YAML or JSON, SHA-256 digests of the keys,
-    never the keys; README "Authentication and tenants"). Unset: inference is open."""
+    never the keys; docs/auth.md). Unset: inference is open."""
     admin_key: SecretStr | None = None
     """The key for model control (load, unload, rescans) and, with inference keys, /metrics; from
     MODELFLEET_ADMIN_KEY only (never a command-line option). Unset: control from loopback only."""

@@ -235,7 +235,7 @@ class ModelConfig(_Strict):
     load as two with half the cores each, and about twice as fast for a lone request."""
     inline_max_us: Annotated[float, Field(ge=0)] | None = None
     """Let this model run on the event loop while its runs take at most this many microseconds
-    (the server's `inline_max_us` for this model; README "Inline execution"). Unset: the server's."""
+    (the server's `inline_max_us` for this model; docs/configuration.md). Unset: the server's."""
     shape_buckets: ShapeBuckets | None = None
     response_cache: bool = False
     """Answer repeated identical requests from the server's response cache (deterministic models)."""

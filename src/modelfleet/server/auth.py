@@ -2,7 +2,7 @@
 (or, without one, a loopback client) controls the repository. Transport-free: HTTP, gRPC and
 SageMaker fronts pass the presented key and the client's address and map the errors raised here.
 
-Rules (README "Authentication and tenants"):
+Rules (docs/auth.md):
 
 - No inference keys configured: inference, metadata and statistics are open (every model).
 - Inference keys configured: every call but health needs a key; a missing or unknown key is 401;
