@@ -156,6 +156,9 @@ def test_router_configmap_holds_the_routing_table_over_the_group_services(render
     (config,) = [d for d in documents(rendered, "router.yaml") if d["kind"] == "ConfigMap"]
     conf = config["data"]["nginx.conf"]
     assert conf == rendered.files["nginx.conf"]
+    (deployment,) = [d for d in documents(rendered, "router.yaml") if d["kind"] == "Deployment"]
+    cpus = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"]
+    assert f"worker_processes {cpus};" in conf  # not one per node CPU
     assert "server modelfleet-g4dn-xlarge-000.fleet.svc.cluster.local:8000;" in conf
     assert '"ranker" "mf-g4dn-xlarge-000";' in conf
     assert '"\\default" "mf-c7i-large-000";' in conf

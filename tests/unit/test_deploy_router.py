@@ -41,6 +41,12 @@ def test_the_map_sends_each_model_to_its_groups_upstream() -> None:
     assert 'proxy_set_header Connection "";' in text  # HTTP/1.1 keep-alive to the upstream
 
 
+def test_workers_follow_the_cpus_given_else_nginx_counts_them() -> None:
+    assert "worker_processes auto;" in render_nginx(ROUTES, UPSTREAMS, listen="8000", grpc_listen=None)
+    text = render_nginx(ROUTES, UPSTREAMS, listen="8000", grpc_listen=None, worker_processes=2)
+    assert "worker_processes 2;" in text
+
+
 def test_calls_without_a_model_go_to_the_chosen_default_group() -> None:
     text = render_nginx(ROUTES, UPSTREAMS, listen="8000", grpc_listen=None, default_group="b")
     assert _map_entries(text, "map $mf_model $mf_upstream")[""] == "mf-b"
@@ -92,6 +98,7 @@ def test_the_map_hash_grows_with_thousands_of_models() -> None:
         ({}, UPSTREAMS, {"grpc_listen": "8001", "grpc_upstreams": {"a": ["h:1"]}}, "each group needs both"),
         ({}, UPSTREAMS, {"default_group": "z"}, "default_group 'z'"),
         ({}, UPSTREAMS, {"keepalive": 0}, "keepalive must be at least 1"),
+        ({}, UPSTREAMS, {"worker_processes": 0}, "worker_processes must be at least 1"),
     ],
 )
 def test_bad_tables_are_refused_naming_the_problem(

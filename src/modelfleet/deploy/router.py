@@ -40,6 +40,7 @@ def render_nginx(
     default_group: str | None = None,
     keepalive: int = 64,
     max_body_bytes: int = 64 * 1024 * 1024,
+    worker_processes: int | None = None,
 ) -> str:
     """nginx's `events` and `http` blocks for a fleet: model name -> group, group -> addresses.
 
@@ -50,15 +51,18 @@ def render_nginx(
     to default_group (the first group by name when None); `/v2/health/{live,ready}` are answered by
     nginx itself; a model no group holds is a 404 with the JSON error envelope.
 
-    The caller adds the main-context lines it needs (`daemon`, `pid`, `error_log`, `user`); the
+    worker_processes: nginx workers (None: one per CPU nginx sees, which in a container is the
+    node's, not the pod's limit). The caller adds the main-context lines it needs (`daemon`, `pid`, `error_log`, `user`); the
     temporary folders are relative, so they land in the prefix given by `nginx -p`.
     """
     _check_table(routes, upstreams, "upstreams")
     default = _pick_default(upstreams, default_group)
     if keepalive < 1:
         raise RouterConfigError(f"keepalive must be at least 1 connection, not {keepalive}")
+    if worker_processes is not None and worker_processes < 1:
+        raise RouterConfigError(f"worker_processes must be at least 1, not {worker_processes}")
     lines = [
-        "worker_processes auto;",
+        f"worker_processes {worker_processes or 'auto'};",
         "events {",
         "    worker_connections 4096;",
         "}",

@@ -25,6 +25,7 @@ from modelfleet.deploy.router import render_nginx
 ROUTER = f"{APP}-router"
 ROUTER_CONF_DIR = "/etc/modelfleet-router"
 ROUTER_USER = 101  # the nginx-unprivileged image's user
+ROUTER_CPUS = 2  # the router pod's CPU limit, and so its nginx workers
 # Gateway API: at most 16 rules a route and 128 matches in all; 8 x 15 stays inside both
 MATCHES_PER_RULE = 8
 RULES_PER_ROUTE = 15
@@ -56,6 +57,7 @@ def nginx_conf(
         grpc_listen=str(GRPC_PORT),
         grpc_upstreams=grpc,
         default_group=groups[0],
+        worker_processes=ROUTER_CPUS,
     )
     return "pid /tmp/nginx.pid;\nerror_log /dev/stderr warn;\n" + body
 
@@ -75,7 +77,7 @@ def router_objects(conf: str, options: RouterOptions) -> list[Doc]:
         ],
         "resources": {
             "requests": {"cpu": "500m", "memory": "128Mi"},
-            "limits": {"cpu": "2", "memory": "512Mi"},
+            "limits": {"cpu": str(ROUTER_CPUS), "memory": "512Mi"},
         },
         "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10},
