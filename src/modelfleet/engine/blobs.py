@@ -1,9 +1,4 @@
-"""Weight blobs open in this process: one copy of each however many models use it.
-
-Large blobs are memory-mapped read-only (their pages are shared and can be reclaimed by the kernel
-under pressure instead of counting against an OOM kill); small ones are read into memory, so that
-thousands of small heads don't hold thousands of file descriptors.
-"""
+"""Weight blobs open in this process: one copy of each however many models use it."""
 
 from __future__ import annotations
 

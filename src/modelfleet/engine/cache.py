@@ -1,9 +1,4 @@
-"""The response cache: answers of deterministic models kept by their exact inputs, LRU in bytes.
-
-The key is the model name, its version and a digest of every input's name, datatype, shape and
-bytes plus the outputs asked for, so an answer is never served to another model, another version
-or another question. Event-loop thread only.
-"""
+"""The response cache: answers of deterministic models kept by their exact inputs, LRU in bytes."""
 
 from __future__ import annotations
 

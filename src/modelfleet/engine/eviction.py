@@ -1,8 +1,4 @@
-"""Taking models out of service: eviction to make room within the memory budget, unload on request.
-
-Victims are detached before the first await (no request gets one after that, no other load can
-choose it again), then drained and unloaded; nothing a load under way depends on is chosen.
-"""
+"""Taking models out of service: eviction to make room within the memory budget, unload on request."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""Building one loaded model version in a loader thread: runtime, shared weights, warm-up, footprint.
-
-Loads that create a framework session run one at a time here, so the change in this process's
-anonymous memory across them is that model's footprint (weight blobs, memory-mapped and shared,
-are accounted for separately by their size).
-"""
+"""Building one loaded model version in a loader thread: runtime, shared weights, warm-up, footprint."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
 """One model's load, under its record's lock: fetch, version selection, base, room, build, swap in,
-and the back-off after a failure that is the model's fault.
-
-A reload builds the new copies before swapping them in and retires the old ones; adapters over a
-reloaded base are evicted with it and come back over the new copy on their next request.
-"""
+and the back-off after a failure that is the model's fault."""
 
 from __future__ import annotations
 

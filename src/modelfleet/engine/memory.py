@@ -1,9 +1,4 @@
-"""Memory readings for the budget: the machine's (or container's) memory, this process's RSS.
-
-Model footprints are measured as the change in *anonymous* resident memory across a load: weight
-blobs are memory-mapped files (their pages are shared and reclaimable) and are accounted for by
-their size instead, once, however many models use them.
-"""
+"""Memory readings for the budget: the machine's (or container's) memory, this process's RSS."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""A loaded, ready model version: checks requests against its signature and runs them.
-
-Everything derivable from the config is computed once here at load, so the request path only
-does dictionary lookups and shape comparisons.
-"""
+"""A loaded, ready model version: checks requests against its signature and runs them."""
 
 from __future__ import annotations
 

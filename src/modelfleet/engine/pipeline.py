@@ -1,10 +1,4 @@
-"""Ensembles: a request goes through several models of the repository, tensors passed as arrays.
-
-An ensemble is a LoadedModel whose executor is a `Pipeline`: instead of queueing for a framework,
-it runs each step by asking the manager for the step's model (loading it on demand) and calling its
-`infer` with the tensors produced so far, in dependency order; independent steps run concurrently.
-Nothing is encoded between steps, and each step keeps its own queue, batching and statistics.
-"""
+"""Ensembles: a request goes through several models of the repository, tensors passed as arrays."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""What the server knows about each model of the repository: state, ready copies, routing, counters.
-
-A record belongs to the lifecycle manager; the request path only reads it (`pick`, `not_ready`).
-"""
+"""What the server knows about each model of the repository: state, ready copies, routing, counters."""
 
 from __future__ import annotations
 

@@ -1,10 +1,4 @@
-"""What is resident under the memory budget, and what to evict to make room: a small, pure component.
-
-Entries are models (and the weight blobs they share); an entry can depend on others (an adapter on
-its base model, a model on its blobs). An entry is evictable when it is not pinned, not busy (no
-request in flight, no load running) and nothing resident depends on it; victims are taken least
-recently used first. Time comes from an injected clock; nothing here does I/O or unloads anything.
-"""
+"""What is resident under the memory budget, and what to evict to make room: a small, pure component."""
 
 from __future__ import annotations
 

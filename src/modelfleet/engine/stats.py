@@ -1,11 +1,5 @@
 """Per-model-version inference statistics, in the shape of the V2 statistics extension, plus the
-fixed-bucket histograms that /metrics exposes (server/metrics.py reads them at scrape time).
-
-Only the event-loop thread writes these counters (executor threads hand their timings back with
-the result), so no lock is needed. Successful requests share one count: success, queue and the
-three compute phases are each counted once per successful request. Histograms are plain lists of
-counts per bucket (not cumulative), the last one for values above every bound.
-"""
+fixed-bucket histograms that /metrics exposes (server/metrics.py reads them at scrape time)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""The transport-free data plane: every V2 operation, once, for HTTP, gRPC and SageMaker alike.
-
-Transports parse their wire format, call one method here, encode the answer and map errors by
-their status; nothing about requests, models or errors is decided in a transport.
-"""
+"""The transport-free data plane: every V2 operation, once, for HTTP, gRPC and SageMaker alike."""
 
 from __future__ import annotations
 

@@ -1,11 +1,4 @@
-"""The front's end of one worker's socket: many concurrent requests multiplexed by id.
-
-Answers are matched to waiting futures as they are read. When the worker's end closes (it died, it
-was killed), every request still waiting fails at once with a 503 naming the worker and the model,
-`on_lost` tells the fleet (which restarts the worker) and `lost` resolves. A request given `within_s` that
-has no answer by then fails with a 503 too: one sweep per connection and second checks the
-deadlines (a timer per request would cost the front more than the rest of the hop's bookkeeping).
-"""
+"""The front's end of one worker's socket: many concurrent requests multiplexed by id."""
 
 from __future__ import annotations
 

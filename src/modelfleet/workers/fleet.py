@@ -1,10 +1,4 @@
-"""The model host in worker mode: the repository's models served by worker processes.
-
-The front keeps one record per repository model (404s, holds, versions, aliases) and, once a model
-has loaded somewhere, a `RemoteModel` per version; a request is routed (router.py) and sent over
-the chosen worker's socket. Workers report their memory and models every second; those reports
-drive the router's view of evictions and cooling copies, and the statistics and /v2/workers views.
-"""
+"""The model host in worker mode: the repository's models served by worker processes."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""Worker process entry: `python -m modelfleet.workers.main FD` (started by the supervisor only).
-
-Before anything heavy is imported: die with the front (PR_SET_PDEATHSIG), leave SIGINT to the
-front (it drains first, then stops us), read the Start message and pin to the given cores, so
-that the framework's thread pools are sized and placed for this worker's cores alone.
-"""
+"""Worker process entry: `python -m modelfleet.workers.main FD` (started by the supervisor only)."""
 
 from __future__ import annotations
 

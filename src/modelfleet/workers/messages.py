@@ -1,10 +1,4 @@
-"""Typed messages between the front and its workers, and the frame they travel in.
-
-A frame is `<u32 header bytes><u32 buffer bytes>`, a msgpack header (one of the structs below,
-tagged) and the raw tensor buffers back to back, each described by a `Tensor` of the header.
-Tensors cross as their numpy bytes (BYTES in the V2 length-prefixed form) and are read back with
-`np.frombuffer` over the received frame: no pickle, and no copy beyond the socket read.
-"""
+"""Typed messages between the front and its workers, and the frame they travel in."""
 
 from __future__ import annotations
 

@@ -1,11 +1,4 @@
-"""How many workers, and what each one gets: device, CPU cores, environment, memory share.
-
-`auto` is one worker per GPU where onnxruntime can use CUDA and NVIDIA devices are present, else
-one worker per two cores (at least one): a worker's models run intra-op parallel on its cores,
-and pairs keep the front's HTTP work and each worker's own event loop from starving on small
-machines. Neuron cores are used when the server is given them (NEURON_RT_VISIBLE_CORES=0-3 in its
-environment): then `auto` is one worker per Neuron core, each seeing only its own.
-"""
+"""How many workers, and what each one gets: device, CPU cores, environment, memory share."""
 
 from __future__ import annotations
 

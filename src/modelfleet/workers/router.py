@@ -1,12 +1,4 @@
-"""Which worker a request for a model goes to: a small, pure component with an injected clock.
-
-Sticky: a model resident on a worker goes there. A model resident nowhere is placed on the live
-worker with the most free budget, then the fewest requests in flight. A model hot enough to keep
-every copy at `hot_in_flight` requests or more for `hot_for_s` gets one more copy on a worker that
-has none, and requests spread over the copies (least in flight first); a copy unused for
-`cool_after_s` while another copy remains is given back. Models are never copied everywhere
-by default: one copy until the traffic asks for more.
-"""
+"""Which worker a request for a model goes to: a small, pure component with an injected clock."""
 
 from __future__ import annotations
 

@@ -1,12 +1,4 @@
-"""Starting, watching and restarting worker processes; reaping the whole tree at shutdown.
-
-Each worker is spawned (`python -m modelfleet.workers.main`, never forked from a threaded
-server) with one end of a socketpair as its only channel: no socket file, no port, nothing another
-process could connect to. It runs in a session of its own, so that only the front decides when it
-stops (after draining), and it dies with the front (PR_SET_PDEATHSIG, and EOF on its socket). A worker that dies is seen at once (EOF on that socket, then its exit
-status), its slot goes `restarting`, and it is started again after a back-off that grows while it
-keeps crashing soon after starting (a model that segfaults on load must not spin the CPU).
-"""
+"""Starting, watching and restarting worker processes; reaping the whole tree at shutdown."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""The worker loop: a ModelManager of its own, driven by the front's messages over one socket.
-
-Requests are multiplexed by id: each Infer runs as its own task, answers go back as they finish,
-in any order. The worker ends when the front's end of the socket closes (front gone) or on SIGTERM.
-"""
+"""The worker loop: a ModelManager of its own, driven by the front's messages over one socket."""
 
 from __future__ import annotations
 

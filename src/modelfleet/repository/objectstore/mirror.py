@@ -1,11 +1,4 @@
-"""A model repository in S3-compatible object storage, mirrored model by model into a local cache.
-
-`s3://bucket/prefix` holds the tree a folder repository holds. fetch() copies one model (config,
-version folders, the weight blobs its manifests name) into CACHE/ with the same layout, then reads
-that copy with FolderRepository, so both kinds of repository give the same ModelSource. Files whose
-size and ETag are unchanged, and blobs already verified, are not downloaded again. s3fs (botocore,
-aiohttp) is imported only when storage is first used.
-"""
+"""A model repository in S3-compatible object storage, mirrored model by model into a local cache."""
 
 from __future__ import annotations
 
