@@ -5,8 +5,8 @@ it, one `modelfleet serve` of the whole repository. Then, round after round, wit
 
   fleet   Zipf 1.1 over all 3,000 tenants through the nginx front, sequence 32, concurrency 8
   single  the same load straight at the one server (and at one with --intra-op-threads 1)
-  direct  `identity` at concurrency 8 straight at the server that holds it
-  front   `identity` at concurrency 8 through nginx (same round: nginx's share of the P50)
+  direct  `identity` at concurrency 8 straight at the server that holds it, then
+  front   `identity` at concurrency 8 through nginx: short pairs, alternating (nginx's share of the P50)
 
 Afterwards it reads each fleet server's statistics (every tenant answered must be one the plan gave
 that server), stops the fleet with `cluster down` and checks that none of its processes is left.
@@ -129,6 +129,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--identity-pairs", type=int, default=4, help="direct/front pairs per round")
+    parser.add_argument("--identity-seconds", type=float, default=5.0)
     parser.add_argument("--report", type=Path)
     args = parser.parse_args()
 
@@ -153,9 +155,13 @@ def main() -> None:
                 "fleet": bench(front, ZIPF, t, args.warmup, fleet_pids),
                 "single": bench(single.url, ZIPF, t, args.warmup, [single.proc.pid]),
                 "single_1_thread": bench(single1.url, ZIPF, t, args.warmup, [single1.proc.pid]),
-                "direct": bench(direct, IDENTITY, t, args.warmup, [holder]),
-                "front": bench(front, IDENTITY, t, args.warmup, [holder, state.nginx_pid]),
             }
+            for _ in range(args.identity_pairs):  # short alternating pairs: the load moves less within one
+                pair = {
+                    "direct": bench(direct, IDENTITY, args.identity_seconds, 1.0, [holder]),
+                    "front": bench(front, IDENTITY, args.identity_seconds, 1.0, [holder, state.nginx_pid]),
+                }
+                row.setdefault("identity_pairs", []).append(pair)
             rows.append(row)
             print(f"round {i + 1}: " + json.dumps(row), flush=True)
         routing = routing_check(plan_dir)
@@ -183,7 +189,10 @@ def summarize(
     single = [r["single"] for r in rows]
     ratios = [r["fleet"]["requests_per_s"] / r["single"]["requests_per_s"] for r in rows]
     ratios1 = [r["fleet"]["requests_per_s"] / r["single_1_thread"]["requests_per_s"] for r in rows]
-    overheads = [r["front"]["p50_ms"] / r["direct"]["p50_ms"] - 1 for r in rows]
+    pairs = [p for r in rows for p in r["identity_pairs"]]
+    overheads = [p["front"]["p50_ms"] / p["direct"]["p50_ms"] - 1 for p in pairs]
+    direct = [p["direct"] for p in pairs]
+    through = [p["front"] for p in pairs]
     return {
         "machine": machine(),
         "scale": scale,
@@ -192,14 +201,13 @@ def summarize(
         "single": {k: median(single, k) for k in FIGURES},
         "single_errors": sum(r["errors"] for r in single),
         "single_1_thread": {k: median([r["single_1_thread"] for r in rows], k) for k in FIGURES},
+        "single_1_thread_errors": sum(r["single_1_thread"]["errors"] for r in rows),
         "throughput_ratio_fleet_over_single": {"median": statistics.median(ratios), "rounds": ratios},
         "throughput_ratio_fleet_over_single_1_thread": statistics.median(ratios1),
-        "identity_p50_ms": {
-            "direct": median([r["direct"] for r in rows], "p50_ms"),
-            "front": median([r["front"] for r in rows], "p50_ms"),
-        },
-        "nginx_p50_overhead": {"median": statistics.median(overheads), "rounds": overheads},
-        "identity_errors": sum(r["direct"]["errors"] + r["front"]["errors"] for r in rows),
+        "identity_direct": {k: median(direct, k) for k in FIGURES},
+        "identity_front": {k: median(through, k) for k in FIGURES},
+        "nginx_p50_overhead": {"median_of_pairs": statistics.median(overheads), "pairs": overheads},
+        "identity_errors": sum(p["errors"] for p in direct + through),
         "routing": routing,
         "processes_left_after_down": left,
     }
