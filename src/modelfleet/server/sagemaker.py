@@ -30,7 +30,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from modelfleet.config import ServerSettings
-from modelfleet.engine.model import LoadedModel
+from modelfleet.engine.ports import ServedModel
 from modelfleet.errors import BadRequest, Conflict, ModelfleetError, NotAcceptable, model_not_found
 from modelfleet.protocol import sagemaker as shapes
 from modelfleet.protocol.rest import HEADER_LENGTH, Limits, dumps, encode_response
@@ -149,7 +149,7 @@ class SageMakerApi:
 
     async def _invoke(self, request: Request, name: str, quota: Quota | None) -> Response:
         started = time.perf_counter_ns()
-        model: LoadedModel | None = None
+        model: ServedModel | None = None
         if quota is not None:
             try:
                 quota.enter()  # 429 past the tenant's quota, before the body is read
@@ -208,7 +208,7 @@ class SageMakerApi:
             media_type=shapes.binary_content_type(binary_header),
         )
 
-    def _count(self, name: str, status: int, model: LoadedModel | None) -> None:
+    def _count(self, name: str, status: int, model: ServedModel | None) -> None:
         """Answers count in /metrics like the V2 infer path's."""
         if self._answered is not None:
             self._answered(name, status, model)
