@@ -11,6 +11,11 @@ LB is concave and piecewise linear; Kelley's cutting planes (a small LP in pi, s
 find its maximum, which equals the LP relaxation of the packing. Every evaluated pi gives a valid
 bound, so stopping early is safe. Isolation, replicas on distinct instances and never-with are
 relaxed (ignored), which keeps the bound valid.
+
+Both relaxations see each dimension twice more, through the dual feasible functions of Fekete and
+Schepers, u(x) = 1 above 1 - e, x between e and 1 - e, 0 below e, for e = 1/2 and 1/3: items whose
+fractions fit one instance still fit after u, so the transformed dimensions are valid constraints,
+and they count what volume cannot see (two replicas each using 70 % of a GPU need two GPUs, not 1.4).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ def dual_bound(
     floors = _floors(problem)
     if problem.n_models == 0:
         return floors, np.zeros(problem.capacity.shape)
-    frac = problem.fractions()
+    frac = bound_fractions(problem)
     frac[~problem.eligible] = np.inf
     weights = problem.replicas.astype(np.float64)
     costs = problem.prices
@@ -62,6 +67,18 @@ def dual_bound(
             best, best_pi = value, pi
         cuts.append(cut)
     return max(best * (1.0 - 1e-9), floors), best_pi
+
+
+DFF_EPSILONS = (1 / 2, 1 / 3)
+
+
+def bound_fractions(problem: Problem) -> FloatArray:
+    """[M, T, D x 3] the fractions, then each dimension through u for each of DFF_EPSILONS."""
+    frac = problem.fractions()
+    parts = [frac]
+    for eps in DFF_EPSILONS:
+        parts.append(np.where(frac > 1 - eps + 1e-12, 1.0, np.where(frac < eps - 1e-12, 0.0, frac)))
+    return np.concatenate(parts, axis=2)
 
 
 def _floors(problem: Problem) -> float:
@@ -140,7 +157,7 @@ def counting_relaxation(
     if solver is None:
         return None
     solver.SetTimeLimit(int(max(0.5, time_limit_s) * 1000))
-    frac = problem.fractions() * problem.replicas[:, None, None]
+    frac = bound_fractions(problem) * problem.replicas[:, None, None]
     share: dict[tuple[int, int], pywraplp.Variable] = {}
     for c, m in enumerate(classes):
         types = np.flatnonzero(problem.eligible[m]).tolist()

@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from ortools.sat.python import cp_model
 
+from modelfleet.planner.bins import Bin
 from modelfleet.planner.cores import per_core_capacity
 from modelfleet.planner.errors import InfeasiblePlan
-from modelfleet.planner.heuristic import Bin
 from modelfleet.planner.problem import Dim, Problem
 from modelfleet.planner.result import Packing, Status
 

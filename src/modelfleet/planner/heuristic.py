@@ -1,10 +1,10 @@
 """The fast planner: pick a type per model, first-fit decreasing per type, then local improvement.
 
 Type choice uses the lower bound's dual prices (the type where a model is cheapest to charge) or
-the plain cost-per-fraction ratio; every single type is tried too. Improvement empties the least
-used instances into the others, merges pairs into one cheaper instance, and moves each instance to
-the cheapest type that holds its models. Scales to 100,000 models: fits are checked with numpy over
-a window of recently opened instances.
+the plain cost-per-fraction ratio; every single type is tried too. Improvement (planner.improve)
+empties the least used instances into the others, merges pairs into one cheaper instance, and moves
+each instance to the cheapest type that holds its models. Scales to 100,000 models: fits are
+checked with numpy over a window of recently opened instances.
 """
 
 from __future__ import annotations
@@ -12,31 +12,27 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
-from modelfleet.planner import fill
+from modelfleet.planner import completion, fill
+from modelfleet.planner.bins import Bin
+from modelfleet.planner.bound import bound_fractions
+from modelfleet.planner.improve import Improver
 from modelfleet.planner.problem import FloatArray, Int64Array, Problem
 from modelfleet.planner.result import OPTIMAL_TOLERANCE
 
 _WINDOW = 256  # open instances first-fit looks at (earlier ones are nearly full)
 DOT_PRODUCT_LIMIT = 5_000  # items per (group, type) up to which the quadratic dot-product packing runs
 KNAPSACK_ITEMS_PER_BIN = 24  # knapsack fills when instances hold at most this many items on average
+COMPLETION_ITEMS_PER_BIN = 8  # bin completion (planner.completion) where instances hold at most this many
+ONE_DIMENSION = 1.05  # ... when the items' sizes add up to at most this times the volume
 KNAPSACK_LIMIT = 3_000  # ... and the (group, type) has at most this many items
 KNAPSACK_TIME_S = 0.05  # per instance
 KNAPSACK_FLEET_LIMIT = (
     10_000  # replicas in the fleet beyond which the knapsack is too slow (0.05 s per instance)
 )
 Progress = Callable[[str], None]
-
-
-@dataclass(slots=True)
-class Bin:
-    type: int
-    group: int
-    members: list[int]
-    load: Int64Array  # [D] on its type
 
 
 class Packer:
@@ -63,11 +59,37 @@ class Packer:
 
     def choice_dual(self, pi: FloatArray) -> Int64Array:
         """Per model, the type where the bound's prices charge it least (ties: the ratio)."""
-        charge = np.einsum("mtd,td->mt", self.frac, pi)
+        charge = np.einsum("mtd,td->mt", bound_fractions(self.p), pi)
         ratio = self.prices[None, :] * self.frac.max(axis=2)
         score = charge + 1e-6 * ratio
         score[~self.p.eligible] = np.inf
         return np.asarray(score.argmin(axis=1), dtype=np.int64)
+
+    def choice_balanced(self, deadline: float, passes: int = 2) -> Int64Array:
+        """Per model, the type where it adds least to its (group, type)'s cost in volume: price x the
+        largest dimension's total (the bound's dimensions, so whole-GPU replicas count as whole),
+        largest models first, then `passes` rounds moving each model to its best type given all
+        the others. Fills memory-heavy types' spare compute with compute-heavy models, as the LP does."""
+        p = self.p
+        w = bound_fractions(p) * p.replicas[:, None, None]
+        w[~p.eligible] = np.inf
+        ratio = self.prices[None, :] * w.max(axis=2)
+        order = np.argsort(-ratio.min(axis=1), kind="stable").tolist()
+        totals = np.zeros((len(p.group_names), p.n_types, w.shape[2]))
+        choice = np.full(p.n_models, -1, dtype=np.int64)
+        for rnd in range(passes + 1):
+            if rnd and time.monotonic() > deadline:
+                break
+            for m in order:
+                g = p.group[m]
+                if choice[m] >= 0:
+                    totals[g, choice[m]] -= w[m, choice[m]]
+                now = totals[g]
+                extra = self.prices * ((now + w[m]).max(axis=1) - now.max(axis=1)) + 1e-9 * ratio[m]
+                t = int(np.argmin(extra))
+                choice[m] = t
+                totals[g, t] += w[m, t]
+        return choice
 
     def choice_single(self, t: int) -> Int64Array:
         choice = self.choice_ratio()
@@ -120,6 +142,11 @@ class Packer:
         )
         if few_per_bin and (self.deadline is None or time.monotonic() < self.deadline):
             return self._knapsack(models, t, g, bins, counts)
+        # bin completion packs by each item's largest fraction: where one dimension binds for all
+        # (sizes add up to about the volume), not where memory-heavy and compute-heavy items mix
+        sizes = float((self.frac[models, t, :].max(axis=1) * self.p.replicas[models]).sum())
+        if n_items <= COMPLETION_ITEMS_PER_BIN * max(volume, 1.0) and sizes <= ONE_DIMENSION * volume:
+            return self._completion(models, t, g, bins, counts)
         if n_items <= DOT_PRODUCT_LIMIT:
             return self._dot_product(models, t, g, bins, counts)
         return self._ffd(models, t, g, bins, counts)
@@ -156,6 +183,26 @@ class Packer:
             left[chosen] = False
         return [int(m) for m in items[left]]
 
+    def _completion(
+        self, models: Int64Array, t: int, g: int, bins: list[Bin], counts: Int64Array
+    ) -> list[int]:
+        """Large items by bin completion (planner.completion); replicas and never-with models, which
+        must be kept apart, by first-fit decreasing after them."""
+        p = self.p
+        plain = models[~self.special[models]]
+        limit = p.type_limit(t)
+        room = None if limit is None else max(0, limit - int(counts[t]))
+        packed, left = completion.pack_large(self.frac[plain, t, :], room)
+        for positions in packed:
+            members = [int(m) for m in plain[positions]]
+            bins.append(Bin(t, g, members, p.demand[members, t, :].sum(axis=0)))
+        counts[t] += len(packed)
+        overflow = [int(m) for m in plain[left]]
+        special = models[self.special[models]]
+        if special.size:
+            overflow += self._ffd(special, t, g, bins, counts)
+        return overflow
+
     def _greedy(self, models: Int64Array, need: Int64Array, frac: FloatArray, cap: Int64Array) -> list[int]:
         """Dot-product fill of one instance from these candidates (positions into them)."""
         residual = cap.copy()
@@ -172,7 +219,7 @@ class Packer:
             pick = -1
             for k in np.argsort(-score)[: int(ok.sum())].tolist():
                 m = int(models[k])
-                if not self.special[m] or self._compatible(m, members):
+                if not self.special[m] or self.compatible(m, members):
                     pick = k
                     break
             if pick < 0:
@@ -221,7 +268,7 @@ class Packer:
                 pick = -1
                 for k in np.argsort(-score)[: int(ok.sum())].tolist():
                     m = int(items[k])
-                    if not self.special[m] or self._compatible(m, current.members):
+                    if not self.special[m] or self.compatible(m, current.members):
                         pick = k
                         break
                 if pick < 0:
@@ -250,7 +297,7 @@ class Packer:
             fits = np.flatnonzero((residual[lo : len(mine)] >= need).all(axis=1)) + lo
             target = -1
             for b in fits.tolist():
-                if not self.special[m] or self._compatible(m, mine[b].members):
+                if not self.special[m] or self.compatible(m, mine[b].members):
                     target = b
                     break
             if target < 0:
@@ -267,159 +314,11 @@ class Packer:
         bins.extend(mine)
         return overflow
 
-    def _compatible(self, m: int, members: list[int]) -> bool:
+    def compatible(self, m: int, members: list[int]) -> bool:
         if m in members:
             return False
         bad = self.p.conflicts.get(m)
         return not bad or bad.isdisjoint(members)
-
-    # --- local improvement -----------------------------------------------------------------------
-
-    def improve(self, bins: list[Bin], deadline: float) -> list[Bin]:
-        before = np.inf
-        while time.monotonic() < deadline:
-            bins = self.downsize(bins)
-            bins = self.drain(bins, deadline)
-            bins = self.merge(bins, deadline)
-            bins = self.downsize(bins)
-            cost = self.cost(bins)
-            if cost >= before - 1e-9:
-                break
-            before = cost
-        return bins
-
-    def cost(self, bins: list[Bin]) -> float:
-        return float(sum(self.prices[b.type] for b in bins))
-
-    def _counts(self, bins: list[Bin]) -> Int64Array:
-        return np.bincount([b.type for b in bins], minlength=self.p.n_types).astype(np.int64)
-
-    def _room(self, counts: Int64Array, t: int) -> bool:
-        limit = self.p.type_limit(t)
-        return limit is None or counts[t] < limit
-
-    def _cheapest_type(self, members: list[int], counts: Int64Array, below: float) -> int | None:
-        """The cheapest type (under `below` $/h, with room) that holds all of `members`."""
-        p = self.p
-        ok = p.eligible[members].all(axis=0)
-        load = p.demand[members].sum(axis=0)  # [T, D]
-        ok &= (load <= p.capacity).all(axis=1)
-        best, best_price = None, below
-        for t in np.flatnonzero(ok).tolist():
-            if self.prices[t] < best_price - 1e-12 and self._room(counts, t):
-                best, best_price = t, float(self.prices[t])
-        return best
-
-    def downsize(self, bins: list[Bin]) -> list[Bin]:
-        counts = self._counts(bins)
-        if int(self.p.min_per_type.max(initial=0)) > 0:
-            return bins  # keep it simple: per-type floors are met by the packing as it is
-        for b in bins:
-            t = self._cheapest_type(b.members, counts, float(self.prices[b.type]))
-            if t is not None:
-                counts[b.type] -= 1
-                counts[t] += 1
-                b.type = t
-                b.load = self.p.demand[b.members, t, :].sum(axis=0)
-        return bins
-
-    def drain(self, bins: list[Bin], deadline: float) -> list[Bin]:
-        """Empty the least-used instances into the others (best fit), least used first."""
-        if len(bins) - 1 < self.p.min_total:
-            return bins
-        p = self.p
-        types = np.array([b.type for b in bins], dtype=np.int64)
-        groups = np.array([b.group for b in bins], dtype=np.int64)
-        loads = np.stack([b.load for b in bins])
-        residual = p.capacity[types] - loads
-        alive = np.ones(len(bins), dtype=bool)
-        fill = (loads / np.where(p.capacity[types] > 0, p.capacity[types], 1)).max(axis=1)
-        counts = self._counts(bins)
-        for victim in np.argsort(fill, kind="stable").tolist():
-            if time.monotonic() > deadline or int(alive.sum()) - 1 < p.min_total:
-                break
-            if counts[types[victim]] - 1 < p.min_per_type[types[victim]]:
-                continue
-            moves = self._relocate(bins, victim, types, groups, residual, alive)
-            if moves is None:
-                continue
-            for m, target in moves:
-                bins[target].members.append(m)
-                bins[target].load = bins[target].load + p.demand[m, types[target], :]
-            alive[victim] = False
-            counts[types[victim]] -= 1
-        return [b for b, keep in zip(bins, alive, strict=True) if keep]
-
-    def _relocate(
-        self,
-        bins: list[Bin],
-        victim: int,
-        types: Int64Array,
-        groups: Int64Array,
-        residual: Int64Array,
-        alive: np.ndarray,
-    ) -> list[tuple[int, int]] | None:
-        p = self.p
-        candidates = alive & (groups == groups[victim])
-        candidates[victim] = False
-        if not candidates.any():
-            return None
-        moves: list[tuple[int, int]] = []
-        taken = residual.copy()
-        members = sorted(bins[victim].members, key=lambda m: -self.frac[m, types[victim]].max())
-        for m in members:
-            need = p.demand[m, types, :]  # [B, D] on each bin's type
-            ok = candidates & p.eligible[m, types] & (taken >= need).all(axis=1)
-            slack = np.where(ok, (taken - need).min(axis=1), np.iinfo(np.int64).max)
-            target = -1
-            for b in np.argsort(slack, kind="stable")[: int(ok.sum())].tolist():
-                others = bins[b].members + [x for x, tb in moves if tb == b]
-                if not self.special[m] or self._compatible(m, others):
-                    target = b
-                    break
-            if target < 0:
-                return None
-            moves.append((m, target))
-            taken[target] -= need[target]
-        residual[:] = taken
-        return moves
-
-    def merge(self, bins: list[Bin], deadline: float) -> list[Bin]:
-        """Replace two instances by one cheaper instance that holds both (least used pairs first)."""
-        if int(self.p.min_per_type.max(initial=0)) > 0 or len(bins) - 1 < self.p.min_total:
-            return bins
-        counts = self._counts(bins)
-        order = sorted(range(len(bins)), key=lambda i: self._fullness(bins[i]))[:200]
-        gone: set[int] = set()
-        for x, i in enumerate(order):
-            if time.monotonic() > deadline:
-                break
-            for j in order[x + 1 :]:
-                if i in gone or j in gone or bins[i].group != bins[j].group:
-                    continue
-                members = bins[i].members + bins[j].members
-                if len(set(members)) < len(members) or not self._compatible_all(members):
-                    continue
-                budget = float(self.prices[bins[i].type] + self.prices[bins[j].type])
-                t = self._cheapest_type(members, counts, budget)
-                if t is None:
-                    continue
-                counts[bins[i].type] -= 1
-                counts[bins[j].type] -= 1
-                counts[t] += 1
-                bins[i] = Bin(t, bins[i].group, members, self.p.demand[members, t, :].sum(axis=0))
-                gone.add(j)
-        return [b for k, b in enumerate(bins) if k not in gone]
-
-    def _compatible_all(self, members: list[int]) -> bool:
-        if not self.p.conflicts:
-            return True
-        present = set(members)
-        return all(self.p.conflicts.get(m, set()).isdisjoint(present) for m in members)
-
-    def _fullness(self, b: Bin) -> float:
-        cap = np.where(self.p.capacity[b.type] > 0, self.p.capacity[b.type], 1)
-        return float((b.load / cap).max())
 
 
 class _NoRoom(Exception):
@@ -441,10 +340,12 @@ def heuristic(
     the cost ratio's and each single type."""
     packer = Packer(problem)
     packer.deadline = deadline
+    improver = Improver(packer)
     candidates: list[tuple[str, Callable[[], Int64Array]]] = []
     for k, guide in enumerate(guides or []):
         candidates.append((f"relaxation's types ({k + 1})", functools.partial(np.copy, guide)))
     candidates += [
+        ("volume-balanced types", lambda: packer.choice_balanced(deadline)),
         ("dual prices", lambda: packer.choice_dual(pi)),
         ("cost ratio", packer.choice_ratio),
     ]
@@ -459,8 +360,8 @@ def heuristic(
             bins = packer.pack(choose())
         except _NoRoom:
             continue
-        bins = _pad(problem, packer.improve(bins, deadline))
-        cost = packer.cost(bins)
+        bins = _pad(problem, improver.improve(bins, deadline))
+        cost = improver.cost(bins)
         if cost < best_cost - 1e-9 and _within_limits(problem, bins):
             best, best_cost = bins, cost
             if progress is not None:

@@ -1,7 +1,7 @@
 """The fleet spec: the models to host, their sizes, capacities and traffic, the SLO and the options.
 
 Read from YAML (`load_fleet_spec`) at the CLI edge; everything below takes a `FleetSpec`.
-See README "Plan a fleet" for an annotated example.
+See docs/plan.md for an annotated example.
 """
 
 from __future__ import annotations
