@@ -18,7 +18,13 @@ def deploy(
     plan_dir: Annotated[
         Path, typer.Argument(help="The folder `modelfleet plan --out` wrote (or its plan.yaml).")
     ],
-    out: Annotated[Path, typer.Option("--out", help="Write the manifests here (a new or empty folder).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Write the manifests here: a new or empty folder, or one deploy wrote before (replaced).",
+        ),
+    ],
     repository: Annotated[
         str, typer.Option("--repository", help="Model repository the servers read: s3://bucket/prefix.")
     ],
@@ -45,7 +51,7 @@ def deploy(
     ] = "modelfleet",
     min_replicas: Annotated[int, typer.Option("--min-replicas", min=1, help="Pods per group, at least.")] = 1,
     max_replicas: Annotated[
-        int, typer.Option("--max-replicas", min=1, help="Pods per group the HPA may add.")
+        int, typer.Option("--max-replicas", min=1, help="Pods per group at most (the HPA's ceiling).")
     ] = 4,
     cache_gib: Annotated[
         int,
