@@ -4,8 +4,8 @@ onnxmltools), checked by the accuracy gate against the source library's own pred
     source                             read with                     converted by
     XGBoost model (.json / .ubj)       xgboost's load_model          onnxmltools.convert_xgboost
     LightGBM model (.txt)              lightgbm.Booster              onnxmltools.convert_lightgbm
-    pickled estimator (.joblib / .pkl) joblib (--trust-pickle only)  skl2onnx (onnxmltools for
-                                                                     XGB* / LGBM* wrappers)
+    pickled estimator (.joblib / .pkl) a narrowed unpickler          skl2onnx (onnxmltools for
+    (--trust-pickle only)              (unpickle.py)                 XGB* / LGBM* wrappers)
 
 The model takes one FP32 input `input` [batch, features]; classifiers answer `label` INT64 [batch]
 and `probabilities` FP32 [batch, classes] (no ZipMap), regressors `variable` FP32 [batch, 1].
@@ -248,10 +248,7 @@ def _onnxmltools() -> Any:
 
 
 def _unpickle(path: Path) -> Any:
-    """A trusted pickle (the source check refused it otherwise): unpickling runs the file's code."""
-    import joblib  # type: ignore[import-untyped]
+    """A trusted pickle (the source check refused it otherwise), its globals narrowed (unpickle.py)."""
+    from modelfleet.compile.unpickle import load
 
-    try:
-        return joblib.load(path)
-    except Exception as exc:
-        raise CompileError(f"cannot unpickle {path.name}: {type(exc).__name__}: {str(exc)[:300]}") from None
+    return load(path)

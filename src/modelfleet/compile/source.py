@@ -5,7 +5,7 @@ Weights are safetensors, whose header is validated against the file size (a trun
 refused by name). Pickle checkpoints (pytorch_model.bin, *.pt, *.ckpt) can run code when loaded:
 they are refused unless the caller trusts them, and even then read with `weights_only=True`.
 A pickled scikit-learn estimator (.joblib, .pkl, .pickle) has no weights-only reading: it is
-refused unless trusted, and unpickling it then runs whatever code it holds. XGBoost (.json, .ubj)
+refused unless trusted, and then unpickled with its globals narrowed (unpickle.py). XGBoost (.json, .ubj)
 and LightGBM (.txt) models are read in their libraries' own formats, which hold no code.
 """
 
@@ -114,7 +114,7 @@ def _file_source(path: Path, trust_pickle: bool) -> Source:
         if not trust_pickle:
             raise CompileError(
                 f"{path.name} is a pickle, which runs code when loaded; pass --trust-pickle if you trust "
-                "its origin (a scikit-learn estimator is then unpickled: it has no weights-only format), "
+                "its origin (a scikit-learn estimator is then unpickled, limited to the classes estimators use), "
                 "or save XGBoost / LightGBM models in their own formats (.json / .txt)"
             )
         return Source(SourceKind.SKLEARN, path)
