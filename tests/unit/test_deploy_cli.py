@@ -40,6 +40,7 @@ def test_writes_the_manifests_and_says_how_to_apply_them(plan: Path, tmp_path: P
     assert written == sorted(
         [
             MARKER,
+            "gateway/grpcroutes.yaml",
             "gateway/httproutes.yaml",
             "groups/c7i-large-000.yaml",
             "groups/inf1-xlarge-000.yaml",

@@ -49,7 +49,7 @@ def by_kind(rendered: Rendered, kind: str) -> list[dict[str, Any]]:
     return [d for d in all_documents(rendered) if d["kind"] == kind]
 
 
-CRDS = {"HTTPRoute", "ClusterServingRuntime", "Kustomization"}
+CRDS = {"HTTPRoute", "GRPCRoute", "ClusterServingRuntime", "Kustomization"}
 
 
 def test_every_builtin_object_is_valid_for_the_pinned_kubernetes(rendered: Rendered) -> None:
@@ -229,6 +229,60 @@ def test_httproutes_are_well_formed_and_cover_every_model(rendered: Rendered) ->
     assert len(covered) == 200 + 4
     assert covered["shared"] == {"modelfleet-inf1-2xlarge-000", "modelfleet-g4dn-xlarge-000"}
     assert len(routes) >= 2  # 201 models of one group need two routes of at most 120 matches
+
+
+class _Header(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["Exact", "RegularExpression"]
+    name: str = Field(pattern=r"^[A-Za-z0-9!#$%&'*+\-.^_\x60|~]+$", max_length=256)
+    value: str = Field(min_length=1, max_length=4096)
+
+
+class _GrpcMatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    headers: list[_Header] = Field(min_length=1, max_length=16)
+
+
+class _GrpcRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    matches: list[_GrpcMatch] = Field(min_length=1, max_length=64)
+    backendRefs: list[_Backend] = Field(min_length=1, max_length=16)
+
+
+class _GrpcRouteSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    parentRefs: list[dict[Literal["name"], str]] = Field(min_length=1, max_length=32)
+    rules: list[_GrpcRule] = Field(min_length=1, max_length=16)
+
+    @model_validator(mode="after")
+    def _total_matches(self) -> _GrpcRouteSpec:
+        assert sum(len(r.matches) for r in self.rules) <= 128
+        return self
+
+
+class _GRPCRoute(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    apiVersion: Literal["gateway.networking.k8s.io/v1"]
+    kind: Literal["GRPCRoute"]
+    metadata: _Metadata
+    spec: _GrpcRouteSpec
+
+
+def test_grpcroutes_send_each_model_header_to_its_groups_grpc_port(rendered: Rendered) -> None:
+    routes = [_GRPCRoute.model_validate(d) for d in documents(rendered, "gateway/grpcroutes.yaml")]
+    covered: dict[str, set[tuple[str, int]]] = {}
+    for route in routes:
+        for rule in route.spec.rules:
+            for match in rule.matches:
+                (header,) = match.headers
+                assert (header.type, header.name) == ("Exact", "x-model-name")
+                covered[header.value] = {(b.name, b.port) for b in rule.backendRefs}
+    assert len(covered) == 204
+    assert covered["ranker"] == {("modelfleet-g4dn-xlarge-000", 8001)}
+    names = [r.metadata.name for r in routes] + [
+        d["metadata"]["name"] for d in documents(rendered, "gateway/httproutes.yaml")
+    ]
+    assert len(set(names)) == len(names)
 
 
 class _Format(BaseModel):

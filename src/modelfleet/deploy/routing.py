@@ -8,7 +8,7 @@ Service's stable ClusterIP, and picks the upstream per request through a map (ro
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from modelfleet.deploy.groups import (
@@ -20,7 +20,7 @@ from modelfleet.deploy.groups import (
     meta,
     object_name,
 )
-from modelfleet.deploy.router import render_nginx
+from modelfleet.deploy.router import GRPC_MODEL_HEADER, render_nginx
 
 ROUTER = f"{APP}-router"
 ROUTER_CONF_DIR = "/etc/modelfleet-router"
@@ -140,34 +140,55 @@ def http_routes(
     routes: Mapping[str, str], shared: Mapping[str, Sequence[str]], options: RouterOptions
 ) -> list[Doc]:
     """Gateway API HTTPRoutes: `/v2/models/{name}` (and below) to the Service of its group."""
+    return _gateway_routes(
+        "HTTPRoute",
+        routes,
+        shared,
+        options,
+        HTTP_PORT,
+        lambda m: {"path": {"type": "PathPrefix", "value": f"/v2/models/{m}"}},
+    )
+
+
+def grpc_routes(
+    routes: Mapping[str, str], shared: Mapping[str, Sequence[str]], options: RouterOptions
+) -> list[Doc]:
+    """Gateway API GRPCRoutes: calls with the `x-model-name: {name}` header to its group's gRPC port."""
+    return _gateway_routes(
+        "GRPCRoute",
+        routes,
+        shared,
+        options,
+        GRPC_PORT,
+        lambda m: {"headers": [{"type": "Exact", "name": GRPC_MODEL_HEADER, "value": m}]},
+    )
+
+
+def _gateway_routes(
+    kind: str,
+    routes: Mapping[str, str],
+    shared: Mapping[str, Sequence[str]],
+    options: RouterOptions,
+    port: int,
+    match: Callable[[str], Doc],
+) -> list[Doc]:
     by_target: dict[str, list[str]] = {}
     for model in sorted(routes):
         by_target.setdefault(routes[model], []).append(model)
     per_route = MATCHES_PER_RULE * RULES_PER_ROUTE
+    suffix = "grpc-" if kind == "GRPCRoute" else ""
     documents = []
     for target in sorted(by_target):
-        groups = shared.get(target, [target])
-        backends = [{"name": object_name(g), "port": HTTP_PORT} for g in groups]
+        backends = [{"name": object_name(g), "port": port} for g in shared.get(target, [target])]
         models = by_target[target]
         for part, start in enumerate(range(0, len(models), per_route)):
             chunk = models[start : start + per_route]
             rules = [
-                {
-                    "matches": [
-                        {"path": {"type": "PathPrefix", "value": f"/v2/models/{m}"}}
-                        for m in chunk[i : i + MATCHES_PER_RULE]
-                    ],
-                    "backendRefs": backends,
-                }
+                {"matches": [match(m) for m in chunk[i : i + MATCHES_PER_RULE]], "backendRefs": backends}
                 for i in range(0, len(chunk), MATCHES_PER_RULE)
             ]
-            route = meta(
-                "gateway.networking.k8s.io/v1",
-                "HTTPRoute",
-                f"{APP}-{target}-{part}",
-                options.namespace,
-                "route",
-            )
+            name = f"{APP}-{suffix}{target}-{part}"
+            route = meta("gateway.networking.k8s.io/v1", kind, name, options.namespace, "route")
             route["spec"] = {"parentRefs": [{"name": options.gateway}], "rules": rules}
             documents.append(route)
     return documents

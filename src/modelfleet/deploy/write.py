@@ -8,7 +8,8 @@ Layout of the output folder (`kubectl apply -k DIR` applies the server groups an
     groups/<group>.yaml     per planned instance: models ConfigMap, Deployment, Service, PDB, HPA
     router.yaml             nginx router: ConfigMap (nginx.conf), Deployment, Service, PDB
     nginx.conf              the same configuration, to read or `nginx -t`
-    gateway/httproutes.yaml the Gateway API alternative to the router (not in the kustomization)
+    gateway/httproutes.yaml the Gateway API alternative to the router (not in the kustomization),
+    gateway/grpcroutes.yaml and for gRPC, by the x-model-name header
     kserve/runtime.yaml     KServe ClusterServingRuntime (not in the kustomization)
 """
 
@@ -31,7 +32,14 @@ from modelfleet.deploy.plan import (
     routes,
     server_groups,
 )
-from modelfleet.deploy.routing import RouterOptions, http_routes, kserve_runtime, nginx_conf, router_objects
+from modelfleet.deploy.routing import (
+    RouterOptions,
+    grpc_routes,
+    http_routes,
+    kserve_runtime,
+    nginx_conf,
+    router_objects,
+)
 from modelfleet.planner.catalog import Catalog
 
 MARKER = ".modelfleet-deploy"  # in an output folder: written by deploy, so it may be replaced
@@ -65,6 +73,7 @@ def render(
     files["router.yaml"] = dump(router_objects(conf, router))
     files["namespace.yaml"] = dump(_namespace(ns, groups_options.service_account))
     files["gateway/httproutes.yaml"] = dump(http_routes(table, shared, router))
+    files["gateway/grpcroutes.yaml"] = dump(grpc_routes(table, shared, router))
     files["kserve/runtime.yaml"] = dump([kserve_runtime(groups_options.image)])
     resources = ["namespace.yaml", *(f"groups/{g.name}.yaml" for g in groups), "router.yaml"]
     files["kustomization.yaml"] = dump(
