@@ -90,6 +90,12 @@ def compile_command(
             help="tensorrt: build the TensorRT engines now, into the model folder (needs the provider and a GPU).",
         ),
     ] = False,
+    trt_workspace_bytes: Annotated[
+        int,
+        typer.Option(
+            "--trt-workspace-bytes", min=1 << 20, help="tensorrt: the engine builder's workspace (bytes)."
+        ),
+    ] = 2 << 30,
     profile_s: Annotated[
         float, typer.Option("--profile-s", min=0.0, help="Seconds per (bucket, batch) profile cell; 0 skips.")
     ] = 0.5,
@@ -130,6 +136,7 @@ def compile_command(
             trust_pickle=trust_pickle,
             static_int8=static_int8,
             build_engines=build_engines,
+            trt_workspace_bytes=trt_workspace_bytes,
             profile_s=profile_s,
             version=version,
             report=report,

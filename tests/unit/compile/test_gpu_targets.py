@@ -86,6 +86,25 @@ def test_tensorrt_writes_its_provider_options_and_keeps_an_fp32_onnx(
     assert json.loads((folder / "1" / "compile.json").read_text())["precision"] == "fp16"
 
 
+def test_the_cli_writes_the_workspace_asked_for(classifier: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from modelfleet.cli import build_app
+
+    out = tmp_path / "repo" / "w"
+    args = ["compile", str(classifier), "--out", str(out), "--target", "tensorrt", "--seq-lens", "16"]
+    result = CliRunner().invoke(
+        build_app(), [*args, "--trt-workspace-bytes", str(1 << 28), "--profile-s", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        yaml.safe_load((out / "config.yaml").read_text())["onnxruntime"]["tensorrt"]["max_workspace_bytes"]
+        == 1 << 28
+    )
+    result = CliRunner().invoke(build_app(), [*args, "--trt-workspace-bytes", "1000"])
+    assert result.exit_code == 2 and "Invalid value for '--trt-workspace-bytes'" in result.output
+
+
 def test_tensorrt_provider_options_point_inside_the_version_folder(tmp_path: Path) -> None:
     options = TensorrtOptions(fp16=True, engine_cache="engines/a100", max_workspace_bytes=1 << 30)
     rendered = provider_options(options, tmp_path / "m" / "3")
