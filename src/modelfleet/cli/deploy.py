@@ -89,7 +89,7 @@ def deploy(
         raise typer.Exit(EXIT_INPUT) from None
     models = sum(len(g.models) for g in rendered.groups)
     typer.echo(
-        f"wrote {out}: {len(rendered.groups)} server groups, {models} model placements, router, HTTPRoutes"
+        f"wrote {out}: {len(rendered.groups)} server groups, {models} model placements, the router, Gateway API routes"
     )
     typer.echo(
         f"apply: kubectl apply -k {out}   (KServe runtime: kubectl apply -f {out}/kserve/runtime.yaml)"
