@@ -53,10 +53,23 @@ class Converted:
 def convert(source: Source) -> Converted:
     """The source model read and converted; CompileError naming what failed."""
     if source.kind == SourceKind.XGBOOST:
-        return _xgboost_file(source.path)
-    if source.kind == SourceKind.LIGHTGBM:
-        return _lightgbm_file(source.path)
-    return _estimator(_unpickle(source.path), source.path.name)
+        converted = _xgboost_file(source.path)
+    elif source.kind == SourceKind.LIGHTGBM:
+        converted = _lightgbm_file(source.path)
+    else:
+        converted = _estimator(_unpickle(source.path), source.path.name)
+    _batch_dynamic(converted.model)
+    return converted
+
+
+def _batch_dynamic(model: Any) -> None:
+    """The first axis of every input and output named `batch` (a converter may declare an output
+    [1]: ONNX Runtime then warns on every larger batch)."""
+    for value in [*model.graph.input, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].Clear()
+            dims[0].dim_param = "batch"
 
 
 def gate_rows(calibration: Path | None, features: int) -> np.ndarray:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 from typer.testing import CliRunner
 
@@ -101,6 +102,8 @@ def test_a_lightgbm_binary_classifier_and_the_gate_refusing(tmp_path: Path) -> N
     report = _compile(tmp_path / "lgb.txt", tmp_path / "repo" / "lgb")
     assert report.source_kind == "lightgbm" and report.gate is not None and report.gate.passed
     assert _signature(tmp_path / "repo", "lgb")[2] == ("probabilities", "FP32", [-1, 2])
+    graph = onnx.load(str(tmp_path / "repo" / "lgb" / "1" / "model.onnx")).graph
+    assert all(v.type.tensor_type.shape.dim[0].dim_param == "batch" for v in [*graph.input, *graph.output])
     rows = np.random.default_rng(5).normal(size=(40, FEATURES)).astype(np.float32)
     np.savez(tmp_path / "calib.npz", input=rows)
     with pytest.raises(GateFailed, match="max abs difference .* > 0.0; nothing was written"):
