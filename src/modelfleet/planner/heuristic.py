@@ -353,13 +353,16 @@ def heuristic(
         candidates.append((problem.types[t].name, functools.partial(packer.choice_single, t)))
     best: list[Bin] | None = None
     best_cost = np.inf
+    longest = 0.0  # the slowest candidate's packing so far: one that would end past the deadline is not begun
     for label, choose in candidates:
-        if best is not None and (time.monotonic() > deadline or best_cost <= bound * (1 + OPTIMAL_TOLERANCE)):
+        began = time.monotonic()
+        if best is not None and (began + longest > deadline or best_cost <= bound * (1 + OPTIMAL_TOLERANCE)):
             break  # out of time, or proven optimal already
         try:
             bins = packer.pack(choose())
         except _NoRoom:
             continue
+        longest = max(longest, time.monotonic() - began)
         bins = _pad(problem, improver.improve(bins, deadline))
         cost = improver.cost(bins)
         if cost < best_cost - 1e-9 and _within_limits(problem, bins):
