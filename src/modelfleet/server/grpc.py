@@ -20,7 +20,7 @@ from typing import Any
 from google.protobuf.message import DecodeError, Message
 
 from modelfleet.config import ServerSettings
-from modelfleet.engine.model import LoadedModel
+from modelfleet.engine.ports import ServedModel
 from modelfleet.errors import BadRequest, ModelfleetError, NotFound, Overloaded, Unavailable
 from modelfleet.protocol.grpc import METHODS, codec, method_path
 from modelfleet.protocol.grpc import grpc_service_pb2 as pb
@@ -186,7 +186,7 @@ class GrpcFront:
             raise status(BadRequest("request is not a valid ModelInferRequest message")) from None
         name = message.model_name
         token = begin_request(name)  # log lines from here on carry the request
-        model: LoadedModel | None = None
+        model: ServedModel | None = None
         quota: Quota | None = None
         try:
             if self._guard.enabled:  # no keys configured: inference is open, nothing to check
@@ -300,7 +300,7 @@ def _control_call(
     return run
 
 
-def _not_counted(name: str, status: int, model: LoadedModel | None) -> None:
+def _not_counted(name: str, status: int, model: ServedModel | None) -> None:
     pass
 
 

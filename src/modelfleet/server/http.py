@@ -23,7 +23,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelfleet.config import ServerSettings
-from modelfleet.engine.model import LoadedModel
+from modelfleet.engine.ports import ServedModel
 from modelfleet.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -101,7 +101,7 @@ class InferEndpoint:
         self._body_timeout_s = settings.body_timeout_s
         self._budget = budget or BodyBudget(settings.max_body_bytes_in_flight)
 
-    async def _infer(self, model: LoadedModel, request: InferRequest, started: int, receive: Receive) -> Any:
+    async def _infer(self, model: ServedModel, request: InferRequest, started: int, receive: Receive) -> Any:
         """Run the request; if it is likely to wait in a queue, watch for its client leaving, so
         that a request nobody waits for any more is dropped from the queue and never run."""
         if model.expected_wait_ns() < WATCH_DISCONNECT_NS:
@@ -133,7 +133,7 @@ class InferEndpoint:
         self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
     ) -> None:
         started = time.perf_counter_ns()
-        model: LoadedModel | None = None
+        model: ServedModel | None = None
         share = self._budget.share()
         quota: Quota | None = None
         try:
@@ -185,7 +185,7 @@ class InferEndpoint:
         await send({"type": "http.response.body", "body": payload})
 
 
-def _not_counted(name: str, status: int, model: LoadedModel | None) -> None:
+def _not_counted(name: str, status: int, model: ServedModel | None) -> None:
     pass
 
 
