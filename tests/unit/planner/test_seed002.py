@@ -28,6 +28,7 @@ def test_the_optimum_is_127_inf1_2xlarge_proven(seed: Problem) -> None:
     assert plan.status is Status.OPTIMAL
     assert plan.models == 3040
     assert plan.cost_per_model_hour == pytest.approx(45.974 / 3040)
+    assert not any("unverified" in note for note in plan.notes)  # seed 002's prices are verified
     check_plan(seed, plan)
 
 

@@ -38,6 +38,8 @@ def test_exact_proves_the_example_and_beats_ffd(example: Problem) -> None:
     ffd_cost = sum(example.types[b.type].usd_per_hour for b in ffd)
     assert plan.cost_per_hour == pytest.approx(2.9886, abs=1e-9)  # recorded in docs/benchmarks.md
     assert ffd_cost == pytest.approx(4.8534, abs=1e-9)
+    unverified = next(note for note in plan.notes if "unverified catalogue prices" in note)
+    assert set(plan.by_type) <= set(unverified.split("for ", 1)[1].split(":")[0].split(", "))
 
 
 def test_heuristic_plans_obey_every_constraint(catalog: Catalog) -> None:
