@@ -25,11 +25,12 @@ from modelfleet.errors import BadRequest, ModelfleetError, NotFound, Overloaded,
 from modelfleet.protocol.grpc import METHODS, codec, method_path
 from modelfleet.protocol.grpc import grpc_service_pb2 as pb
 from modelfleet.protocol.rest import Limits
+from modelfleet.protocol.v2 import InferRequest, InferResponse
 from modelfleet.server.auth import OPEN, Access, Guard, Principal, presented_key
 from modelfleet.server.dataplane import DataPlane
 from modelfleet.server.h2grpc import Call, H2Server, Status, StatusCode
 from modelfleet.server.h2grpc import Limits as H2Limits
-from modelfleet.server.logs import begin_request, end_request, set_request_id
+from modelfleet.server.inference import INTERNAL, Inference
 from modelfleet.server.metrics import Metrics
 from modelfleet.server.quota import Quota
 
@@ -54,7 +55,6 @@ STATUS_CODES: dict[int, StatusCode] = {
     HTTPStatus.GATEWAY_TIMEOUT: StatusCode.DEADLINE_EXCEEDED,
     HTTPStatus.INSUFFICIENT_STORAGE: StatusCode.RESOURCE_EXHAUSTED,
 }
-_INTERNAL = ModelfleetError("internal server error")
 
 Metadata = Iterable[tuple[str, str | bytes]]
 
@@ -104,7 +104,7 @@ class GrpcFront:
         self._plane = plane
         self._settings = settings
         self._guard = guard or Guard({})
-        self._answered = metrics.answered if metrics is not None else _not_counted
+        self._inference = Inference(plane, metrics.answered if metrics is not None else None)
         self._limits = Limits.from_settings(settings)
         self.port = 0
         self._server: H2Server | None = None
@@ -184,36 +184,22 @@ class GrpcFront:
             message = pb.ModelInferRequest.FromString(raw)
         except DecodeError:
             raise status(BadRequest("request is not a valid ModelInferRequest message")) from None
-        name = message.model_name
-        token = begin_request(name)  # log lines from here on carry the request
-        model: ServedModel | None = None
-        quota: Quota | None = None
+        name, version = message.model_name, message.model_version or None
+
+        def admit() -> Quota | None:
+            if not self._guard.enabled:  # no keys configured: inference is open, nothing to check
+                return None
+            return self._admit(call, Access.MODEL, name, version).quota
+
+        async def decode(_: None, model: ServedModel) -> InferRequest:
+            return codec.decode_infer_request(message, self._limits)
+
         try:
-            if self._guard.enabled:  # no keys configured: inference is open, nothing to check
-                tenant = self._admit(call, Access.MODEL, name, message.model_version or None).quota
-                if tenant is not None:
-                    _enter(tenant, call)  # RESOURCE_EXHAUSTED past the tenant's quota
-                    quota = tenant
-            model = await self._plane.model(name, message.model_version or None)
-            request = codec.decode_infer_request(message, self._limits)
-            if request.id is not None:
-                set_request_id(request.id)
-            response = await self._plane.infer(model, request, started)
-            answer = codec.encode_infer_response(response).SerializeToString()
+            return await self._inference.run(
+                name, version, started, None, decode, _encode, admit=admit, hold=call.hold
+            )
         except ModelfleetError as exc:
-            error = exc
-        except Exception:
-            log.exception("unexpected error in ModelInfer")
-            error = _INTERNAL
-        else:
-            self._answered(name, 200, model)
-            return answer
-        finally:
-            if quota is not None:
-                quota.leave()
-            end_request(token)
-        self._answered(name, error.status, model)
-        raise status(error)
+            raise status(exc) from None
 
     # -- health and metadata ------------------------------------------------------------------------
 
@@ -294,21 +280,11 @@ def _control_call(
             error = exc
         except Exception:
             log.exception("unexpected error in %s", kind.__name__.removesuffix("Request"))
-            error = _INTERNAL
+            error = INTERNAL
         raise status(error)
 
     return run
 
 
-def _not_counted(name: str, status: int, model: ServedModel | None) -> None:
-    pass
-
-
-def _enter(quota: Quota, call: Call) -> None:
-    """Count a call in its tenant's quota; past it, RESOURCE_EXHAUSTED and its connection held."""
-    try:
-        quota.enter()
-    except Overloaded:
-        if call.hold is not None:
-            quota.hold(call.hold())
-        raise
+async def _encode(response: InferResponse, request: InferRequest) -> bytes:
+    return codec.encode_infer_response(response).SerializeToString()

@@ -13,6 +13,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
@@ -38,12 +39,11 @@ from modelfleet.protocol.rest import (
     header_length,
     is_large,
 )
-from modelfleet.protocol.v2 import InferRequest
+from modelfleet.protocol.v2 import InferRequest, InferResponse
 from modelfleet.server.asgi import (
     BodyBudget,
     ClientGone,
     admit,
-    enter_quota,
     error_body,
     headers_of,
     json_object,
@@ -54,7 +54,8 @@ from modelfleet.server.asgi import (
 )
 from modelfleet.server.auth import Access, Guard, Principal
 from modelfleet.server.dataplane import DataPlane
-from modelfleet.server.logs import begin_request, end_request, set_request_id
+from modelfleet.server.http1 import HOLD
+from modelfleet.server.inference import Inference, not_counted
 from modelfleet.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from modelfleet.server.metrics import Metrics
 from modelfleet.server.openapi import openapi_json
@@ -74,7 +75,6 @@ __all__ = [
     "send_json",
 ]
 
-WATCH_DISCONNECT_NS = 20_000_000  # watch for a leaving client when the queue ahead is this long
 DECODE_OFF_LOOP_BYTES = 1 << 20  # bodies larger than this are decoded on a thread: the loop stays live
 _HEADER_LENGTH = HEADER_LENGTH.encode()
 _CONTROL_BODY_LIMIT = 1 << 20
@@ -93,30 +93,12 @@ class InferEndpoint:
         metrics: Metrics | None = None,
         budget: BodyBudget | None = None,
     ) -> None:
-        self._plane = plane
+        self._inference = Inference(plane, metrics.answered if metrics is not None else None)
         self._guard = guard
-        self._answered = metrics.answered if metrics is not None else _not_counted
         self._limit = settings.max_body_bytes
         self._limits = Limits.from_settings(settings)
         self._body_timeout_s = settings.body_timeout_s
         self._budget = budget or BodyBudget(settings.max_body_bytes_in_flight)
-
-    async def _infer(self, model: ServedModel, request: InferRequest, started: int, receive: Receive) -> Any:
-        """Run the request; if it is likely to wait in a queue, watch for its client leaving, so
-        that a request nobody waits for any more is dropped from the queue and never run."""
-        if model.expected_wait_ns() < WATCH_DISCONNECT_NS:
-            return await self._plane.infer(model, request, started)
-        task = asyncio.current_task()
-        assert task is not None
-        watcher = asyncio.ensure_future(watch_disconnect(receive, task))
-        try:
-            return await self._plane.infer(model, request, started)
-        except asyncio.CancelledError:
-            if watcher.done() and not watcher.cancelled():
-                raise ClientGone from None
-            raise
-        finally:
-            watcher.cancel()
 
     @staticmethod
     def match(path: str) -> tuple[str, str | None] | None:
@@ -133,46 +115,34 @@ class InferEndpoint:
         self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
     ) -> None:
         started = time.perf_counter_ns()
-        model: ServedModel | None = None
         share = self._budget.share()
-        quota: Quota | None = None
-        try:
+        headers = headers_of(scope)
+
+        def admit_() -> Quota | None:
             if scope["method"] != "POST":
                 raise MethodNotAllowed("inference takes POST", ("POST",))
-            headers = headers_of(scope)
-            if self._guard.enabled:  # no keys configured: inference is open, nothing to check
-                tenant = admit(self._guard, Access.MODEL, scope, headers, name, version).quota
-                if tenant is not None:
-                    enter_quota(tenant, scope)  # 429 past the tenant's quota, before the body is read
-                    quota = tenant
-            body = await read_body(receive, headers, self._limit, timeout_s=self._body_timeout_s, share=share)
-            raw_length = headers.get(_HEADER_LENGTH)
-            json_length = (
-                None if raw_length is None else header_length(raw_length.decode("latin-1"), len(body))
-            )
-            model = await self._plane.model(name, version)
-            if len(body) > DECODE_OFF_LOOP_BYTES:
-                request = await asyncio.to_thread(decode_request, body, json_length, self._limits)
-            else:
-                request = decode_request(body, json_length, self._limits)
-            if request.id is not None:
-                set_request_id(request.id)
-            response = await self._infer(model, request, started, receive)
-            if is_large(response):
-                payload, binary_header = await asyncio.to_thread(encode_response, response, request)
-            else:
-                payload, binary_header = encode_response(response, request)
+            if not self._guard.enabled:  # no keys configured: inference is open, nothing to check
+                return None
+            return admit(self._guard, Access.MODEL, scope, headers, name, version).quota
+
+        async def read() -> bytes:
+            return await read_body(receive, headers, self._limit, timeout_s=self._body_timeout_s, share=share)
+
+        async def leaving(task: asyncio.Task[Any]) -> None:
+            await watch_disconnect(receive, task)
+
+        try:
+            payload, binary_header = await self._inference.run(
+                name, version, started, read, partial(self._decode, headers), _encode,
+                admit=admit_, hold=scope.get("extensions", {}).get(HOLD), leaving=leaving,
+            )  # fmt: skip
         except ModelfleetError as exc:
-            self._answered(name, exc.status, model)
             await send_error(send, exc)
             return
         except ClientGone:
             return
         finally:
             share.release()
-            if quota is not None:
-                quota.leave()
-        self._answered(name, 200, model)
         if binary_header is None:
             await send_json(send, 200, payload)
             return
@@ -184,9 +154,18 @@ class InferEndpoint:
         await send({"type": "http.response.start", "status": 200, "headers": headers_out})
         await send({"type": "http.response.body", "body": payload})
 
+    async def _decode(self, headers: dict[bytes, bytes], body: bytes, model: ServedModel) -> InferRequest:
+        raw_length = headers.get(_HEADER_LENGTH)
+        json_length = None if raw_length is None else header_length(raw_length.decode("latin-1"), len(body))
+        if len(body) > DECODE_OFF_LOOP_BYTES:
+            return await asyncio.to_thread(decode_request, body, json_length, self._limits)
+        return decode_request(body, json_length, self._limits)
 
-def _not_counted(name: str, status: int, model: ServedModel | None) -> None:
-    pass
+
+async def _encode(response: InferResponse, request: InferRequest) -> tuple[bytes, int | None]:
+    if is_large(response):
+        return await asyncio.to_thread(encode_response, response, request)
+    return encode_response(response, request)
 
 
 # -- control routes ---------------------------------------------------------------------------------------
@@ -391,7 +370,7 @@ def build_http_app(
         lifespan=lifespan,
     )
     infer = InferEndpoint(plane, settings, guard, metrics, budget)
-    answered = metrics.answered if metrics is not None else _not_counted
+    answered = metrics.answered if metrics is not None else not_counted
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -402,15 +381,12 @@ def build_http_app(
                 return
             target = InferEndpoint.match(scope["path"])
             if target is not None:
-                token = begin_request(target[0])  # log lines from here on carry the request
                 try:
                     await infer(scope, receive, send, *target)
-                except Exception:
+                except Exception:  # past the infer sequence (which answers its own errors)
                     log.exception("unexpected error on %s", scope["path"])
                     answered(target[0], 500, None)
                     await send_json(send, 500, dumps({"error": "internal server error"}))
-                finally:
-                    end_request(token)
                 return
         await control(scope, receive, send)
 
