@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from modelfleet.planner import exact
@@ -115,6 +116,17 @@ def solve(
 def _finish(problem: Problem, packing: Packing, started: float) -> Plan:
     """The plan, with each accelerator instance's models placed on its cores."""
     placed, cores = place_on_cores(problem, packing)
+    if len(placed.bins) > len(packing.bins):
+        counts = Counter(t for t, _ in placed.bins)
+        over = problem.max_total is not None and len(placed.bins) > problem.max_total
+        over = over or any(
+            problem.type_limit(t) is not None and n > (problem.type_limit(t) or 0) for t, n in counts.items()
+        )
+        if over:
+            raise NoPlanFound(
+                f"the plan needs {len(placed.bins)} instances once every model copy is on an accelerator "
+                f"core, more than {_limits(problem)} allow: raise the limits"
+            )
     return make_plan(problem, placed, time.monotonic() - started, cores)
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from modelfleet.planner.catalog import load_catalog
 from modelfleet.planner.cores import assign_cores
-from modelfleet.planner.problem import build_problem
+from modelfleet.planner.errors import InfeasiblePlan, NoPlanFound
+from modelfleet.planner.problem import build_problem, with_max_total
 from modelfleet.planner.solve import Method, solve
 from modelfleet.planner.spec import load_fleet_spec
 
@@ -69,3 +70,16 @@ def test_assign_cores_reports_what_fits_no_core(tmp_path: Path) -> None:
     problem = build_problem(load_fleet_spec(tmp_path / "fleet.yaml"), load_catalog(tmp_path / "catalog.yaml"))
     cores, left = assign_cores(problem, 0, [0, 1, 2])
     assert sorted(map(len, cores)) == [1, 1] and len(left) == 1
+
+
+def test_a_limit_that_per_core_placement_exceeds_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "catalog.yaml").write_text(CATALOG, encoding="utf-8")
+    (tmp_path / "fleet.yaml").write_text(FLEET % (5 * GIB, 1.0), encoding="utf-8")
+    problem = build_problem(load_fleet_spec(tmp_path / "fleet.yaml"), load_catalog(tmp_path / "catalog.yaml"))
+    one = with_max_total(problem, 1)
+    with pytest.raises(
+        NoPlanFound, match=r"needs 2 instances once every model copy is on an accelerator core"
+    ):
+        solve(one, Method.HEURISTIC, time_limit_s=5, workers=1)
+    with pytest.raises(InfeasiblePlan):  # the counts model knows the cores: it proves it
+        solve(one, Method.AUTO, time_limit_s=5, workers=1)
