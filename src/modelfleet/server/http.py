@@ -63,17 +63,7 @@ from modelfleet.server.quota import Quota
 
 log = logging.getLogger(__name__)
 
-# build_http_app and InferEndpoint are this module's; the rest are server/asgi.py's, named here
-# for the modules that still import them from here
-__all__ = [
-    "BodyBudget",
-    "ClientGone",
-    "InferEndpoint",
-    "build_http_app",
-    "json_object",
-    "read_body",
-    "send_json",
-]
+__all__ = ["InferEndpoint", "build_http_app", "send_json"]  # send_json: server/asgi.py's, for app.py
 
 DECODE_OFF_LOOP_BYTES = 1 << 20  # bodies larger than this are decoded on a thread: the loop stays live
 _HEADER_LENGTH = HEADER_LENGTH.encode()

@@ -34,13 +34,14 @@ from modelfleet.engine.ports import ServedModel
 from modelfleet.errors import BadRequest, Conflict, ModelfleetError, NotAcceptable, model_not_found
 from modelfleet.protocol import sagemaker as shapes
 from modelfleet.protocol.rest import HEADER_LENGTH, Limits, dumps, encode_response
+from modelfleet.protocol.v2 import InferRequest, InferResponse
 from modelfleet.repository.names import check_model_name, is_model_name
+from modelfleet.server.asgi import BodyBudget, ClientGone, json_object, read_body
 from modelfleet.server.auth import OPEN, Access, Guard, Principal, presented_key
 from modelfleet.server.dataplane import DataPlane
-from modelfleet.server.http import BodyBudget, ClientGone, json_object, read_body
-from modelfleet.server.logs import begin_request, end_request, set_request_id
+from modelfleet.server.http1 import HOLD
+from modelfleet.server.inference import Inference
 from modelfleet.server.metrics import Metrics
-from modelfleet.server.quota import Quota
 from modelfleet.server.sagemaker_artefacts import Stager, resolve_inside
 
 CONTROL_BODY_LIMIT = 1 << 20
@@ -68,6 +69,7 @@ class SageMakerApi:
         self._settings = settings
         self._guard = guard
         self._answered = metrics.answered if metrics is not None else None
+        self._inference = Inference(plane, self._answered)
         self._limit = settings.max_body_bytes
         self._limits = Limits.from_settings(settings)
         self._root = None if settings.is_object_store else Path(settings.repository).resolve()
@@ -117,20 +119,13 @@ class SageMakerApi:
                 if header is not None
                 else self._default_model(request)
             )
-            who = self.authorize(request, Access.MODEL, name)
         except ModelfleetError as exc:
             self._count(name, exc.status, None)
             raise
-        return await self._invoke(request, name, who.quota)
+        return await self._invoke(request, name)
 
     async def invoke(self, request: Request) -> Response:
-        name = request.path_params["model"]
-        try:
-            who = self.authorize(request, Access.MODEL, name)
-        except ModelfleetError as exc:
-            self._count(name, exc.status, None)
-            raise
-        return await self._invoke(request, name, who.quota)
+        return await self._invoke(request, request.path_params["model"])
 
     def _default_model(self, request: Request) -> str:
         """The configured default model, else the only model the caller can see. The caller is
@@ -147,36 +142,27 @@ class SageMakerApi:
             f"{len(names)} models and no sagemaker_default_model is set"
         )
 
-    async def _invoke(self, request: Request, name: str, quota: Quota | None) -> Response:
+    async def _invoke(self, request: Request, name: str) -> Response:
         started = time.perf_counter_ns()
-        model: ServedModel | None = None
-        if quota is not None:
-            try:
-                quota.enter()  # 429 past the tenant's quota, before the body is read
-            except ModelfleetError as exc:
-                self._count(name, exc.status, None)
-                raise
-        token = begin_request(name)  # log lines from here on carry the request
         share = self._budget.share()
-        try:
-            headers = request.headers
-            json_ok, binary_ok = shapes.acceptable(headers.get("accept"))
-            body = await read_body(
-                request.receive,
-                dict(request.scope["headers"]),
-                self._limit,
-                timeout_s=self._settings.body_timeout_s,
-                share=share,
-            )
+        headers = request.headers
+        json_ok, binary_ok = shapes.acceptable(headers.get("accept"))
+        answers: list[tuple[shapes.Answer, bool]] = []  # what decode found the answer must be
+
+        async def read() -> bytes:
+            return await read_body(
+                request.receive, dict(request.scope["headers"]), self._limit,
+                timeout_s=self._settings.body_timeout_s, share=share,
+            )  # fmt: skip
+
+        async def decode(body: bytes, model: ServedModel) -> InferRequest:
             json_length = shapes.json_header_length(
                 headers.get("content-type"), headers.get(HEADER_LENGTH), len(body)
             )
-            model = await self._plane.model(name, None)
+            batched = bool(model.max_batch_size)
             infer_request, answer = shapes.decode_invocation(
-                body, json_length, model.inputs, bool(model.max_batch_size), self._limits
+                body, json_length, model.inputs, batched, self._limits
             )
-            if infer_request.id is not None:
-                set_request_id(infer_request.id)
             binary_asked = answer is shapes.Answer.V2 and (
                 bool(infer_request.parameters.get("binary_data_output"))
                 or any(o.parameters.get("binary_data") for o in infer_request.outputs or ())
@@ -184,22 +170,25 @@ class SageMakerApi:
             if not (binary_ok if binary_asked else json_ok):
                 wanted = shapes.TRITON_BINARY_TYPE if binary_asked else shapes.JSON_TYPE
                 raise NotAcceptable(f"the answer would be {wanted}, which Accept does not allow")
-            response = await self._plane.infer(model, infer_request, started)
+            answers.append((answer, batched))
+            return infer_request
+
+        async def encode(response: InferResponse, infer_request: InferRequest) -> tuple[bytes, int | None]:
+            answer, batched = answers[0]
             if answer is shapes.Answer.PREDICTIONS:
-                payload, binary_header = shapes.encode_predictions(response, bool(model.max_batch_size)), None
-            else:
-                payload, binary_header = encode_response(response, infer_request)
-        except ModelfleetError as exc:
-            self._count(name, exc.status, model)
-            raise
+                return shapes.encode_predictions(response, batched), None
+            return encode_response(response, infer_request)
+
+        try:
+            payload, binary_header = await self._inference.run(
+                name, None, started, read, decode, encode,
+                admit=lambda: self.authorize(request, Access.MODEL, name).quota,
+                hold=request.scope.get("extensions", {}).get(HOLD),
+            )  # fmt: skip
         except ClientGone:
             return Response(status_code=499)  # nobody reads it
         finally:
             share.release()
-            if quota is not None:
-                quota.leave()
-            end_request(token)
-        self._count(name, 200, model)
         if binary_header is None:
             return Response(payload, media_type=shapes.JSON_TYPE)
         return Response(
