@@ -128,3 +128,27 @@ def test_advise_writes_the_spider_chart(runner: CliRunner, tmp_path: Path) -> No
     assert "recommended: packed fleet (plan)" in result.stdout
     assert (tmp_path / "fitness.png").read_bytes()[:4] == b"\x89PNG"
     assert yaml.safe_load((tmp_path / "advice.yaml").read_text())["recommended"] == "packed"
+
+
+def test_a_fleet_of_profiled_models_plans_and_simulates(runner: CliRunner, tmp_path: Path) -> None:
+    from modelfleet.tune.profile import write_profile
+    from tests.unit.planner.test_profiles import FAST, profile
+
+    write_profile(profile([FAST]), tmp_path / "bert.json")
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(
+        "slo: {latency_ms: 100}\nmodels:\n"
+        '  - {pattern: "bert-{i:02d}", count: 20, traffic_rps: 12, profile: bert.json}\n',
+        encoding="utf-8",
+    )
+    result = runner.invoke(
+        build_app(), ["plan", str(fleet), "--json", "--simulate", "200", "--simulate-s", "20"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["by_type"] == {"c7i.2xlarge": 2}  # 240 req/s declared over 120 req/s instances
+    sim = doc["simulation"]
+    # the profile's P50 at concurrency 1 (11 ms) is the service time; 16 vCPUs at 14 % rarely queue
+    assert sim["p50_ms"] == pytest.approx(11.0)
+    assert 11.0 <= sim["p90_ms"] <= sim["p99_ms"] < 100.0
+    assert sim["overloaded_instances"] == 0
