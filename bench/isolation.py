@@ -21,8 +21,7 @@ Per layout:
    A at `--attack-factor`·S in every other `--window-s` window (from a `--gap-s` gap before it; the
    gaps, where A switches on and off, are not counted), so that B's solo and attacked windows
    alternate and share the machine's background load. B's P99 is pooled over each kind of window.
-   The key travels as an `X-Api-Key` header added to the pre-encoded requests (the CLI has no key
-   option).
+   The key travels as the load generator's `api_key` (an `Authorization: Bearer` header).
 
     python bench/isolation.py                                  # both layouts, 5 rounds
     python bench/isolation.py --layout adapters --rounds 8 --window-s 15
@@ -44,13 +43,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 import yaml
 from overload import Server, machine, raise_file_limit, sustainable_rate
 
 from modelfleet.bench.client import event_loop_factory
-from modelfleet.bench.encode import Body
 from modelfleet.bench.openloop import OpenShare
 from modelfleet.bench.openstats import FAILURE_NAMES, Records, merge_open
 from modelfleet.bench.run import split_jobs
@@ -81,12 +78,6 @@ def body_file(folder: Path, seq: int) -> Path:
     path = folder / f"body-{seq}.json"
     path.write_text(json.dumps(doc))
     return path
-
-
-def keyed(body: Body, key: str) -> Body:
-    """The same body with the tenant's key among its headers (Body.headers() writes content_type
-    as the Content-Type value; the extra header line rides on it)."""
-    return Body(body.content, f"{body.content_type}\r\nX-Api-Key: {key}", body.header_length)
 
 
 def pooled(records: Records, phases: list[Phase], kinds: list[str]) -> dict[str, Any]:
@@ -155,10 +146,10 @@ def load_main(argv: list[str]) -> None:
             warmup_s=a.warmup,
             timeout_s=a.timeout,
             max_connections=a.max_connections,
+            api_key=key,
         )
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             workload = runner.run(build_workload(spec))
-            workload = msgspec.structs.replace(workload, bodies=[keyed(b, key) for b in workload.bodies])
             (job,) = split_jobs(spec, workload)
             print("ready", flush=True)
             if sys.stdin.readline().strip() != "go":
