@@ -10,16 +10,21 @@ from typing import TYPE_CHECKING
 import hpack
 
 from modelfleet.server.h2grpc.headers import _Head
-from modelfleet.server.h2grpc.wire import DEFAULT_WINDOW, MIN_FRAME, H2Error, Status, _Budget, _Stream
-
-if TYPE_CHECKING:
-    from modelfleet.server.h2grpc.server import H2Server
+from modelfleet.server.h2grpc.wire import (
+    DEFAULT_WINDOW,
+    MIN_FRAME,
+    H2Error,
+    ServerState,
+    Status,
+    _Budget,
+    _Stream,
+)
 
 
 class ConnectionState(asyncio.Protocol):
     """The state of one connection, shared by the parts of Connection (frames, flow, calls)."""
 
-    def __init__(self, server: H2Server) -> None:
+    def __init__(self, server: ServerState) -> None:
         self._server = server
         self._limits = limits = server.limits
         self._clock = server.clock

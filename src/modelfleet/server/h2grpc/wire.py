@@ -8,6 +8,7 @@ import struct
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any, Protocol
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -91,6 +92,19 @@ class Call:
 
 
 Handler = Callable[[bytes, Call], Awaitable[bytes]]
+
+
+class ServerState(Protocol):
+    """What a connection reads and counts of its server (server.py's H2Server)."""
+
+    limits: Limits
+    clock: Callable[[], float]
+    handlers: dict[str, Handler]
+    connections: set[Any]
+    in_flight: int
+    undispatched: int
+    idle: asyncio.Event
+    shutting_down: bool
 
 
 @dataclass(frozen=True, slots=True)
