@@ -31,8 +31,8 @@ serve: $(VENV)/.serve-deps $(REPO)
 	$(BIN)/modelfleet serve $(REPO) --host $(HOST) --port $(PORT) --python-models
 
 lint: $(VENV)/.test-deps
-	$(BIN)/ruff format --check src tests bench
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks
 
 typecheck: $(VENV)/.test-deps
 	$(BIN)/mypy src

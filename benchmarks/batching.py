@@ -5,7 +5,7 @@ the best of several batch sizes, in rows per second), then `modelfleet serve` wi
 the scheduling config (a copy of the model's folder with that config.yaml), closed loop at
 concurrency C with `modelfleet bench`; and at concurrency 1, batching on against off (P50).
 
-    python bench/batching.py --repo /tmp/demo --model minilm-sentiment --seqs 32 128 --seconds 20
+    python benchmarks/batching.py --repo /tmp/demo --model minilm-sentiment --seqs 32 128 --seconds 20
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Afterwards it reads each fleet server's statistics (every tenant answered must b
 that server), stops the fleet with `cluster down` and checks that none of its processes is left.
 
     modelfleet demo-repo /tmp/demo --tenants 3000
-    python bench/cluster.py --repo /tmp/demo --rounds 3 --seconds 15 --report /tmp/cluster.json
+    python benchmarks/cluster.py --repo /tmp/demo --rounds 3 --seconds 15 --report /tmp/cluster.json
 """
 
 from __future__ import annotations

@@ -9,11 +9,11 @@ import      N head-only fine-tunes (a classification head of their own over one 
             Hugging Face folders, imported with `import_checkpoints`: wall time, bytes saved; then all
             N loaded as adapters in an in-process ModelManager: resident memory beyond the first.
 
-  python bench/compile_minilm.py compile --repo /tmp/mc-repo
-  python bench/compile_minilm.py throughput --repo /tmp/mc-repo --seconds 10 --runs 3
-  python bench/compile_minilm.py served --repo /tmp/mc-repo --seconds 15 --rounds 3
-  python bench/compile_minilm.py import --work /tmp/mc-import --count 1000 --shape small
-  python bench/compile_minilm.py classic --work /tmp/mc-classic --seconds 3
+  python benchmarks/compile_minilm.py compile --repo /tmp/mc-repo
+  python benchmarks/compile_minilm.py throughput --repo /tmp/mc-repo --seconds 10 --runs 3
+  python benchmarks/compile_minilm.py served --repo /tmp/mc-repo --seconds 15 --rounds 3
+  python benchmarks/compile_minilm.py import --work /tmp/mc-import --count 1000 --shape small
+  python benchmarks/compile_minilm.py classic --work /tmp/mc-classic --seconds 3
 
 classic     a scikit-learn random forest, an XGBoost and a LightGBM classifier (200 trees each, 20
             features, fitted here on 20,000 seeded rows) compiled to ONNX: compile wall time, the

@@ -2,11 +2,11 @@
 
 Each server variant answers every unary call on `/inference.GRPCInferenceService/ModelInfer` with one
 fixed, pre-serialized ModelInferResponse (no model, no data plane, no codec), in its own process;
-the client is bench/grpc_vs_http.py's (grpc.aio unary calls at concurrency 16 in 1-2 processes,
+the client is benchmarks/grpc_vs_http.py's (grpc.aio unary calls at concurrency 16 in 1-2 processes,
 same request bytes), or with --client grpclib a grpclib one. The figure is the ceiling a gRPC front
 built on that variant could reach here, to set beside the full server's HTTP binary figure.
 
-    python bench/grpc_ceiling.py --seconds 10 --processes 2 aio-uvloop sync-direct grpclib
+    python benchmarks/grpc_ceiling.py --seconds 10 --processes 2 aio-uvloop sync-direct grpclib
 
 Variants:
   aio-asyncio     grpc.aio server on the standard asyncio loop

@@ -15,8 +15,8 @@ requests/s is also a ratio of client costs (grpc.aio's client is far dearer than
 hand-written HTTP/1.1 one, which is why h2load, equal for both, is the comparison that counts);
 server CPU per request is the figure that belongs to the server.
 
-    python bench/grpc_vs_http.py --seconds 10 --rounds 3
-    python bench/grpc_vs_http.py --seconds 10 --rounds 3 --client h2load --h2 lib   # on the `h2` library
+    python benchmarks/grpc_vs_http.py --seconds 10 --rounds 3
+    python benchmarks/grpc_vs_http.py --seconds 10 --rounds 3 --client h2load --h2 lib   # on the `h2` library
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ def main() -> None:
     parser.add_argument(
         "--h2",
         default="ours",
-        help="the gRPC front's HTTP/2 layer: ours (server/h2grpc.py), lib (bench/h2lib_prototype.py, the `h2` "
+        help="the gRPC front's HTTP/2 layer: ours (server/h2grpc.py), lib (benchmarks/h2lib_prototype.py, the `h2` "
         "library), or the path of another h2grpc.py (e.g. `git show REV:src/modelfleet/server/h2grpc.py`)",
     )
     args = parser.parse_args()

@@ -12,10 +12,10 @@ one 16 MiB answer (16 KiB frames, a client window that lets it all go) and recei
 request in 64 KiB reads: the cost of the buffers. `--module FILE` runs another version of the
 module (e.g. `git show HEAD~3:src/modelfleet/server/h2grpc.py > /tmp/old.py`) for a before/after.
 
-    python bench/h2_abuse.py                              # every flood, default counts
-    python bench/h2_abuse.py --attack ping --count 2000000
-    python bench/h2_abuse.py --no-budgets                 # only write back-pressure in the way
-    python bench/h2_abuse.py --big-answer --rounds 5
+    python benchmarks/h2_abuse.py                              # every flood, default counts
+    python benchmarks/h2_abuse.py --attack ping --count 2000000
+    python benchmarks/h2_abuse.py --no-budgets                 # only write back-pressure in the way
+    python benchmarks/h2_abuse.py --big-answer --rounds 5
 """
 
 from __future__ import annotations

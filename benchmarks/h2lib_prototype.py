@@ -7,9 +7,9 @@ the server's gRPC service needs): frames, SETTINGS, PING, flow control, HPACK an
 are h2's; the 5-byte message framing, deadlines and statuses are a few lines here. Run as a script,
 it is `modelfleet` with the gRPC front on this server instead:
 
-    python bench/h2lib_prototype.py serve REPO --grpc-port 8001 ...
-    python bench/grpc_vs_http.py --client h2load --h2 lib     # the throughput bench, on it
-    H2LIB_NO_CHECKS=1 python bench/grpc_vs_http.py --client h2load --h2 lib   # h2's header checks off
+    python benchmarks/h2lib_prototype.py serve REPO --grpc-port 8001 ...
+    python benchmarks/grpc_vs_http.py --client h2load --h2 lib     # the throughput bench, on it
+    H2LIB_NO_CHECKS=1 python benchmarks/grpc_vs_http.py --client h2load --h2 lib   # h2's header checks off
 
 Not used by the server; not tested beyond the bench (the decision is in docs/benchmarks.md).
 """

@@ -20,10 +20,10 @@
 Liveness is polled and the server's RSS (VmRSS) sampled every 2 ms by a watcher process, away from
 the attacking threads' GIL.
 
-    python bench/hostile.py                       # every scenario
-    python bench/hostile.py decode --rounds 5     # the decode's hold on the event loop, in process
-    python bench/hostile.py bytes json --rounds 3
-    python bench/hostile.py shutdown --call-s 25 40
+    python benchmarks/hostile.py                       # every scenario
+    python benchmarks/hostile.py decode --rounds 5     # the decode's hold on the event loop, in process
+    python benchmarks/hostile.py bytes json --rounds 3
+    python benchmarks/hostile.py shutdown --call-s 25 40
 """
 
 from __future__ import annotations

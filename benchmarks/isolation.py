@@ -23,8 +23,8 @@ Per layout:
    alternate and share the machine's background load. B's P99 is pooled over each kind of window.
    The key travels as the load generator's `api_key` (an `Authorization: Bearer` header).
 
-    python bench/isolation.py                                  # both layouts, 5 rounds
-    python bench/isolation.py --layout adapters --rounds 8 --window-s 15
+    python benchmarks/isolation.py                                  # both layouts, 5 rounds
+    python benchmarks/isolation.py --layout adapters --rounds 8 --window-s 15
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ For each round: time `InferenceSession.run` in this process (same session option
 then `modelfleet bench -c 1` against `modelfleet serve` with the same request; report both P50s
 and the difference. Rounds alternate so that machine noise hits both sides alike.
 
-    python bench/latency_vs_inprocess.py --repo demo-repo --model minilm-sentiment --seq 128
+    python benchmarks/latency_vs_inprocess.py --repo demo-repo --model minilm-sentiment --seq 128
 """
 
 from __future__ import annotations

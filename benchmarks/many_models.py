@@ -9,10 +9,10 @@ density     resident memory of N adapter tenants, and of N full-copy tenants, be
 churn       uniform traffic over many non-shared models with a budget that holds 100 of them:
             server RSS sampled every second against budget + fixed overhead.
 
-  python bench/many_models.py zipf --repo /tmp/tenants --tenants 3000 --duration 120 --warmup 30
-  python bench/many_models.py cold-start --repo /tmp/tenants --full-repo /tmp/full --count 200
-  python bench/many_models.py density --repo /tmp/tenants --full-repo /tmp/full --count 1000
-  python bench/many_models.py churn --models 3000 --duration 600
+  python benchmarks/many_models.py zipf --repo /tmp/tenants --tenants 3000 --duration 120 --warmup 30
+  python benchmarks/many_models.py cold-start --repo /tmp/tenants --full-repo /tmp/full --count 200
+  python benchmarks/many_models.py density --repo /tmp/tenants --full-repo /tmp/full --count 1000
+  python benchmarks/many_models.py churn --models 3000 --duration 600
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # overhead.sh [ROUNDS] [SECONDS]: server overhead on `identity` against the in-stack limit.
 # In alternating rounds, wrk (1 thread, 8 connections, the same binary-extension request bytes)
-# drives (a) bench/trivial_target.py, a raw ASGI app under the same uvicorn stack answering a fixed
+# drives (a) benchmarks/trivial_target.py, a raw ASGI app under the same uvicorn stack answering a fixed
 # body, and (b) `modelfleet serve` running `identity` (ONNX Runtime, 1 intra-op thread).
 # Prints each round and the medians; the issue's target is (b) >= 25 % of (a).
 set -euo pipefail
@@ -26,7 +26,7 @@ free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)
 wait_port() { for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$1/v2/health/ready" && return 0; \
   curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.2; done; return 1; }
 P_RAW=$(free_port); P_MF=$(free_port)
-"$PY" "$ROOT/bench/trivial_target.py" --port "$P_RAW" >/dev/null 2>&1 & echo $! >"$WORK/raw.pid"
+"$PY" "$ROOT/benchmarks/trivial_target.py" --port "$P_RAW" >/dev/null 2>&1 & echo $! >"$WORK/raw.pid"
 "$ROOT/.venv/bin/modelfleet" serve "$WORK/repo" --port "$P_MF" --grpc-port 0 --intra-op-threads 1 --log-level warning \
   >"$WORK/mf.log" 2>&1 & echo $! >"$WORK/mf.pid"
 wait_port "$P_RAW"; wait_port "$P_MF"

@@ -11,8 +11,8 @@
    429s and their latency, RSS over the run, and how long after the overload the per-second
    ok-throughput takes to be back at >= 95 % of 0.8·S.
 
-    python bench/overload.py --repo /tmp/modelfleet-demo --phase-s 30     # builds the demo repo if missing
-    python bench/overload.py --url http://127.0.0.1:8000 --pid 12345 --phase-s 30
+    python benchmarks/overload.py --repo /tmp/modelfleet-demo --phase-s 30     # builds the demo repo if missing
+    python benchmarks/overload.py --url http://127.0.0.1:8000 --pid 12345 --phase-s 30
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@ heterogeneous   examples/heterogeneous/fleet.yaml: exact (auto) against first-fi
 large           N synthetic heterogeneous models x 10 instance types (bench target: 3,000, gap <= 1 %
                 within 60 s; 100,000 with --method heuristic, within 3 % of the bound in <= 60 s, < 2 GiB)
 
-  python bench/planner.py seed-002
-  python bench/planner.py heterogeneous
-  python bench/planner.py large --models 3000 --time-limit-s 60 --workers 2
-  python bench/planner.py large --models 100000 --method heuristic --time-limit-s 60
+  python benchmarks/planner.py seed-002
+  python benchmarks/planner.py heterogeneous
+  python benchmarks/planner.py large --models 3000 --time-limit-s 60 --workers 2
+  python benchmarks/planner.py large --models 100000 --method heuristic --time-limit-s 60
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def main() -> None:
             p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     print(machine())
-    print("$ python bench/planner.py " + " ".join(sys.argv[1:]))
+    print("$ python benchmarks/planner.py " + " ".join(sys.argv[1:]))
     {"seed-002": seed_002, "heterogeneous": heterogeneous, "large": large}[args.command](args)
 
 

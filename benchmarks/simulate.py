@@ -1,7 +1,7 @@
 """Issue 15 item 4: simulate a plan under Zipf traffic (modelfleet.planner.simulate), timed.
 
-  python bench/simulate.py seed-002                       # 40 x inf1.6xlarge at 6,230 req/s, Zipf 0 and 1.1
-  python bench/simulate.py plan PLAN_DIR FLEET.yaml RATE  # a plan.yaml written by `modelfleet plan --out`
+  python benchmarks/simulate.py seed-002                       # 40 x inf1.6xlarge at 6,230 req/s, Zipf 0 and 1.1
+  python benchmarks/simulate.py plan PLAN_DIR FLEET.yaml RATE  # a plan.yaml written by `modelfleet plan --out`
 
 The second form is the hook for validating the simulation against a real cluster (`modelfleet cluster
 up` on the same plan.yaml): run both at the same RATE and Zipf exponent and compare P90.
@@ -75,7 +75,7 @@ def main() -> None:
         p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     print(f"{time.strftime('%Y-%m-%d')} | nproc {len(os.sched_getaffinity(0))} | {cpu_model() or '?'}")
-    print("$ python bench/simulate.py " + " ".join(sys.argv[1:]))
+    print("$ python benchmarks/simulate.py " + " ".join(sys.argv[1:]))
     {"seed-002": seed_002, "plan": from_plan}[args.command](args)
 
 

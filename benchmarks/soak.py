@@ -11,8 +11,8 @@ the server's memory sampled after warm-up and at the end (target: within 5 % aft
    until the count is reached, RSS after each chunk; the chunks covering the first
    `--warmup-fraction` of the inferences are the warm-up.
 
-    python bench/soak.py                                       # 10,000 cycles, 1,000,000 inferences
-    python bench/soak.py --cycles 2000 --inferences 200000     # shorter
+    python benchmarks/soak.py                                       # 10,000 cycles, 1,000,000 inferences
+    python benchmarks/soak.py --cycles 2000 --inferences 200000     # shorter
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Raw ASGI under uvicorn (httptools + uvloop): every POST gets one fixed small V2 JSON answer, and
 `GET /v2/models/{name}` describes an FP32 [-1, 16] model, so the client's own cost can be measured.
 
-    python bench/trivial_target.py --port 8000
+    python benchmarks/trivial_target.py --port 8000
     uvicorn trivial_target:app --app-dir bench --port 8000 --no-access-log
 """
 

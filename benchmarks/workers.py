@@ -5,9 +5,9 @@ minilm-sentiment, -c 32: --workers 2 throughput >= --workers 0 (2 cores)
 kill -9 of a worker under -c 16: errors only for its in-flight requests, a replacement serving
 within 5 s, and the workers' memory back to its level before the kill
 
-python bench/workers.py --repo /tmp/demo --seconds 30             # all three
-python bench/workers.py --repo /tmp/demo --only kill --kill-seconds 60
-python bench/workers.py --only ipc     # the hop alone: one multiplexed socket vs a pool of 4
+python benchmarks/workers.py --repo /tmp/demo --seconds 30             # all three
+python benchmarks/workers.py --repo /tmp/demo --only kill --kill-seconds 60
+python benchmarks/workers.py --only ipc     # the hop alone: one multiplexed socket vs a pool of 4
 """
 
 from __future__ import annotations

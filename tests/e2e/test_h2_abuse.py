@@ -1,7 +1,7 @@
 """Issue 16's HTTP/2 targets through `modelfleet serve`: a client that never reads floods the gRPC port
 with 2,000,000 PINGs or 3,000,000 SETTINGS; the server closes the connection (GOAWAY ENHANCE_YOUR_CALM;
 tests/integration/test_h2_conformance.py reads it back deterministically), its memory grows by less
-than 64 MiB, and it goes on serving other clients (bench/h2_abuse.py has the figures)."""
+than 64 MiB, and it goes on serving other clients (benchmarks/h2_abuse.py has the figures)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`modelfleet bench` end to end: real sockets, a real server, the CLI through CliRunner.
 
-Targets: `bench/trivial_target.py` under uvicorn in a subprocess, a small threaded server here
+Targets: `benchmarks/trivial_target.py` under uvicorn in a subprocess, a small threaded server here
 that answers chunked, closes every third connection, and never answers model `silent`, and another
 that refuses model `busy` at once with 429 and answers others after 20 ms (for the open loop).
 """
@@ -37,14 +37,21 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def trivial_url() -> Iterator[str]:
-    """bench/trivial_target.py's app under uvicorn, on a socket this test listens on before the
+    """benchmarks/trivial_target.py's app under uvicorn, on a socket this test listens on before the
     server starts: connections wait in its backlog until the server accepts them, so the first
     request is answered once the server is up (no polling for readiness)."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(128)
         fd = listener.fileno()
-        command = [sys.executable, "-m", "uvicorn", "trivial_target:app", "--app-dir", str(REPO / "bench")]
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "trivial_target:app",
+            "--app-dir",
+            str(REPO / "benchmarks"),
+        ]
         command += ["--fd", str(fd), "--log-level", "warning", "--no-access-log"]
         with subprocess.Popen(command, pass_fds=[fd]) as proc:
             url = f"http://127.0.0.1:{listener.getsockname()[1]}"

@@ -139,7 +139,7 @@ async def test_log_lines_while_a_request_is_handled_carry_it(tmp_path: Path) -> 
 
 
 async def test_load_unload_churn_between_scrapes_holds_no_dead_copies(tmp_path: Path) -> None:
-    """bench/soak.py found ~2 KiB kept per load + first inference when nothing scraped /metrics:
+    """benchmarks/soak.py found ~2 KiB kept per load + first inference when nothing scraped /metrics:
     the statistics of every copy ever loaded, folded only at a scrape. Now they are folded when
     the next copy answers, and the counts are the same."""
     import gc

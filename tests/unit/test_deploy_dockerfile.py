@@ -110,5 +110,5 @@ def test_the_build_context_carries_what_the_build_copies_and_little_else(
     for source in sources:
         assert not _ignored(source.rstrip("/"), patterns), source
         assert (ROOT / source).exists(), source
-    for kept_out in (".venv", ".git", "tests", "bench", "docs"):
+    for kept_out in (".venv", ".git", "tests", "benchmarks", "docs"):
         assert _ignored(kept_out, patterns), kept_out

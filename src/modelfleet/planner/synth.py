@@ -1,4 +1,4 @@
-"""Synthetic heterogeneous fleets for the examples, the tests and bench/planner.py.
+"""Synthetic heterogeneous fleets for the examples, the tests and benchmarks/planner.py.
 
 Sizes are log-uniform over a `spread` (100x by default), traffic follows a Zipf popularity over a
 random order, the top 1 % by traffic get 2 replicas, and a share of the models form a second
