@@ -270,9 +270,9 @@ def big_elements(max_body: int, binary_answer: bool = False, nested: bool = Fals
     the shape [1, n] says)."""
     head = b'{"inputs":[{"name":"input","shape":[1,%d],"datatype":"FP32","data":['
     tail = b']}],"parameters":{"binary_data_output":true}}' if binary_answer else b"]}]}"
+    n = (max_body - len(head) - 16 - 48) // 4  # "1.5," per element; room for either tail (and [ ])
     if nested:
         head, tail = head + b"[", b"]" + tail
-    n = (max_body - len(head) - 16 - 48) // 4  # "1.5," per element; room for either tail
     body = head % n + b"1.5," * (n - 1) + b"1.5" + tail
     assert len(body) <= max_body, len(body)
     return n, body
