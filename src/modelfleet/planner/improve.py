@@ -6,21 +6,30 @@ while the cost falls and time is left. Works on the Packer's per-model data (pla
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from modelfleet.planner.bins import Bin
-from modelfleet.planner.problem import Int64Array
+from modelfleet.planner.problem import FloatArray, Int64Array, Problem
 
-if TYPE_CHECKING:
-    from modelfleet.planner.heuristic import Packer
+
+class Packed(Protocol):
+    """What the improvement reads of the packer (planner.heuristic.Packer): the problem, each model's
+    fraction of each type per dimension, the prices, and which models need their group checked."""
+
+    p: Problem
+    frac: FloatArray
+    prices: FloatArray
+    special: np.ndarray
+
+    def compatible(self, m: int, members: list[int]) -> bool: ...
 
 
 class Improver:
     """The improvement passes over one problem's packings."""
 
-    def __init__(self, packer: Packer) -> None:
+    def __init__(self, packer: Packed) -> None:
         self.packer = packer
         self.p = packer.p
         self.frac = packer.frac
