@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
@@ -22,7 +23,6 @@ from modelfleet.errors import (
 from modelfleet.protocol.rest import dumps, loads
 from modelfleet.server.auth import Access, Guard, Principal, presented_key
 from modelfleet.server.http1 import HOLD
-from modelfleet.server.quota import Quota
 
 JSON = b"application/json"
 
@@ -50,15 +50,11 @@ def admit(
     return guard.admit(access, key, client[0] if client else None, name, version)
 
 
-def enter_quota(quota: Quota, scope: Scope) -> None:
-    """Count a request in its tenant's quota; past it, 429 and its connection held (http1.py)."""
-    try:
-        quota.enter()
-    except Overloaded:
-        hold = scope.get("extensions", {}).get(HOLD)
-        if hold is not None:
-            quota.hold(hold())
-        raise
+def hold_of(scope: Scope) -> Callable[[], Callable[[], bool]] | None:
+    """The connection's hold (server/http1.py), for a tenant past its quota; None when the server
+    under the app is not ours (an in-process test client)."""
+    hold: Callable[[], Callable[[], bool]] | None = scope.get("extensions", {}).get(HOLD)
+    return hold
 
 
 class BodyBudget:

@@ -46,6 +46,7 @@ from modelfleet.server.asgi import (
     admit,
     error_body,
     headers_of,
+    hold_of,
     json_object,
     read_body,
     send_error,
@@ -54,7 +55,6 @@ from modelfleet.server.asgi import (
 )
 from modelfleet.server.auth import Access, Guard, Principal
 from modelfleet.server.dataplane import DataPlane
-from modelfleet.server.http1 import HOLD
 from modelfleet.server.inference import Inference, not_counted
 from modelfleet.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from modelfleet.server.metrics import Metrics
@@ -63,7 +63,6 @@ from modelfleet.server.quota import Quota
 
 log = logging.getLogger(__name__)
 
-__all__ = ["InferEndpoint", "build_http_app", "send_json"]  # send_json: server/asgi.py's, for app.py
 
 DECODE_OFF_LOOP_BYTES = 1 << 20  # bodies larger than this are decoded on a thread: the loop stays live
 _HEADER_LENGTH = HEADER_LENGTH.encode()
@@ -118,13 +117,10 @@ class InferEndpoint:
         async def read() -> bytes:
             return await read_body(receive, headers, self._limit, timeout_s=self._body_timeout_s, share=share)
 
-        async def leaving(task: asyncio.Task[Any]) -> None:
-            await watch_disconnect(receive, task)
-
         try:
             payload, binary_header = await self._inference.run(
                 name, version, started, read, partial(self._decode, headers), _encode,
-                admit=admit_, hold=scope.get("extensions", {}).get(HOLD), leaving=leaving,
+                admit=admit_, hold=hold_of(scope), leaving=partial(watch_disconnect, receive),
             )  # fmt: skip
         except ModelfleetError as exc:
             await send_error(send, exc)

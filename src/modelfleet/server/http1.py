@@ -11,7 +11,7 @@ client can hold before any request reaches the app.
 - `keep_alive_timeout_s` is uvicorn's own keep-alive timer (set in server/app.py).
 - A request refused by its tenant's quota may hold its connection (scope extension
   `modelfleet.hold`, server/quota.py): nothing more is read from it until the quota lets it go, or
-  MAX_HOLD_S has passed.
+  quota.MAX_HOLD_S (spread) has passed.
 
 Body size and body time are the app's (server/http.py `read_body`), where the answer is JSON too.
 """
@@ -19,7 +19,6 @@ Body size and body time are the app's (server/http.py `read_body`), where the an
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable
 from typing import Any
 
@@ -27,8 +26,8 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from modelfleet.config import ServerSettings
+from modelfleet.server.quota import hold_timeout_s
 
-MAX_HOLD_S = 30.0  # a held connection reads again after 15-45 s at most, whatever its quota says
 HOLD = "modelfleet.hold"  # the scope extension: call it to hold the connection after this response
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
 
@@ -102,7 +101,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def hold(self) -> Callable[[], bool]:
         """Read nothing more from this connection once the current response is complete, until the
-        returned callable is called (at most MAX_HOLD_S)."""
+        returned callable is called (at most quota.MAX_HOLD_S, spread)."""
         self._held = True
         return self._release
 
@@ -114,8 +113,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.timeout_keep_alive_task is not None:  # not idle: held (the timer restarts after)
             self.timeout_keep_alive_task.cancel()
             self.timeout_keep_alive_task = None
-        # spread: connections held at once must not all come back at once
-        self._hold_timer = self.loop.call_later(MAX_HOLD_S * (0.5 + random.random()), self._release)
+        self._hold_timer = self.loop.call_later(hold_timeout_s(), self._release)
 
     def _release(self) -> bool:
         """Read from the connection again; False when it was not held (or is gone)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 from modelfleet.errors import Overloaded
 
+MAX_HOLD_S = 30.0  # a held connection reads again after 15-45 s at most, whatever its quota says
 MAX_HELD = 4096  # connections one tenant may have held at once; past it the oldest goes
 
 
@@ -100,3 +102,9 @@ class Quota:
         self._let_go()
         if self._held and self._rate is not None:
             self._tick = asyncio.get_running_loop().call_later(1.0 / self._rate, self._release)
+
+
+def hold_timeout_s() -> float:
+    """How long a transport holds a connection at most: MAX_HOLD_S spread over 0.5-1.5x, so that
+    connections held at once do not all come back at once."""
+    return MAX_HOLD_S * (0.5 + random.random())

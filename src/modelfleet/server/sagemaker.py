@@ -36,10 +36,9 @@ from modelfleet.protocol import sagemaker as shapes
 from modelfleet.protocol.rest import HEADER_LENGTH, Limits, dumps, encode_response
 from modelfleet.protocol.v2 import InferRequest, InferResponse
 from modelfleet.repository.names import check_model_name, is_model_name
-from modelfleet.server.asgi import BodyBudget, ClientGone, json_object, read_body
+from modelfleet.server.asgi import BodyBudget, ClientGone, hold_of, json_object, read_body
 from modelfleet.server.auth import OPEN, Access, Guard, Principal, presented_key
 from modelfleet.server.dataplane import DataPlane
-from modelfleet.server.http1 import HOLD
 from modelfleet.server.inference import Inference
 from modelfleet.server.metrics import Metrics
 from modelfleet.server.sagemaker_artefacts import Stager, resolve_inside
@@ -183,7 +182,7 @@ class SageMakerApi:
             payload, binary_header = await self._inference.run(
                 name, None, started, read, decode, encode,
                 admit=lambda: self.authorize(request, Access.MODEL, name).quota,
-                hold=request.scope.get("extensions", {}).get(HOLD),
+                hold=hold_of(request.scope),
             )  # fmt: skip
         except ClientGone:
             return Response(status_code=499)  # nobody reads it

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import struct
 from collections.abc import Callable
 
@@ -22,7 +21,6 @@ from modelfleet.server.h2grpc.wire import (
     MAX_CONCURRENT_STREAMS,
     MAX_FRAME_SIZE,
     MAX_HEADER_LIST_SIZE,
-    MAX_HOLD_S,
     SETTINGS,
     WINDOW_UPDATE,
     H2ConnectionError,
@@ -32,6 +30,7 @@ from modelfleet.server.h2grpc.wire import (
     _u32,
     frame,
 )
+from modelfleet.server.quota import hold_timeout_s
 
 log = logging.getLogger("modelfleet.server.h2grpc")
 
@@ -123,13 +122,12 @@ class Connection(FrameReader, FlowControl, Calls):
 
     def _hold_reads(self) -> Callable[[], bool]:
         """Read nothing more from this connection (its calls still answer) until the returned
-        callable is called, or MAX_HOLD_S (spread) has passed."""
+        callable is called, or quota.MAX_HOLD_S (spread) has passed."""
         transport = self._transport
         if not self._held and transport is not None and not transport.is_closing():
             self._held = True
             transport.pause_reading()
-            spread = MAX_HOLD_S * (0.5 + random.random())
-            self._hold_timer = asyncio.get_running_loop().call_later(spread, self._let_reads)
+            self._hold_timer = asyncio.get_running_loop().call_later(hold_timeout_s(), self._let_reads)
         return self._let_reads
 
     def _let_reads(self) -> bool:

@@ -244,5 +244,4 @@ class _Stream:
         self.offset = 0  # how much of it is sent
 
 
-MAX_HOLD_S = 30.0  # a held connection reads again after 15-45 s at most, whatever held it
 LINGER_S = 2.0  # a closed connection whose peer does not read what is left is aborted after this
