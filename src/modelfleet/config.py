@@ -139,7 +139,7 @@ class ModelSelection:
     """Model names (exact) and shell-style patterns (`*`, `?`, `[...]`), matched case-sensitively."""
 
     names: frozenset[str]
-    patterns: tuple[str, ...]
+    patterns: tuple[re.Pattern[str], ...]
 
     @classmethod
     def parse(cls, value: str) -> ModelSelection | None:
@@ -160,10 +160,10 @@ class ModelSelection:
             raise ValueError(f"models: '{bad[0][:64]}' is neither a model name nor a pattern")
         wildcard = [item for item in items if any(c in item for c in "*?[")]
         exact = frozenset(item for item in items if item not in wildcard)
-        return cls(exact, tuple(fnmatch.translate(p) for p in dict.fromkeys(wildcard)))
+        return cls(exact, tuple(re.compile(fnmatch.translate(p)) for p in dict.fromkeys(wildcard)))
 
     def matches(self, name: str) -> bool:
-        return name in self.names or any(re.match(p, name) for p in self.patterns)
+        return name in self.names or any(p.match(name) for p in self.patterns)
 
     def describe(self) -> str:
         return f"{len(self.names)} names and {len(self.patterns)} patterns selected"
