@@ -23,6 +23,23 @@ def free_port() -> int:
         return port
 
 
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:
+    """Poll `url` until it answers 200 (a server in another process has no event to wait on); fail
+    with the server's log if the process exits or the time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"server not ready after {timeout_s} s:\n{log.read_text(errors='replace')}")
+
+
 class ServerProcess:
     def __init__(self, repository: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
@@ -48,18 +65,7 @@ class ServerProcess:
             )
 
     def wait_ready(self, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                with urllib.request.urlopen(f"http://{self.url}/v2/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"server not ready after {timeout_s} s:\n{self.output()}")
+        wait_ready(f"http://{self.url}/v2/health/ready", self.proc, self.log, timeout_s)
 
     def stop(self, timeout_s: float = 30) -> int:
         if self.proc.poll() is None:

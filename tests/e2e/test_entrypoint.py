@@ -7,14 +7,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import free_port, wait_ready
 
 ENTRYPOINT = Path(__file__).resolve().parents[2] / "docker" / "entrypoint.sh"
 FAKE = """#!/bin/sh
@@ -147,16 +144,7 @@ def test_sagemaker_serve_with_the_real_server_and_health_check(repo: Path, tmp_p
             ["/bin/sh", str(ENTRYPOINT), "serve"], env=environment, stdout=out, stderr=out
         )
     try:
-        deadline = time.monotonic() + 60
-        while True:  # poll the server's readiness
-            assert proc.poll() is None, log.read_text()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1) as answer:
-                    if answer.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
+        wait_ready(f"http://127.0.0.1:{port}/ping", proc, log)
         # the health check reads the URL the entrypoint noted: SageMaker's port, not 8000
         done = healthcheck(tmp_path)
         assert done.returncode == 0, done.stderr

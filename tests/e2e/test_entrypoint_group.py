@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,7 +17,7 @@ from modelfleet.deploy.groups import MODELS_FILE, GroupOptions
 from modelfleet.deploy.routing import RouterOptions
 from modelfleet.deploy.write import Rendered, load_all, render
 from modelfleet.planner.catalog import load_catalog
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import free_port, wait_ready
 from tests.unit.test_deploy_plan import write_plan
 
 ENTRYPOINT = Path(__file__).resolve().parents[2] / "docker" / "entrypoint.sh"
@@ -61,16 +60,7 @@ def test_every_variable_of_the_deployment_is_a_server_setting(tmp_path: Path) ->
 
 
 def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:  # poll the server's readiness
-        assert proc.poll() is None, log.read_text()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as answer:
-                if answer.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+    wait_ready(f"http://127.0.0.1:{port}/v2/health/ready", proc, log)
 
 
 def _status(url: str) -> int:
