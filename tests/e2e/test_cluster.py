@@ -80,7 +80,10 @@ def bindable(port: int) -> bool:
 @pytest.fixture
 def front(plan_dir: Path, repo: Path) -> Iterator[int]:
     port = free_port()
-    done = cluster("up", plan_dir, "--port", port, "--repo", repo, "--scale", "0.1", "--nginx", str(NGINX))
+    done = cluster(
+        "up", plan_dir, "--port", port, "--repo", repo, "--scale", "0.1", "--nginx", str(NGINX),
+        "--pin", "--server-arg=--max-queue-size=77",
+    )  # fmt: skip
     try:
         assert done.returncode == 0, done.stderr
         yield port
@@ -98,6 +101,13 @@ def test_up_routes_every_model_to_its_server_and_down_leaves_nothing(
     assert all(s["running"] and s["ready"] for s in servers.values())
     assert {name: s["models"] for name, s in servers.items()} == {n: len(m) for n, m in PLAN.items()}
     assert servers["server-0"]["memory_budget_bytes"] == int(4 * 2**30 * 0.1)  # c7i.large x --scale
+    allowed = sorted(os.sched_getaffinity(0))
+    expected = [(allowed[k % len(allowed)],) for k in range(3)]  # one thread each, in turn
+    for k, name in enumerate(sorted(servers)):  # --pin: each server runs where the status says
+        assert servers[name]["cpus"] == list(expected[k])
+        assert os.sched_getaffinity(servers[name]["pid"]) == set(expected[k])
+        assert "--max-queue-size=77" in (cmdline(servers[name]["pid"]) or "")
+    assert os.sched_getaffinity(0) == set(allowed)  # `up` gave its own CPUs back
     body = {"inputs": [{"name": "input", "shape": [1, 16], "datatype": "FP32", "data": ROW}]}
     with httpx.Client(base_url=f"http://127.0.0.1:{front}", trust_env=False) as client:
         for name, models in PLAN.items():

@@ -3,6 +3,7 @@ repository, scaled to this machine; the state file written and read back."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from modelfleet.cluster.layout import (
     check_models,
     fit_scale,
     layout,
+    pin_cpus,
     read_plan,
 )
 from modelfleet.cluster.state import (
@@ -122,3 +124,21 @@ def test_the_state_file_round_trips_and_goes(tmp_path: Path) -> None:
     (state_folder(tmp_path) / "state.json").write_text('{"host": 1}')
     with pytest.raises(ClusterError, match="is not a cluster state this version wrote"):
         read_state(tmp_path)
+
+
+def test_pinned_servers_take_cpus_in_turn_and_share_them_only_when_too_few() -> None:
+    assert pin_cpus([1, 1], [0, 1, 2, 3]) == [(0,), (1,)]
+    assert pin_cpus([2, 1], [4, 5, 6]) == [(4, 5), (6,)]
+    assert pin_cpus([1, 1, 1], [0, 1]) == [(0,), (1,), (0,)]  # more servers than CPUs: round the list
+    assert pin_cpus([3], [0, 1]) == [(0, 1)]  # never more CPUs than there are
+    with pytest.raises(ClusterError, match="no CPU"):
+        pin_cpus([1], [])
+
+
+def test_layout_pins_only_when_asked(tmp_path: Path) -> None:
+    planned = [("small", ["a"]), ("small", ["b"])]
+    loose, _ = layout(planned, CATALOG, 0.5)
+    assert [s.cpus for s in loose] == [(), ()]
+    pinned, _ = layout(planned, CATALOG, 0.5, pin=True)
+    allowed = sorted(os.sched_getaffinity(0))
+    assert [s.cpus for s in pinned] == pin_cpus([1, 1], allowed)

@@ -32,6 +32,10 @@ def cluster(
                                                  "with (default: the shipped one).")] = None,
     host: Annotated[str, typer.Option("--host", help="up: the address the front and servers bind to.")] = "127.0.0.1",
     nginx: Annotated[str | None, typer.Option("--nginx", help="up: the nginx binary (default: on PATH or /usr/sbin).")] = None,
+    pin: Annotated[bool, typer.Option("--pin", help="up: run each server on CPUs of its own (its instance's "
+                                      "scaled vCPUs, taken in turn from this machine's; shared round them when there are too few).")] = False,
+    server_arg: Annotated[list[str] | None, typer.Option("--server-arg", help="up: one more `modelfleet serve` "
+                                                         "option for every server, e.g. --server-arg=--compute-slots=1 (repeat it).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="status: one JSON document.")] = False,
 ) -> None:  # fmt: skip
     """Run a fleet plan on this machine: one `modelfleet serve` per planned instance, each serving only
@@ -48,8 +52,9 @@ def cluster(
             if port is None:
                 raise ClusterError("cluster up needs --port, the front's port")
             options = run.UpOptions(
-                port=port, repository=repo, scale=scale, catalog=catalog, host=host, nginx=nginx
-            )
+                port=port, repository=repo, scale=scale, catalog=catalog, host=host, nginx=nginx,
+                pin=pin, server_args=tuple(server_arg or ()),
+            )  # fmt: skip
             state = run.up(plan_dir, options, say=lambda text: err.print(text))
             err.print(f"cluster up: {len(state.servers)} servers behind http://{state.host}:{state.port} "
                       f"(scale {state.scale:.3g}); `modelfleet cluster down {plan_dir}` stops them")  # fmt: skip
@@ -79,14 +84,15 @@ def _print_status(doc: dict[str, Any]) -> None:
     table = Table(
         title=f"front {front['url']} (nginx pid {front['pid']}: {_word(front['running'], 'running')})"
     )
-    for column in ("server", "type", "pid", "port", "health", "models", "loaded", "budget", "threads"):
+    columns = ("server", "type", "pid", "port", "health", "models", "loaded", "budget", "threads", "cpus")
+    for column in columns:
         table.add_column(column, justify="right" if column not in ("server", "type", "health") else "left")
     for s in doc["servers"]:
         health = "ready" if s["ready"] else "running, not ready" if s["running"] else "[red]gone[/red]"
         table.add_row(
             s["name"], s["instance_type"], str(s["pid"]), str(s["port"]), health, f"{s['models']:,}",
             "-" if s["loaded"] is None else f"{s['loaded']:,}", f"{s['memory_budget_bytes'] / 2**30:.2f} GiB",
-            str(s["threads"]),
+            str(s["threads"]), ",".join(map(str, s.get("cpus") or [])) or "any",
         )  # fmt: skip
     Console().print(table)
 

@@ -8,7 +8,7 @@ each type's memory and vCPUs, and the repository's model names. Every mismatch i
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,21 @@ class ServerSpec:
     models: tuple[str, ...]
     memory_budget_bytes: int
     threads: int
+    cpus: tuple[int, ...] = ()  # the CPUs it is pinned to (`--pin`); () : not pinned
+
+
+def pin_cpus(threads: list[int], allowed: list[int]) -> list[tuple[int, ...]]:
+    """CPUs for each server when pinned (`--pin`): `threads[i]` CPUs each, taken in turn from
+    `allowed` (this process's CPUs, sorted) so that servers get CPUs of their own while they last, and
+    share them round the list when the plan has more threads than the machine has CPUs."""
+    if not allowed:
+        raise ClusterError("--pin: this process may run on no CPU")
+    out, k = [], 0
+    for n in threads:
+        take = min(n, len(allowed))
+        out.append(tuple(sorted(allowed[(k + j) % len(allowed)] for j in range(take))))
+        k += take
+    return out
 
 
 def read_plan(plan_dir: Path) -> list[tuple[str, list[str]]]:
@@ -83,9 +98,10 @@ def layout(
     planned: list[tuple[str, list[str]]],
     catalog: dict[str, dict[str, Any]],
     scale: float | None,
+    pin: bool = False,
 ) -> tuple[list[ServerSpec], float]:
     """The servers to run and the scale used (`scale` None: fit this machine). `catalog`: type
-    name -> {'memory_bytes', 'vcpus'}."""
+    name -> {'memory_bytes', 'vcpus'}. `pin`: each server gets CPUs of its own (pin_cpus)."""
     missing = sorted({kind for kind, _ in planned} - set(catalog))
     if missing:
         raise ClusterError(
@@ -107,4 +123,7 @@ def layout(
             )
         threads = max(1, int(spec["vcpus"] * scale))
         servers.append(ServerSpec(f"server-{i}", kind, tuple(models), budget, threads))
+    if pin:
+        cpus = pin_cpus([s.threads for s in servers], sorted(os.sched_getaffinity(0)))
+        servers = [replace(s, cpus=c) for s, c in zip(servers, cpus, strict=True)]
     return servers, scale

@@ -49,12 +49,17 @@ def free_ports(host: str, count: int) -> list[int]:
             sock.close()
 
 
-def spawn(argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> int:
+def spawn(argv: Sequence[str], log: Path, env: dict[str, str] | None = None, cpus: Sequence[int] = ()) -> int:
     """Start a process in a session of its own (it outlives `cluster up`, and Ctrl-C there does not
     reach it), its output appended to `log`; its pid. No Popen object: nothing here waits for it
-    but `stop` (and `exited`), which reap it when it is this process's child."""
+    but `stop` (and `exited`), which reap it when it is this process's child. `cpus`: run it, and
+    every thread it starts, on these CPUs only (the calling thread's affinity is what a spawned
+    process inherits, so it is set for the spawn and put back)."""
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    mine = os.sched_getaffinity(0)
     try:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
         actions = [
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
             (os.POSIX_SPAWN_DUP2, fd, 1),
@@ -66,6 +71,8 @@ def spawn(argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> 
     except OSError as exc:
         raise ClusterError(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
     finally:
+        if cpus:
+            os.sched_setaffinity(0, mine)
         os.close(fd)
 
 

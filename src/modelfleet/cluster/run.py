@@ -39,6 +39,8 @@ class UpOptions:
     catalog: Path | None = None
     host: str = "127.0.0.1"
     nginx: str | None = None  # the nginx binary; None: found on PATH or in /usr/sbin
+    pin: bool = False  # each server on CPUs of its own (layout.pin_cpus)
+    server_args: tuple[str, ...] = ()  # more `modelfleet serve` options, for every server
     ready_timeout_s: float = SERVER_READY_TIMEOUT_S
 
 
@@ -93,7 +95,7 @@ def _servers(plan_dir: Path, options: UpOptions) -> tuple[list[ServerSpec], floa
     except PlanInputError as exc:
         raise ClusterError(str(exc)) from None
     types = {t.name: {"memory_bytes": t.memory_bytes, "vcpus": t.vcpus} for t in catalog.types}
-    return layout(planned, types, options.scale)
+    return layout(planned, types, options.scale, options.pin)
 
 
 def _start_servers(
@@ -113,10 +115,10 @@ def _start_servers(
             sys.executable, "-m", "modelfleet", "serve", str(options.repository.resolve()),
             "--host", options.host, "--port", str(port), "--grpc-port", "0",
             "--models", f"@{models_file}", "--memory-budget", str(server.memory_budget_bytes),
-            "--intra-op-threads", str(server.threads),
+            "--intra-op-threads", str(server.threads), *options.server_args,
         ]  # fmt: skip
         log = folder / f"{server.name}.log"
-        started.append(procs.spawn(argv, log))
+        started.append(procs.spawn(argv, log, cpus=server.cpus))
         states.append(
             ServerState(
                 server.name,
@@ -127,9 +129,13 @@ def _start_servers(
                 str(models_file),
                 server.memory_budget_bytes,
                 server.threads,
+                server.cpus,
             )
         )
-        say(f"started {server.name} ({server.instance_type}, {len(server.models)} models) on port {port}")
+        pinned = f", CPUs {','.join(map(str, server.cpus))}" if server.cpus else ""
+        say(
+            f"started {server.name} ({server.instance_type}, {len(server.models)} models{pinned}) on port {port}"
+        )
     for state in states:
         url = f"http://{options.host}:{state.port}/v2/health/ready"
         procs.wait_ready(state.pid, url, state.name, folder / f"{state.name}.log", options.ready_timeout_s)
@@ -170,6 +176,7 @@ def status(plan_dir: Path) -> dict[str, Any] | None:
                     "loaded": _loaded(client, base) if running else None,
                     "memory_budget_bytes": server.memory_budget_bytes,
                     "threads": server.threads,
+                    "cpus": list(server.cpus),
                 }
             )
         front_running = procs.alive(state.nginx_pid, mark)

@@ -25,6 +25,7 @@ class ServerState:
     models_file: str
     memory_budget_bytes: int
     threads: int
+    cpus: tuple[int, ...] = ()  # pinned to (`up --pin`); () : not pinned
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +59,7 @@ def read_state(plan_dir: Path) -> ClusterState | None:
     path = state_folder(plan_dir) / STATE_FILE
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        servers = tuple(ServerState(**s) for s in doc.pop("servers"))
+        servers = tuple(ServerState(**{**s, "cpus": tuple(s.get("cpus", ()))}) for s in doc.pop("servers"))
         return ClusterState(servers=servers, **doc)
     except FileNotFoundError:
         return None
