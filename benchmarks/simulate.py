@@ -39,7 +39,14 @@ def report(label: str, sim: Simulation, seconds: float) -> None:
 def run(spec: FleetSpec, plan: list[PlannedInstance], args: argparse.Namespace, zipf: float) -> None:
     started = time.monotonic()
     sim = simulate(
-        spec, load_catalog(), plan, args.rate, duration_s=args.duration_s, zipf_s=zipf, seed=args.seed
+        spec,
+        load_catalog(args.catalog),
+        plan,
+        args.rate,
+        duration_s=args.duration_s,
+        zipf_s=zipf,
+        seed=args.seed,
+        listed=args.zipf_listed,
     )
     report(f"{len(plan)} instances, {args.rate:,.0f} req/s, Zipf {zipf:g}", sim, time.monotonic() - started)
 
@@ -73,6 +80,12 @@ def main() -> None:
         p.add_argument("--duration-s", type=float, default=20.0)
         p.add_argument("--zipf", type=float, default=None)
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--catalog", type=Path, default=None, help="instance catalogue (default: shipped)")
+        p.add_argument(
+            "--zipf-listed",
+            action="store_true",
+            help="equal-traffic models ranked in the spec's order, as `modelfleet bench` ranks its list",
+        )
     args = parser.parse_args()
     print(f"{time.strftime('%Y-%m-%d')} | nproc {len(os.sched_getaffinity(0))} | {cpu_model() or '?'}")
     print("$ python benchmarks/simulate.py " + " ".join(sys.argv[1:]))

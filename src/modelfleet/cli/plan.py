@@ -58,6 +58,14 @@ def plan(
         float, typer.Option("--zipf", min=0.0, help="Zipf exponent of the simulated traffic (0: uniform).")
     ] = 1.1,
     seed: Annotated[int, typer.Option("--seed", help="Random seed of the simulation.")] = 0,
+    zipf_listed: Annotated[
+        bool,
+        typer.Option(
+            "--zipf-listed",
+            help="Models of equal declared traffic take their Zipf ranks in the spec's order (as `modelfleet "
+            "bench --popularity zipf` ranks its model list), not in a random order.",
+        ),
+    ] = False,
 ) -> None:
     """Pack the fleet's models onto the cheapest set of instances: the instances by type, their use,
     $/h, $ per model-hour and per million inferences, the proven lower bound and the gap; with
@@ -79,7 +87,16 @@ def plan(
             from modelfleet.planner.simulate import simulate
 
             instances = [(i.type, i.models, i.cores) for i in result.instances]
-            sim = simulate(spec, cat, instances, simulate_rps, duration_s=simulate_s, zipf_s=zipf, seed=seed)
+            sim = simulate(
+                spec,
+                cat,
+                instances,
+                simulate_rps,
+                duration_s=simulate_s,
+                zipf_s=zipf,
+                seed=seed,
+                listed=zipf_listed,
+            )
     except PlanInputError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(EXIT_INPUT) from None

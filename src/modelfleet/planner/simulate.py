@@ -5,12 +5,14 @@ spec's traffic, ties in a seeded random order) and over each model's replicas ev
 serves from executors: on a type with accelerators each core is one executor serving only the
 models placed on it (the plan's `cores`), on a CPU type its vCPUs are a pool of executors serving
 all its models. An executor that comes free takes the oldest waiting request and, up to the model's
-`max_batch_size`, the others of that model already waiting (dynamic batching without a delay).
+`max_batch_size`, the others of that model already waiting (dynamic batching without a delay);
+models with the same `shared_base` (adapters over one base) batch together, as the server does.
 
-A batch of k takes s1 + (k - 1) x per_item seconds: s1 is the capacity's `service_ms` (a profile's
-P50 at concurrency 1), else cores / rps (the declared throughput at the SLO, spread over the
-executors); per_item makes full batches sustain the declared throughput. Pure numpy and heapq; the
-random generator is seeded, so a run is reproducible.
+A batch takes s1 of its first request's model plus per_item for each further request: s1 is the
+capacity's `service_ms` (a profile's P50 at concurrency 1), else cores / rps (the declared
+throughput at the SLO, spread over the executors); per_item is the capacity's `batch_item_ms`, else
+what makes full batches sustain the declared throughput. Pure numpy and heapq; the random generator
+is seeded, so a run is reproducible.
 """
 
 from __future__ import annotations
@@ -84,16 +86,20 @@ class Simulation:
         return [k for k, i in enumerate(self.instances) if i.offered > 1.0]
 
 
-def zipf_rates(spec: FleetSpec, rate_rps: float, zipf_s: float, rng: np.random.Generator) -> dict[str, float]:
-    """Requests/s per model name: Zipf(zipf_s) over the models ranked by their declared traffic."""
+def zipf_rates(
+    spec: FleetSpec, rate_rps: float, zipf_s: float, rng: np.random.Generator, listed: bool = False
+) -> dict[str, float]:
+    """Requests/s per model name: Zipf(zipf_s) over the models ranked by their declared traffic,
+    ties in a random order, or (`listed`) in the spec's order, as `modelfleet bench --popularity zipf`
+    ranks its list of models."""
     names: list[str] = []
     traffic: list[float] = []
     for entry in spec.models:
         for name in entry.names():
             names.append(name)
             traffic.append(entry.traffic_rps)
-    ties = rng.random(len(names))
-    order = np.lexsort((ties, -np.asarray(traffic)))  # highest traffic first, ties shuffled
+    ties = np.arange(len(names)) if listed else rng.random(len(names))
+    order = np.lexsort((ties, -np.asarray(traffic)))  # highest traffic first, then by the ties
     weights = 1.0 / np.arange(1, len(names) + 1, dtype=np.float64) ** zipf_s
     rates = np.empty(len(names))
     rates[order] = weights / weights.sum() * rate_rps
@@ -114,7 +120,9 @@ def service_for(entry: ModelSpec, t: InstanceType) -> Service:
         )
     first = cap.service_ms / 1e3 if cap.service_ms is not None else executors / float(rps or 1.0)
     per_item = first
-    if cap.max_batch_size > 1 and rps is not None:
+    if cap.batch_item_ms is not None:
+        per_item = cap.batch_item_ms / 1e3
+    elif cap.max_batch_size > 1 and rps is not None:
         full = executors * cap.max_batch_size / rps  # a full batch's time at the declared throughput
         per_item = max(0.0, (full - first) / (cap.max_batch_size - 1))
     return Service(first, per_item, cap.max_batch_size)
@@ -153,15 +161,17 @@ def simulate(
     warmup_s: float | None = None,
     zipf_s: float = 1.1,
     seed: int = 0,
+    listed: bool = False,
 ) -> Simulation:
-    """Simulate `instances` (type, models, models per core or ()) at `rate_rps` for `duration_s`."""
+    """Simulate `instances` (type, models, models per core or ()) at `rate_rps` for `duration_s`.
+    `listed`: models of equal declared traffic take Zipf ranks in the spec's order (zipf_rates)."""
     if rate_rps <= 0 or duration_s <= 0:
         raise PlanInputError(
             f"--simulate needs a positive rate and duration (got {rate_rps:g}, {duration_s:g})"
         )
     rng = np.random.default_rng(seed)
     warm = 0.1 * duration_s if warmup_s is None else warmup_s
-    rates = zipf_rates(spec, rate_rps, zipf_s, rng)
+    rates = zipf_rates(spec, rate_rps, zipf_s, rng, listed)
     entries = {name: entry for entry in spec.models for name in entry.names()}
     replicas: dict[str, int] = {}
     for _, models, _ in instances:
@@ -179,7 +189,8 @@ def simulate(
         t = types[instances[pool.instance][0]]
         services = [service_for(entries[name], t) for name in pool.models]
         lam = np.array([rates[name] / replicas[name] for name in pool.models])
-        lat, arrivals, work = _run_pool(pool.executors, services, lam, duration_s, rng)
+        groups = _batch_groups([entries[name].shared_base or name for name in pool.models])
+        lat, arrivals, work = _run_pool(pool.executors, services, groups, lam, duration_s, rng)
         kept = lat[arrivals >= warm]
         latencies.append(kept)
         per_instance[pool.instance].append(kept)
@@ -221,23 +232,39 @@ def simulate(
     )
 
 
+def _batch_groups(keys: list[str]) -> np.ndarray:
+    """Per model, the index of its batching group (models with the same key batch together)."""
+    index: dict[str, int] = {}
+    return np.array([index.setdefault(key, len(index)) for key in keys], dtype=np.int64)
+
+
 def _run_pool(
-    executors: int, services: list[Service], lam: np.ndarray, duration_s: float, rng: np.random.Generator
+    executors: int,
+    services: list[Service],
+    groups: np.ndarray,
+    lam: np.ndarray,
+    duration_s: float,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Latency and arrival time of each request to one pool; its busy executor-seconds within the
-    run and in all (an overloaded pool works on after the run's end)."""
+    run and in all (an overloaded pool works on after the run's end). `groups`: each model's
+    batching group."""
     total = float(lam.sum())
     n = int(rng.poisson(total * duration_s)) if total > 0 else 0
     if n == 0:
         return np.zeros(0), np.zeros(0), np.zeros(2)
     arrive = np.sort(rng.uniform(0.0, duration_s, n))
     model = rng.choice(len(services), size=n, p=lam / total) if len(services) > 1 else np.zeros(n, np.int64)
-    by_model = np.argsort(model, kind="stable")  # per model, its requests in arrival order
-    ends = np.cumsum(np.bincount(model, minlength=len(services))).tolist()
+    group = groups[model]
+    by_group = np.argsort(group, kind="stable")  # per group, its requests in arrival order
+    ends = np.cumsum(np.bincount(group, minlength=int(groups.max()) + 1)).tolist()
     ptr = [0, *ends[:-1]]
     arrive_l = arrive.tolist()
     model_l = model.tolist()
-    order = by_model.tolist()
+    group_l = group.tolist()
+    order = by_group.tolist()
+    first_s = [sv.first_s for sv in services]
+    item_s = [sv.per_item_s for sv in services]
     done = [math.nan] * n
     free = [0.0] * executors
     busy = 0.0
@@ -249,18 +276,18 @@ def _run_pool(
         if head >= n:
             break
         start = max(heapq.heappop(free), arrive_l[head])
-        m = model_l[head]
-        service = services[m]
-        first = ptr[m]
-        stop = min(first + service.max_batch, ends[m])
+        g = group_l[head]
+        first = ptr[g]
+        stop = min(first + services[model_l[head]].max_batch, ends[g])
+        took = first_s[model_l[head]]
         k = first + 1
         while k < stop and arrive_l[order[k]] <= start:
+            took += item_s[model_l[order[k]]]
             k += 1
-        took = service.first_s + (k - first - 1) * service.per_item_s
         finish = start + took
         for j in order[first:k]:
             done[j] = finish
-        ptr[m] = k
+        ptr[g] = k
         busy += took
         within += max(0.0, min(finish, duration_s) - start)
         heapq.heappush(free, finish)

@@ -33,6 +33,9 @@ class Capacity(BaseModel):
     """Time one request alone takes on one core (a batch of one); default: cores / rps."""
     max_batch_size: int = Field(default=1, ge=1)
     """Requests of this model one core runs together (the simulation's dynamic batching)."""
+    batch_item_ms: float | None = Field(default=None, ge=0)
+    """Time each request after the first adds to a batch (simulation); default: what makes full
+    batches sustain `rps`."""
 
 
 class ProfileRef(BaseModel):
@@ -81,6 +84,9 @@ class ModelSpec(BaseModel):
     """Names (or patterns' names) of models that may not share an instance with this one."""
     family: str | None = None
     """Pin to one instance family, e.g. `inf1`."""
+    shared_base: str | None = None
+    """The base model these are adapters over: a server batches the requests of all models with the
+    same base together (the simulation does too)."""
     capacity: dict[str, Capacity] = Field(default_factory=dict)
     """Per instance type or family name; the model runs only on the types listed here."""
     profile: ProfileRef | None = None

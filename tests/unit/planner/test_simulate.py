@@ -108,3 +108,36 @@ def test_bad_input_is_named() -> None:
         simulate(spec, CATALOG, [("cpu.one", ["ghost"], [])], 10)
     with pytest.raises(PlanInputError, match=r"positive rate"):
         simulate(spec, CATALOG, [("cpu.one", ["m0"], [])], 0)
+
+
+def test_adapters_over_one_base_batch_together() -> None:
+    # 20 models, 10 ms alone, +1 ms per further request, batches of 64; 200 req/s spread evenly
+    cap = {"cpu.one": Capacity(service_ms=10, batch_item_ms=1, max_batch_size=64)}
+    apart = fleet(20, cap)
+    shared = FleetSpec(models=[m.model_copy(update={"shared_base": "base"}) for m in apart.models])
+    plan = [("cpu.one", [f"m{i}" for i in range(20)], [])]
+    one_by_one = simulate(apart, CATALOG, plan, 200, zipf_s=0, duration_s=20)
+    together = simulate(shared, CATALOG, plan, 200, zipf_s=0, duration_s=20)
+    # apart, a model's 10 req/s rarely find company: the queue takes 200 x ~10 ms a second and grows
+    assert one_by_one.overloaded == [0]
+    # together, a batch of k takes 9 + k ms: cycles of ~11 ms carry ~2.25 requests each, and the
+    # queue stays short
+    assert not together.overloaded
+    assert together.p90_ms < 30 and together.p99_ms < 40
+
+
+def test_the_batch_item_time_is_taken_as_declared() -> None:
+    # every request arrives while the first runs: batches of 2 at 10 + 4 ms
+    spec = fleet(1, {"cpu.one": Capacity(service_ms=10, batch_item_ms=4, max_batch_size=2)})
+    sim = simulate(spec, CATALOG, [("cpu.one", ["m0"], [])], 1000, duration_s=5)
+    assert sim.instances[0].offered == pytest.approx(1000 * 0.014 / 2, rel=0.05)
+
+
+def test_listed_ranks_follow_the_spec_as_the_load_generator_does() -> None:
+    spec = fleet(5, {"cpu.one": Capacity(rps=1)}, traffic=[0.0, 0.0, 9.0, 0.0, 0.0])
+    for seed in range(3):
+        rates = zipf_rates(spec, 100.0, 1.0, np.random.default_rng(seed), listed=True)
+        ranked = sorted(rates, key=rates.__getitem__, reverse=True)
+        assert ranked == ["m2", "m0", "m1", "m3", "m4"]  # declared traffic first, then the listing
+        weights = 1 / np.arange(1, 6)
+        assert rates["m0"] == pytest.approx(100 * weights[1] / weights.sum())
