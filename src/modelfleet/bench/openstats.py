@@ -15,58 +15,26 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelfleet.bench.client import ErrorKind, http_error
+from modelfleet.bench.figures import (
+    BenchResult,
+    LatencySummary,
+    OpenLoopFigures,
+    OpenSecond,
+    Outcomes,
+    percentile,
+)
 from modelfleet.bench.messages import OpenShareResult, ShareResult
 from modelfleet.bench.openloop import FAILURE_CODES
 from modelfleet.bench.schedule import phase_bounds_ns
 from modelfleet.bench.spec import BenchSpec, Phase
-from modelfleet.bench.stats import BenchResult, LatencySummary, merge, percentile
+from modelfleet.bench.stats import merge
+
+__all__ = ["REFUSED", "OpenLoopFigures", "Outcomes", "Records", "merge_open"]  # the types: figures.py
 
 REFUSED = 429  # the status of a request the server turned away (queue full)
 FAILURE_NAMES: dict[int, str] = {code: str(kind) for kind, code in FAILURE_CODES.items()}
 SATURATED = FAILURE_CODES[ErrorKind.SATURATED]
 NS_PER_S = 1_000_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class Outcomes:
-    """What became of the requests scheduled inside one window: a phase, or the whole run."""
-
-    start_s: float
-    duration_s: float
-    rate_per_s: float  # asked for (mean rate over the run's phases for the whole run)
-    scheduled: int
-    sent: int  # scheduled less client_saturated
-    send_rate_per_s: float  # sent over the time from the window's start to its last send, or its length
-    ok: int  # 2xx answers to these requests, whenever they came
-    goodput_per_s: float  # 2xx answers that arrived inside the window (to any request), per second
-    statuses: dict[str, int]  # HTTP status -> answers, e.g. {"200": 940, "429": 60}
-    failures: dict[str, int]  # client side: client_saturated, connect, timeout, read, protocol
-    ok_latency: LatencySummary
-    refused_latency: LatencySummary  # the 429 answers: how quickly the server said no
-
-
-@dataclass(frozen=True, slots=True)
-class Second:
-    """One second of the recorded window (and of the drain after it)."""
-
-    t_s: int
-    sent: int  # requests written in this second
-    ok: int  # 2xx answers that arrived in it
-    refused: int  # 429 answers that arrived in it
-    failed: int  # other answers and client-side failures that ended in it
-    saturated: int  # requests due in it that found the pool full
-    ok_p99_ms: float  # of the 2xx answers that arrived in it (NaN when none)
-
-
-@dataclass(frozen=True, slots=True)
-class OpenLoopFigures:
-    arrivals: str
-    max_connections: int
-    peak_connections: int
-    total: Outcomes
-    phases: list[Outcomes]
-    series: list[Second]
-    send_lag: LatencySummary  # how late requests left against their schedule
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +94,7 @@ class Records:
             refused_latency=LatencySummary.of(latency[status == REFUSED]),
         )
 
-    def series(self, window_ns: int) -> list[Second]:
+    def series(self, window_ns: int) -> list[OpenSecond]:
         """Per-second counts from the window's start until the last request ended."""
         sent_at = (self.scheduled + self.lag) // NS_PER_S
         done_at = (self.scheduled + self.latency) // NS_PER_S
@@ -146,7 +114,8 @@ class Records:
         saturations = count(due_at, saturated)
         p99 = _p99_by_second(done_at[ok], self.latency[ok], seconds)
         return [
-            Second(t, sent[t], oks[t], refusals[t], failed[t], saturations[t], p99[t]) for t in range(seconds)
+            OpenSecond(t, sent[t], oks[t], refusals[t], failed[t], saturations[t], p99[t])
+            for t in range(seconds)
         ]
 
 

@@ -5,49 +5,16 @@ from the completion times every client process sends back; and the cost of an in
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
-from modelfleet.bench.messages import ShareResult, StopInfo
+from modelfleet.bench.figures import ClosedLoopFigures, ClosedSecond, LatencySummary, UserPhaseFigures
+from modelfleet.bench.messages import ShareResult
 from modelfleet.bench.spec import UserPhase, users_at
-from modelfleet.bench.stats import LatencySummary
+
+__all__ = ["ClosedLoopFigures", "closed_figures", "cost_per_million"]  # the types: figures.py
 
 SECOND_NS = 1_000_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class Second:
-    """One second of the record: answers and errors completed in it, their latency, the users."""
-
-    t_s: int
-    length_s: float  # 1, or less for the record's last, partial second
-    users: int
-    ok: int
-    errors: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-
-
-@dataclass(frozen=True, slots=True)
-class UserPhaseFigures:
-    start_s: float
-    duration_s: float  # recorded seconds of this phase (shorter when a threshold stopped the run)
-    users_from: int
-    users_to: int
-    ok: int
-    errors: int
-    throughput_per_s: float
-    latency: LatencySummary
-
-
-@dataclass(frozen=True, slots=True)
-class ClosedLoopFigures:
-    recorded_s: float
-    series: list[Second]
-    phases: list[UserPhaseFigures]
-    stopped: StopInfo | None
 
 
 def closed_figures(results: list[ShareResult], phases: tuple[UserPhase, ...]) -> ClosedLoopFigures:
@@ -67,7 +34,7 @@ def closed_figures(results: list[ShareResult], phases: tuple[UserPhase, ...]) ->
         in_second = latencies[second_of == t]
         summary = LatencySummary.of(in_second)
         series.append(
-            Second(
+            ClosedSecond(
                 t,
                 round(min(1.0, recorded_s - t), 3) if recorded_s > t else 1.0,
                 users_at(phases, t),

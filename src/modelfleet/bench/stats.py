@@ -6,83 +6,13 @@ Client processes send raw latency arrays; they are concatenated here, so percent
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import numpy as np
 
+from modelfleet.bench.figures import PERCENTILES, BenchResult, LatencySummary, ModelRow, percentile
 from modelfleet.bench.messages import ShareResult
 
-if TYPE_CHECKING:  # openstats and series build on this module
-    from modelfleet.bench.openstats import OpenLoopFigures
-    from modelfleet.bench.series import ClosedLoopFigures
-
-PERCENTILES = (50, 90, 95, 99)
-
-
-def percentile(sorted_values: np.ndarray, p: float) -> float:
-    """Nearest-rank percentile: the smallest value with at least p% of the values at or below it."""
-    n = len(sorted_values)
-    if n == 0:
-        return math.nan
-    rank = max(1, math.ceil(p / 100 * n))
-    return float(sorted_values[rank - 1])
-
-
-@dataclass(frozen=True, slots=True)
-class LatencySummary:
-    """Latency of successful requests, in milliseconds (NaN when there are none)."""
-
-    count: int
-    mean_ms: float
-    p50_ms: float
-    p90_ms: float
-    p95_ms: float
-    p99_ms: float
-    max_ms: float
-
-    @classmethod
-    def of(cls, latencies_ns: np.ndarray) -> LatencySummary:
-        ms = np.sort(latencies_ns).astype(np.float64) / 1e6
-        p50, p90, p95, p99 = (percentile(ms, p) for p in PERCENTILES)
-        mean = float(ms.mean()) if len(ms) else math.nan
-        return cls(len(ms), mean, p50, p90, p95, p99, float(ms[-1]) if len(ms) else math.nan)
-
-
-@dataclass(frozen=True, slots=True)
-class ModelRow:
-    model: str
-    requests: int
-    requests_per_s: float
-    errors: int
-    latency: LatencySummary
-
-
-@dataclass(frozen=True, slots=True)
-class BenchResult:
-    duration_s: float
-    requests: int  # successful responses inside the recorded window
-    requests_per_s: float
-    latency: LatencySummary
-    errors: dict[str, int]  # by kind, inside the recorded window
-    warmup_errors: int
-    models_hit: int
-    top_models: list[ModelRow]  # busiest first; empty for a single-model run
-    client_processes: int
-    client_cpu_s: float
-    open_loop: OpenLoopFigures | None = None  # per status, phase and second, for --rate / --phase
-    closed_loop: ClosedLoopFigures | None = None  # per second and user phase, the threshold that stopped it
-
-    @property
-    def error_total(self) -> int:
-        return sum(self.errors.values())
-
-    @property
-    def client_cpu_us_per_request(self) -> float:
-        """Client CPU per successful request (closed loop), or per request sent (open loop)."""
-        count = self.requests if self.open_loop is None else self.open_loop.total.sent
-        return self.client_cpu_s * 1e6 / count if count else math.nan
+# the names other modules read from here (the types live in figures.py, a leaf)
+__all__ = ["PERCENTILES", "BenchResult", "LatencySummary", "ModelRow", "merge", "percentile"]
 
 
 def merge(results: list[ShareResult], models: list[str], duration_s: float, top: int) -> BenchResult:
