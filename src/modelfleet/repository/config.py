@@ -82,6 +82,7 @@ class Device(StrEnum):
     AUTO = "auto"  # an accelerator when one is present, else the CPU
     CPU = "cpu"
     CUDA = "cuda"
+    NEURON = "neuron"  # AWS NeuronCores: TorchScript traced by torch_neuronx, on workers holding cores
 
 
 class TensorrtOptions(_Strict):
@@ -256,7 +257,12 @@ class ModelConfig(_Strict):
     """Names for versions, usable wherever a version goes: {stable: 1, canary: 2} serves
     /v2/models/NAME/versions/canary/infer from version 2."""
     device: Device = Device.AUTO
-    """Where the model runs: auto uses an accelerator when one is present."""
+    """Where the model runs: auto uses an accelerator when one is present (falling back to the CPU);
+    cuda demands one (a load error without it); neuron: a TorchScript model traced with
+    torch_neuronx, placed only on workers holding NeuronCores (`--neuron-core-groups`)."""
+    neuron_cores: Annotated[int, Field(ge=1, le=128)] = 1
+    """With device neuron: the NeuronCores one copy needs (a model compiled to run across several);
+    it is placed only on a worker whose core group has at least this many."""
     onnxruntime: OnnxRuntimeOptions = OnnxRuntimeOptions()
 
     @model_validator(mode="after")
@@ -290,6 +296,12 @@ class ModelConfig(_Strict):
             self.head is None
         ):
             raise ValueError("an adapter needs backend: adapter, base: <model> and head: {...}, all three")
+        if self.onnxruntime.tensorrt is not None and self.device in (Device.CPU, Device.NEURON):
+            raise ValueError(
+                f"onnxruntime.tensorrt needs device cuda or auto, not {self.device} (TensorRT runs on NVIDIA GPUs)"
+            )
+        if self.device == Device.NEURON and self.backend not in (None, "torchscript"):
+            raise ValueError(f"device neuron is for backend torchscript (torch_neuronx), not {self.backend}")
         if self.filename is not None and (
             Path(self.filename).name != self.filename or self.filename in ("", ".", "..")
         ):

@@ -1,11 +1,13 @@
 """ONNX Runtime adapter: one InferenceSession per loaded model version.
 
 Graph optimisation is on, intra-op threads come from the config or the server default, and the
-CUDA execution provider is used when the model's device asks for it (or `auto`) and it exists.
+execution providers follow the model's config (providers.py): TensorRT with its engine cache in the
+version folder, CUDA, the CPU.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,8 +17,18 @@ import onnxruntime as ort
 
 from modelfleet.errors import BadRequest, InferenceFailed, ModelLoadError, without_paths
 from modelfleet.protocol.v2 import TensorSpec
-from modelfleet.repository.config import Device
 from modelfleet.runtimes.base import LoadSpec
+from modelfleet.runtimes.providers import (
+    CPU,
+    CUDA,
+    TENSORRT,
+    ProviderChoice,
+    check_session,
+    execution_providers,
+)
+from modelfleet.runtimes.providers import providers_for as providers_for  # engine/loading.py reads it
+
+log = logging.getLogger(__name__)
 
 _ORT_TYPES = {
     "tensor(bool)": "BOOL",
@@ -52,8 +64,7 @@ def clean_message(message: str) -> str:
     return without_paths(message).strip()
 
 
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
+__all__ = ["CPU", "CUDA", "OnnxModel", "clean_message", "load", "providers_for"]
 
 
 class OnnxModel:
@@ -71,7 +82,7 @@ class OnnxModel:
         # which the executor measures: one cheaper than the thread hop may run on the event loop.
         # Not a GPU session (its provider keeps per-thread state best left on the model's thread),
         # nor one reading memory-mapped blobs (a page fault to disk would stall the loop).
-        self.may_run_inline = self.providers == ["CPUExecutionProvider"] and not self._shared
+        self.may_run_inline = self.providers == [CPU] and not self._shared
 
     def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> list[np.ndarray]:
         feeds: Mapping[str, np.ndarray] = inputs
@@ -113,8 +124,11 @@ def load(spec: LoadSpec) -> OnnxModel:
     prepacking = options.prepacking if options.prepacking is not None else not shared
     if not prepacking:  # pre-packing makes a private, re-laid-out copy of every weight per session
         so.add_session_config_entry("session.disable_prepacking", "1")
+    choice = _providers(spec)
     try:
-        session = ort.InferenceSession(str(spec.path), so, providers=providers_for(spec.config.device))
+        # No silent fall-back inside ONNX Runtime (it would retry on the CPU and print to stdout):
+        # where a provider asked for fails, the load fails with its reason (providers.py).
+        session = ort.InferenceSession(str(spec.path), so, providers=choice.providers, enable_fallback=0)
     except ModelLoadError:
         raise
     except Exception as exc:
@@ -125,19 +139,27 @@ def load(spec: LoadSpec) -> OnnxModel:
         )
         message = clean_message(message).removeprefix(f"Load model from {where} failed:").strip()
         raise ModelLoadError(f"ONNX Runtime cannot load {where}: {message[:500]}") from None
+    for warning in check_session(choice, session.get_providers(), spec.config.device):
+        log.warning("model %s: %s", where, warning)
     return OnnxModel(session, spec.name, shared)
 
 
-def providers_for(device: Device, available: Sequence[str] | None = None) -> list[str]:
-    """Execution providers for a device setting; CUDA only where asked for (or auto) and present."""
-    present = list(ort.get_available_providers()) if available is None else list(available)
-    if device == Device.CPU:
-        return [CPU]
-    if CUDA in present:
-        return [CUDA, CPU]
-    if device == Device.CUDA:
-        raise ModelLoadError("device 'cuda' asked for, but ONNX Runtime has no CUDA execution provider here")
-    return [CPU]
+def _providers(spec: LoadSpec) -> ProviderChoice:
+    """The model's providers; the TensorRT engine cache folder made inside its version folder."""
+    choice = execution_providers(spec.config, spec.path.parent)
+    for note in choice.fallbacks:
+        log.warning("model %s/%s: %s", spec.name, spec.version, note)
+    trt = spec.config.onnxruntime.tensorrt
+    if trt is not None and choice.names[0] == TENSORRT:
+        cache = spec.path.parent / trt.engine_cache
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ModelLoadError(
+                f"cannot make the TensorRT engine cache {spec.name}/{spec.version}/{trt.engine_cache}: "
+                f"{exc.strerror} (the version folder must be writable, or hold the engines already)"
+            ) from None
+    return choice
 
 
 def _spec(arg: Any) -> TensorSpec:

@@ -1,6 +1,7 @@
 """cuda and tensorrt targets on a machine without a GPU: the fp16 ONNX is made and checked
 structurally and by the gate on ONNX Runtime's CPU provider; TensorRT options are written into
-config.yaml and rendered as the provider's options; building engines is refused without the provider.
+config.yaml (tests/unit/runtimes/test_providers.py renders them); building engines is refused
+without the provider.
 Nothing here runs on a GPU or through TensorRT."""
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import yaml
 from modelfleet.compile.pipeline import CompileRequest, compile_model
 from modelfleet.compile.report import CompileReport
 from modelfleet.compile.targets import Precision, Target
-from modelfleet.compile.tensorrt import provider_options, providers
 from modelfleet.repository.config import TensorrtOptions
 from modelfleet.repository.folder import FolderRepository
 from tests.unit.compile.tiny_bert import SEQ_LENS, quiet_hf, tiny_bert
@@ -103,24 +103,3 @@ def test_the_cli_writes_the_workspace_asked_for(classifier: Path, tmp_path: Path
     )
     result = CliRunner().invoke(build_app(), [*args, "--trt-workspace-bytes", "1000"])
     assert result.exit_code == 2 and "Invalid value for '--trt-workspace-bytes'" in result.output
-
-
-def test_tensorrt_provider_options_point_inside_the_version_folder(tmp_path: Path) -> None:
-    options = TensorrtOptions(fp16=True, engine_cache="engines/a100", max_workspace_bytes=1 << 30)
-    rendered = provider_options(options, tmp_path / "m" / "3")
-    assert rendered == {
-        "trt_fp16_enable": "True",
-        "trt_max_workspace_size": str(1 << 30),
-        "trt_engine_cache_enable": "True",
-        "trt_engine_cache_path": str(tmp_path / "m" / "3" / "engines" / "a100"),
-        "trt_timing_cache_enable": "True",
-        "trt_timing_cache_path": str(tmp_path / "m" / "3" / "engines" / "a100"),
-    }
-    chain = providers(TensorrtOptions(), tmp_path)
-    assert [p if isinstance(p, str) else p[0] for p in chain] == [
-        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider",
-    ]  # fmt: skip
-    assert chain[0][1]["trt_fp16_enable"] == "False"
-    for bad in ("/abs", "../out", "a/../../b"):
-        with pytest.raises(ValueError, match="engine_cache must be a folder inside the version folder"):
-            TensorrtOptions(engine_cache=bad)

@@ -52,7 +52,7 @@ def test_empty_config_is_all_defaults() -> None:
         ("name: other", "name 'other' differs from the folder name 'm'"),
         ("[1, 2]", "must be a mapping, got list"),
         ("a: [1,\n  b", "not valid YAML at line"),
-        ("device: tpu", "device: Input should be 'auto', 'cpu' or 'cuda'"),
+        ("device: tpu", "device: Input should be 'auto', 'cpu', 'cuda' or 'neuron'"),
         ("traffic: {1: 0, 2: 0}", "traffic needs at least one version with a weight above 0"),
         ("traffic: {1: -5}", "traffic.1: Input should be greater than or equal to 0"),
         ("aliases: {Stable: 1}", "aliases \\['Stable'\\]: use lower-case letters"),

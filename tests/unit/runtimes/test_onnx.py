@@ -185,3 +185,27 @@ def test_external_data_inside_the_model_folder_loads(tmp_path: Path) -> None:
     model = load_runtime(spec(_with_external_weight(folder, "w.bin")))
     assert model.infer({"x": np.zeros(4, np.float32)}, ["y"])[0].tolist() == [0.0, 1.0, 2.0, 3.0]
     model.unload()
+
+
+def test_a_tensorrt_model_on_device_cuda_without_the_provider_is_a_clear_load_error(tmp_path: Path) -> None:
+    """This ONNX Runtime (the CPU build) has no TensorRT provider: the load names it, nothing is made."""
+    path = identity(tmp_path / "1" / "model.onnx")
+    trt = {"tensorrt": {"fp16": True}}
+    with pytest.raises(ModelLoadError, match="need ONNX Runtime's TensorrtExecutionProvider"):
+        load_runtime(spec(path, device="cuda", onnxruntime=trt))
+    assert not (tmp_path / "1" / "trt-engines").exists()
+
+
+def test_a_tensorrt_model_on_device_auto_falls_back_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = identity(tmp_path / "1" / "model.onnx")
+    with caplog.at_level("WARNING", logger="modelfleet.runtimes.onnx"):
+        model = load_runtime(spec(path, device="auto", onnxruntime={"tensorrt": {"fp16": True}}))
+    assert model.providers == [CPU]  # type: ignore[attr-defined]
+    (out,) = model.infer({"input": np.ones((1, 16), np.float32)}, ["output"])
+    assert out.tolist() == [[1.0] * 16]
+    assert [r.getMessage() for r in caplog.records] == [
+        "model m/1: onnxruntime.tensorrt asked for, but TensorrtExecutionProvider is absent: running on the CPU"
+    ]
+    model.unload()
