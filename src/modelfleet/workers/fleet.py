@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
 
 from modelfleet.config import ServerSettings, StartupLoad
 from modelfleet.engine.catalog import Catalog
 from modelfleet.engine.records import UNLOADED, ModelRecord, State, Status
 from modelfleet.errors import ModelfleetError, ModelLoadError, NotFound, Unavailable
+from modelfleet.protocol.documents import IndexEntry, Memory, Statistics, Workers
 from modelfleet.protocol.v2 import InferRequest, InferResponse
+from modelfleet.repository.config import Device
 from modelfleet.repository.folder import Repository
 from modelfleet.repository.names import check_model_name
 from modelfleet.workers import messages as m
@@ -109,9 +110,31 @@ class Fleet:
             raise Unavailable(f"model '{name}' failed to load: {exc.message}") from None
 
     async def _place(self, name: str) -> int:
-        worker = self.router.place(name)
+        try:
+            cores = await self._neuron_cores(name)
+        except ModelLoadError as exc:
+            self._failed(self._records[name], exc.message)
+            raise
+        worker = self.router.place(name, neuron_cores=cores)
         await self._load_on(name, worker)
         return worker
+
+    async def _neuron_cores(self, name: str) -> int:
+        """The NeuronCores a copy of the model needs: 0 unless its config says device: neuron and
+        workers hold NeuronCores (the config is read only then); ModelLoadError where no worker
+        holds a group that large."""
+        groups = sorted({len(s.spec.neuron_cores) for s in self.slots if s.spec.neuron_cores})
+        if not groups:
+            return 0
+        config = await asyncio.to_thread(self._repository.config, name)
+        if config.device != Device.NEURON:
+            return 0
+        if groups[-1] < config.neuron_cores:
+            raise ModelLoadError(
+                f"device neuron needs a worker holding {config.neuron_cores} NeuronCore(s), and the "
+                f"largest core group is {groups[-1]}: give --neuron-core-groups groups that large"
+            )
+        return config.neuron_cores
 
     def add_copy(self, name: str, worker: int) -> None:
         """A hot model's extra copy, loaded in the background (the router already counts it)."""
@@ -140,10 +163,7 @@ class Fleet:
             error = error_of(reply)
             if not isinstance(error, Unavailable):
                 raise error  # 404 (gone from the repository), 507 (no room): not the model's fault
-            record.counters.load_failures += 1
-            record.failures += 1
-            record.retry_at = time.monotonic() + min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (record.failures - 1))
-            record.mark_failed(reply.message)
+            self._failed(record, reply.message)
             raise ModelLoadError(reply.message)
         assert isinstance(reply, m.Loaded)
         record.failures = 0
@@ -156,6 +176,14 @@ class Fleet:
             record.route(next(iter(ready.values())).config)
             record.versions = {n: Status(State.READY) for n in ready}
         record.status = Status(State.READY)
+
+    @staticmethod
+    def _failed(record: ModelRecord[RemoteModel], reason: str) -> None:
+        """A failed load: counted, shown with its reason, and not tried again for a growing while."""
+        record.counters.load_failures += 1
+        record.failures += 1
+        record.retry_at = time.monotonic() + min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (record.failures - 1))
+        record.mark_failed(reason)
 
     # -- the request path ---------------------------------------------------------------------------------
 
@@ -298,10 +326,10 @@ class Fleet:
 
     # -- documents ------------------------------------------------------------------------------------------------
 
-    def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+    def index(self, ready_only: bool = False) -> list[IndexEntry]:
         return reports.index(self._records, self.router.placements, ready_only)
 
-    def memory(self) -> dict[str, Any]:
+    def memory(self) -> Memory:
         return reports.memory(
             self._reports,
             sum(s.spec.budget_bytes for s in self.slots),
@@ -309,13 +337,13 @@ class Fleet:
             len(self._records),
         )
 
-    def statistics(self, name: str | None, version: str | None) -> dict[str, Any]:
+    def statistics(self, name: str | None, version: str | None) -> Statistics:
         """The statistics extension, merged over the copies in the workers' last reports."""
         if name is not None:
             self.resident(name, version)  # 400 / 404 like the other per-model calls
-        return {"model_stats": reports.model_stats(self._reports, name, version), "memory": self.memory()}
+        return reports.statistics(self._reports, name, version, self.memory())
 
-    async def workers(self) -> dict[str, Any]:
+    async def workers(self) -> Workers:
         """The /v2/workers document (fresh reports from every live worker)."""
         await self.collect()
-        return {"workers": reports.workers(self.slots, self._reports, self.router.workers)}
+        return reports.workers(self.slots, self._reports, self.router.workers)

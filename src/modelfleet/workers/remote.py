@@ -8,6 +8,7 @@ from typing import Protocol
 from modelfleet.engine.signature import Signature
 from modelfleet.engine.stats import ModelStats
 from modelfleet.errors import Unavailable
+from modelfleet.protocol.documents import ModelMetadata
 from modelfleet.protocol.v2 import InferOutput, InferRequest, InferResponse, TensorSpec
 from modelfleet.repository.config import ModelConfig
 from modelfleet.workers import messages as m
@@ -44,7 +45,7 @@ class RemoteModel:
     def platform(self) -> str:
         return self.signature.platform
 
-    def metadata(self, versions: list[str]) -> dict[str, object]:
+    def metadata(self, versions: list[str]) -> ModelMetadata:
         return self.signature.metadata(versions)
 
     def expected_wait_ns(self) -> int:

@@ -11,6 +11,8 @@ import socket
 import time
 from typing import Any
 
+import msgspec
+
 from modelfleet.config import ServerSettings
 from modelfleet.engine.lifecycle import ModelManager
 from modelfleet.engine.memory import process_rss
@@ -124,7 +126,9 @@ class Worker:
             for c in manager.loaded()
         ]
         cpu_seconds = usage.ru_utime + usage.ru_stime
-        return m.StatsReply(ident, process_rss().total, cpu_seconds, manager.memory(), models)
+        return m.StatsReply(
+            ident, process_rss().total, cpu_seconds, msgspec.to_builtins(manager.memory()), models
+        )
 
 
 def _settings_doc(start: m.Start) -> dict[str, Any]:
@@ -139,6 +143,7 @@ def _settings_doc(start: m.Start) -> dict[str, Any]:
         startup_load="none",
         repository_poll_s=0,
         workers="0",
+        neuron_core_groups="",  # the front's plan; this worker sees its group in NEURON_RT_VISIBLE_CORES
     )
     return doc
 

@@ -3,6 +3,7 @@ the Infer message a request becomes and the response a worker's answer becomes (
 
 import asyncio
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -48,7 +49,7 @@ def test_the_signature_comes_from_the_workers_config() -> None:
     model: ServedModel = RemoteModel(HeldDispatch(), m.Version(3, CONFIG.model_dump_json(), 1234), "m")
     assert (model.name, model.version, model.version_str, model.nbytes) == ("m", 3, "3", 1234)
     assert model.platform == "onnxruntime_onnx" and model.max_batch_size == 8
-    assert model.metadata(["3"]) == {
+    assert msgspec.to_builtins(model.metadata(["3"])) == {
         "name": "m",
         "versions": ["3"],
         "platform": "onnxruntime_onnx",
