@@ -20,7 +20,13 @@ import yaml
 from modelfleet.host import cpu_model
 from modelfleet.planner.catalog import load_catalog
 from modelfleet.planner.problem import build_problem, with_max_total
-from modelfleet.planner.simulate import PlannedInstance, Simulation, plan_instances, simulate
+from modelfleet.planner.simulate import (
+    PlannedInstance,
+    Simulation,
+    listed_ranking,
+    plan_instances,
+    simulate,
+)
 from modelfleet.planner.solve import solve
 from modelfleet.planner.spec import FleetSpec, load_fleet_spec
 
@@ -46,7 +52,7 @@ def run(spec: FleetSpec, plan: list[PlannedInstance], args: argparse.Namespace, 
         duration_s=args.duration_s,
         zipf_s=zipf,
         seed=args.seed,
-        listed=args.zipf_listed,
+        ranking=listed_ranking(spec) if args.zipf_listed else None,
     )
     report(f"{len(plan)} instances, {args.rate:,.0f} req/s, Zipf {zipf:g}", sim, time.monotonic() - started)
 

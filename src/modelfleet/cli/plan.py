@@ -84,7 +84,7 @@ def plan(
         spec, cat, result = _plan(fleet, catalog, max_instances, chosen, time_limit_s, workers, quiet=as_json)
         sim = None
         if simulate_rps is not None:
-            from modelfleet.planner.simulate import simulate
+            from modelfleet.planner.simulate import listed_ranking, simulate
 
             instances = [(i.type, i.models, i.cores) for i in result.instances]
             sim = simulate(
@@ -95,7 +95,7 @@ def plan(
                 duration_s=simulate_s,
                 zipf_s=zipf,
                 seed=seed,
-                listed=zipf_listed,
+                ranking=listed_ranking(spec) if zipf_listed else None,
             )
     except PlanInputError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)

@@ -87,23 +87,41 @@ class Simulation:
 
 
 def zipf_rates(
-    spec: FleetSpec, rate_rps: float, zipf_s: float, rng: np.random.Generator, listed: bool = False
+    spec: FleetSpec,
+    rate_rps: float,
+    zipf_s: float,
+    rng: np.random.Generator,
+    ranking: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """Requests/s per model name: Zipf(zipf_s) over the models ranked by their declared traffic,
-    ties in a random order, or (`listed`) in the spec's order, as `modelfleet bench --popularity zipf`
-    ranks its list of models."""
+    """Requests/s per model name: Zipf(zipf_s) over the models ranked by their declared traffic, ties
+    in a random order; or ranked as `ranking` lists them (all the spec's models, each once), as
+    `modelfleet bench --popularity zipf` ranks its list of models."""
     names: list[str] = []
     traffic: list[float] = []
     for entry in spec.models:
         for name in entry.names():
             names.append(name)
             traffic.append(entry.traffic_rps)
-    ties = np.arange(len(names)) if listed else rng.random(len(names))
-    order = np.lexsort((ties, -np.asarray(traffic)))  # highest traffic first, then by the ties
     weights = 1.0 / np.arange(1, len(names) + 1, dtype=np.float64) ** zipf_s
+    weights = weights / weights.sum() * rate_rps
+    if ranking is not None:
+        if len(ranking) != len(names) or set(ranking) != set(names):
+            raise PlanInputError(
+                f"the Zipf ranking must list each of the fleet's {len(names):,} models once "
+                f"(it lists {len(ranking):,} names, {len(set(ranking) - set(names)):,} not in the fleet)"
+            )
+        return dict(zip(ranking, weights.tolist(), strict=True))
+    ties = rng.random(len(names))
+    order = np.lexsort((ties, -np.asarray(traffic)))  # highest traffic first, ties shuffled
     rates = np.empty(len(names))
-    rates[order] = weights / weights.sum() * rate_rps
+    rates[order] = weights
     return dict(zip(names, rates.tolist(), strict=True))
+
+
+def listed_ranking(spec: FleetSpec) -> list[str]:
+    """The spec's models in its order: highest declared traffic first, ties as listed."""
+    named = [(-entry.traffic_rps, k, name) for k, entry in enumerate(spec.models) for name in entry.names()]
+    return [name for *_, name in sorted(named)]
 
 
 def service_for(entry: ModelSpec, t: InstanceType) -> Service:
@@ -161,17 +179,17 @@ def simulate(
     warmup_s: float | None = None,
     zipf_s: float = 1.1,
     seed: int = 0,
-    listed: bool = False,
+    ranking: Sequence[str] | None = None,
 ) -> Simulation:
     """Simulate `instances` (type, models, models per core or ()) at `rate_rps` for `duration_s`.
-    `listed`: models of equal declared traffic take Zipf ranks in the spec's order (zipf_rates)."""
+    `ranking`: the models from most to least requested (default: by declared traffic, ties shuffled)."""
     if rate_rps <= 0 or duration_s <= 0:
         raise PlanInputError(
             f"--simulate needs a positive rate and duration (got {rate_rps:g}, {duration_s:g})"
         )
     rng = np.random.default_rng(seed)
     warm = 0.1 * duration_s if warmup_s is None else warmup_s
-    rates = zipf_rates(spec, rate_rps, zipf_s, rng, listed)
+    rates = zipf_rates(spec, rate_rps, zipf_s, rng, ranking)
     entries = {name: entry for entry in spec.models for name in entry.names()}
     replicas: dict[str, int] = {}
     for _, models, _ in instances:

@@ -7,7 +7,7 @@ import pytest
 
 from modelfleet.planner.catalog import Catalog
 from modelfleet.planner.errors import PlanInputError
-from modelfleet.planner.simulate import plan_instances, simulate, zipf_rates
+from modelfleet.planner.simulate import listed_ranking, plan_instances, simulate, zipf_rates
 from modelfleet.planner.spec import Capacity, FleetSpec, ModelSpec
 
 GIB = 2**30
@@ -136,8 +136,17 @@ def test_the_batch_item_time_is_taken_as_declared() -> None:
 def test_listed_ranks_follow_the_spec_as_the_load_generator_does() -> None:
     spec = fleet(5, {"cpu.one": Capacity(rps=1)}, traffic=[0.0, 0.0, 9.0, 0.0, 0.0])
     for seed in range(3):
-        rates = zipf_rates(spec, 100.0, 1.0, np.random.default_rng(seed), listed=True)
+        rates = zipf_rates(spec, 100.0, 1.0, np.random.default_rng(seed), listed_ranking(spec))
         ranked = sorted(rates, key=rates.__getitem__, reverse=True)
         assert ranked == ["m2", "m0", "m1", "m3", "m4"]  # declared traffic first, then the listing
         weights = 1 / np.arange(1, 6)
         assert rates["m0"] == pytest.approx(100 * weights[1] / weights.sum())
+
+
+def test_a_given_ranking_is_followed_and_must_list_every_model_once() -> None:
+    spec = fleet(3, {"cpu.one": Capacity(rps=1)})
+    rates = zipf_rates(spec, 60.0, 1.0, np.random.default_rng(0), ["m2", "m0", "m1"])
+    assert rates == pytest.approx({"m2": 60 * 6 / 11, "m0": 60 * 3 / 11, "m1": 60 * 2 / 11})
+    for bad in (["m0", "m1"], ["m0", "m1", "m1"], ["m0", "m1", "x"]):
+        with pytest.raises(PlanInputError, match="must list each of the fleet's 3 models once"):
+            zipf_rates(spec, 60.0, 1.0, np.random.default_rng(0), bad)
