@@ -74,6 +74,33 @@ def parse_workers(value: str) -> int | None:
     return int(text)
 
 
+_MAX_CORE_ID = 1023
+
+
+def parse_core_groups(value: str) -> list[tuple[int, ...]]:
+    """NeuronCore groups from the setting: '0-1,2-3' -> [(0, 1), (2, 3)], '4' -> [(4,)], '' -> [].
+    Each group is one core or a contiguous range (what NEURON_RT_VISIBLE_CORES takes); a core may
+    be in one group only (the Neuron runtime gives a core to one process). ValueError otherwise."""
+    if not value.strip():
+        return []
+    groups: list[tuple[int, ...]] = []
+    seen: set[int] = set()
+    for part in (p.strip() for p in value.split(",")):
+        low, dash, high = part.partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise ValueError(f"neuron core group '{part[:32]}' is not a core (4) or a range of cores (0-1)")
+        first, last = int(low), int(high) if dash else int(low)
+        if first > last or last > _MAX_CORE_ID:
+            raise ValueError(f"neuron core group '{part}' must run upwards, within cores 0-{_MAX_CORE_ID}")
+        group = tuple(range(first, last + 1))
+        twice = sorted(seen.intersection(group))
+        if twice:
+            raise ValueError(f"neuron core {twice[0]} is in two groups; a core belongs to one worker")
+        seen.update(group)
+        groups.append(group)
+    return groups
+
+
 _LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
 _METADATA_ADDRESSES = (ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200"))
 _METADATA_HOSTS = frozenset({"metadata.google.internal"})
@@ -331,6 +358,13 @@ class ServerSettings(BaseSettings):
     workers: str = "0"
     """Worker processes serving the models: a number, or 'auto' (one per GPU, else one per two
     cores). 0: models run in the server process itself (small machines, lowest latency)."""
+    neuron_core_groups: str = ""
+    """AWS NeuronCores for Neuron workers: one group per worker, each one core or a contiguous range
+    ('0-1,2-3': two workers seeing two cores each through NEURON_RT_VISIBLE_CORES). Models with
+    device: neuron load only on these workers (one needing N cores on a group of at least N), the
+    rest on the other workers. Needs workers ('auto': one per group, or a count of at least the
+    groups; the workers past them serve the other models). Empty: one worker per core of the
+    server's own NEURON_RT_VISIBLE_CORES when it has one."""
     shutdown_timeout_s: Annotated[float, Field(gt=0)] = 25.0
     """On SIGTERM, how long in-flight calls (HTTP and gRPC together) may take to finish; those
     still running then are answered 503 / UNAVAILABLE and the process exits 0 about a second later.
@@ -409,7 +443,7 @@ class ServerSettings(BaseSettings):
             raise ValueError("set admin_key or admin_key_sha256, not both")
         if self.auth_keys_file is not None and not self.auth_keys_file.is_file():
             raise ValueError(f"auth_keys_file {self.auth_keys_file} is not a file")
-        parse_workers(self.workers)
+        self._neuron_workers()
         self.model_selection()  # refuse an unreadable selection at start
         if self.max_body_bytes_in_flight < self.max_body_bytes:
             raise ValueError(
@@ -430,6 +464,19 @@ class ServerSettings(BaseSettings):
         if self.sagemaker:
             return self.sagemaker_bind_to_port or 8080
         return 8000
+
+    def _neuron_workers(self) -> None:
+        count = parse_workers(self.workers)
+        groups = self.neuron_groups()
+        if groups and count is not None and count < len(groups):
+            raise ValueError(
+                f"neuron_core_groups gives {len(groups)} groups but workers is {count}: each group needs "
+                "a worker of its own (set workers to 'auto' or a count of at least the groups)"
+            )
+
+    def neuron_groups(self) -> list[tuple[int, ...]]:
+        """The parsed `neuron_core_groups`: one tuple of cores per Neuron worker."""
+        return parse_core_groups(self.neuron_core_groups)
 
     def model_selection(self) -> ModelSelection | None:
         """The parsed `models` setting; None serves every model."""

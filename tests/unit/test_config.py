@@ -24,3 +24,32 @@ def test_bad_values_are_refused_with_the_field(tmp_path: Path) -> None:
         ServerSettings(repository=tmp_path / "missing")
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         ServerSettings(repository=tmp_path, colour="blue")  # type: ignore[call-arg]
+
+
+def test_neuron_core_groups_are_single_cores_or_ranges_each_core_once() -> None:
+    from modelfleet.config import parse_core_groups
+
+    assert parse_core_groups("") == []
+    assert parse_core_groups("0-1, 2-3") == [(0, 1), (2, 3)]
+    assert parse_core_groups("4,6") == [(4,), (6,)]
+    for bad, message in (
+        ("0-1,1-2", "neuron core 1 is in two groups"),
+        ("a", "'a' is not a core"),
+        ("0-", "'0-' is not a core"),
+        ("0,,1", "'' is not a core"),
+        ("3-1", "'3-1' must run upwards"),
+        ("2000", "within cores 0-1023"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            parse_core_groups(bad)
+
+
+def test_neuron_core_groups_need_a_worker_each(tmp_path: Path) -> None:
+    settings = ServerSettings(repository=tmp_path, workers="auto", neuron_core_groups="0-1,2-3")
+    assert settings.neuron_groups() == [(0, 1), (2, 3)]
+    assert ServerSettings(repository=tmp_path, workers="3", neuron_core_groups="0-1,2-3").workers == "3"
+    for workers in ("0", "1"):
+        with pytest.raises(ValidationError, match=f"gives 2 groups but workers is {workers}"):
+            ServerSettings(repository=tmp_path, workers=workers, neuron_core_groups="0-1,2-3")
+    with pytest.raises(ValidationError, match="neuron core 1 is in two groups"):
+        ServerSettings(repository=tmp_path, workers="auto", neuron_core_groups="0-1,1")

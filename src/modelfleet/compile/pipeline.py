@@ -295,6 +295,8 @@ def _config(
     }
     if request.target in (Target.CUDA, Target.TENSORRT):
         fields["device"] = Device.CUDA  # gated and profiled on this machine's CPU: see the report's notes
+    if request.target == Target.NEURON:
+        fields["device"] = Device.NEURON  # placed on workers holding NeuronCores
     if request.target == Target.TENSORRT:
         from modelfleet.compile import tensorrt
 

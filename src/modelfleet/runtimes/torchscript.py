@@ -25,7 +25,7 @@ import torch
 from modelfleet.errors import InferenceFailed, ModelLoadError
 from modelfleet.protocol.datatypes import DATATYPES
 from modelfleet.protocol.v2 import TensorSpec
-from modelfleet.repository.config import TensorConfig
+from modelfleet.repository.config import Device, TensorConfig
 from modelfleet.runtimes.base import LoadSpec
 
 SIGNATURE_FILE = "modelfleet.json"
@@ -85,6 +85,11 @@ def load(spec: LoadSpec) -> TorchScriptModel:
         torch.set_num_threads(spec.default_intra_op_threads)  # process-wide: every TorchScript model
     stored = _stored_signature(spec.path)
     if stored.get("target") == "neuron":
+        if spec.config.device != Device.NEURON:
+            raise ModelLoadError(
+                f"{where} was compiled for Neuron: its config.yaml must say device: neuron, so that "
+                "it is placed on a worker holding NeuronCores"
+            )
         try:  # registers the Neuron operators a Neuron-traced module calls
             importlib.import_module("torch_neuronx")
         except ImportError:

@@ -16,6 +16,7 @@ class WorkerSpec:
     cores: tuple[int, ...]
     budget_bytes: int
     env: dict[str, str] = field(default_factory=dict)
+    neuron_cores: tuple[int, ...] = ()  # the NeuronCore group it holds (NEURON_RT_VISIBLE_CORES)
 
     @property
     def threads(self) -> int:
@@ -52,14 +53,22 @@ def plan(
     budget_bytes: int,
     cores: list[int] | None = None,
     gpus: int | None = None,
-    neuron: list[int] | None = None,
+    neuron_groups: list[tuple[int, ...]] | None = None,
 ) -> list[WorkerSpec]:
-    """The workers to start for `--workers count` (None: auto) on these cores and devices."""
+    """The workers to start for `--workers count` (None: auto) on these cores and devices.
+
+    Workers are numbered GPU ones first (one GPU each), then Neuron ones (one core group each:
+    `--neuron-core-groups`, else one core each of the server's NEURON_RT_VISIBLE_CORES), then CPU
+    ones. A device is never shared: workers past the devices are CPU workers, and a count below
+    them leaves the rest unused. Every worker gets an equal share of the CPU cores and the budget.
+    """
     cores = sorted(os.sched_getaffinity(0)) if cores is None else cores
     gpus = cuda_devices() if gpus is None else gpus
-    neuron = neuron_cores(os.environ.get("NEURON_RT_VISIBLE_CORES")) if neuron is None else neuron
+    if neuron_groups is None:
+        found = [] if gpus else neuron_cores(os.environ.get("NEURON_RT_VISIBLE_CORES"))
+        neuron_groups = [(core,) for core in found]
     if count is None:
-        count = gpus or len(neuron) or max(1, len(cores) // 2)
+        count = gpus + len(neuron_groups) or max(1, len(cores) // 2)
     if count == 0:
         return []
     share = budget_bytes // count
@@ -70,11 +79,10 @@ def plan(
         )
         if i < gpus:
             specs.append(WorkerSpec(i, f"cuda:{i}", group, share, {"CUDA_VISIBLE_DEVICES": str(i)}))
-        elif neuron and not gpus:
-            mine = neuron[i % len(neuron)]
-            specs.append(
-                WorkerSpec(i, f"neuron:{mine}", group, share, {"NEURON_RT_VISIBLE_CORES": str(mine)})
-            )
+        elif i < gpus + len(neuron_groups):
+            mine = _span(neuron_groups[i - gpus])
+            env = {"NEURON_RT_VISIBLE_CORES": mine}
+            specs.append(WorkerSpec(i, f"neuron:{mine}", group, share, env, neuron_groups[i - gpus]))
         else:
             env = {"CUDA_VISIBLE_DEVICES": ""} if gpus else {}
             specs.append(WorkerSpec(i, f"cpu:{_span(group)}", group, share, env))

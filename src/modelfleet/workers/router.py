@@ -1,4 +1,8 @@
-"""Which worker a request for a model goes to: a small, pure component with an injected clock."""
+"""Which worker a request for a model goes to: a small, pure component with an injected clock.
+
+Models needing NeuronCores go only to workers holding a core group at least that large (the
+smallest such group first); every other model goes to workers without cores while there are any.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ class WorkerLoad:
     in_flight: int = 0
     alive: bool = False
     models: set[str] = field(default_factory=set)
+    neuron_cores: int = 0  # the size of its NeuronCore group; 0: none
 
     @property
     def free_bytes(self) -> int:
@@ -35,6 +40,7 @@ class _Model:
     copies: dict[int, Copy] = field(default_factory=dict)
     hot_since: float | None = None  # since when every copy keeps reaching hot_in_flight
     hot_seen: float = 0.0  # the last time it did
+    neuron_cores: int = 0  # NeuronCores a copy needs; 0: none
 
 
 class Router:
@@ -54,8 +60,8 @@ class Router:
 
     # -- workers -----------------------------------------------------------------------------------------
 
-    def worker_up(self, worker: int, budget_bytes: int) -> None:
-        self.workers[worker] = WorkerLoad(worker, budget_bytes, alive=True)
+    def worker_up(self, worker: int, budget_bytes: int, neuron_cores: int = 0) -> None:
+        self.workers[worker] = WorkerLoad(worker, budget_bytes, alive=True, neuron_cores=neuron_cores)
 
     def worker_lost(self, worker: int) -> list[str]:
         """A worker gone: nothing is routed or placed there any more; the models it held."""
@@ -118,30 +124,46 @@ class Router:
             return None
         if now - model.hot_since < self.hot_for_s or any(c.loading for c in model.copies.values()):
             return None
-        spare = [w for w in self.workers.values() if w.alive and w.id not in model.copies]
+        spare = [w for w in self._eligible(model.neuron_cores) if w.id not in model.copies]
         if not spare:
             return None
         model.hot_since = None
-        target = self._best(spare)
+        target = self._best(spare, model.neuron_cores)
         self._add(name, target.id)
         return target.id
 
     # -- placement ---------------------------------------------------------------------------------------------
 
-    def place(self, name: str, needed_bytes: int = 0) -> int:
-        """The worker a model resident nowhere is loaded on (recorded as loading there)."""
+    def place(self, name: str, needed_bytes: int = 0, neuron_cores: int = 0) -> int:
+        """The worker a model resident nowhere is loaded on (recorded as loading there); a model
+        needing `neuron_cores` only on a worker holding that many."""
         held = self._models[name].copies if name in self._models else {}
-        alive = [w for w in self.workers.values() if w.alive and w.id not in held]
+        alive = [w for w in self._eligible(neuron_cores) if w.id not in held]
         if not alive:
-            raise Unavailable(f"no worker is running to load model '{name}'; try again shortly")
-        target = self._best(alive)
+            kind = f"holding {neuron_cores} NeuronCore(s) " if neuron_cores else ""
+            raise Unavailable(f"no worker {kind}is running to load model '{name}'; try again shortly")
+        target = self._best(alive, neuron_cores)
         self._add(name, target.id)
+        self._models[name].neuron_cores = neuron_cores
         target.used_bytes += needed_bytes
         return target.id
 
+    def _eligible(self, neuron_cores: int) -> list[WorkerLoad]:
+        """Live workers that may hold a model needing `neuron_cores`: those with a group that
+        large; for other models those without cores, or every worker where all hold cores."""
+        alive = [w for w in self.workers.values() if w.alive]
+        if neuron_cores:
+            return [w for w in alive if w.neuron_cores >= neuron_cores]
+        if any(w.neuron_cores == 0 for w in self.workers.values()):
+            return [w for w in alive if w.neuron_cores == 0]
+        return alive
+
     @staticmethod
-    def _best(candidates: Iterable[WorkerLoad]) -> WorkerLoad:
-        return min(candidates, key=lambda w: (-w.free_bytes, w.in_flight, len(w.models), w.id))
+    def _best(candidates: Iterable[WorkerLoad], neuron_cores: int = 0) -> WorkerLoad:
+        return min(
+            candidates,
+            key=lambda w: (w.neuron_cores - neuron_cores, -w.free_bytes, w.in_flight, len(w.models), w.id),
+        )
 
     def _add(self, name: str, worker: int) -> None:
         model = self._models.setdefault(name, _Model())

@@ -172,7 +172,7 @@ class Supervisor:
             self._tasks.spawn(self._restart(slot), f"restart-worker-{spec.id}")
             return
         self.connections[spec.id] = connection
-        self._router.worker_up(spec.id, spec.budget_bytes)
+        self._router.worker_up(spec.id, spec.budget_bytes, len(spec.neuron_cores))
         slot.state = WorkerState.READY
         log.info("worker %d ready: pid %d on %s", spec.id, process.pid, spec.device)
         connection.on_lost = lambda: self._lost(slot, connection)

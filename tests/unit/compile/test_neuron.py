@@ -66,8 +66,14 @@ def test_neuron_traces_through_torch_neuronx_with_auto_cast(
         )
         report = compile_model(request, log=lambda _line: None)
         served = FolderRepository(tmp_path / "repo").fetch("m")
+        assert served.config.device == "neuron"  # placed on workers holding NeuronCores
         spec = LoadSpec("m", 1, served.model_file(1), served.config, 1)
         assert load_runtime(spec).outputs[0].name == "logits"  # torch_neuronx imported first
+        elsewhere = served.config.model_copy(update={"device": "auto"})
+        with pytest.raises(
+            ModelLoadError, match="compiled for Neuron: its config.yaml must say device: neuron"
+        ):
+            load_runtime(LoadSpec("m", 1, served.model_file(1), elsewhere, 1))
         monkeypatch.setattr(sys, "path", [p for p in sys.path if "stand-in" not in p])
         sys.modules.pop("torch_neuronx", None)
         with pytest.raises(ModelLoadError, match="compiled for Neuron: this server has no torch_neuronx"):

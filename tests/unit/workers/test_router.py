@@ -162,3 +162,48 @@ def test_sync_follows_the_workers_own_evictions_and_loads() -> None:
     assert r.placements("bert") == []
     assert r.placements("step") == [worker]
     assert r.workers[worker].used_bytes == 10
+
+
+def neuron_router() -> tuple[Router, Clock]:
+    """Worker 0 without cores, 1 with a group of 2, 2 with a group of 4."""
+    clock = Clock()
+    r = Router(clock, hot_in_flight=1, hot_for_s=1.0)
+    for worker, cores in ((0, 0), (1, 2), (2, 4)):
+        r.worker_up(worker, 4 * GiB, neuron_cores=cores)
+    return r, clock
+
+
+def test_neuron_models_go_only_to_a_group_large_enough_the_smallest_first() -> None:
+    r, _ = neuron_router()
+    assert r.place("small", neuron_cores=1) == 1  # the 2-core group: the 4-core one stays whole
+    assert r.place("wide", neuron_cores=3) == 2
+    assert r.place("plain") == 0  # never a Neuron worker while a plain one is there
+    r.worker_lost(2)
+    with pytest.raises(Unavailable, match="no worker holding 3 NeuronCore"):
+        r.place("wider", neuron_cores=3)
+    r.worker_lost(0)
+    with pytest.raises(Unavailable, match="no worker is running to load model 'plain2'"):
+        r.place("plain2")  # plain workers exist, only restarting: wait for them
+
+
+def test_without_plain_workers_other_models_share_the_neuron_workers() -> None:
+    clock = Clock()
+    r = Router(clock)
+    r.worker_up(0, 4 * GiB, neuron_cores=1)
+    assert r.place("tokenizer") == 0
+
+
+def test_a_hot_neuron_model_is_copied_only_to_another_neuron_worker() -> None:
+    r, clock = neuron_router()
+    r.worker_up(3, 8 * GiB)  # the most free budget, but no cores
+    home = place_neuron(r, "bert", 2)
+    assert home == 1
+    r.route("bert")
+    clock.now += 1.1
+    assert r.route("bert") == (1, 2)  # hot: the copy goes to the other group, not worker 0 or 3
+
+
+def place_neuron(r: Router, name: str, cores: int) -> int:
+    worker = r.place(name, GiB, neuron_cores=cores)
+    r.loaded(name, worker, GiB, GiB)
+    return worker
