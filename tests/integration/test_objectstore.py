@@ -353,3 +353,75 @@ async def test_the_server_serves_a_bucket(
         assert r.status_code == 200, r.text
         assert r.json()["outputs"][0]["data"] == row
         assert (tmp_path / "cache").is_dir()
+
+
+TRITON_PBTXT = """
+name: "tri"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [ { name: "input" data_type: TYPE_FP32 dims: [ 16 ] } ]
+output [ { name: "output" data_type: TYPE_FP32 dims: [ 16 ] } ]
+dynamic_batching { max_queue_delay_microseconds: 100 }
+instance_group [ { count: 2 kind: KIND_CPU } ]
+"""
+
+
+def test_a_triton_model_in_a_bucket_reads_its_config_pbtxt(
+    tmp_path: Path, endpoint: str, s3: Any, bucket: str
+) -> None:
+    root = tmp_path / "triton"
+    identity(root / "tri" / "1" / "model.onnx")
+    (root / "tri" / "config.pbtxt").write_text(TRITON_PBTXT)
+    identity(root / "broken" / "1" / "model.onnx")
+    (root / "broken" / "config.pbtxt").write_text('name: "broken"\nmax_batch_size: [')
+    upload(s3, bucket, root)
+    ours, theirs = repository(tmp_path, endpoint, bucket), FolderRepository(root)
+    config = ours.config("tri")
+    assert config == theirs.config("tri")
+    assert (config.max_batch_size, config.instances, config.dynamic_batching.max_queue_delay_us) == (
+        8,
+        2,
+        100,
+    )
+    source = ours.fetch("tri")
+    assert_equivalent(source, theirs.fetch("tri"))
+    assert (tmp_path / "cache" / "tri" / "config.pbtxt").read_text() == TRITON_PBTXT
+    assert config_or_error(ours, "broken") == config_or_error(theirs, "broken")
+    assert fetch_or_error(ours, "broken")[0] is ModelLoadError  # type: ignore[index]
+
+    # config.yaml, once added, wins over config.pbtxt; config.pbtxt removed, it is gone from the cache
+    write_config(root / "tri", {"max_batch_size": 4})
+    upload(s3, bucket, root / "tri", f"{PREFIX}/tri")
+    assert ours.config("tri").max_batch_size == 4
+    s3.delete_object(Bucket=bucket, Key=f"{PREFIX}/tri/config.yaml")
+    s3.delete_object(Bucket=bucket, Key=f"{PREFIX}/tri/config.pbtxt")
+    assert ours.config("tri").max_batch_size is None  # the defaults: neither file is left
+    assert not (tmp_path / "cache" / "tri" / "config.pbtxt").exists()
+    assert ours.fetch("tri").config.max_batch_size is None
+
+
+async def test_the_server_serves_a_triton_model_from_a_bucket(
+    tmp_path: Path, endpoint: str, s3: Any, bucket: str
+) -> None:
+    from modelfleet.config import ServerSettings, StartupLoad
+    from tests.integration.conftest import client_for
+
+    root = tmp_path / "triton"
+    identity(root / "tri" / "1" / "model.onnx")
+    (root / "tri" / "config.pbtxt").write_text(TRITON_PBTXT)
+    upload(s3, bucket, root)
+    settings = ServerSettings(
+        repository=f"s3://{bucket}/{PREFIX}",
+        s3=ObjectStoreOptions(cache_dir=tmp_path / "cache", endpoint_url=endpoint, timeout_s=5),
+        startup_load=StartupLoad.NONE,
+        intra_op_threads=1,
+    )
+    body = {"inputs": [{"name": "input", "shape": [2, 16], "datatype": "FP32", "data": [0.5] * 32}]}
+    async with client_for(settings) as client:
+        r = await client.post("/v2/models/tri/infer", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["outputs"][0]["data"] == [0.5] * 32
+        config = (await client.get("/v2/models/tri/config")).json()
+        assert (config["max_batch_size"], config["platform"]) == (8, "onnxruntime_onnx")
+        nine = {"inputs": [{**body["inputs"][0], "shape": [9, 16], "data": [0.5] * 144}]}
+        assert (await client.post("/v2/models/tri/infer", json=nine)).status_code == 400  # max_batch_size 8

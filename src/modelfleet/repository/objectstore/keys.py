@@ -9,7 +9,10 @@ from dataclasses import dataclass
 
 from modelfleet.errors import ModelLoadError
 from modelfleet.repository.config import CONFIG_FILENAME
+from modelfleet.repository.triton import CONFIG_PBTXT
 
+CONFIG_FILES = (CONFIG_FILENAME, CONFIG_PBTXT)
+"""A model folder's own files: config.yaml, else Triton's config.pbtxt (folder.py reads them so)."""
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]")
 VERSION_DIR = re.compile(r"[0-9]+")
 
@@ -52,7 +55,7 @@ class RemoteFile:
 
 @dataclass(frozen=True, slots=True)
 class ModelPlan:
-    """What the cache should hold of one model: config.yaml and the version folders' files."""
+    """What the cache should hold of one model: its config files and the version folders' files."""
 
     files: dict[tuple[str, ...], RemoteFile]
     versions: frozenset[str]  # version folder names, including empty ones ("1/" marker objects)
@@ -68,7 +71,7 @@ def plan_model_files(listing: Mapping[str, RemoteFile]) -> ModelPlan:
         if not stripped:
             continue
         parts = key_parts(stripped)
-        if parts == (CONFIG_FILENAME,) and not marker:
+        if len(parts) == 1 and parts[0] in CONFIG_FILES and not marker:
             files[parts] = remote
         elif VERSION_DIR.fullmatch(parts[0]) and (marker or len(parts) > 1):
             versions.add(parts[0])

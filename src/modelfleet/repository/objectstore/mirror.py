@@ -14,7 +14,7 @@ from pathlib import Path
 
 from modelfleet.config import ObjectStoreOptions
 from modelfleet.errors import model_not_found
-from modelfleet.repository.config import CONFIG_FILENAME, ModelConfig
+from modelfleet.repository.config import ModelConfig
 from modelfleet.repository.folder import FolderRepository, ModelSource
 from modelfleet.repository.names import inside, is_model_name
 from modelfleet.repository.objectstore.cache import (
@@ -29,7 +29,7 @@ from modelfleet.repository.objectstore.cache import (
     version_dirs,
     write_index,
 )
-from modelfleet.repository.objectstore.keys import RemoteFile, parse_location, plan_model_files
+from modelfleet.repository.objectstore.keys import CONFIG_FILES, RemoteFile, parse_location, plan_model_files
 from modelfleet.repository.objectstore.storage import Download, Storage, endpoint_from_environment
 from modelfleet.repository.weights import blob_relpath, read_manifest
 
@@ -104,7 +104,8 @@ class ObjectStoreRepository:
         return source
 
     def config(self, name: str) -> ModelConfig:
-        """Blocking, cheap: one listing of the model's folder and config.yaml when it changed."""
+        """Blocking, cheap: one listing of the model's folder, and its config files (config.yaml,
+        Triton's config.pbtxt) when they changed."""
         if not is_model_name(name):
             raise model_not_found(name)
         cache = self._cache_root()
@@ -113,14 +114,14 @@ class ObjectStoreRepository:
             entries = storage.run(storage.list_dir, self._key(name), f"model '{name}'")
             if not entries:
                 raise model_not_found(name)
-            wanted = {n: remote for n, kind, remote in entries if n == CONFIG_FILENAME and kind == "file"}
+            wanted = {n: remote for n, kind, remote in entries if n in CONFIG_FILES and kind == "file"}
             model_dir = inside(cache, name)
             model_dir.mkdir(exist_ok=True)
             previous = read_index(model_dir)
-            present = {k: v for k, v in previous.files.items() if k != CONFIG_FILENAME}
+            present = {k: v for k, v in previous.files.items() if k not in CONFIG_FILES}
             try:
-                if not wanted:
-                    inside(cache, name, CONFIG_FILENAME).unlink(missing_ok=True)
+                for gone in set(CONFIG_FILES) - set(wanted):
+                    inside(cache, name, gone).unlink(missing_ok=True)
                 self._download_changed(cache, name, wanted, previous.files, present, _Fetched())
             finally:
                 write_index(model_dir, previous.model_copy(update={"files": present}))

@@ -69,6 +69,8 @@ def test_plan_takes_what_a_folder_repository_uses() -> None:
         {
             "": remote(0),  # the "NAME/" marker object
             "config.yaml": remote(),
+            "config.pbtxt": remote(),  # Triton's, read where config.yaml is absent
+            "labels.txt": remote(),  # other top-level files: a folder repository reads none
             "1/model.onnx": remote(),
             "1/weights.json": remote(),
             "2/": remote(0),  # an empty version folder
@@ -82,6 +84,7 @@ def test_plan_takes_what_a_folder_repository_uses() -> None:
         ("1", "model.onnx"),
         ("1", "weights.json"),
         ("3", "extra", "data.bin"),
+        ("config.pbtxt",),
         ("config.yaml",),
     ]
     assert plan.versions == {"1", "2", "3"}
