@@ -13,13 +13,12 @@ from modelfleet.engine.records import UNLOADED, ModelRecord, State, Status
 from modelfleet.errors import ModelfleetError, ModelLoadError, NotFound, Unavailable
 from modelfleet.protocol.documents import IndexEntry, Memory, Statistics, Workers
 from modelfleet.protocol.v2 import InferRequest, InferResponse
-from modelfleet.repository.config import Device
 from modelfleet.repository.folder import Repository
 from modelfleet.repository.names import check_model_name
 from modelfleet.workers import messages as m
 from modelfleet.workers import reports
 from modelfleet.workers.client import Connection, error_of
-from modelfleet.workers.plan import WorkerSpec
+from modelfleet.workers.plan import WorkerSpec, neuron_cores_needed
 from modelfleet.workers.remote import RemoteModel, infer_message, response_of
 from modelfleet.workers.router import Router
 from modelfleet.workers.supervisor import Supervisor, Tasks
@@ -113,28 +112,18 @@ class Fleet:
         try:
             cores = await self._neuron_cores(name)
         except ModelLoadError as exc:
-            self._failed(self._records[name], exc.message)
+            _failed(self._records[name], exc.message)
             raise
         worker = self.router.place(name, neuron_cores=cores)
         await self._load_on(name, worker)
         return worker
 
     async def _neuron_cores(self, name: str) -> int:
-        """The NeuronCores a copy of the model needs: 0 unless its config says device: neuron and
-        workers hold NeuronCores (the config is read only then); ModelLoadError where no worker
-        holds a group that large."""
-        groups = sorted({len(s.spec.neuron_cores) for s in self.slots if s.spec.neuron_cores})
-        if not groups:
+        """The NeuronCores a copy of the model needs; its config is read only where workers hold some."""
+        if not any(slot.spec.neuron_cores for slot in self.slots):
             return 0
         config = await asyncio.to_thread(self._repository.config, name)
-        if config.device != Device.NEURON:
-            return 0
-        if groups[-1] < config.neuron_cores:
-            raise ModelLoadError(
-                f"device neuron needs a worker holding {config.neuron_cores} NeuronCore(s), and the "
-                f"largest core group is {groups[-1]}: give --neuron-core-groups groups that large"
-            )
-        return config.neuron_cores
+        return neuron_cores_needed(config, [slot.spec for slot in self.slots])
 
     def add_copy(self, name: str, worker: int) -> None:
         """A hot model's extra copy, loaded in the background (the router already counts it)."""
@@ -163,7 +152,7 @@ class Fleet:
             error = error_of(reply)
             if not isinstance(error, Unavailable):
                 raise error  # 404 (gone from the repository), 507 (no room): not the model's fault
-            self._failed(record, reply.message)
+            _failed(record, reply.message)
             raise ModelLoadError(reply.message)
         assert isinstance(reply, m.Loaded)
         record.failures = 0
@@ -176,14 +165,6 @@ class Fleet:
             record.route(next(iter(ready.values())).config)
             record.versions = {n: Status(State.READY) for n in ready}
         record.status = Status(State.READY)
-
-    @staticmethod
-    def _failed(record: ModelRecord[RemoteModel], reason: str) -> None:
-        """A failed load: counted, shown with its reason, and not tried again for a growing while."""
-        record.counters.load_failures += 1
-        record.failures += 1
-        record.retry_at = time.monotonic() + min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (record.failures - 1))
-        record.mark_failed(reason)
 
     # -- the request path ---------------------------------------------------------------------------------
 
@@ -347,3 +328,11 @@ class Fleet:
         """The /v2/workers document (fresh reports from every live worker)."""
         await self.collect()
         return reports.workers(self.slots, self._reports, self.router.workers)
+
+
+def _failed(record: ModelRecord[RemoteModel], reason: str) -> None:
+    """A failed load: counted, shown with its reason, and not tried again for a growing while."""
+    record.counters.load_failures += 1
+    record.failures += 1
+    record.retry_at = time.monotonic() + min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (record.failures - 1))
+    record.mark_failed(reason)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelfleet.config import parse_workers as parse_workers  # re-exported
+from modelfleet.errors import ModelLoadError
+from modelfleet.repository.config import Device, ModelConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,20 @@ def plan(
             env = {"CUDA_VISIBLE_DEVICES": ""} if gpus else {}
             specs.append(WorkerSpec(i, f"cpu:{_span(group)}", group, share, env))
     return specs
+
+
+def neuron_cores_needed(config: ModelConfig, specs: Sequence[WorkerSpec]) -> int:
+    """The NeuronCores a copy of a model needs on these workers: 0 unless its config says device:
+    neuron and some worker holds cores; ModelLoadError where no worker holds a group that large."""
+    groups = [len(spec.neuron_cores) for spec in specs if spec.neuron_cores]
+    if not groups or config.device != Device.NEURON:
+        return 0
+    if max(groups) < config.neuron_cores:
+        raise ModelLoadError(
+            f"device neuron needs a worker holding {config.neuron_cores} NeuronCore(s), and the "
+            f"largest core group is {max(groups)}: give --neuron-core-groups groups that large"
+        )
+    return config.neuron_cores
 
 
 def _span(cores: tuple[int, ...]) -> str:

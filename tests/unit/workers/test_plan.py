@@ -74,3 +74,18 @@ def test_neuron_cores_of_the_server_are_one_group_each_unless_gpus_are_there(
     monkeypatch.setenv("NEURON_RT_VISIBLE_CORES", "2-3")
     assert [s.neuron_cores for s in plan(None, 100, cores=[0, 1], gpus=0)] == [(2,), (3,)]
     assert [s.device for s in plan(None, 100, cores=[0, 1], gpus=1)] == ["cuda:0"]
+
+
+def test_a_model_needs_cores_only_with_device_neuron_and_workers_holding_some() -> None:
+    from modelfleet.errors import ModelLoadError
+    from modelfleet.repository.config import Device, ModelConfig
+    from modelfleet.workers.plan import neuron_cores_needed
+
+    specs = plan(3, 300, cores=[0, 1, 2], gpus=0, neuron_groups=[(0, 1), (2,)])
+    wide = ModelConfig(device=Device.NEURON, neuron_cores=2)
+    assert neuron_cores_needed(wide, specs) == 2
+    assert neuron_cores_needed(ModelConfig(device=Device.NEURON), specs) == 1
+    assert neuron_cores_needed(ModelConfig(), specs) == 0
+    assert neuron_cores_needed(wide, plan(2, 200, cores=[0, 1], gpus=0, neuron_groups=[])) == 0
+    with pytest.raises(ModelLoadError, match="needs a worker holding 3 NeuronCore.*largest core group is 2"):
+        neuron_cores_needed(ModelConfig(device=Device.NEURON, neuron_cores=3), specs)
