@@ -10,6 +10,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import msgspec
+
 from modelfleet.config import ServerSettings, StartupLoad
 from modelfleet.engine import loading, reports
 from modelfleet.engine.blobs import BlobCache
@@ -24,6 +26,7 @@ from modelfleet.engine.model import LoadedModel
 from modelfleet.engine.records import UNLOADED, ModelRecord, State
 from modelfleet.engine.residency import Residency
 from modelfleet.errors import ModelfleetError, ModelLoadError, NotFound, Unavailable
+from modelfleet.protocol.documents import IndexEntry, Memory, Statistics, Workers
 from modelfleet.repository.config import ModelConfig
 from modelfleet.repository.folder import Repository
 from modelfleet.repository.names import check_model_name
@@ -203,18 +206,19 @@ class ModelManager:
 
     # -- documents --------------------------------------------------------------------------------
 
-    def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+    def index(self, ready_only: bool = False) -> list[IndexEntry]:
         return reports.index(self.records, self.residency, ready_only)
 
     def residency_of(self, name: str) -> dict[str, Any]:
-        """A model's state, reason and load / eviction counters (for the statistics extension)."""
-        return reports.residency_of(self.records[name], self.residency)
+        """A model's state, reason and load / eviction counters as plain data, for a worker's report."""
+        doc: dict[str, Any] = msgspec.to_builtins(reports.residency_of(self.records[name], self.residency))
+        return doc
 
-    def memory(self) -> dict[str, Any]:
+    def memory(self) -> Memory:
         """Budget, use and totals, for the statistics views and the monitor."""
         return reports.memory(self.records, self.residency, self.blobs.nbytes())
 
-    def statistics(self, name: str | None, version: str | None) -> dict[str, Any]:
+    def statistics(self, name: str | None, version: str | None) -> Statistics:
         """The statistics extension: each ready version's counts and residency, and the memory
         totals; 400 / 404 like every other per-model call, without loading anything."""
         if name is None:
@@ -224,12 +228,11 @@ class ModelManager:
             if model is None and version is not None:
                 raise self.records[name].not_ready(version)
             models = [model] if version is not None and model is not None else self.loaded(name)
-        return {
-            "model_stats": reports.model_stats(models, self.records, self.residency),
-            "memory": self.memory(),
-        }
+        return Statistics(
+            model_stats=reports.model_stats(models, self.records, self.residency), memory=self.memory()
+        )
 
-    async def workers(self) -> dict[str, Any]:
+    async def workers(self) -> Workers:
         """The /v2/workers document: this process, as worker 0."""
         worker = reports.in_process_worker(self.started, self.memory(), self.loaded())
-        return {"workers": [worker], "in_process": True}
+        return Workers(workers=[worker], in_process=True)

@@ -12,6 +12,7 @@ from modelfleet.engine.executor import Executor, Post
 from modelfleet.engine.signature import Signature
 from modelfleet.engine.stats import ModelStats
 from modelfleet.errors import BadRequest, InferenceFailed, ModelfleetError, Overloaded
+from modelfleet.protocol.documents import ModelMetadata
 from modelfleet.protocol.v2 import InferOutput, InferRequest, InferResponse, TensorSpec
 from modelfleet.repository.config import ModelConfig
 from modelfleet.runtimes.base import Runtime
@@ -74,7 +75,7 @@ class LoadedModel:
     def platform(self) -> str:
         return self.signature.platform
 
-    def metadata(self, versions: list[str]) -> dict[str, object]:
+    def metadata(self, versions: list[str]) -> ModelMetadata:
         return self.signature.metadata(versions)
 
     def prepare(self, request: InferRequest) -> PreparedRequest:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from modelfleet.protocol.documents import ModelMetadata, TensorMetadata
 from modelfleet.protocol.v2 import TensorSpec
 from modelfleet.repository.config import ModelConfig
 
@@ -32,11 +33,16 @@ class Signature:
         backend = self.config.backend or ""
         return PLATFORMS.get(backend, backend)
 
-    def metadata(self, versions: list[str]) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "versions": versions,
-            "platform": self.platform,
-            "inputs": [t.as_metadata() for t in self.inputs.values()],
-            "outputs": [t.as_metadata() for t in self.outputs.values()],
-        }
+    def metadata(self, versions: list[str]) -> ModelMetadata:
+        """The V2 model metadata, listing `versions` (those served)."""
+        return ModelMetadata(
+            name=self.name,
+            versions=versions,
+            platform=self.platform,
+            inputs=[_tensor(t) for t in self.inputs.values()],
+            outputs=[_tensor(t) for t in self.outputs.values()],
+        )
+
+
+def _tensor(spec: TensorSpec) -> TensorMetadata:
+    return TensorMetadata(name=spec.name, datatype=spec.datatype, shape=list(spec.shape))

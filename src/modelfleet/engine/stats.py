@@ -7,7 +7,9 @@ import time
 from bisect import bisect_left
 from typing import Any
 
-_PHASES = ("success", "queue", "compute_input", "compute_infer", "compute_output")
+import msgspec
+
+from modelfleet.protocol.documents import BatchStats, Duration, InferenceStats, ModelStatistics
 
 # Upper bounds (inclusive, like Prometheus' `le`) of the duration histograms, in ns: from 25 µs
 # (the server's own overhead on a tiny model) to a minute (a long queue), about 2.5x apart.
@@ -191,31 +193,41 @@ class ModelStats:
             value = getattr(other, field)
             setattr(self, field, list(value) if isinstance(value, list) else value)
 
-    def as_dict(self, name: str, version: str) -> dict[str, Any]:
-        def duration(count: int, ns: int) -> dict[str, int]:
-            return {"count": count, "ns": ns}
+    def statistics(self, name: str, version: str) -> ModelStatistics:
+        """These counts as the V2 statistics extension's entry for one model version."""
 
-        stats = {phase: duration(self.success_count, getattr(self, f"{phase}_ns")) for phase in _PHASES}
-        stats["fail"] = duration(self.fail_count, self.fail_ns)
-        stats["cache_hit"] = duration(self.cache_hit_count, self.cache_hit_ns)
-        stats["cache_miss"] = duration(self.cache_miss_count, self.cache_miss_ns)
-        return {
-            "name": name,
-            "version": version,
-            "last_inference": self.last_inference_ms,
-            "inference_count": self.inference_count,
-            "execution_count": self.execution_count,
-            "inference_stats": stats,
-            "batch_stats": [
-                {
-                    "batch_size": size,
-                    "compute_input": duration(b.count, b.input_ns),
-                    "compute_infer": duration(b.count, b.infer_ns),
-                    "compute_output": duration(b.count, b.output_ns),
-                }
-                for size, b in sorted(self.batches.items())
-            ],
-        }
+        def batch(size: int, b: _BatchStats) -> BatchStats:
+            return BatchStats(
+                batch_size=size,
+                compute_input=Duration(count=b.count, ns=b.input_ns),
+                compute_infer=Duration(count=b.count, ns=b.infer_ns),
+                compute_output=Duration(count=b.count, ns=b.output_ns),
+            )
+
+        done = self.success_count
+        return ModelStatistics(
+            name=name,
+            version=version,
+            last_inference=self.last_inference_ms,
+            inference_count=self.inference_count,
+            execution_count=self.execution_count,
+            inference_stats=InferenceStats(
+                success=Duration(count=done, ns=self.success_ns),
+                queue=Duration(count=done, ns=self.queue_ns),
+                compute_input=Duration(count=done, ns=self.compute_input_ns),
+                compute_infer=Duration(count=done, ns=self.compute_infer_ns),
+                compute_output=Duration(count=done, ns=self.compute_output_ns),
+                fail=Duration(count=self.fail_count, ns=self.fail_ns),
+                cache_hit=Duration(count=self.cache_hit_count, ns=self.cache_hit_ns),
+                cache_miss=Duration(count=self.cache_miss_count, ns=self.cache_miss_ns),
+            ),
+            batch_stats=[batch(size, b) for size, b in sorted(self.batches.items())],
+        )
+
+    def as_dict(self, name: str, version: str) -> dict[str, Any]:
+        """`statistics()` as plain data, for a worker's report to the front."""
+        doc: dict[str, Any] = msgspec.to_builtins(self.statistics(name, version))
+        return doc
 
 
 _HISTOGRAMS = ("request_buckets", "queue_buckets", "compute_buckets", "overhead_buckets")

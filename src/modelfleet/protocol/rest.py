@@ -405,8 +405,3 @@ def _json_array(flat: np.ndarray) -> bytes:
 def is_large(response: InferResponse) -> bool:
     """Whether encoding the answer is worth a thread (its outputs hold over a chunk of numbers)."""
     return sum(out.data.size for out in response.outputs) > JSON_CHUNK_ELEMENTS
-
-
-def dumps(doc: Any) -> bytes:
-    """JSON for control-plane answers."""
-    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -18,6 +18,7 @@ import orjson
 from modelfleet.errors import BadRequest
 from modelfleet.errors import NotAcceptable as NotAcceptable  # re-exported: raised by the shapes here
 from modelfleet.errors import UnsupportedMediaType as UnsupportedMediaType
+from modelfleet.protocol.documents import Document
 from modelfleet.protocol.rest import Limits, decode_request, header_length, loads
 from modelfleet.protocol.v2 import InferRequest, InferResponse, TensorSpec
 from modelfleet.repository.names import check_model_name, is_model_name
@@ -34,6 +35,26 @@ _SUPPORTED = (
     f"{JSON_TYPE}, {OCTET_TYPE} with Inference-Header-Content-Length, "
     f"or {TRITON_BINARY_TYPE};{_HEADER_SIZE_PARAM}=N"
 )
+
+
+class ModelDescription(Document, frozen=True, kw_only=True, rename="camel"):
+    """A loaded model in the multi-model API: POST /models' answer, GET /models/{name}."""
+
+    model_name: str
+    model_url: str
+
+
+class ModelList(Document, frozen=True, kw_only=True, rename="camel"):
+    """GET /models: a page of loaded models, and the token of the next page when there is one."""
+
+    models: list[ModelDescription]
+    next_page_token: str | None = None
+
+
+class Unloaded(Document, frozen=True, kw_only=True, rename="camel"):
+    """DELETE /models/{name}'s answer."""
+
+    model_name: str
 
 
 class Answer(Enum):

@@ -24,9 +24,6 @@ class TensorSpec:
     datatype: str
     shape: tuple[int, ...]
 
-    def as_metadata(self) -> dict[str, Any]:
-        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
-
 
 @dataclass(slots=True)
 class InferInput:

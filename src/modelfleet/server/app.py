@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from modelfleet.config import ServerSettings
 from modelfleet.engine.lifecycle import ModelManager
 from modelfleet.engine.ports import ModelHost
-from modelfleet.protocol.rest import dumps
+from modelfleet.protocol.documents import error_json
 from modelfleet.repository.folder import Repository
 from modelfleet.repository.open import open_repository
 from modelfleet.server.asgi import send_json
@@ -75,7 +75,7 @@ class Shutdown:
             if not self._cutting or started:
                 raise
             task.uncancel()
-            body = dumps({"error": "the server is shutting down; retry on another replica"})
+            body = error_json("the server is shutting down; retry on another replica")
             await send_json(send, 503, body, [(b"retry-after", b"1"), (b"connection", b"close")])
         finally:
             self._tasks.discard(task)

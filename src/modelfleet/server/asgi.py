@@ -20,7 +20,8 @@ from modelfleet.errors import (
     RequestTimeout,
     Unauthorized,
 )
-from modelfleet.protocol.rest import dumps, loads
+from modelfleet.protocol.documents import error_json
+from modelfleet.protocol.rest import loads
 from modelfleet.server.auth import Access, Guard, Principal, presented_key
 from modelfleet.server.http1 import HOLD
 
@@ -185,7 +186,7 @@ def error_body(exc: ModelfleetError) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         extra.append((b"www-authenticate", b"Bearer"))
     if isinstance(exc, MethodNotAllowed):
         extra.append((b"allow", ", ".join(exc.allow).encode()))
-    return dumps({"error": exc.message}), extra
+    return error_json(exc.message), extra
 
 
 async def send_error(send: Send, exc: ModelfleetError) -> None:

@@ -36,6 +36,7 @@ import yaml
 from modelfleet.config import ServerSettings
 from modelfleet.errors import Forbidden as Forbidden  # re-exported: the Guard's refusal
 from modelfleet.errors import Unauthorized, model_not_found
+from modelfleet.protocol.documents import IndexEntry, Statistics
 from modelfleet.repository.names import check_model_name, check_version
 from modelfleet.server.quota import Quota, QuotaConfig
 
@@ -142,18 +143,18 @@ class Principal:
             check_version(version)
         raise model_not_found(name, version)
 
-    def index(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def index(self, entries: list[IndexEntry]) -> list[IndexEntry]:
         """The repository index entries the caller may see."""
         if self.models is None:
             return entries
-        return [e for e in entries if e["name"] in self.models]
+        return [e for e in entries if e.name in self.models]
 
-    def statistics(self, doc: dict[str, Any]) -> dict[str, Any]:
+    def statistics(self, doc: Statistics) -> Statistics:
         """The statistics document the caller may see: a tenant gets its models' entries only,
         and no server-wide memory totals (they count the other tenants' models and loads)."""
         if self.models is None:
             return doc
-        return {"model_stats": [e for e in doc["model_stats"] if e["name"] in self.models]}
+        return Statistics(model_stats=[e for e in doc.model_stats if e.name in self.models])
 
 
 OPEN = Principal("anonymous", None)

@@ -7,7 +7,21 @@ from typing import Any
 from modelfleet import __version__
 from modelfleet.engine.ports import ModelHost, ServedModel
 from modelfleet.errors import BadRequest, ModelLoadError
-from modelfleet.protocol.v2 import InferRequest, InferResponse
+from modelfleet.protocol.documents import (
+    AllVersions,
+    ConfigTensor,
+    IndexEntry,
+    LatestVersions,
+    ModelConfiguration,
+    ModelMetadata,
+    ModelReady,
+    ServerMetadata,
+    SpecificVersions,
+    Statistics,
+    VersionPolicy,
+    Workers,
+)
+from modelfleet.protocol.v2 import InferRequest, InferResponse, TensorSpec
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
 _TRITON_TYPES = {
@@ -43,50 +57,50 @@ class DataPlane:
     def ready(self) -> bool:
         return self.manager.started and not self.draining
 
-    def server_metadata(self) -> dict[str, Any]:
-        return {"name": "modelfleet", "version": __version__, "extensions": EXTENSIONS}
+    def server_metadata(self) -> ServerMetadata:
+        return ServerMetadata(name="modelfleet", version=__version__, extensions=EXTENSIONS)
 
-    async def model_metadata(self, name: str, version: str | None) -> dict[str, Any]:
+    async def model_metadata(self, name: str, version: str | None) -> ModelMetadata:
         model = await self.model(name, version)
         return model.metadata(self.manager.served_versions(name))
 
-    def model_ready(self, name: str, version: str | None) -> dict[str, Any]:
+    def model_ready(self, name: str, version: str | None) -> ModelReady:
         """The model's readiness document; raises (404 / 503) when it is not resident and ready."""
         model = self.manager.peek(name, version)
         if model is None:
             record = self.manager.record(name)
             assert record is not None  # peek raised 404 for a model without one
             raise record.not_ready(version)
-        return {"name": model.name, "version": model.version_str, "ready": True}
+        return ModelReady(name=model.name, version=model.version_str, ready=True)
 
-    async def model_config(self, name: str, version: str | None) -> dict[str, Any]:
+    async def model_config(self, name: str, version: str | None) -> ModelConfiguration:
         """The completed config in Triton's JSON shape (dims without the batch dimension)."""
         model = await self.model(name, version)
         config = model.config
         skip = 1 if model.max_batch_size else 0
 
-        def tensors(specs: dict[str, Any]) -> list[dict[str, Any]]:
+        def tensors(specs: dict[str, TensorSpec]) -> list[ConfigTensor]:
             return [
-                {"name": s.name, "data_type": _TRITON_TYPES[s.datatype], "dims": list(s.shape[skip:])}
+                ConfigTensor(name=s.name, data_type=_TRITON_TYPES[s.datatype], dims=list(s.shape[skip:]))
                 for s in specs.values()
             ]
 
         policy = config.version_policy
         if policy.all:
-            version_policy: dict[str, Any] = {"all": {}}
+            version_policy = VersionPolicy(all=AllVersions())
         elif policy.specific is not None:
-            version_policy = {"specific": {"versions": policy.specific}}
+            version_policy = VersionPolicy(specific=SpecificVersions(versions=policy.specific))
         else:
-            version_policy = {"latest": {"num_versions": policy.latest or 1}}
-        return {
-            "name": model.name,
-            "platform": model.platform,
-            "backend": config.backend,
-            "max_batch_size": model.max_batch_size,
-            "input": tensors(model.inputs),
-            "output": tensors(model.outputs),
-            "version_policy": version_policy,
-        }
+            version_policy = VersionPolicy(latest=LatestVersions(num_versions=policy.latest or 1))
+        return ModelConfiguration(
+            name=model.name,
+            platform=model.platform,
+            backend=config.backend,
+            max_batch_size=model.max_batch_size,
+            input=tensors(model.inputs),
+            output=tensors(model.outputs),
+            version_policy=version_policy,
+        )
 
     # -- inference ------------------------------------------------------------------------------------
 
@@ -101,7 +115,7 @@ class DataPlane:
 
     # -- repository extension ----------------------------------------------------------------------------
 
-    async def repository_index(self, ready_only: bool, refresh: bool = True) -> list[dict[str, Any]]:
+    async def repository_index(self, ready_only: bool, refresh: bool = True) -> list[IndexEntry]:
         """The index, after looking for added and removed models when `refresh` (model control)."""
         if refresh:
             await self.manager.refresh()
@@ -124,12 +138,12 @@ class DataPlane:
 
     # -- statistics extension ------------------------------------------------------------------------------
 
-    def statistics(self, name: str | None, version: str | None) -> dict[str, Any]:
+    def statistics(self, name: str | None, version: str | None) -> Statistics:
         return self.manager.statistics(name, version)
 
     # -- workers ----------------------------------------------------------------------------------------------------
 
-    async def workers(self) -> dict[str, Any]:
+    async def workers(self) -> Workers:
         """Each worker with its device, memory and models (one, this process, without workers)."""
         return await self.manager.workers()
 

@@ -224,7 +224,7 @@ class GrpcFront:
 
     async def server_metadata(self, request: pb.ServerMetadataRequest, call: Call) -> Message:
         self._admit(call, Access.SERVER)
-        return pb.ServerMetadataResponse(**self._plane.server_metadata())
+        return codec.server_metadata(self._plane.server_metadata())
 
     async def model_metadata(self, request: pb.ModelMetadataRequest, call: Call) -> Message:
         self._admit(call, Access.MODEL, request.name, request.version or None)

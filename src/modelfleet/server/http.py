@@ -30,11 +30,18 @@ from modelfleet.errors import (
     MethodNotAllowed,
     ModelfleetError,
 )
+from modelfleet.protocol.documents import (
+    Document,
+    IndexEntry,
+    Liveness,
+    Readiness,
+    error_json,
+    to_json,
+)
 from modelfleet.protocol.rest import (
     HEADER_LENGTH,
     Limits,
     decode_request,
-    dumps,
     encode_response,
     header_length,
     is_large,
@@ -159,8 +166,8 @@ async def _encode(response: InferResponse, request: InferRequest) -> tuple[bytes
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def _ok(doc: Any = None, status: int = 200) -> Response:
-    return Response(b"" if doc is None else dumps(doc), status_code=status, media_type="application/json")
+def _ok(doc: Document | list[IndexEntry] | None = None, status: int = 200) -> Response:
+    return Response(b"" if doc is None else to_json(doc), status_code=status, media_type="application/json")
 
 
 async def _json_body(request: Request, max_depth: int) -> dict[str, Any]:
@@ -207,11 +214,11 @@ def _control_routes(plane: DataPlane, guard: Guard, max_json_depth: int) -> list
         return params["model"], params.get("version")
 
     async def live(request: Request) -> Response:
-        return _ok({"live": plane.live()})
+        return _ok(Liveness(live=plane.live()))
 
     async def ready(request: Request) -> Response:
         is_ready = plane.ready()
-        return _ok({"ready": is_ready}, 200 if is_ready else 503)
+        return _ok(Readiness(ready=is_ready), 200 if is_ready else 503)
 
     async def server_metadata(request: Request) -> Response:
         return _ok(plane.server_metadata())
@@ -302,7 +309,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     }
     message = detail.get(exc.status_code, exc.detail)
     headers = {"allow": _allowed(request)} if exc.status_code == 405 else None
-    return Response(dumps({"error": message}), exc.status_code, headers, media_type="application/json")
+    return Response(error_json(message), exc.status_code, headers, media_type="application/json")
 
 
 def _allowed(request: Request) -> str:
@@ -318,7 +325,7 @@ def _allowed(request: Request) -> str:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return Response(dumps({"error": "internal server error"}), 500, media_type="application/json")
+    return Response(error_json("internal server error"), 500, media_type="application/json")
 
 
 def _metrics_route(metrics: Metrics, guard: Guard) -> Route:
@@ -361,9 +368,7 @@ def build_http_app(
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if _BAD_PATH.search(scope.get("raw_path") or scope["path"].encode()):
-                await send_json(
-                    send, 400, dumps({"error": "invalid characters or dot-segments in the URL path"})
-                )
+                await send_json(send, 400, error_json("invalid characters or dot-segments in the URL path"))
                 return
             target = InferEndpoint.match(scope["path"])
             if target is not None:
@@ -372,7 +377,7 @@ def build_http_app(
                 except Exception:  # past the infer sequence (which answers its own errors)
                     log.exception("unexpected error on %s", scope["path"])
                     answered(target[0], 500, None)
-                    await send_json(send, 500, dumps({"error": "internal server error"}))
+                    await send_json(send, 500, error_json("internal server error"))
                 return
         await control(scope, receive, send)
 

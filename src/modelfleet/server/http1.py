@@ -22,10 +22,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from modelfleet.config import ServerSettings
+from modelfleet.protocol.documents import error_json
 from modelfleet.server.quota import hold_timeout_s
 
 HOLD = "modelfleet.hold"  # the scope extension: call it to hold the connection after this response
@@ -169,7 +169,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _send(self, status: int, message: str) -> None:
         self.waiting_since = None
-        body = orjson.dumps({"error": message})
+        body = error_json(message)
         head = [
             b"HTTP/1.1 %d %s" % (status, _REASONS[status]),
             b"content-type: application/json",

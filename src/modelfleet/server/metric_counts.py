@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from modelfleet.engine.ports import ModelHost, ServedModel
 from modelfleet.engine.records import Counters
 from modelfleet.engine.stats import BATCH_BOUNDS, DURATION_BOUNDS_NS, ModelStats
+from modelfleet.protocol.documents import Memory
 
 OTHER = "_other"
 HALF_LIFE_S = 300.0  # how fast past traffic stops counting towards a model's label
@@ -172,10 +173,10 @@ class _Model:
 class Sample:
     """One scrape's numbers: counter vectors and gauges by label, and the server's gauges."""
 
+    memory: Memory
     counts: dict[str, Vector] = field(default_factory=dict)
     queue_depth: dict[str, int] = field(default_factory=dict)
     resident_bytes: dict[str, int] = field(default_factory=dict)
-    memory: dict[str, int] = field(default_factory=dict)
 
 
 class FleetMetrics:
@@ -229,7 +230,7 @@ class FleetMetrics:
             entry = self._models.get(model.name) or self._track(model.name)
             if entry is not None and model.stats is not entry.last_stats:
                 entry.adopt(model)
-        self._sync_records(memory["known_models"])
+        self._sync_records(memory.known_models)
         labelled = self._choose_labels()
         for entry in list(self._models.values()):
             if entry.labelled and entry.name not in labelled:
@@ -258,7 +259,7 @@ class FleetMetrics:
                 self._forget(entry)
         if known > with_record:  # models the server knows that we have not seen: look them up
             for doc in self._manager.index():
-                name = doc["name"]
+                name = doc.name
                 record = self._manager.record(name)
                 if name not in self._models and record is not None:
                     self._models[name] = _Model(name)
@@ -343,7 +344,7 @@ class FleetMetrics:
         _add_stats(own, entry.retired)
         return _minus(own, entry.offset)
 
-    def _assemble(self, loaded: Sequence[ServedModel], memory: dict[str, int]) -> Sample:
+    def _assemble(self, loaded: Sequence[ServedModel], memory: Memory) -> Sample:
         sample = Sample(memory=memory)
         other = self._other_fixed[:]
         _add_stats(other, self._other_retired)

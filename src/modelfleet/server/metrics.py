@@ -111,7 +111,7 @@ def families(sample: Sample) -> Iterator[Metric]:
     yield _gauge("queue_depth", "Requests waiting for or in execution.", sample.queue_depth)
     yield _gauge("model_resident_bytes", "Memory of the model's ready copies.", sample.resident_bytes)
     for subject, key, doc in _SERVER_GAUGES:
-        yield GaugeMetricFamily(f"modelfleet_{subject}", doc, value=sample.memory[key])
+        yield GaugeMetricFamily(f"modelfleet_{subject}", doc, value=getattr(sample.memory, key))
 
 
 _SERVER_GAUGES = (

@@ -33,7 +33,8 @@ from modelfleet.config import ServerSettings
 from modelfleet.engine.ports import ServedModel
 from modelfleet.errors import BadRequest, Conflict, ModelfleetError, NotAcceptable, model_not_found
 from modelfleet.protocol import sagemaker as shapes
-from modelfleet.protocol.rest import HEADER_LENGTH, Limits, dumps, encode_response
+from modelfleet.protocol.documents import Document, Readiness, to_json
+from modelfleet.protocol.rest import HEADER_LENGTH, Limits, encode_response
 from modelfleet.protocol.v2 import InferRequest, InferResponse
 from modelfleet.repository.names import check_model_name, is_model_name
 from modelfleet.server.asgi import BodyBudget, ClientGone, hold_of, json_object, read_body
@@ -48,8 +49,8 @@ DEFAULT_PAGE = 1000  # GET /models without max_results
 MAX_PAGE = 1000
 
 
-def _json(doc: Any, status: int = 200) -> Response:
-    return Response(dumps(doc), status_code=status, media_type=shapes.JSON_TYPE)
+def _json(doc: Document, status: int = 200) -> Response:
+    return Response(to_json(doc), status_code=status, media_type=shapes.JSON_TYPE)
 
 
 class SageMakerApi:
@@ -105,7 +106,7 @@ class SageMakerApi:
     async def ping(self, request: Request) -> Response:
         self.authorize(request, Access.PUBLIC)
         ready = self._plane.ready()
-        return _json({"ready": ready}, 200 if ready else 503)
+        return _json(Readiness(ready=ready), 200 if ready else 503)
 
     # -- inference ----------------------------------------------------------------------------------------
 
@@ -133,7 +134,7 @@ class SageMakerApi:
         if self._settings.sagemaker_default_model is not None:
             return self._settings.sagemaker_default_model
         who = self.authorize(request, Access.SERVER)
-        names: set[str] = {entry["name"] for entry in who.index(self._plane.manager.index())}
+        names: set[str] = {entry.name for entry in who.index(self._plane.manager.index())}
         if len(names) == 1:
             return names.pop()
         raise BadRequest(
@@ -227,7 +228,7 @@ class SageMakerApi:
             await self._plane.load(name, {})  # 404 unknown, 507 no room, 400 failed to load
         model_url = url if url is not None else self._default_url(name)
         self._urls[name] = model_url
-        return _json({"modelName": name, "modelUrl": model_url})
+        return _json(shapes.ModelDescription(model_name=name, model_url=model_url))
 
     async def list_models(self, request: Request) -> Response:
         """The loaded models the caller may see (a tenant: its own), paged."""
@@ -242,10 +243,8 @@ class SageMakerApi:
         if after is not None:
             names = [n for n in names if n > after]
         page = names[:size]
-        doc: dict[str, Any] = {"models": [self._describe(n) for n in page]}
-        if len(names) > size:
-            doc["nextPageToken"] = page[-1]
-        return _json(doc)
+        token = page[-1] if len(names) > size else None
+        return _json(shapes.ModelList(models=[self._describe(n) for n in page], next_page_token=token))
 
     async def describe(self, request: Request) -> Response:
         self.authorize(request, Access.MODEL, request.path_params["model"])
@@ -265,14 +264,16 @@ class SageMakerApi:
         self._urls.pop(name, None)
         if self._stager is not None and name not in self._staging:
             await asyncio.to_thread(self._stager.remove, name)
-        return _json({"modelName": name})
+        return _json(shapes.Unloaded(model_name=name))
 
     def _loaded(self, name: str) -> bool:
         record = self._plane.manager.record(name)
         return record is not None and bool(record.ready)
 
-    def _describe(self, name: str) -> dict[str, str]:
-        return {"modelName": name, "modelUrl": self._urls.get(name) or self._default_url(name)}
+    def _describe(self, name: str) -> shapes.ModelDescription:
+        return shapes.ModelDescription(
+            model_name=name, model_url=self._urls.get(name) or self._default_url(name)
+        )
 
     def _default_url(self, name: str) -> str:
         return f"{self._settings.repository.rstrip('/')}/{name}"

@@ -18,6 +18,7 @@ from modelfleet.errors import (
     Overloaded,
     Unavailable,
 )
+from modelfleet.protocol.documents import TensorMetadata
 from modelfleet.protocol.v2 import InferInput, InferRequest
 from modelfleet.repository.folder import FolderRepository
 from modelfleet.runtimes import base
@@ -40,7 +41,7 @@ def root(tmp_path: Path) -> Path:
 
 
 def states(manager: ModelManager) -> dict[str, str]:
-    return {f"{e['name']}/{e.get('version', '-')}": e["state"] for e in manager.index()}
+    return {f"{e.name}/{e.version or '-'}": e.state for e in manager.index()}
 
 
 def loaded(manager: ModelManager) -> set[str]:
@@ -64,8 +65,8 @@ async def test_start_all_loads_everything_and_keeps_broken_models_apart(root: Pa
     assert s["identity/1"] == "READY"
     assert s["broken/1"] == "UNAVAILABLE"
     assert s["versioned/1"] == s["versioned/2"] == "READY"
-    broken = next(e for e in manager.index() if e["name"] == "broken")
-    assert "Protobuf parsing failed" in broken["reason"]
+    broken = next(e for e in manager.index() if e.name == "broken")
+    assert "Protobuf parsing failed" in broken.reason
     assert manager.resident("identity").version == 1  # type: ignore[union-attr]
     assert manager.resident("versioned").version == 2  # type: ignore[union-attr]
     assert manager.resident("versioned", "1").version == 1  # type: ignore[union-attr]
@@ -79,7 +80,7 @@ async def test_start_all_loads_everything_and_keeps_broken_models_apart(root: Pa
         manager.resident("identity", "1.5")
     with pytest.raises(NotFound, match="model 'identity' has no version alias 'x'"):
         manager.resident("identity", "x")
-    assert "broken" not in {e["name"] for e in manager.index(ready_only=True)}
+    assert "broken" not in {e.name for e in manager.index(ready_only=True)}
     await manager.close()
 
 
@@ -167,7 +168,7 @@ async def test_bad_config_and_policy_selecting_nothing(tmp_path: Path) -> None:
     (tmp_path / "c" / "1").mkdir()
     manager = manager_for(tmp_path)
     await manager.start()
-    reasons = {e["name"]: e["reason"] for e in manager.index()}
+    reasons = {e.name: e.reason for e in manager.index()}
     assert reasons["m"] == "the version policy selects none of the versions [1]"
     assert reasons["c"].startswith("config.yaml: inputs: Input should be a valid list")
     await manager.close()
@@ -186,7 +187,7 @@ async def test_concurrent_requests_for_an_unloaded_model_cause_one_load(root: Pa
     assert record is not None
     assert record.counters.loads == 1
     assert record.counters.cold_starts == 1
-    assert manager.memory()["cold_starts"] == 1
+    assert manager.memory().cold_starts == 1
     await manager.close()
 
 
@@ -270,13 +271,13 @@ async def test_least_recently_used_idle_models_are_evicted_to_make_room(tmp_path
     await manager.acquire("d")  # needs 10 MiB: b, the least recently used, goes
     assert loaded(manager) == set("acd")
     assert states(manager)["b/1"] == "EVICTED"
-    b = next(e for e in manager.index() if e["name"] == "b")
-    assert b["reason"] == "evicted to make room for 'd'"
-    assert b["evictions"] == 1
+    b = next(e for e in manager.index() if e.name == "b")
+    assert b.reason == "evicted to make room for 'd'"
+    assert b.evictions == 1
     assert manager.residency.used_bytes <= manager.residency.budget_bytes
     await manager.acquire("b")  # comes back on demand, evicting c (now the LRU)
     assert loaded(manager) == set("abd")
-    assert manager.memory()["evictions"] == 2
+    assert manager.memory().evictions == 2
     await manager.close()
 
 
@@ -331,7 +332,7 @@ async def test_adapters_run_their_head_over_the_base_and_batch_together(tmp_path
     base_model = manager.resident("base")
     assert base_model is not None
     assert all(h.executor is base_model.executor for h in heads)
-    assert heads[0].metadata(["1"])["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 2]}]
+    assert heads[0].metadata(["1"]).outputs == [TensorMetadata(name="logits", datatype="FP32", shape=[-1, 2])]
     x = [0.5, -1.0, 2.0, 0.25]
     responses = await asyncio.gather(*(h.infer(row(x), 0) for h in heads))
     for h, response in zip(heads, responses, strict=True):
@@ -358,8 +359,8 @@ async def test_a_base_stays_under_busy_adapters_and_unloading_it_takes_them_alon
     t0.in_flight -= 1
     await manager.unload("base")
     assert loaded(manager) == set()
-    t0_entry = next(e for e in manager.index() if e["name"] == "t0")
-    assert (t0_entry["state"], t0_entry["reason"]) == ("UNAVAILABLE", "base model 'base' was unloaded")
+    t0_entry = next(e for e in manager.index() if e.name == "t0")
+    assert (t0_entry.state, t0_entry.reason) == ("UNAVAILABLE", "base model 'base' was unloaded")
     with pytest.raises(
         Unavailable,
         match="model 't0' failed to load: base model 'base' is not in the repository or not loaded",
@@ -398,7 +399,7 @@ async def test_shared_weight_blobs_are_held_once_and_counted_once(tmp_path: Path
     manager = manager_for(tmp_path, startup_load=StartupLoad.NONE)
     await manager.start()
     models = [await manager.acquire(name) for name in biases]
-    assert manager.memory()["blob_bytes"] == weight.nbytes
+    assert manager.memory().blob_bytes == weight.nbytes
     assert [k for k in manager.residency.names() if k.startswith("blob:")] == [
         f"blob:{k}" for k in manager.blobs._arrays
     ]
@@ -471,7 +472,7 @@ async def test_routing_to_versions_the_policy_does_not_serve_is_refused(tmp_path
     ab_repo(tmp_path, {"version_policy": {"latest": 1}, "traffic": {1: 50, 2: 50}})
     manager = manager_for(tmp_path)
     await manager.start()
-    reason = next(e["reason"] for e in manager.index() if e["name"] == "ab")
+    reason = next(e.reason for e in manager.index() if e.name == "ab")
     assert reason == "traffic names version(s) [1], which the version policy does not serve (it serves [2])"
     await manager.close()
 
@@ -499,7 +500,7 @@ async def test_concurrent_churn_keeps_the_books_straight(tmp_path: Path) -> None
     await asyncio.gather(*(client(seed) for seed in range(8)))
     memory = manager.memory()
     assert failures == []
-    assert memory["loads"] - memory["evictions"] == memory["resident_models"] == len(manager.residency)
+    assert memory.loads - memory.evictions == memory.resident_models == len(manager.residency)
     assert manager.residency.used_bytes <= manager.residency.budget_bytes
     await manager.close()
 
@@ -581,10 +582,10 @@ async def test_eviction_leaves_versions_the_policy_does_not_serve_alone(root: Pa
     await manager.acquire("add_sub")  # evicts identity, the least recently used
     assert states(manager)["identity/2"] == "EVICTED"
     assert states(manager)["identity/1"] == "UNAVAILABLE"
-    loads = manager.memory()["loads"]
+    loads = manager.memory().loads
     with pytest.raises(NotFound, match="model 'identity' version 1 is not served by the version policy"):
         await manager.acquire("identity", "1")
-    assert manager.memory()["loads"] == loads  # refused without loading anything
+    assert manager.memory().loads == loads  # refused without loading anything
     await manager.close()
 
 

@@ -7,6 +7,7 @@ import pytest
 from modelfleet.engine.executor import ModelExecutor
 from modelfleet.engine.model import LoadedModel
 from modelfleet.errors import BadRequest
+from modelfleet.protocol.documents import TensorMetadata
 from modelfleet.protocol.v2 import InferInput, InferRequest, RequestedOutput
 from modelfleet.repository.config import ModelConfig, complete_config
 from modelfleet.runtimes.base import LoadSpec, load_runtime
@@ -32,10 +33,10 @@ def tensor(name: str, shape: tuple[int, ...] = (1, 4), datatype: str = "INT64") 
 
 def test_metadata(model: LoadedModel) -> None:
     meta = model.metadata(["1"])
-    assert meta["platform"] == "onnxruntime_onnx"
-    assert meta["inputs"] == [
-        {"name": "a", "datatype": "INT64", "shape": [-1, 4]},
-        {"name": "b", "datatype": "INT64", "shape": [-1, 4]},
+    assert (meta.name, meta.versions, meta.platform) == ("add_sub", ["1"], "onnxruntime_onnx")
+    assert meta.inputs == [
+        TensorMetadata(name="a", datatype="INT64", shape=[-1, 4]),
+        TensorMetadata(name="b", datatype="INT64", shape=[-1, 4]),
     ]
 
 

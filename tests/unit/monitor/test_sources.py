@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from prometheus_client import generate_latest
 
@@ -27,6 +28,7 @@ from modelfleet.monitor.sources import (
     parse_workers,
     rates,
 )
+from modelfleet.protocol.documents import to_json
 from modelfleet.repository.folder import FolderRepository
 from modelfleet.server.dataplane import DataPlane
 from modelfleet.server.metrics import Metrics
@@ -81,7 +83,7 @@ async def test_statistics_of_the_real_data_plane(settings: ServerSettings, repo:
     plane = DataPlane(ModelManager(FolderRepository(repo), settings))
     try:
         await plane.manager.start()
-        rows, memory = parse_stats(plane.statistics(None, None))
+        rows, memory = parse_stats(orjson.loads(to_json(plane.statistics(None, None))))  # as on the wire
     finally:
         await plane.manager.close()
     by_key = {row.key: row for row in rows}

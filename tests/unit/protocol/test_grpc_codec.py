@@ -4,10 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
+from google.protobuf import json_format
 
+from modelfleet.engine.stats import ModelStats
 from modelfleet.errors import BadRequest
+from modelfleet.protocol.documents import (
+    ConfigTensor,
+    IndexEntry,
+    LatestVersions,
+    ModelConfiguration,
+    ModelMetadata,
+    ModelResidency,
+    ServerMetadata,
+    Statistics,
+    TensorMetadata,
+    VersionPolicy,
+)
 from modelfleet.protocol.grpc import METHODS, SERVICE, codec, method_path
 from modelfleet.protocol.grpc import grpc_service_pb2 as pb
 from modelfleet.protocol.rest import Limits
@@ -145,28 +160,54 @@ def test_answers_are_raw() -> None:
 
 
 def test_control_documents() -> None:
+    tensor = TensorMetadata(name="x", datatype="FP32", shape=[-1, 4])
     meta = codec.model_metadata(
-        {"name": "m", "versions": ["1"], "platform": "onnxruntime_onnx",
-         "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}], "outputs": []}
-    )  # fmt: skip
-    assert list(meta.inputs[0].shape) == [-1, 4]
+        ModelMetadata(name="m", versions=["1"], platform="onnxruntime_onnx", inputs=[tensor], outputs=[])
+    )
+    assert (meta.name, list(meta.versions), list(meta.inputs[0].shape)) == ("m", ["1"], [-1, 4])
     config = codec.model_config(
-        {"name": "m", "max_batch_size": 8, "backend": "onnxruntime", "platform": "onnxruntime_onnx",
-         "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [4]}], "output": [],
-         "version_policy": {"latest": {"num_versions": 1}}}
+        ModelConfiguration(
+            name="m", max_batch_size=8, backend="onnxruntime", platform="onnxruntime_onnx",
+            input=[ConfigTensor(name="x", data_type="TYPE_FP32", dims=[4])], output=[],
+            version_policy=VersionPolicy(latest=LatestVersions(num_versions=1)),
+        )
     ).config  # fmt: skip
     assert (config.max_batch_size, config.input[0].data_type, config.version_policy.latest.num_versions) == (
         8,
         11,
         1,
     )
-    stats = codec.statistics(
-        {"model_stats": [{"name": "m", "version": "1", "inference_count": 3, "residency": {"pinned": False},
-                          "inference_stats": {"success": {"count": 3, "ns": 10}}}], "memory": {}}
-    )  # fmt: skip
-    assert stats.model_stats[0].inference_stats.success.count == 3
-    index = codec.repository_index([{"name": "m", "state": "UNAVAILABLE", "reason": None}])
+    server = codec.server_metadata(
+        ServerMetadata(name="modelfleet", version="1.0", extensions=["statistics"])
+    )
+    assert (server.name, server.version, list(server.extensions)) == ("modelfleet", "1.0", ["statistics"])
+    index = codec.repository_index([IndexEntry(name="m", state="UNAVAILABLE", reason="")])
     assert [(m.name, m.version, m.state, m.reason) for m in index.models] == [("m", "", "UNAVAILABLE", "")]
+
+
+def test_statistics_are_the_message_the_json_document_parses_into() -> None:
+    """Built field by field from the typed document, the answer is byte for byte the message that
+    protobuf's own JSON mapping makes of the same document (residency and memory dropped)."""
+    counts = ModelStats()
+    counts.record_success(4, 4, total_ns=10, queue_ns=1, input_ns=2, infer_ns=3, output_ns=4)
+    counts.record_success(1, 2, total_ns=20, queue_ns=1, input_ns=2, infer_ns=3, output_ns=4)
+    counts.record_failure(7)
+    residency = ModelResidency(
+        resident_bytes=10, pinned=False, last_load_s=0.5, last_used=1.5, loads=1, load_failures=0,
+        cold_starts=0, evictions=0, state="READY", reason="", load_s_total=0.5, accounted_bytes=10,
+    )  # fmt: skip
+    entry = msgspec.structs.replace(counts.statistics("m", "1"), residency=residency)
+    doc = Statistics(model_stats=[entry, ModelStats().statistics("n", "2")])
+    message = codec.statistics(doc)
+    parsed = json_format.ParseDict(
+        {"model_stats": msgspec.to_builtins(doc.model_stats)},
+        pb.ModelStatisticsResponse(),
+        ignore_unknown_fields=True,
+    )
+    assert message.SerializeToString() == parsed.SerializeToString()
+    first = message.model_stats[0]
+    assert (first.inference_count, first.execution_count, first.inference_stats.fail.count) == (5, 2, 1)
+    assert [b.batch_size for b in first.batch_stats] == [2, 4]
 
 
 def test_method_table() -> None:

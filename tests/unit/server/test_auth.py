@@ -11,7 +11,9 @@ import pytest
 from pydantic import ValidationError
 
 from modelfleet.config import ServerSettings
+from modelfleet.engine.stats import ModelStats
 from modelfleet.errors import BadRequest, ModelfleetError, NotFound, Unauthorized, model_not_found
+from modelfleet.protocol.documents import IndexEntry, Memory, Statistics
 from modelfleet.repository.config import format_validation_error
 from modelfleet.server.auth import (
     Access,
@@ -175,10 +177,16 @@ def test_a_malformed_name_gets_the_unknown_models_400(name: str, version: str | 
 
 def test_lists_show_only_the_tenants_models() -> None:
     acme = guard().admit(Access.SERVER, k(KEY_A), REMOTE)
-    entries = [{"name": n, "state": "READY"} for n in ("acme-classifier", "beta-1", "shared-x", "zzz")]
-    assert [e["name"] for e in acme.index(entries)] == ["acme-classifier", "shared-x"]
-    stats = {"model_stats": [{"name": "beta-1"}, {"name": "shared-x"}], "memory": {"known_models": 9}}
-    assert acme.statistics(stats) == {"model_stats": [{"name": "shared-x"}]}
+    names = ("acme-classifier", "beta-1", "shared-x", "zzz")
+    entries = [IndexEntry(name=n, state="READY", reason="") for n in names]
+    assert [e.name for e in acme.index(entries)] == ["acme-classifier", "shared-x"]
+    beta, shared = (ModelStats().statistics(n, "1") for n in ("beta-1", "shared-x"))
+    memory = Memory(
+        budget_bytes=1, used_bytes=0, resident_models=2, known_models=9, blob_bytes=0,
+        loads=2, load_failures=0, cold_starts=0, evictions=0,
+    )  # fmt: skip
+    stats = Statistics(model_stats=[beta, shared], memory=memory)
+    assert acme.statistics(stats) == Statistics(model_stats=[shared])  # no memory totals either
     admin = guard().admit(Access.SERVER, k(ADMIN), REMOTE)
     assert admin.index(entries) == entries and admin.statistics(stats) == stats
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import gc
 import random
 from collections import Counter
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelfleet.engine.records import Counters
 from modelfleet.engine.stats import ModelStats
+from modelfleet.protocol.documents import IndexEntry, Memory
 from modelfleet.server.metric_counts import HALF_LIFE_S, OTHER
 from modelfleet.server.metrics import Metrics
 
@@ -62,17 +62,23 @@ class FakeManager:
     def loaded(self, name: str | None = None) -> list[FakeModel]:
         return [m for r in self.records.values() for m in r.ready.values()]
 
-    def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
-        return [{"name": name} for name in sorted(self.records)]
+    def index(self, ready_only: bool = False) -> list[IndexEntry]:
+        return [IndexEntry(name=name, state="READY", reason="") for name in sorted(self.records)]
 
-    def memory(self) -> dict[str, int]:
+    def memory(self) -> Memory:
         loaded = self.loaded()
-        return {
-            "budget_bytes": 1 << 30,
-            "used_bytes": sum(m.nbytes for m in loaded),
-            "resident_models": sum(1 for r in self.records.values() if r.ready),
-            "known_models": len(self.records),
-        }
+        loads = sum(r.counters.loads for r in self.records.values())
+        return Memory(
+            budget_bytes=1 << 30,
+            used_bytes=sum(m.nbytes for m in loaded),
+            resident_models=sum(1 for r in self.records.values() if r.ready),
+            known_models=len(self.records),
+            blob_bytes=0,
+            loads=loads,
+            load_failures=0,
+            cold_starts=0,
+            evictions=0,
+        )
 
     def load(self, name: str) -> FakeModel:
         record = self.records[name]

@@ -12,11 +12,21 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 import numpy as np
 from google.protobuf import json_format
 
 from modelfleet.errors import BadRequest
 from modelfleet.protocol.datatypes import Datatype, datatype, deserialize_bytes, serialize_bytes
+from modelfleet.protocol.documents import (
+    Duration,
+    IndexEntry,
+    ModelConfiguration,
+    ModelMetadata,
+    ModelStatistics,
+    ServerMetadata,
+    Statistics,
+)
 from modelfleet.protocol.grpc import grpc_service_pb2 as pb
 from modelfleet.protocol.grpc import model_config_pb2 as mc
 from modelfleet.protocol.rest import Limits, checked_shape
@@ -166,38 +176,66 @@ def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:
 # -- control-plane answers: the data plane's documents as messages ------------------------------------
 
 
-def model_metadata(doc: Mapping[str, Any]) -> pb.ModelMetadataResponse:
+def server_metadata(doc: ServerMetadata) -> pb.ServerMetadataResponse:
+    return pb.ServerMetadataResponse(name=doc.name, version=doc.version, extensions=doc.extensions)
+
+
+def model_metadata(doc: ModelMetadata) -> pb.ModelMetadataResponse:
     return pb.ModelMetadataResponse(
-        name=doc["name"],
-        versions=doc["versions"],
-        platform=doc["platform"],
-        inputs=[_Tensor(**t) for t in doc["inputs"]],
-        outputs=[_Tensor(**t) for t in doc["outputs"]],
+        name=doc.name,
+        versions=doc.versions,
+        platform=doc.platform,
+        inputs=[_Tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in doc.inputs],
+        outputs=[_Tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in doc.outputs],
     )
 
 
-def model_config(doc: Mapping[str, Any]) -> pb.ModelConfigResponse:
-    config = json_format.ParseDict(doc, mc.ModelConfig(), ignore_unknown_fields=True)
+def model_config(doc: ModelConfiguration) -> pb.ModelConfigResponse:
+    config = json_format.ParseDict(msgspec.to_builtins(doc), mc.ModelConfig(), ignore_unknown_fields=True)
     return pb.ModelConfigResponse(config=config)
 
 
-def statistics(doc: Mapping[str, Any]) -> pb.ModelStatisticsResponse:
-    """The statistics document; modelfleet's own additions (residency, memory) have no field in
-    the message and are dropped: they stay on the HTTP answer and /metrics."""
-    return json_format.ParseDict(
-        {"model_stats": doc["model_stats"]}, pb.ModelStatisticsResponse(), ignore_unknown_fields=True
+def _duration(d: Duration) -> pb.StatisticDuration:
+    return pb.StatisticDuration(count=d.count, ns=d.ns)
+
+
+def _model_statistics(s: ModelStatistics) -> pb.ModelStatistics:
+    i = s.inference_stats
+    return pb.ModelStatistics(
+        name=s.name,
+        version=s.version,
+        last_inference=s.last_inference,
+        inference_count=s.inference_count,
+        execution_count=s.execution_count,
+        inference_stats=pb.InferStatistics(
+            success=_duration(i.success),
+            fail=_duration(i.fail),
+            queue=_duration(i.queue),
+            compute_input=_duration(i.compute_input),
+            compute_infer=_duration(i.compute_infer),
+            compute_output=_duration(i.compute_output),
+            cache_hit=_duration(i.cache_hit),
+            cache_miss=_duration(i.cache_miss),
+        ),
+        batch_stats=[
+            pb.InferBatchStatistics(
+                batch_size=b.batch_size,
+                compute_input=_duration(b.compute_input),
+                compute_infer=_duration(b.compute_infer),
+                compute_output=_duration(b.compute_output),
+            )
+            for b in s.batch_stats
+        ],
     )
 
 
-def repository_index(entries: list[dict[str, Any]]) -> pb.RepositoryIndexResponse:
+def statistics(doc: Statistics) -> pb.ModelStatisticsResponse:
+    """The statistics document; modelfleet's own additions (residency, memory) have no field in
+    the message and are left out: they stay on the HTTP answer and /metrics."""
+    return pb.ModelStatisticsResponse(model_stats=[_model_statistics(s) for s in doc.model_stats])
+
+
+def repository_index(entries: list[IndexEntry]) -> pb.RepositoryIndexResponse:
     return pb.RepositoryIndexResponse(
-        models=[
-            _Index(
-                name=e["name"],
-                version=e.get("version") or "",
-                state=str(e.get("state") or ""),
-                reason=e.get("reason") or "",
-            )
-            for e in entries
-        ]
+        models=[_Index(name=e.name, version=e.version or "", state=e.state, reason=e.reason) for e in entries]
     )
