@@ -53,3 +53,13 @@ def test_neuron_core_groups_need_a_worker_each(tmp_path: Path) -> None:
             ServerSettings(repository=tmp_path, workers=workers, neuron_core_groups="0-1,2-3")
     with pytest.raises(ValidationError, match="neuron core 1 is in two groups"):
         ServerSettings(repository=tmp_path, workers="auto", neuron_core_groups="0-1,1")
+
+
+def test_the_server_gives_its_neuron_workers_their_core_groups(tmp_path: Path) -> None:
+    from modelfleet.server.app import worker_specs
+
+    settings = ServerSettings(repository=tmp_path, workers="3", neuron_core_groups="0-1,2-3")
+    specs = worker_specs(settings)
+    assert [s.neuron_cores for s in specs] == [(0, 1), (2, 3), ()]
+    assert [s.env.get("NEURON_RT_VISIBLE_CORES") for s in specs] == ["0-1", "2-3", None]
+    assert worker_specs(ServerSettings(repository=tmp_path)) == []  # no workers: models in-process

@@ -29,7 +29,7 @@ from modelfleet.server.logs import configure_logging
 from modelfleet.server.metrics import Metrics
 from modelfleet.workers.fleet import Fleet
 from modelfleet.workers.metrics import WorkerCollector
-from modelfleet.workers.plan import parse_workers, plan
+from modelfleet.workers.plan import WorkerSpec, parse_workers, plan
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
@@ -150,11 +150,18 @@ def build_app(settings: ServerSettings) -> tuple[Shutdown, DataPlane]:
 
 def _host(repository: Repository, settings: ServerSettings) -> tuple[ModelHost, list[Collector]]:
     """The models in this process, or in worker processes (--workers) with their /metrics gauges."""
-    specs = plan(parse_workers(settings.workers), settings.memory_budget_bytes())
+    specs = worker_specs(settings)
     if not specs:
         return ModelManager(repository, settings), []
     fleet = Fleet(repository, settings, specs)
     return fleet, [WorkerCollector(fleet)]
+
+
+def worker_specs(settings: ServerSettings) -> list[WorkerSpec]:
+    """The worker processes to start (none: models run in this process), each with its share of the
+    memory budget and its accelerators (GPU, NeuronCore group)."""
+    groups = settings.neuron_groups()
+    return plan(parse_workers(settings.workers), settings.memory_budget_bytes(), neuron_groups=groups or None)
 
 
 async def _close(manager: ModelHost, shutdown: Shutdown) -> None:
