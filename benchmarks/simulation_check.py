@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import json
+import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -79,6 +81,12 @@ def alternating(plan: list[tuple[str, list[str], list[list[str]]]]) -> list[str]
     return out
 
 
+def children_cpu_s() -> float:
+    """CPU seconds of this script's finished children (each `modelfleet bench` run)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measured_spec(base: dict[str, Any], service_ms: float, item_ms: float) -> dict[str, Any]:
     doc = json.loads(json.dumps(base))
     for entry in doc["models"]:
@@ -133,19 +141,23 @@ def main() -> None:
         rows = []
         for rate in args.rates:
             before = [cpu_s([pid]) for pid in pids]
+            others = cpu_s([state["nginx_pid"]]) + children_cpu_s()
             t0 = time.monotonic()
             doc = run_bench(
                 front, [*zipf, "--rate", str(rate), "--arrivals", "poisson"], args.seconds, args.warmup
             )
             wall = time.monotonic() - t0
             busy = [(cpu_s([pid]) - b) / wall for pid, b in zip(pids, before, strict=True)]
+            # the load generator (a child of this script) and nginx: on 2 cores they compete with the servers
+            front_cores = (cpu_s([state["nginx_pid"]]) + children_cpu_s() - others) / wall
             sim = simulate(
                 spec, catalog, plan, rate, duration_s=args.sim_seconds, zipf_s=1.1, ranking=ranking
             )
             row = {
                 "rate": rate,
                 "measured": {k: doc["latency_ms"][k] for k in ("p50", "p90", "p99")}
-                | {"requests_per_s": doc["requests_per_s"], "errors": doc["errors"]["total"], "cpu_busy": busy},
+                | {"requests_per_s": doc["requests_per_s"], "errors": doc["errors"]["total"], "cpu_busy": busy,
+                   "bench_and_nginx_cores": front_cores, "machine_cores_busy": sum(busy) + front_cores},
                 "simulated": {"p50": sim.p50_ms, "p90": sim.p90_ms, "p99": sim.p99_ms,
                               "utilisation": [i.utilisation for i in sim.instances]},
             }  # fmt: skip
@@ -168,7 +180,8 @@ def main() -> None:
         m, s = r["measured"], r["simulated"]
         print(f"{r['rate']:>6.0f} req/s  measured P50/P90/P99 {m['p50']:6.1f} {m['p90']:6.1f} {m['p99']:6.1f} ms"
               f"  simulated {s['p50']:6.1f} {s['p90']:6.1f} {s['p99']:6.1f} ms  P90 {r['p90_error']:+.0%}"
-              f"  busy {'/'.join(f'{b:.0%}' for b in m['cpu_busy'])} vs {'/'.join(f'{u:.0%}' for u in s['utilisation'])}")  # fmt: skip
+              f"  busy {'/'.join(f'{b:.0%}' for b in m['cpu_busy'])} vs {'/'.join(f'{u:.0%}' for u in s['utilisation'])}"
+              f"  cores busy {m['machine_cores_busy']:.2f} of {os.cpu_count()}")  # fmt: skip
     if args.report:
         args.report.write_text(json.dumps(summary, indent=2))
     if args.plot:
