@@ -12,7 +12,8 @@ A batch takes s1 of its first request's model plus per_item for each further req
 capacity's `service_ms` (a profile's P50 at concurrency 1), else cores / rps (the declared
 throughput at the SLO, spread over the executors); per_item is the capacity's `batch_item_ms`, else
 what makes full batches sustain the declared throughput. Pure numpy and heapq; the random generator
-is seeded, so a run is reproducible.
+is seeded, so a run is reproducible. With a capacity's `service_cv`, each batch's time varies about
+that mean (a gamma law with that coefficient of variation), as measured service times do.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Service:
     first_s: float
     per_item_s: float
     max_batch: int
+    cv: float = 0.0  # coefficient of variation of a batch's time (0: always the same)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +145,7 @@ def service_for(entry: ModelSpec, t: InstanceType) -> Service:
     elif cap.max_batch_size > 1 and rps is not None:
         full = executors * cap.max_batch_size / rps  # a full batch's time at the declared throughput
         per_item = max(0.0, (full - first) / (cap.max_batch_size - 1))
-    return Service(first, per_item, cap.max_batch_size)
+    return Service(first, per_item, cap.max_batch_size, cap.service_cv)
 
 
 def pools(instances: Sequence[PlannedInstance], catalog: Catalog) -> list[Pool]:
@@ -283,6 +285,9 @@ def _run_pool(
     order = by_group.tolist()
     first_s = [sv.first_s for sv in services]
     item_s = [sv.per_item_s for sv in services]
+    cv = [sv.cv for sv in services]
+    # a batch's time varies as a gamma law of mean 1 and the model's CV (drawn once, used in turn)
+    jitter = {c: iter(rng.gamma(1 / c**2, c**2, n).tolist()) for c in set(cv) if c > 0}
     done = [math.nan] * n
     free = [0.0] * executors
     busy = 0.0
@@ -302,6 +307,8 @@ def _run_pool(
         while k < stop and arrive_l[order[k]] <= start:
             took += item_s[model_l[order[k]]]
             k += 1
+        if cv[model_l[head]] > 0:
+            took *= next(jitter[cv[model_l[head]]])
         finish = start + took
         for j in order[first:k]:
             done[j] = finish

@@ -36,6 +36,8 @@ class Capacity(BaseModel):
     batch_item_ms: float | None = Field(default=None, ge=0)
     """Time each request after the first adds to a batch (simulation); default: what makes full
     batches sustain `rps`."""
+    service_cv: float = Field(default=0.0, ge=0, le=4)
+    """How much a batch's time varies (standard deviation / mean; simulation); 0: not at all."""
 
 
 class ProfileRef(BaseModel):

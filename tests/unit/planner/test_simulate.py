@@ -150,3 +150,12 @@ def test_a_given_ranking_is_followed_and_must_list_every_model_once() -> None:
     for bad in (["m0", "m1"], ["m0", "m1", "m1"], ["m0", "m1", "x"]):
         with pytest.raises(PlanInputError, match="must list each of the fleet's 3 models once"):
             zipf_rates(spec, 60.0, 1.0, np.random.default_rng(0), bad)
+
+
+def test_varying_service_times_wait_as_the_m_g_1_queue_does() -> None:
+    # rho 0.5, 10 ms mean, CV 1: Pollaczek-Khinchine mean wait rho (1 + CV^2) / (2 mu (1 - rho)) = 10 ms,
+    # twice the constant service's 5 ms (test_one_server_matches_the_m_d_1_queue)
+    spec = fleet(1, {"cpu.one": Capacity(service_ms=10, service_cv=1.0)})
+    sim = simulate(spec, CATALOG, [("cpu.one", ["m0"], [])], 50, duration_s=400, seed=1)
+    assert sim.mean_ms == pytest.approx(20.0, rel=0.08)
+    assert sim.instances[0].utilisation == pytest.approx(0.5, rel=0.05)
