@@ -1,249 +1,33 @@
 """ServerSettings: every server knob, typed and documented, read once from MODELFLEET_* env and CLI.
 
-Parsed at the edge (the CLI) and passed down; nothing else reads the environment. A leaf: it
-imports no other module of modelfleet, so the small option types and the units they are written
-in (memory sizes, worker counts, model names, object-store options) live here too.
+Parsed at the edge (the CLI) and passed down; nothing else reads the environment. A leaf package:
+it imports no other module of modelfleet, so the small option types (options.py) and the units
+they are written in (values.py: memory sizes, worker counts, model names) live here too.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fnmatch
 import hashlib
-import ipaddress
-import os
-import re
-import socket
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_S3_CACHE = Path.home() / ".cache" / "modelfleet" / "s3"
-MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-"""A model's name: letters, digits and `._-`, at most 128 characters (repository/names.py checks with it)."""
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 1000**2, "mib": 1 << 20,
-          "g": 1 << 30, "gb": 1000**3, "gib": 1 << 30, "t": 1 << 40, "tb": 1000**4, "tib": 1 << 40}  # fmt: skip
-_SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*")
-
-
-def is_model_name(name: str) -> bool:
-    return bool(MODEL_NAME.fullmatch(name)) and ".." not in name
-
-
-def machine_memory_bytes() -> int:
-    """Physical memory, or the cgroup (container) limit when that is lower."""
-    physical = _PAGE * os.sysconf("SC_PHYS_PAGES")
-    limits = [physical]
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        with contextlib.suppress(OSError, ValueError):
-            text = Path(path).read_text().strip()
-            if text != "max":
-                limits.append(int(text))
-    return min(limits)
-
-
-def parse_budget(value: str | int | float, machine_bytes: int | None = None) -> int:
-    """Bytes from '12GiB', '800MB', 1234567 or a fraction of the machine's memory ('0.6', 0.6)."""
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) or (isinstance(value, str) and "." in value and value.strip()[-1].isdigit()):
-        fraction = float(value)
-        if not 0 < fraction <= 1:
-            raise ValueError(f"a memory fraction must lie in (0, 1], got {value}")
-        return int(fraction * (machine_bytes if machine_bytes is not None else machine_memory_bytes()))
-    match = _SIZE.fullmatch(value)
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in _UNITS:
-        raise ValueError(f"cannot read '{value}' as a memory size (e.g. 8GiB, 500MB, 0.6 of the machine)")
-    return int(float(match.group(1)) * _UNITS[unit])
-
-
-def parse_workers(value: str) -> int | None:
-    """The setting: a count, or None for auto (ValueError otherwise)."""
-    text = value.strip().lower()
-    if text == "auto":
-        return None
-    if not text.isdigit() or int(text) > 256:
-        raise ValueError(f"workers must be 'auto' or a number from 0 to 256, got {value!r}")
-    return int(text)
-
-
-_MAX_CORE_ID = 1023
-
-
-def parse_core_groups(value: str) -> list[tuple[int, ...]]:
-    """NeuronCore groups from the setting: '0-1,2-3' -> [(0, 1), (2, 3)], '4' -> [(4,)], '' -> [].
-    Each group is one core or a contiguous range (what NEURON_RT_VISIBLE_CORES takes); a core may
-    be in one group only (the Neuron runtime gives a core to one process). ValueError otherwise."""
-    if not value.strip():
-        return []
-    groups: list[tuple[int, ...]] = []
-    seen: set[int] = set()
-    for part in (p.strip() for p in value.split(",")):
-        low, dash, high = part.partition("-")
-        if not low.isdigit() or (dash and not high.isdigit()):
-            raise ValueError(f"neuron core group '{part[:32]}' is not a core (4) or a range of cores (0-1)")
-        first, last = int(low), int(high) if dash else int(low)
-        if first > last or last > _MAX_CORE_ID:
-            raise ValueError(f"neuron core group '{part}' must run upwards, within cores 0-{_MAX_CORE_ID}")
-        group = tuple(range(first, last + 1))
-        twice = sorted(seen.intersection(group))
-        if twice:
-            raise ValueError(f"neuron core {twice[0]} is in two groups; a core belongs to one worker")
-        seen.update(group)
-        groups.append(group)
-    return groups
-
-
-_LINK_LOCAL = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
-_METADATA_ADDRESSES = (ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200"))
-_METADATA_HOSTS = frozenset({"metadata.google.internal"})
-
-
-def check_endpoint_url(url: str) -> str:
-    """The URL itself, or ValueError: http(s) only, no credentials, no link-local / metadata host.
-
-    Only the URL's text is looked at here (no lookup, no connection); names are checked again
-    after resolution when a session starts.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"the endpoint URL must start with http:// or https://, got '{parts.scheme}:'")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("the endpoint URL may not hold credentials; use the standard AWS environment")
-    if parts.query or parts.fragment or not parts.hostname:
-        raise ValueError("the endpoint URL needs a host and may not hold a query or fragment")
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
-    except ValueError:
-        raise ValueError("the endpoint URL has an invalid port") from None
-    if is_forbidden_host(parts.hostname):
-        raise ValueError(
-            f"the endpoint host '{parts.hostname}' is a link-local or cloud metadata address; refused"
-        )
-    return url
-
-
-def literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address a host name spells, also in the legacy forms inet_aton reads (2852039166, 0xa9.…)."""
-    host = host.strip("[]").split("%", 1)[0]  # the zone of fe80::1%eth0 does not change the address
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    try:
-        return ipaddress.IPv4Address(socket.inet_aton(host))
-    except (OSError, ValueError):
-        return None
-
-
-def is_forbidden_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if address in _METADATA_ADDRESSES:
-        return True
-    return any(address.version == net.version and address in net for net in _LINK_LOCAL)
-
-
-def is_forbidden_host(host: str) -> bool:
-    if host.rstrip(".").lower() in _METADATA_HOSTS:
-        return True
-    address = literal_address(host)
-    return address is not None and is_forbidden_address(address)
-
-
-_MODELS_FILE_MAX_BYTES = 16 << 20
-
-
-@dataclass(frozen=True)
-class ModelSelection:
-    """Model names (exact) and shell-style patterns (`*`, `?`, `[...]`), matched case-sensitively."""
-
-    names: frozenset[str]
-    patterns: tuple[re.Pattern[str], ...]
-
-    @classmethod
-    def parse(cls, value: str) -> ModelSelection | None:
-        """From the setting: '' → None (every model); 'a,b*' → names and patterns; '@FILE' → the
-        file's lines (blank lines and '#' comments skipped). ValueError names the problem."""
-        value = value.strip()
-        if not value:
-            return None
-        if value.startswith("@"):
-            items = _read_lines(Path(value[1:]))
-        else:
-            items = [item.strip() for item in value.split(",")]
-        items = [item for item in items if item]
-        if not items:
-            raise ValueError(f"models '{value[:80]}' selects nothing")
-        bad = [item for item in items if not re.fullmatch(r"[A-Za-z0-9._\-*?\[\]!]+", item)]
-        if bad:
-            raise ValueError(f"models: '{bad[0][:64]}' is neither a model name nor a pattern")
-        wildcard = [item for item in items if any(c in item for c in "*?[")]
-        exact = frozenset(item for item in items if item not in wildcard)
-        return cls(exact, tuple(re.compile(fnmatch.translate(p)) for p in dict.fromkeys(wildcard)))
-
-    def matches(self, name: str) -> bool:
-        return name in self.names or any(p.match(name) for p in self.patterns)
-
-    def describe(self) -> str:
-        return f"{len(self.names)} names and {len(self.patterns)} patterns selected"
-
-
-def _read_lines(path: Path) -> list[str]:
-    if not path.is_file():
-        raise ValueError(f"models file {path} is not a file")
-    if path.stat().st_size > _MODELS_FILE_MAX_BYTES:
-        raise ValueError(f"models file {path} is larger than {_MODELS_FILE_MAX_BYTES} bytes")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ValueError(f"models file {path} is not UTF-8 text") from None
-    return [line.split("#", 1)[0].strip() for line in text.splitlines()]
-
-
-class ObjectStoreOptions(BaseModel):
-    """How an s3:// repository is reached and cached.
-
-    Credentials come from the standard AWS environment (variables, profile files, roles), never
-    from here, so no setting or error message holds a secret.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-    cache_dir: Path
-    """Local folder for downloaded models, laid out like a folder repository; one per repository."""
-    cache_max_bytes: Annotated[int, Field(ge=0)] | None = None
-    """Over this after a fetch, the least recently fetched models are deleted; None: no limit."""
-    endpoint_url: str | None = None
-    """An S3-compatible endpoint (MinIO, Ceph, moto); None: AWS S3 itself."""
-    region: str | None = None
-    """The bucket's region; None: from the AWS environment."""
-    anonymous: bool = False
-    """Send unsigned requests (public buckets); no credentials are looked up."""
-    download_concurrency: Annotated[int, Field(ge=1, le=256)] = 8
-    """Files downloaded at the same time within one fetch."""
-    retries: Annotated[int, Field(ge=0, le=20)] = 3
-    """Further attempts after a failed or slow request, with exponential back-off."""
-    timeout_s: Annotated[float, Field(gt=0)] = 30.0
-    """Limit on one request: connecting, listing, a read that stalls."""
-    min_download_bytes_per_s: Annotated[int, Field(ge=1)] = 1 << 20
-    """A download may take timeout_s + size / this before it counts as too slow and is retried."""
-    backoff_s: Annotated[float, Field(ge=0)] = 0.5
-    """First wait before a retry; doubled on each further attempt (with jitter), at most 30 s."""
-    eviction_grace_s: Annotated[float, Field(ge=0)] = 300.0
-    """A model fetched less than this long ago is not evicted: its load may still be opening files."""
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _safe_endpoint(cls, url: str | None) -> str | None:
-        return None if url is None else check_endpoint_url(url)
+from modelfleet.config.options import DEFAULT_S3_CACHE as DEFAULT_S3_CACHE  # re-exported
+from modelfleet.config.options import ModelSelection as ModelSelection  # re-exported
+from modelfleet.config.options import ObjectStoreOptions as ObjectStoreOptions  # re-exported
+from modelfleet.config.values import MODEL_NAME as MODEL_NAME  # re-exported
+from modelfleet.config.values import check_endpoint_url as check_endpoint_url  # re-exported
+from modelfleet.config.values import is_forbidden_address as is_forbidden_address  # re-exported
+from modelfleet.config.values import is_forbidden_host as is_forbidden_host  # re-exported
+from modelfleet.config.values import is_model_name as is_model_name  # re-exported
+from modelfleet.config.values import literal_address as literal_address  # re-exported
+from modelfleet.config.values import machine_memory_bytes as machine_memory_bytes  # re-exported
+from modelfleet.config.values import parse_budget as parse_budget  # re-exported
+from modelfleet.config.values import parse_core_groups as parse_core_groups  # re-exported
+from modelfleet.config.values import parse_workers as parse_workers  # re-exported
 
 
 class StartupLoad(StrEnum):
