@@ -8,10 +8,11 @@ all its models. An executor that comes free takes the oldest waiting request and
 `max_batch_size`, the others of that model already waiting (dynamic batching without a delay);
 models with the same `shared_base` (adapters over one base) batch together, as the server does.
 
-A batch takes s1 of its first request's model plus per_item for each further request: s1 is the
-capacity's `service_ms` (a profile's P50 at concurrency 1), else cores / rps (the declared
-throughput at the SLO, spread over the executors); per_item is the capacity's `batch_item_ms`, else
-what makes full batches sustain the declared throughput. Pure numpy and heapq; the random generator
+A batch's time is the capacity's `batch_ms` for its size where measured sizes are given (straight
+lines between them); else s1 plus per_item for each request after the first: s1 is the capacity's
+`service_ms` (a profile's P50 at concurrency 1), else cores / rps (the declared throughput at the
+SLO, spread over the executors); per_item is the capacity's `batch_item_ms`, else what makes full
+batches sustain the declared throughput. The first request's model sets a mixed batch's time. Pure numpy and heapq; the random generator
 is seeded, so a run is reproducible. With a capacity's `service_cv`, each batch's time varies about
 that mean (a gamma law with that coefficient of variation), as measured service times do.
 """
@@ -37,12 +38,35 @@ PlannedInstance = tuple[str, Sequence[str], Sequence[Sequence[str]]]
 
 @dataclass(frozen=True, slots=True)
 class Service:
-    """How one executor serves one model: batch of k takes first_s + (k - 1) * per_item_s."""
+    """How one executor serves one model: a batch of k takes times_s[k - 1]."""
 
-    first_s: float
-    per_item_s: float
-    max_batch: int
+    times_s: tuple[float, ...]  # one per batch size, 1 .. max_batch
     cv: float = 0.0  # coefficient of variation of a batch's time (0: always the same)
+
+    @property
+    def max_batch(self) -> int:
+        return len(self.times_s)
+
+    @property
+    def first_s(self) -> float:
+        return self.times_s[0]
+
+
+def batch_times(points: dict[int, float], max_batch: int) -> tuple[float, ...]:
+    """Seconds for batches of 1 .. max_batch from measured (size -> seconds) points: straight lines
+    between them, the nearest segment's slope beyond them (one point: time in proportion to size),
+    never below zero or shorter than a smaller batch."""
+    sizes = sorted(points)
+    if len(sizes) == 1:
+        k0 = sizes[0]
+        return tuple(points[k0] * k / k0 for k in range(1, max_batch + 1))
+    out: list[float] = []
+    for k in range(1, max_batch + 1):
+        j = min(max(1, sum(1 for x in sizes if x < k)), len(sizes) - 1)  # the segment [j-1, j]
+        a, b = sizes[j - 1], sizes[j]
+        t = points[a] + (points[b] - points[a]) * (k - a) / (b - a)
+        out.append(max(t, out[-1] if out else 0.0, 0.0))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +156,9 @@ def service_for(entry: ModelSpec, t: InstanceType) -> Service:
     if cap is None:
         raise PlanInputError(f"model '{label}' has no capacity on {t.name}, where the plan puts it")
     executors = t.cores
+    if cap.batch_ms:
+        points = {k: ms / 1e3 for k, ms in cap.batch_ms.items()}
+        return Service(batch_times(points, cap.max_batch_size), cap.service_cv)
     rps = cap.rps if cap.rps is not None else (cap.rps_per_core * t.cores if cap.rps_per_core else None)
     if cap.service_ms is None and rps is None:
         raise PlanInputError(
@@ -145,7 +172,7 @@ def service_for(entry: ModelSpec, t: InstanceType) -> Service:
     elif cap.max_batch_size > 1 and rps is not None:
         full = executors * cap.max_batch_size / rps  # a full batch's time at the declared throughput
         per_item = max(0.0, (full - first) / (cap.max_batch_size - 1))
-    return Service(first, per_item, cap.max_batch_size, cap.service_cv)
+    return Service(tuple(first + k * per_item for k in range(cap.max_batch_size)), cap.service_cv)
 
 
 def pools(instances: Sequence[PlannedInstance], catalog: Catalog) -> list[Pool]:
@@ -283,8 +310,7 @@ def _run_pool(
     model_l = model.tolist()
     group_l = group.tolist()
     order = by_group.tolist()
-    first_s = [sv.first_s for sv in services]
-    item_s = [sv.per_item_s for sv in services]
+    times = [sv.times_s for sv in services]
     cv = [sv.cv for sv in services]
     # a batch's time varies as a gamma law of mean 1 and the model's CV (drawn once, used in turn)
     jitter = {c: iter(rng.gamma(1 / c**2, c**2, n).tolist()) for c in set(cv) if c > 0}
@@ -302,11 +328,10 @@ def _run_pool(
         g = group_l[head]
         first = ptr[g]
         stop = min(first + services[model_l[head]].max_batch, ends[g])
-        took = first_s[model_l[head]]
         k = first + 1
         while k < stop and arrive_l[order[k]] <= start:
-            took += item_s[model_l[order[k]]]
             k += 1
+        took = times[model_l[head]][k - first - 1]  # the first request's model sets the batch's time
         if cv[model_l[head]] > 0:
             took *= next(jitter[cv[model_l[head]]])
         finish = start + took

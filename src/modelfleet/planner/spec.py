@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from modelfleet.planner.yamlfile import load_model
+from modelfleet.planner.yamlfile import load_yaml_model
 
 
 class Capacity(BaseModel):
@@ -36,8 +36,24 @@ class Capacity(BaseModel):
     batch_item_ms: float | None = Field(default=None, ge=0)
     """Time each request after the first adds to a batch (simulation); default: what makes full
     batches sustain `rps`."""
+    batch_ms: dict[int, float] | None = None
+    """Measured time of a batch by size (e.g. {1: 12.1, 4: 30.5, 16: 95}) for the simulation; sizes
+    in between on straight lines. Wins over `service_ms` and `batch_item_ms`."""
     service_cv: float = Field(default=0.0, ge=0, le=4)
     """How much a batch's time varies (standard deviation / mean; simulation); 0: not at all."""
+
+    @field_validator("batch_ms")
+    @classmethod
+    def _batch_sizes(cls, value: dict[int, float] | None) -> dict[int, float] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("batch_ms needs at least one batch size and its time")
+            bad = [f"{k}: {v}" for k, v in value.items() if k < 1 or not v > 0]
+            if bad:
+                raise ValueError(
+                    f"batch_ms: sizes must be at least 1 and times above 0 ms, got {', '.join(bad)}"
+                )
+        return value
 
 
 class ProfileRef(BaseModel):
@@ -174,4 +190,4 @@ def load_fleet_spec(path: Path) -> FleetSpec:
     """The spec at `path`, with its models' profiles (paths relative to its folder) read in."""
     from modelfleet.planner.profiles import resolve_profiles
 
-    return resolve_profiles(load_model(path, FleetSpec, "fleet spec"), path)
+    return resolve_profiles(load_yaml_model(path, FleetSpec, "fleet spec"), path)

@@ -159,3 +159,23 @@ def test_varying_service_times_wait_as_the_m_g_1_queue_does() -> None:
     sim = simulate(spec, CATALOG, [("cpu.one", ["m0"], [])], 50, duration_s=400, seed=1)
     assert sim.mean_ms == pytest.approx(20.0, rel=0.08)
     assert sim.instances[0].utilisation == pytest.approx(0.5, rel=0.05)
+
+
+def test_measured_batch_times_are_followed_between_and_beyond_the_points() -> None:
+    from modelfleet.planner.simulate import batch_times
+
+    assert batch_times({1: 10.0, 3: 14.0, 5: 30.0}, 6) == pytest.approx((10, 12, 14, 22, 30, 38))
+    assert batch_times({2: 8.0}, 3) == pytest.approx((4, 8, 12))  # one point: in proportion
+    assert batch_times({2: 8.0, 4: 10.0}, 4) == pytest.approx((7, 8, 9, 10))  # below: the first slope
+    assert batch_times({1: 5.0, 2: 4.0}, 3) == pytest.approx((5, 5, 5))  # never shorter than a smaller batch
+
+
+def test_a_batch_time_table_sets_what_batches_cost() -> None:
+    # all requests arrive during the first run: batches of 4 at 16 ms (the table), not 4 x 10 ms
+    table = fleet(1, {"cpu.one": Capacity(batch_ms={1: 10, 4: 16}, max_batch_size=4)})
+    sim = simulate(table, CATALOG, [("cpu.one", ["m0"], [])], 1000, duration_s=5)
+    assert sim.instances[0].offered == pytest.approx(1000 * 0.016 / 4, rel=0.05)
+    with pytest.raises(ValueError, match="sizes must be at least 1"):
+        Capacity(batch_ms={0: 5})
+    with pytest.raises(ValueError, match="at least one batch size"):
+        Capacity(batch_ms={})
