@@ -63,3 +63,20 @@ def test_the_server_gives_its_neuron_workers_their_core_groups(tmp_path: Path) -
     assert [s.neuron_cores for s in specs] == [(0, 1), (2, 3), ()]
     assert [s.env.get("NEURON_RT_VISIBLE_CORES") for s in specs] == ["0-1", "2-3", None]
     assert worker_specs(ServerSettings(repository=tmp_path)) == []  # no workers: models in-process
+
+
+def test_the_gil_switch_interval_is_set_only_when_asked(tmp_path: Path) -> None:
+    import sys
+
+    from modelfleet.server.app import apply_process_settings
+
+    before = sys.getswitchinterval()
+    try:
+        apply_process_settings(ServerSettings(repository=tmp_path))
+        assert sys.getswitchinterval() == before  # 0: Python's own
+        apply_process_settings(ServerSettings(repository=tmp_path, gil_switch_interval_us=500))
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+    finally:
+        sys.setswitchinterval(before)
+    with pytest.raises(ValidationError, match="gil_switch_interval_us"):
+        ServerSettings(repository=tmp_path, gil_switch_interval_us=-1)

@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -223,11 +224,18 @@ def _http_protocol(settings: ServerSettings) -> Any:
     return protocol_for(settings)
 
 
+def apply_process_settings(settings: ServerSettings) -> None:
+    """What the settings change in the whole process: the GIL's switch interval."""
+    if settings.gil_switch_interval_us:
+        sys.setswitchinterval(settings.gil_switch_interval_us / 1e6)
+
+
 def serve(settings: ServerSettings) -> None:
     """Run the server until SIGINT / SIGTERM, then drain and exit 0."""
     import uvicorn
 
     configure_logging(settings.log_level, settings.log_format)
+    apply_process_settings(settings)
     app, plane = build_app(settings)
 
     class Server(uvicorn.Server):
