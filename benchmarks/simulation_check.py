@@ -15,7 +15,8 @@ Then, on this machine:
             time over the run) beside the simulated utilisation.
 
     modelfleet demo-repo /tmp/demo3k --tenants 3000
-    python benchmarks/simulation_check.py --repo /tmp/demo3k --report /tmp/simcheck.json --plot /tmp/simcheck.png
+    python benchmarks/simulation_check.py --repo /tmp/demo3k --report /tmp/simcheck.json --plot /tmp/simcheck.png \
+        --server-arg=--gil-switch-interval-us=500
 """
 
 from __future__ import annotations
@@ -105,6 +106,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--sim-seconds", type=float, default=200.0)
+    parser.add_argument(
+        "--server-arg", action="append", default=[], help="a `modelfleet serve` option for both servers"
+    )
     parser.add_argument("--report", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
@@ -113,7 +117,8 @@ def main() -> None:
     modelfleet("plan", str(FLEET), "--catalog", str(CATALOG), "--out", str(plan_dir))
     port = free_port()
     modelfleet("cluster", "up", str(plan_dir), "--port", str(port), "--repo", str(args.repo),
-               "--catalog", str(CATALOG), "--pin", "--scale", "1")  # fmt: skip
+               "--catalog", str(CATALOG), "--pin", "--scale", "1",
+               *(f"--server-arg={a}" for a in args.server_arg))  # fmt: skip
     front = f"http://127.0.0.1:{port}"
     try:
         state = json.loads((plan_dir / "cluster" / "state.json").read_text())
@@ -168,6 +173,7 @@ def main() -> None:
         modelfleet("cluster", "down", str(plan_dir))
     summary = {
         "machine": machine(),
+        "server_args": args.server_arg,
         "service_ms": service_ms,
         "batch_item_ms": item_ms,
         "capacity_rps_c32": full["requests_per_s"],
