@@ -117,9 +117,9 @@ class ServerSettings(BaseSettings):
     the others (inline runs are off then)."""
     gil_switch_interval_us: Annotated[int, Field(ge=0, le=100_000)] = 0
     """How long a thread may hold Python's GIL while another waits for it, in µs (0: Python's
-    default, 5,000). On a server with one core, 500 lets the event loop and the model threads
-    hand over sooner: measured P90 at 75 % busy fell from 61-81 ms to 42 ms (docs/benchmarks.md,
-    "The plan simulation against the local cluster")."""
+    default, 5,000). On a server with one core, a shorter interval lets the event loop and the model
+    thread hand over sooner; whether it lowers tail latency is not established yet (one run of two
+    at 500 did: docs/benchmarks.md, "The plan simulation against the local cluster")."""
     inline_max_us: Annotated[float, Field(ge=0)] = 0.0
     """Opt-in: cheap models run on the event loop instead of their own thread when that thread is
     idle. An ONNX Runtime CPU session that reads no memory-mapped blobs (never a Python model)
