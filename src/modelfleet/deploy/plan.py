@@ -15,9 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelfleet.config import is_model_name
-from modelfleet.planner.catalog import Catalog, InstanceType
-from modelfleet.planner.errors import PlanInputError
-from modelfleet.planner.yamlfile import load_model
+from modelfleet.planner import Catalog, InstanceType, PlanInputError, load_yaml_model
 
 PLAN_FILE = "plan.yaml"
 NEURON_CORE = "aws.amazon.com/neuroncore"
@@ -78,7 +76,7 @@ def read_plan(plan_dir: Path) -> PlanFile:
             f"{path}: no plan here; write one with `modelfleet plan FLEET.yaml --out {plan_dir}`"
         )
     try:
-        plan = load_model(path, PlanFile, "plan")
+        plan = load_yaml_model(path, PlanFile, "plan")
     except PlanInputError as exc:
         raise DeployError(str(exc)) from None
     for i, instance in enumerate(plan.instances):

@@ -40,7 +40,7 @@ from modelfleet.deploy.routing import (
     nginx_conf,
     router_objects,
 )
-from modelfleet.planner.catalog import Catalog
+from modelfleet.planner import Catalog
 
 MARKER = ".modelfleet-deploy"  # in an output folder: written by deploy, so it may be replaced
 

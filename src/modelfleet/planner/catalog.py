@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelfleet.planner.errors import PlanInputError
-from modelfleet.planner.yamlfile import load_model, parse_model
+from modelfleet.planner.yamlfile import load_yaml_model, parse_yaml_model
 
 
 class Accelerators(BaseModel):
@@ -99,9 +99,9 @@ class Catalog(BaseModel):
 def load_catalog(path: Path | None = None) -> Catalog:
     """The catalogue at `path`, or the one shipped with modelfleet."""
     if path is not None:
-        return load_model(path, Catalog, "catalogue")
+        return load_yaml_model(path, Catalog, "catalogue")
     text = resources.files("modelfleet.planner").joinpath("catalog.yaml").read_text(encoding="utf-8")
     try:
-        return parse_model(text, "modelfleet/planner/catalog.yaml", Catalog, "catalogue")
+        return parse_yaml_model(text, "modelfleet/planner/catalog.yaml", Catalog, "catalogue")
     except PlanInputError as exc:  # pragma: no cover - the shipped file is tested
         raise RuntimeError(str(exc)) from None

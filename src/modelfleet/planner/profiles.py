@@ -13,7 +13,7 @@ from pathlib import Path
 
 from modelfleet.planner.errors import PlanInputError
 from modelfleet.planner.spec import Capacity, FleetSpec, ModelSpec, ProfileRef
-from modelfleet.tune.schema import Measurement, Profile, Step
+from modelfleet.tune import Measurement, Profile, Step, TuneInputError, load_profile
 
 _PERCENTILES = {50.0: "p50_ms", 90.0: "p90_ms", 99.0: "p99_ms"}
 
@@ -64,9 +64,6 @@ def _resolve(entry: ModelSpec, ref: ProfileRef, spec: FleetSpec, spec_path: Path
 
 
 def _read(path: Path, where: str) -> Profile:
-    from modelfleet.tune.errors import TuneInputError
-    from modelfleet.tune.sources import load_profile
-
     try:
         return load_profile(path)
     except TuneInputError as exc:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from modelfleet.planner.yamlfile import load_model
+from modelfleet.planner.yamlfile import load_yaml_model
 
 
 class Capacity(BaseModel):
@@ -190,4 +190,4 @@ def load_fleet_spec(path: Path) -> FleetSpec:
     """The spec at `path`, with its models' profiles (paths relative to its folder) read in."""
     from modelfleet.planner.profiles import resolve_profiles
 
-    return resolve_profiles(load_model(path, FleetSpec, "fleet spec"), path)
+    return resolve_profiles(load_yaml_model(path, FleetSpec, "fleet spec"), path)

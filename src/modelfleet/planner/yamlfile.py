@@ -16,16 +16,16 @@ from modelfleet.planner.errors import PlanInputError
 M = TypeVar("M", bound=BaseModel)
 
 
-def load_model(path: Path, model: type[M], what: str) -> M:
+def load_yaml_model(path: Path, model: type[M], what: str) -> M:
     """Parse `path` as YAML and validate it as `model`; any problem is a PlanInputError."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PlanInputError(f"{what} {path}: cannot read it ({exc.strerror or exc})") from None
-    return parse_model(text, str(path), model, what)
+    return parse_yaml_model(text, str(path), model, what)
 
 
-def parse_model(text: str, source: str, model: type[M], what: str) -> M:
+def parse_yaml_model(text: str, source: str, model: type[M], what: str) -> M:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
