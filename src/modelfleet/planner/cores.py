@@ -49,6 +49,12 @@ def assign_cores(problem: Problem, t: int, members: list[int]) -> tuple[list[lis
     return cores, left
 
 
+def fits_cores(problem: Problem, t: int, members: list[int]) -> bool:
+    """Do these models, on one type-t instance, fit its accelerator cores one by one (as
+    assign_cores places them)? Always on a CPU type."""
+    return not problem.accel_cores[t] or not assign_cores(problem, t, members)[1]
+
+
 def place_on_cores(problem: Problem, packing: Packing) -> tuple[Packing, list[list[list[int]]]]:
     """The packing with every accelerator instance's models on its cores (new instances for the models
     that fit no core), and per bin its cores (empty for CPU types)."""

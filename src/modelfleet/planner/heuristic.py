@@ -1,26 +1,30 @@
 """The fast planner: pick a type per model, first-fit decreasing per type, then local improvement.
 
-Type choice uses the lower bound's dual prices (the type where a model is cheapest to charge) or
-the plain cost-per-fraction ratio; every single type is tried too. Improvement (planner.improve)
+Type choice comes first from the guides (the relaxation with whole instances: planner.benders), then
+the volume-balanced greedy, the lower bound's dual prices (the type where a model is cheapest to
+charge), the plain cost-per-fraction ratio and every single type. Improvement (planner.improve)
 empties the least used instances into the others, merges pairs into one cheaper instance, and moves
-each instance to the cheapest type that holds its models. Scales to 100,000 models: fits are
-checked with numpy over a window of recently opened instances.
+each instance to the cheapest type that holds its models; planner.repack then empties the least
+filled instances by repacking them with their neighbours exactly. Scales to 100,000 models: fits
+are checked with numpy over a window of recently opened instances.
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from modelfleet.planner import completion, fill
 from modelfleet.planner.bins import Bin
 from modelfleet.planner.bound import bound_fractions
+from modelfleet.planner.cores import assign_cores, place_on_cores
 from modelfleet.planner.improve import Improver
 from modelfleet.planner.problem import FloatArray, Int64Array, Problem
-from modelfleet.planner.result import OPTIMAL_TOLERANCE
+from modelfleet.planner.repack import eliminate, retype
+from modelfleet.planner.result import OPTIMAL_TOLERANCE, Packing, Status
 
 _WINDOW = 256  # open instances first-fit looks at (earlier ones are nearly full)
 DOT_PRODUCT_LIMIT = 5_000  # items per (group, type) up to which the quadratic dot-product packing runs
@@ -33,6 +37,7 @@ KNAPSACK_FLEET_LIMIT = (
     10_000  # replicas in the fleet beyond which the knapsack is too slow (0.05 s per instance)
 )
 Progress = Callable[[str], None]
+Guide = tuple[str, Callable[[], Int64Array | None]]  # a label, and a type per model (None: no guide)
 
 
 class Packer:
@@ -119,14 +124,15 @@ class Packer:
             self._reroute(pending, left, counts)
         raise _NoRoom(sorted(set(int(m) for m in np.flatnonzero(pending >= 0))))
 
+    def _room(self, t: int, counts: Int64Array) -> int | None:
+        """Instances of type t the type's limit still allows, or None."""
+        limit = self.p.type_limit(t)
+        return None if limit is None else max(0, limit - int(counts[t]))
+
     def _reroute(self, pending: Int64Array, left: list[int], counts: Int64Array) -> None:
         pending[:] = -1
         for m in set(left):
-            room = [
-                t
-                for t in np.flatnonzero(self.p.eligible[m])
-                if self.p.type_limit(int(t)) is None or counts[t] < (self.p.type_limit(int(t)) or 0)
-            ]
+            room = [int(t) for t in np.flatnonzero(self.p.eligible[m]) if self._room(int(t), counts) != 0]
             if not room:
                 raise _NoRoom([m])
             score = [self.prices[t] * self.frac[m, t].max() for t in room]
@@ -159,9 +165,9 @@ class Packer:
         frac = self.frac[items, t, :]
         cap = p.capacity[t]
         left = np.ones(len(items), dtype=bool)
-        limit = p.type_limit(t)
+        room = self._room(t, counts)
         while left.any():
-            if limit is not None and counts[t] >= limit:
+            if room is not None and room <= 0:
                 break
             rest = np.flatnonzero(left)
             total = frac[rest].sum(axis=0)
@@ -175,9 +181,11 @@ class Packer:
                 picked = fill.best_subset(
                     need[pool], weight[pool], cap, self._exclusive(items[pool]), greedy, KNAPSACK_TIME_S
                 )
+            picked = _keep_on_cores(p, t, picked, items[pool])  # what fits no core waits
             if not picked:
                 break
             counts[t] += 1
+            room = None if room is None else room - 1
             chosen = pool[picked]
             bins.append(Bin(t, g, [int(m) for m in items[chosen]], need[chosen].sum(axis=0)))
             left[chosen] = False
@@ -190,9 +198,7 @@ class Packer:
         must be kept apart, by first-fit decreasing after them."""
         p = self.p
         plain = models[~self.special[models]]
-        limit = p.type_limit(t)
-        room = None if limit is None else max(0, limit - int(counts[t]))
-        packed, left = completion.pack_large(self.frac[plain, t, :], room)
+        packed, left = completion.pack_large(self.frac[plain, t, :], self._room(t, counts))
         for positions in packed:
             members = [int(m) for m in plain[positions]]
             bins.append(Bin(t, g, members, p.demand[members, t, :].sum(axis=0)))
@@ -253,11 +259,12 @@ class Packer:
         scale = np.where(cap > 0, cap, 1).astype(np.float64)
         left = np.ones(len(items), dtype=bool)
         norms = np.sqrt(np.linalg.norm(frac, axis=1)) + 1e-12
-        limit = p.type_limit(t)
+        room = self._room(t, counts)
         while left.any():
-            if limit is not None and counts[t] >= limit:
+            if room is not None and room <= 0:
                 break
             counts[t] += 1
+            room = None if room is None else room - 1
             current = Bin(t, g, [], np.zeros_like(cap))
             residual = cap.copy()
             while True:
@@ -289,7 +296,7 @@ class Packer:
         cap = p.capacity[t]
         residual = np.empty((len(items), cap.size), dtype=np.int64)
         mine: list[Bin] = []
-        limit = p.type_limit(t)
+        room = self._room(t, counts)
         overflow: list[int] = []
         for m in items.tolist():
             need = dem[m]
@@ -301,7 +308,7 @@ class Packer:
                     target = b
                     break
             if target < 0:
-                if limit is not None and counts[t] >= limit:
+                if room is not None and len(mine) >= room:
                     overflow.append(m)
                     continue
                 counts[t] += 1
@@ -332,18 +339,16 @@ def heuristic(
     pi: FloatArray,
     deadline: float,
     progress: Progress | None = None,
-    guides: list[Int64Array] | None = None,
+    guides: Sequence[Guide] = (),
     bound: float = 0.0,
 ) -> list[Bin] | None:
     """The cheapest packing found before `deadline`, or None when the limits leave no room. `guides`
-    (a type per model each, from the relaxations per isolation group) are tried first; then the dual prices' choice,
-    the cost ratio's and each single type."""
+    (type mixes computed on demand, from the relaxation with whole instances) are tried first; then
+    the volume-balanced types, the dual prices' choice, the cost ratio's and each single type."""
     packer = Packer(problem)
     packer.deadline = deadline
     improver = Improver(packer)
-    candidates: list[tuple[str, Callable[[], Int64Array]]] = []
-    for k, guide in enumerate(guides or []):
-        candidates.append((f"relaxation's types ({k + 1})", functools.partial(np.copy, guide)))
+    candidates: list[Guide] = list(guides)
     candidates += [
         ("volume-balanced types", lambda: packer.choice_balanced(deadline)),
         ("dual prices", lambda: packer.choice_dual(pi)),
@@ -352,24 +357,70 @@ def heuristic(
     for t in np.argsort(problem.prices).tolist():
         candidates.append((problem.types[t].name, functools.partial(packer.choice_single, t)))
     best: list[Bin] | None = None
+    fallback: list[Bin] | None = None
     best_cost = np.inf
     longest = 0.0  # the slowest candidate's packing so far: one that would end past the deadline is not begun
     for label, choose in candidates:
         began = time.monotonic()
         if best is not None and (began + longest > deadline or best_cost <= bound * (1 + OPTIMAL_TOLERANCE)):
             break  # out of time, or proven optimal already
+        choice = choose()
+        if choice is None:
+            continue
         try:
-            bins = packer.pack(choose())
+            bins = packer.pack(choice)
         except _NoRoom:
             continue
         longest = max(longest, time.monotonic() - began)
-        bins = _pad(problem, improver.improve(bins, deadline))
+        packed = _pad(problem, polish(problem, improver, bins, deadline))
+        bins = _pad(problem, _on_cores(problem, packed))
         cost = improver.cost(bins)
         if cost < best_cost - 1e-9 and _within_limits(problem, bins):
             best, best_cost = bins, cost
             if progress is not None:
                 progress(f"heuristic ({label}): ${cost:,.3f}/h")
-    return best
+        elif fallback is None and _within_limits(problem, packed):
+            fallback = packed  # within the limits until copies go onto cores: solve says so
+    return best if best is not None else fallback
+
+
+def polish(problem: Problem, improver: Improver, bins: list[Bin], deadline: float) -> list[Bin]:
+    """Local improvement, then the least filled instances emptied or retyped (planner.repack), then
+    improvement again."""
+    bins = eliminate(problem, improver.improve(bins, deadline), deadline)
+    return improver.improve(retype(problem, bins, deadline), deadline)
+
+
+def _keep_on_cores(problem: Problem, t: int, picked: list[int], models: Int64Array) -> list[int]:
+    """The picked positions less the copies that fit no accelerator core of a type-t instance."""
+    if not problem.accel_cores[t]:
+        return picked
+    _, spill = assign_cores(problem, t, [int(models[k]) for k in picked])
+    kept = []
+    for k in picked:
+        if int(models[k]) in spill:
+            spill.remove(int(models[k]))
+        else:
+            kept.append(k)
+    return kept
+
+
+def _on_cores(problem: Problem, bins: list[Bin]) -> list[Bin]:
+    """The packing as the plan will be: copies that fit no accelerator core of their instance moved
+    (planner.cores), so that candidates are compared at their real cost."""
+    packing = Packing([(b.type, b.members) for b in bins], 0.0, "", Status.FEASIBLE)
+    placed, _ = place_on_cores(problem, packing)
+    if placed is packing:
+        return bins
+    return [
+        Bin(
+            t,
+            int(problem.group[members[0]]) if members else 0,
+            members,
+            problem.demand[members, t, :].sum(axis=0),
+        )
+        for t, members in placed.bins
+    ]
 
 
 def _alignment(frac: FloatArray, free: FloatArray, norms: FloatArray) -> FloatArray:

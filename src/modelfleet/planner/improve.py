@@ -11,6 +11,7 @@ from typing import Protocol
 import numpy as np
 
 from modelfleet.planner.bins import Bin
+from modelfleet.planner.cores import fits_cores
 from modelfleet.planner.problem import FloatArray, Int64Array, Problem
 
 
@@ -70,7 +71,7 @@ class Improver:
         ok &= (load <= p.capacity).all(axis=1)
         best, best_price = None, below
         for t in np.flatnonzero(ok).tolist():
-            if self.prices[t] < best_price - 1e-12 and self._room(counts, t):
+            if self.prices[t] < best_price - 1e-12 and self._room(counts, t) and fits_cores(p, t, members):
                 best, best_price = t, float(self.prices[t])
         return best
 
@@ -138,7 +139,9 @@ class Improver:
             target = -1
             for b in np.argsort(slack, kind="stable")[: int(ok.sum())].tolist():
                 others = bins[b].members + [x for x, tb in moves if tb == b]
-                if not self.special[m] or self._compatible(m, others):
+                if self.special[m] and not self._compatible(m, others):
+                    continue
+                if fits_cores(p, int(types[b]), [*others, m]):
                     target = b
                     break
             if target < 0:

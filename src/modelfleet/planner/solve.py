@@ -1,8 +1,10 @@
 """Choose and run the planners for one problem, and return the cheapest plan with its bound.
 
 auto        identical models per isolation group -> exact counts (CP-SAT, proven at any size);
-            otherwise the heuristic with the LP bound, then the CP-SAT assignment model
-            (hinted with the heuristic) while it stays under ASSIGNMENT_LIMIT booleans
+            otherwise the LP bound, the relaxation with whole instances (planner.benders: a
+            stronger bound, and type mixes for the heuristic) where it is small enough to build,
+            the heuristic, then the CP-SAT assignment model (hinted with the heuristic) while it
+            stays under ASSIGNMENT_LIMIT booleans
 exact       the CP-SAT models whatever the size (the time limit still applies)
 heuristic   the heuristic and the LP bound only
 """
@@ -10,16 +12,19 @@ heuristic   the heuristic and the LP bound only
 from __future__ import annotations
 
 import enum
-import math
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable
 
+import numpy as np
+
 from modelfleet.planner import exact
-from modelfleet.planner.bound import counting_relaxation, dual_bound
+from modelfleet.planner.benders import BUILD_S_PER_PAIR, CountRelaxation, pairs
+from modelfleet.planner.bound import dual_bound
 from modelfleet.planner.cores import place_on_cores
 from modelfleet.planner.errors import InfeasiblePlan, NoPlanFound
-from modelfleet.planner.heuristic import heuristic
+from modelfleet.planner.heuristic import Guide, heuristic
 from modelfleet.planner.problem import Int64Array, Problem
 from modelfleet.planner.result import OPTIMAL_TOLERANCE, Packing, Plan, Status, make_plan
 
@@ -28,6 +33,14 @@ FINISH_S_PER_REPLICA = (
     4e-5  # time kept for placing models on cores and building the plan (2x measured, for a loaded machine)
 )
 DEFAULT_TIME_LIMIT_S = 10.0
+RELAXATION_SHARE = 0.25  # of the time limit, for the relaxation with whole instances (the bound)
+RELAXATION_BUILD_SHARE = 0.05  # it is built only where that takes at most this share (BUILD_S_PER_PAIR)
+HEURISTIC_MODELS = 20_000  # with method heuristic, the relaxation only up to this many models
+# (accelerator types, CPU types): the share of raw capacity the type mixes that guide the heuristic
+# keep free for the packing's waste, in the order tried (on the 3,000-model bench, seeds 0 and 1,
+# the first two did best; which one wins varies from fleet to fleet)
+RESERVES = ((0.002, 0.01), (0.0, 0.0), (0.002, 0.02), (0.01, 0.01), (0.005, 0.03), (0.005, 0.02))
+RESERVE_S = 5.0  # at most, per reserved type mix
 Progress = Callable[[str], None]
 
 
@@ -59,23 +72,18 @@ def solve(
         return _finish(problem, packing, started)
     _say(progress, "lower bound (LP)")
     bound, pi = dual_bound(problem, time_limit_s=min(10.0, 0.25 * time_limit_s))
-    guides: list[Int64Array] = []
+    guides: list[Guide] = []
     bound_by = "bound: LP"
-    if method is not Method.HEURISTIC or problem.n_models <= 20_000:
-        _say(progress, "lower bound (per isolation group: whole instances with SCIP, else the LP)")
-        # the MIP first: on the loaded 2-core bench machine, solving the LP before it left the MIP
-        # too little time to find anything (gap 2.30 % against 1.75-1.81 % this way)
-        for whole in (True, False):
-            relaxed = counting_relaxation(problem, min(10.0, 0.2 * time_limit_s), whole=whole)
-            if relaxed is None:
-                continue
-            if math.isinf(relaxed[0]):
-                raise InfeasiblePlan(_infeasible_message(problem))
-            if relaxed[0] > bound:
-                bound, bound_by = relaxed[0], "bound: relaxation per isolation group"
-            if relaxed[1] is not None:
-                guides.append(relaxed[1])
-            break
+    small = method is not Method.HEURISTIC or problem.n_models <= HEURISTIC_MODELS
+    if small and pairs(problem) * BUILD_S_PER_PAIR <= RELAXATION_BUILD_SHARE * time_limit_s:
+        _say(progress, "lower bound (whole instances per type and isolation group: Benders)")
+        relaxation = CountRelaxation(problem)
+        relaxed = relaxation.solve(min(deadline, time.monotonic() + RELAXATION_SHARE * time_limit_s))
+        if relaxed.infeasible:
+            raise InfeasiblePlan(_infeasible_message(problem))
+        if relaxed.bound > bound:
+            bound, bound_by = relaxed.bound, "bound: whole instances per type"
+        guides = _guides(problem, relaxation, relaxed.guide, deadline)
     _say(progress, "heuristic: packing + local improvement")
     # the exact assignment model gets the rest of the time only where it is small enough to help
     exact_next = method is Method.EXACT or (
@@ -111,6 +119,29 @@ def solve(
     if best is None:
         raise NoPlanFound(_not_found_message(problem, time_limit_s))
     return _finish(problem, best, started)
+
+
+def _guides(
+    problem: Problem, relaxation: CountRelaxation, plain: Int64Array | None, deadline: float
+) -> list[Guide]:
+    """Type mixes for the heuristic, each computed when its turn comes: the relaxation's with room kept
+    free for the packing's waste (RESERVES), and its own."""
+
+    def reserved(accelerated: float, cpu: float) -> Int64Array | None:
+        share = np.where(problem.accel_cores > 0, accelerated, cpu)
+        until = min(deadline, time.monotonic() + RESERVE_S)
+        return relaxation.solve(
+            until, np.broadcast_to(share, (len(problem.group_names), problem.n_types))
+        ).guide
+
+    found: list[Guide] = []
+    for accelerated, cpu in RESERVES:
+        if accelerated or cpu:
+            label = f"relaxation's types, {accelerated:.1%} / {cpu:.1%} free"
+            found.append((label, functools.partial(reserved, accelerated, cpu)))
+        elif plain is not None:
+            found.append(("relaxation's types", functools.partial(np.copy, plain)))
+    return found
 
 
 def _finish(problem: Problem, packing: Packing, started: float) -> Plan:
