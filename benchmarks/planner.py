@@ -43,7 +43,8 @@ def machine() -> str:
         )
     except OSError:
         model = "?"
-    return f"{dt.date.today()} | nproc {os.cpu_count()} | {model} | Python {platform.python_version()}"
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"{dt.date.today()} | nproc {os.cpu_count()} | {model} | Python {platform.python_version()} | loadavg {load}"
 
 
 def show(label: str, plan: Plan) -> None:
@@ -98,6 +99,7 @@ def large(args: argparse.Namespace) -> None:
         print(f"first-fit decreasing: ${sum(problem.types[b.type].usd_per_hour for b in ffd):,.3f}/h")
     plan = solve(problem, Method(args.method), args.time_limit_s, args.workers)
     show(f"{args.models:,} models ({args.method})", plan)
+    print(f"loadavg after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"peak RSS {peak_rss_mib():,.0f} MiB (whole process, spec generation included)")
 
 
