@@ -167,6 +167,21 @@ class CountRelaxation:
             return Relaxed(sum(bounds), None, last or None, converged=False)
         return Relaxed(sum(bounds), guide, last, converged=all(done))
 
+    def bound(self, deadline: float) -> float | None:
+        """The master's proven optimum at reserve 0 over every cut found so far (those of reserved
+        solves included: a cut holds for every reserve), or None when a master found nothing in time."""
+        if not self._separators:
+            return None
+        keep = np.ones((len(self.groups), self.p.n_types))
+        blocks = [list(range(len(self.groups)))] if self.linked else [[g] for g in range(len(self.groups))]
+        total = 0.0
+        for block in blocks:
+            found = self._master(block, keep, deadline, FINAL_GAP)
+            if not isinstance(found, tuple):
+                return None
+            total += found[0]
+        return total
+
     def _start(self, deadline: float) -> None:
         self._separators = [_Separator(self, g) for g in range(len(self.groups))]
         self._lp_counts: dict[tuple[int, int], float] = {}

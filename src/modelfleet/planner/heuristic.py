@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from modelfleet.planner import completion, fill
-from modelfleet.planner.bins import Bin
+from modelfleet.planner.bins import Bin, pad, within_limits
 from modelfleet.planner.bound import bound_fractions
 from modelfleet.planner.cores import assign_cores, place_on_cores
 from modelfleet.planner.improve import Improver
@@ -372,14 +372,14 @@ def heuristic(
         except _NoRoom:
             continue
         longest = max(longest, time.monotonic() - began)
-        packed = _pad(problem, polish(problem, improver, bins, deadline))
-        bins = _pad(problem, _on_cores(problem, packed))
+        packed = pad(problem, polish(problem, improver, bins, deadline))
+        bins = pad(problem, _on_cores(problem, packed))
         cost = improver.cost(bins)
-        if cost < best_cost - 1e-9 and _within_limits(problem, bins):
+        if cost < best_cost - 1e-9 and within_limits(problem, bins):
             best, best_cost = bins, cost
             if progress is not None:
                 progress(f"heuristic ({label}): ${cost:,.3f}/h")
-        elif fallback is None and _within_limits(problem, packed):
+        elif fallback is None and within_limits(problem, packed):
             fallback = packed  # within the limits until copies go onto cores: solve says so
     return best if best is not None else fallback
 
@@ -437,28 +437,6 @@ def first_fit_decreasing(problem: Problem) -> list[Bin] | None:
     improvement (what exact and heuristic plans are compared with in docs/benchmarks.md)."""
     packer = Packer(problem)
     try:
-        return _pad(problem, packer.pack(packer.choice_ratio(), plain_ffd=True))
+        return pad(problem, packer.pack(packer.choice_ratio(), plain_ffd=True))
     except _NoRoom:
         return None
-
-
-def _pad(problem: Problem, bins: list[Bin]) -> list[Bin]:
-    """Empty instances up to the per-type and total minimums (cheapest first for the total)."""
-    counts = np.bincount([b.type for b in bins], minlength=problem.n_types)
-    zero = np.zeros(problem.capacity.shape[1], dtype=np.int64)
-    for t in range(problem.n_types):
-        bins += [Bin(t, 0, [], zero.copy()) for _ in range(int(problem.min_per_type[t] - counts[t]))]
-    counts = np.bincount([b.type for b in bins], minlength=problem.n_types)
-    for t in np.argsort(problem.prices).tolist():
-        limit = problem.type_limit(t)
-        while len(bins) < problem.min_total and (limit is None or counts[t] < limit):
-            bins.append(Bin(t, 0, [], zero.copy()))
-            counts[t] += 1
-    return bins
-
-
-def _within_limits(problem: Problem, bins: list[Bin]) -> bool:
-    counts = np.bincount([b.type for b in bins], minlength=problem.n_types)
-    if problem.max_total is not None and len(bins) > problem.max_total:
-        return False
-    return bool((counts >= problem.min_per_type).all()) and len(bins) >= problem.min_total

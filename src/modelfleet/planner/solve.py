@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from modelfleet.planner import exact
-from modelfleet.planner.benders import BUILD_S_PER_PAIR, CountRelaxation, pairs
+from modelfleet.planner.benders import BUILD_S_PER_PAIR, CountRelaxation, Relaxed, pairs
 from modelfleet.planner.bound import dual_bound
 from modelfleet.planner.cores import place_on_cores
 from modelfleet.planner.errors import InfeasiblePlan, NoPlanFound
@@ -40,7 +40,9 @@ HEURISTIC_MODELS = 20_000  # with method heuristic, the relaxation only up to th
 # keep free for the packing's waste, in the order tried (on the 3,000-model bench, seeds 0 and 1,
 # the first two did best; which one wins varies from fleet to fleet)
 RESERVES = ((0.002, 0.01), (0.0, 0.0), (0.002, 0.02), (0.01, 0.01), (0.005, 0.03), (0.005, 0.02))
-RESERVE_S = 5.0  # at most, per reserved type mix
+RESERVE_S = 5.0  # at most, per reserved type mix ...
+GUIDE_SHARE = 0.5  # ... and at most this share of the heuristic's time left
+REBOUND_S = 1.0  # at most, for the bound from every cut found (the master alone: ~30 ms at 3,000 models)
 Progress = Callable[[str], None]
 
 
@@ -74,6 +76,8 @@ def solve(
     bound, pi = dual_bound(problem, time_limit_s=min(10.0, 0.25 * time_limit_s))
     guides: list[Guide] = []
     bound_by = "bound: LP"
+    relaxation: CountRelaxation | None = None
+    relaxed: Relaxed | None = None
     small = method is not Method.HEURISTIC or problem.n_models <= HEURISTIC_MODELS
     if small and pairs(problem) * BUILD_S_PER_PAIR <= RELAXATION_BUILD_SHARE * time_limit_s:
         _say(progress, "lower bound (whole instances per type and isolation group: Benders)")
@@ -83,7 +87,6 @@ def solve(
             raise InfeasiblePlan(_infeasible_message(problem))
         if relaxed.bound > bound:
             bound, bound_by = relaxed.bound, "bound: whole instances per type"
-        guides = _guides(problem, relaxation, relaxed.guide, deadline)
     _say(progress, "heuristic: packing + local improvement")
     # the exact assignment model gets the rest of the time only where it is small enough to help
     exact_next = method is Method.EXACT or (
@@ -93,7 +96,13 @@ def solve(
     # placing models on accelerator cores and building the plan took ~12 us per replica (100,000 models)
     finishing = FINISH_S_PER_REPLICA * int(problem.replicas.sum())
     until = min(deadline - finishing, time.monotonic() + heuristic_share)
+    if relaxation is not None and relaxed is not None:
+        guides = _guides(problem, relaxation, relaxed.guide, until)
     bins = heuristic(problem, pi, until, progress, guides, bound)
+    if relaxation is not None:  # the reserved mixes added cuts, valid for every reserve: a better bound?
+        again = relaxation.bound(min(deadline, time.monotonic() + REBOUND_S))
+        if again is not None and again > bound:
+            bound, bound_by = again, "bound: whole instances per type"
     best: Packing | None = None
     if bins is not None:
         best = Packing(
@@ -125,14 +134,20 @@ def _guides(
     problem: Problem, relaxation: CountRelaxation, plain: Int64Array | None, deadline: float
 ) -> list[Guide]:
     """Type mixes for the heuristic, each computed when its turn comes: the relaxation's with room kept
-    free for the packing's waste (RESERVES), and its own."""
+    free for the packing's waste (RESERVES), and its own. Once a reserved mix is not found in its time
+    (a loaded machine, a short limit), the others are not tried: the plainer candidates get the time."""
+    out_of_time = False
 
     def reserved(accelerated: float, cpu: float) -> Int64Array | None:
+        nonlocal out_of_time
+        if out_of_time:
+            return None
         share = np.where(problem.accel_cores > 0, accelerated, cpu)
-        until = min(deadline, time.monotonic() + RESERVE_S)
-        return relaxation.solve(
-            until, np.broadcast_to(share, (len(problem.group_names), problem.n_types))
-        ).guide
+        now = time.monotonic()  # at most half the time left: the packing needs the rest
+        until = min(now + RESERVE_S, now + GUIDE_SHARE * (deadline - now))
+        found = relaxation.solve(until, np.broadcast_to(share, (len(problem.group_names), problem.n_types)))
+        out_of_time = not found.converged
+        return found.guide
 
     found: list[Guide] = []
     for accelerated, cpu in RESERVES:

@@ -45,7 +45,8 @@ def test_exact_proves_the_example_and_beats_ffd(example: Problem) -> None:
 def test_heuristic_plans_obey_every_constraint(catalog: Catalog) -> None:
     spec = heterogeneous_fleet(300, seed=3, isolated_share=0.3)
     problem = build_problem(spec, catalog)
-    plan = solve(problem, Method.HEURISTIC, time_limit_s=3)
+    # 6 s: with a third of a core (a loaded CI machine) it still ends within 13 % of the bound
+    plan = solve(problem, Method.HEURISTIC, time_limit_s=6)
     check_plan(problem, plan)
     assert plan.lower_bound_cost_per_hour > 0.8 * plan.cost_per_hour
 
