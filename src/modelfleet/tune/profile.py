@@ -1,7 +1,8 @@
 """One configuration measured: `modelfleet serve` on a scratch copy of the model with the
 configuration's settings, then a closed-loop ramp of concurrency (1, 2, 4, …) with the bench
 package until the P90 passes the SLO, errors pass their threshold, throughput stops growing, or
-the ramp's top is reached. `profile_model` runs a search over the space and writes profile.json.
+the ramp's top is reached (ramp.py's rules); the capacity step of a contender is then measured
+again, longer. `profile_model` runs a search over the space and writes profile.json.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from modelfleet.bench.stats import BenchResult
 from modelfleet.bench.workload import SetupError
 from modelfleet.repository.config import CONFIG_FILENAME
 from modelfleet.repository.weights import BLOBS_DIR
+from modelfleet.tune import ramp as rules
 from modelfleet.tune import search
 from modelfleet.tune.apply import with_settings
 from modelfleet.tune.errors import TuneInputError
@@ -36,7 +38,6 @@ from modelfleet.tune.sources import model_folder, versions
 from modelfleet.tune.sweep import Space
 
 READY_TIMEOUT_S = 120.0
-SATURATION_GAIN = 0.05  # a step that adds under 5 % throughput twice in a row: the server is saturated
 STOP_WAIT_S = 10.0
 
 
@@ -51,6 +52,8 @@ class ProfileSpec:
     search: str = "brute"  # brute | quick
     step_s: float = 2.0
     warmup_s: float = 0.5
+    confirm_steps: float = 2.0
+    """A contender's capacity step is measured again for this many steps' time (0: it is not)."""
     max_concurrency: int = 64
     version: str | None = None
     instance_type: str | None = None
@@ -77,6 +80,7 @@ class ProfileSpec:
             ),
             (self.step_s > 0, f"--step-s must be positive, got {self.step_s}"),
             (self.warmup_s >= 0, f"--warmup-s must not be negative, got {self.warmup_s}"),
+            (self.confirm_steps >= 0, f"confirm_steps must not be negative, got {self.confirm_steps}"),
             (self.max_concurrency >= 1, f"--max-concurrency must be at least 1, got {self.max_concurrency}"),
         ]
         for ok, message in checks:
@@ -229,12 +233,24 @@ def _step(concurrency: int, result: BenchResult) -> Step:
     )
 
 
-def concurrency_steps(top: int) -> list[int]:
-    steps, c = [], 1
-    while c < top:
-        steps.append(c)
-        c *= 2
-    return [*steps, top]
+def _run_step(
+    url: str, model: str, length: Length, spec: ProfileSpec, concurrency: int, duration_s: float
+) -> Step:
+    try:
+        result = closed_loop_step(
+            url,
+            model,
+            concurrency,
+            duration_s,
+            warmup_s=spec.warmup_s,
+            seq_len=length[0],
+            timeout_s=max(10.0, spec.slo.p90_ms * 20 / 1000),
+            seq_len_max=length[1] if length[1] > length[0] else None,
+            bodies=MIXED_BODIES if length[1] > length[0] else 4,
+        )
+    except (SetupError, ValueError) as exc:
+        raise TuneInputError(f"the load generator cannot run against {model}: {exc}") from None
+    return _step(concurrency, result)
 
 
 def ramp(
@@ -242,36 +258,41 @@ def ramp(
 ) -> tuple[list[Step], Stopped]:
     """Closed-loop steps of doubling concurrency from `start`; (steps, why the ramp stopped)."""
     steps: list[Step] = []
-    flat = 0
-    for concurrency in (c for c in concurrency_steps(spec.max_concurrency) if c >= start):
+    for concurrency in (c for c in rules.concurrency_steps(spec.max_concurrency) if c >= start):
         progress(f"c={concurrency}")
         try:
-            result = closed_loop_step(
-                url,
-                model,
-                concurrency,
-                spec.step_s,
-                warmup_s=spec.warmup_s,
-                seq_len=length[0],
-                timeout_s=max(10.0, spec.slo.p90_ms * 20 / 1000),
-                seq_len_max=length[1] if length[1] > length[0] else None,
-                bodies=MIXED_BODIES if length[1] > length[0] else 4,
-            )
+            steps.append(_run_step(url, model, length, spec, concurrency, spec.step_s))
         except KeyboardInterrupt:
             return steps, "interrupted"
-        except (SetupError, ValueError) as exc:
-            raise TuneInputError(f"the load generator cannot run against {model}: {exc}") from None
-        step = _step(concurrency, result)
-        best_before = max((s.throughput_per_s for s in steps), default=0.0)
-        steps.append(step)
-        if step.error_rate > spec.slo.max_error_rate:
-            return steps, "errors"
-        if step.p90_ms is None or step.p90_ms > spec.slo.p90_ms:
-            return steps, "slo"
-        flat = flat + 1 if step.throughput_per_s < best_before * (1 + SATURATION_GAIN) else 0
-        if flat >= 2:
-            return steps, "saturated"
+        stopped = rules.stop_reason(steps, spec.slo)
+        if stopped is not None:
+            return steps, stopped
     return steps, "max_concurrency"
+
+
+def confirm(
+    url: str,
+    model: str,
+    length: Length,
+    spec: ProfileSpec,
+    steps: list[Step],
+    floor: float,
+    progress: Progress,
+) -> tuple[list[Step], bool]:
+    """The capacity step measured again, `spec.confirm_steps` steps long, its figures replacing the
+    short step's (see ramp.to_confirm); (steps, whether Ctrl-C came)."""
+    steps, confirmed = list(steps), set[int]()
+    while (
+        spec.confirm_steps > 0 and (index := rules.to_confirm(steps, spec.slo, confirmed, floor)) is not None
+    ):
+        concurrency = steps[index].concurrency
+        progress(f"c={concurrency} again")
+        try:
+            steps[index] = _run_step(url, model, length, spec, concurrency, spec.confirm_steps * spec.step_s)
+        except KeyboardInterrupt:
+            return steps, True
+        confirmed.add(index)
+    return steps, False
 
 
 def measure(
@@ -283,9 +304,11 @@ def measure(
     workdir: Path,
     progress: Progress,
     start: int = 1,
+    floor: float = 0.0,
 ) -> Measurement:
-    """One configuration at one sequence length (or mix), its ramp from concurrency `start`; a
-    server that cannot start is recorded as failed."""
+    """One configuration at one sequence length (or mix), its ramp from concurrency `start`, its
+    capacity step confirmed when it carries at least `floor`; a server that cannot start is
+    recorded as failed."""
     seq_len, seq_len_min = length[1], (length[0] if length[0] < length[1] else None)
     load_s: float | None = None
     cold_s: float | None = None
@@ -295,6 +318,9 @@ def measure(
             cold_s = server.cold_start(seq_len)
             load_s = up_s + cold_s
             steps, stopped = ramp(server.url, model, length, spec, progress, start)
+            if stopped != "interrupted":
+                steps, interrupted = confirm(server.url, model, length, spec, steps, floor, progress)
+                stopped = "interrupted" if interrupted else stopped
             memory = _pss_bytes(server.proc.pid)
     except TuneInputError as exc:
         return Measurement(
@@ -401,6 +427,7 @@ def profile_model(
                     Path(tmp),
                     lambda s: progress(f"{label} {s}", len(measured), total),
                     ramp_start(measured, length[1], spec),
+                    rules.contender_floor(measured, length[1], spec.slo),
                 )
                 measured.append(m)
                 write_profile(document(), path)

@@ -1,10 +1,13 @@
 """Brute force and quick search over a `Space`, given a function that measures one configuration.
 
-The quick search is coordinate descent, as Triton's model analyzer does it: from the server's
-default configuration, try one step up and down along each dimension and move to the best
-neighbour while it raises the throughput within the SLO by more than `min_gain`; measured points
-are never measured twice. A `measure` that raises KeyboardInterrupt ends either search; what was
-measured is in `Searched.measurements`.
+The quick search climbs as Triton's model analyzer does, from the server's default configuration
+(or where it is told), one step along one dimension at a time, plus trades of cores between
+instances and threads (`Space.moves`); it moves at the first move that raises the throughput
+within the SLO by more than `min_gain`. Measured throughput is noisy (a configuration can measure
+10-20 % apart in two runs), so once the climb stops, the untried moves of the runners-up within
+`RUNNER_UP_SHARE` of the best are measured too: a point within the noise of the top may stand on
+the slope of a higher peak. Measured points are never measured twice. A `measure` that raises
+KeyboardInterrupt ends either search; what was measured is in `Searched.measurements`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from modelfleet.tune.sweep import Space
 
 Measure = Callable[[Settings], Measurement]
 MIN_GAIN = 0.02  # a move must raise throughput at the SLO by 2 %: below that it is noise
+RUNNERS_UP = 2
+RUNNER_UP_SHARE = 0.9  # within 10 % of the best: as far apart as one configuration measures in two runs
 
 
 def score(measurement: Measurement, slo: Slo) -> float:
@@ -47,7 +52,8 @@ def brute(space: Space, measure: Measure) -> Searched:
 def quick(
     space: Space, measure: Measure, slo: Slo, min_gain: float = MIN_GAIN, start: Settings | None = None
 ) -> Searched:
-    """Coordinate descent from `start` (default: the space's start point)."""
+    """First-improvement climb from `start` (default: the space's start point), then the
+    runners-up's untried moves (see the module's docstring)."""
     searched = Searched()
     seen: dict[Settings, float] = {}
 
@@ -61,12 +67,24 @@ def quick(
     try:
         current = start if start is not None and start in space.grid() else space.start()
         current_score = visit(current)
-        while True:
-            scored = [(visit(p), p) for p in space.neighbours(current)]
-            best_score, best = max(scored, key=lambda sp: sp[0], default=(0.0, current))
-            if best_score <= current_score * (1 + min_gain) or best_score == 0:
-                break
-            current, current_score = best, best_score
+        moved = True
+        while moved:
+            moved = False
+            for point in space.moves(current):
+                found = visit(point)
+                if found > 0 and found > current_score * (1 + min_gain):
+                    current, current_score, moved = point, found, True
+                    break
+        for point in runners_up(seen, current):
+            for move in space.moves(point):
+                visit(move)
     except KeyboardInterrupt:
         searched.interrupted = True
     return searched
+
+
+def runners_up(scores: dict[Settings, float], top: Settings) -> list[Settings]:
+    """The next-best points after `top`, at most RUNNERS_UP of them, within RUNNER_UP_SHARE of the best."""
+    best = max(scores.values(), default=0.0)
+    ranked = sorted((p for p in scores if p != top), key=lambda p: scores[p], reverse=True)
+    return [p for p in ranked[:RUNNERS_UP] if best > 0 and scores[p] >= best * RUNNER_UP_SHARE]

@@ -1,7 +1,8 @@
 """The configuration space `profile` sweeps: batch sizes x queue delays x instances x threads.
 
 A max batch size of 1 is dynamic batching off, where a queue delay means nothing: those points
-collapse to delay 0. `neighbours` moves one step along one dimension, for the quick search.
+collapse to delay 0. `neighbours` moves one step along one dimension and `trades` shifts cores
+between instances and threads, for the quick search.
 """
 
 from __future__ import annotations
@@ -110,6 +111,32 @@ class Space:
                     if candidate != point and candidate not in found:
                         found.append(candidate)
         return found
+
+    def trades(self, point: Settings) -> list[Settings]:
+        """One instance more with one thread fewer, and back: the same cores split another way.
+        Coordinate moves alone cannot make this trade without passing through an oversubscribed
+        (or an idle) point, which the search would not step onto."""
+        if point.instances not in self.instances or point.intra_op_threads not in self.threads:
+            return []
+        i, t = self.instances.index(point.instances), self.threads.index(point.intra_op_threads)
+        found = []
+        for di, dt in ((1, -1), (-1, 1)):
+            if 0 <= i + di < len(self.instances) and 0 <= t + dt < len(self.threads):
+                found.append(
+                    self.settings(
+                        point.max_batch_size,
+                        point.max_queue_delay_us,
+                        self.instances[i + di],
+                        self.threads[t + dt],
+                        point.shape_buckets,
+                    )
+                )
+        return found
+
+    def moves(self, point: Settings) -> list[Settings]:
+        """Where the quick search may step from `point`: its neighbours, then its trades."""
+        near = self.neighbours(point)
+        return near + [t for t in self.trades(point) if t not in near]
 
     def _point(self, coords: list[int | tuple[int, ...] | None]) -> Settings:
         b, d, i, t, s = coords

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from modelfleet.tune.profile import ProfileSpec, concurrency_steps, lengths, ramp_start
+from modelfleet.tune.profile import ProfileSpec, lengths, ramp_start
+from modelfleet.tune.ramp import concurrency_steps
 from modelfleet.tune.schema import Measurement, Settings, Slo, Step
 from modelfleet.tune.sweep import default_space
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modelfleet.tune.schema import Measurement, Settings, Slo, Step
-from modelfleet.tune.search import brute, quick, score
+from modelfleet.tune.search import brute, quick, runners_up, score
 from modelfleet.tune.sweep import Space, default_space
 
 SLO = Slo(p90_ms=10)
@@ -99,7 +99,48 @@ def test_quick_can_start_where_told() -> None:
     calls: list[Settings] = []
     quick(space, fake({here: 50.0}, calls), SLO, start=here)
     assert calls[0] == here
-    assert len(calls) == 1 + len(space.neighbours(here))
+    assert len(calls) == 1 + len(space.moves(here))  # nothing near it within 10 %: no runner-up
+
+
+def test_trades_shift_cores_between_instances_and_threads() -> None:
+    space = default_space(2)
+    one = Settings(max_batch_size=8, instances=1, intra_op_threads=2)
+    two = Settings(max_batch_size=8, instances=2, intra_op_threads=1)
+    assert space.trades(one) == [two] and space.trades(two) == [one]
+    assert space.moves(one) == [*space.neighbours(one), two]
+    assert space.trades(Settings(max_batch_size=8, instances=2, intra_op_threads=2)) == []
+    assert Space(batch_sizes=(1,), delays_us=(0,), instances=(1,), threads=(None,)).trades(Settings()) == []
+
+
+def test_quick_trades_out_of_a_local_optimum() -> None:
+    """On 2 cores one instance of 2 threads and two of 1 thread are each better than their
+    coordinate neighbours (2 x 2 oversubscribes, 1 x 1 idles a core): axis moves alone stop."""
+    space = Space(batch_sizes=(8,), delays_us=(0,), instances=(1, 2), threads=(1, 2))
+    surface = {
+        Settings(max_batch_size=8, instances=1, intra_op_threads=2): 100.0,
+        Settings(max_batch_size=8, instances=2, intra_op_threads=2): 60.0,
+        Settings(max_batch_size=8, instances=1, intra_op_threads=1): 60.0,
+        Settings(max_batch_size=8, instances=2, intra_op_threads=1): 150.0,
+    }
+    assert space.start() == Settings(max_batch_size=8, instances=1, intra_op_threads=2)
+    best = quick(space, fake(surface, []), SLO).best(SLO)
+    assert best is not None and score(best, SLO) == 150.0
+
+
+def test_quick_probes_around_a_runner_up() -> None:
+    """The climb stops at A; B, within 10 % of A, has an untried neighbour C above both."""
+    space = Space(batch_sizes=(1, 8, 16), delays_us=(0,), instances=(1, 2), threads=(1,))
+    a = Settings(max_batch_size=8, instances=1, intra_op_threads=1)
+    b = Settings(max_batch_size=8, instances=2, intra_op_threads=1)
+    c = Settings(max_batch_size=16, instances=2, intra_op_threads=1)
+    surface = {s: 10.0 for s in space.grid()} | {a: 100.0, b: 95.0, c: 120.0}
+    surface[Settings(max_batch_size=16, instances=1, intra_op_threads=1)] = 50.0
+    calls: list[Settings] = []
+    best = quick(space, fake(surface, calls), SLO).best(SLO)
+    assert best is not None and best.settings == c
+    assert len(calls) == len(set(calls))
+    assert runners_up({a: 100.0, b: 95.0, c: 80.0}, a) == [b]  # c is not within 10 %
+    assert runners_up({a: 0.0, b: 0.0}, a) == []
 
 
 def test_bucket_sets_are_a_dimension_without_order() -> None:

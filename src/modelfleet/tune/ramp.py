@@ -1,0 +1,74 @@
+"""The rules of a concurrency ramp, over the steps measured so far: when it stops, and which step
+is measured again, longer, before the ramp is recorded (profile.py runs the steps).
+
+A step lasts seconds, and on a shared machine one configuration can measure 10-20 % apart in two
+short windows (docs/benchmarks.md, issue 13). Two rules keep one lucky or unlucky window from
+deciding: a plateau stops the ramp only once the latency has climbed, and the step a capacity
+would be taken from is re-measured before it stands for the configuration.
+"""
+
+from __future__ import annotations
+
+from modelfleet.tune.schema import Measurement, Slo, Step, Stopped
+
+SATURATION_GAIN = 0.05
+"""A step that adds under 5 % throughput over the best before it is flat."""
+SATURATION_P90_SHARE = 0.5
+"""Flat steps stop the ramp only once the P90 has reached half the SLO: a server that is truly
+saturated doubles its latency with each doubling of concurrency and reaches the SLO within a step
+or two anyway, while a plateau at low latency may be a slow window (201/s at concurrency 1, 2 and
+4 in one run; 308/s at 16 in the next)."""
+CONFIRMATIONS = 2
+"""At most this many steps of one ramp are re-measured."""
+CONTENDER_SHARE = 0.9
+"""A configuration is confirmed when its capacity is within 10 % of the best one so far at its
+sequence length (or there is none yet): the others cannot be chosen, re-measuring them is waste."""
+
+
+def concurrency_steps(top: int) -> list[int]:
+    """1, 2, 4, … doubling up to `top`, which is the last step."""
+    steps, c = [], 1
+    while c < top:
+        steps.append(c)
+        c *= 2
+    return [*steps, top]
+
+
+def stop_reason(steps: list[Step], slo: Slo) -> Stopped | None:
+    """Why the ramp stops after its last step; None: climb on."""
+    last = steps[-1]
+    if last.error_rate > slo.max_error_rate:
+        return "errors"
+    if last.p90_ms is None or last.p90_ms > slo.p90_ms:
+        return "slo"
+    if len(steps) >= 3 and last.p90_ms >= slo.p90_ms * SATURATION_P90_SHARE:
+        flat = all(
+            steps[i].throughput_per_s < max(s.throughput_per_s for s in steps[:i]) * (1 + SATURATION_GAIN)
+            for i in (len(steps) - 2, len(steps) - 1)
+        )
+        if flat:
+            return "saturated"
+    return None
+
+
+def capacity_index(steps: list[Step], slo: Slo) -> int | None:
+    """Where the step with the highest throughput within the SLO is (Measurement.capacity's step)."""
+    within = [i for i, s in enumerate(steps) if s.within(slo.p90_ms, slo.max_error_rate)]
+    return max(within, key=lambda i: steps[i].throughput_per_s, default=None)
+
+
+def to_confirm(steps: list[Step], slo: Slo, confirmed: set[int], floor: float) -> int | None:
+    """The step to measure again: the capacity step, unless it was re-measured already, carries
+    under `floor` per second, or the ramp has had its CONFIRMATIONS. When a re-measured step
+    falls (or leaves the SLO), the next best becomes the capacity step and is confirmed in turn."""
+    best = capacity_index(steps, slo)
+    if best is None or best in confirmed or len(confirmed) >= CONFIRMATIONS:
+        return None
+    return best if steps[best].throughput_per_s >= floor else None
+
+
+def contender_floor(measured: list[Measurement], seq_len: int, slo: Slo) -> float:
+    """The throughput a new configuration's capacity must reach to be confirmed (CONTENDER_SHARE)."""
+    best = [m.capacity(slo.p90_ms, slo.max_error_rate) for m in measured if m.seq_len == seq_len]
+    top = max((s.throughput_per_s for s in best if s is not None), default=0.0)
+    return top * CONTENDER_SHARE

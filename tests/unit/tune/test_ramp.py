@@ -1,0 +1,84 @@
+"""A ramp's rules on noisy step sequences: when it stops, which step is measured again."""
+
+from __future__ import annotations
+
+from modelfleet.tune.ramp import capacity_index, contender_floor, stop_reason, to_confirm
+from modelfleet.tune.schema import Measurement, Settings, Slo, Step
+
+SLO = Slo(p90_ms=100)
+
+
+def steps(*points: tuple[int, float, float]) -> list[Step]:
+    return [
+        Step(concurrency=c, requests=100, errors=0, throughput_per_s=t, p50_ms=p / 2, p90_ms=p, p99_ms=p)
+        for c, t, p in points
+    ]
+
+
+def test_over_the_slo_or_the_error_rate_stops() -> None:
+    assert stop_reason(steps((1, 100, 50), (2, 150, 101)), SLO) == "slo"
+    failing = Step(concurrency=2, requests=90, errors=10, throughput_per_s=90, p50_ms=5, p90_ms=9, p99_ms=9)
+    assert stop_reason([*steps((1, 100, 5)), failing], SLO) == "errors"
+    silent = Step(
+        concurrency=2, requests=0, errors=0, throughput_per_s=0, p50_ms=None, p90_ms=None, p99_ms=None
+    )
+    assert stop_reason([silent], SLO) == "errors"  # nothing answered: an error rate of 1
+    assert stop_reason(steps((1, 100, 5), (2, 180, 9)), SLO) is None
+
+
+def test_a_plateau_at_low_latency_climbs_on() -> None:
+    """Issue 13, pair 1: 201/s at concurrency 1, 2 and 4 (P90 6-23 ms) in one run, 308/s at 16 in
+    the next: three flat steps far below the SLO are not taken for saturation."""
+    plateau = steps((1, 201, 6), (2, 201, 12), (4, 200, 23))
+    assert stop_reason(plateau, SLO) is None
+    assert stop_reason([*plateau, *steps((8, 282, 31))], SLO) is None
+    saturated = [*plateau, *steps((8, 203, 52))]
+    assert stop_reason(saturated, SLO) == "saturated"  # flat again, and the latency has climbed
+
+
+def test_one_flat_step_is_not_saturation() -> None:
+    assert stop_reason(steps((1, 100, 30), (2, 180, 40), (4, 182, 60)), SLO) is None
+    assert stop_reason(steps((1, 100, 30), (2, 180, 40), (4, 182, 60), (8, 260, 70)), SLO) is None
+    assert stop_reason(steps((1, 100, 30), (2, 180, 40), (4, 182, 60), (8, 183, 90)), SLO) == "saturated"
+
+
+def test_the_capacity_step_is_confirmed_then_the_next_if_it_falls() -> None:
+    """Issue 13, round 1.3: 221/s at c=1, 247 at c=2 (P90 9 ms), 196 at c=4, 132 at c=8 over the
+    SLO; a 20 s bench at c=2 gave 95/s."""
+    ramp = steps((1, 221, 5), (2, 247, 9), (4, 196, 30), (8, 132, 116))
+    assert capacity_index(ramp, SLO) == 1
+    assert to_confirm(ramp, SLO, set(), floor=0) == 1
+    ramp[1] = steps((2, 120, 18))[0]  # measured again, longer: it did not hold
+    assert capacity_index(ramp, SLO) == 0
+    assert to_confirm(ramp, SLO, {1}, floor=0) == 0  # the best now is c=1, not yet confirmed
+    ramp[0] = steps((1, 110, 10))[0]
+    assert to_confirm(ramp, SLO, {0, 1}, floor=0) is None  # two confirmations at most
+    ramp = steps((1, 100, 5), (2, 150, 60))
+    assert to_confirm(ramp, SLO, {1}, floor=0) is None  # confirmed and still the best
+
+
+def test_a_confirmation_over_the_slo_leaves_the_capacity() -> None:
+    ramp = steps((4, 200, 60), (8, 230, 95))
+    ramp[1] = steps((8, 210, 104))[0]
+    assert capacity_index(ramp, SLO) == 0 and to_confirm(ramp, SLO, {1}, floor=0) == 0
+
+
+def test_only_contenders_are_confirmed() -> None:
+    def measured(seq_len: int, throughput: float) -> Measurement:
+        return Measurement(
+            settings=Settings(),
+            seq_len=seq_len,
+            steps=steps((4, throughput, 50)),
+            load_s=1,
+            memory_bytes=1,
+            stopped="slo",
+        )
+
+    done = [measured(32, 300), measured(32, 200), measured(128, 70)]
+    assert contender_floor(done, 32, SLO) == 270
+    assert contender_floor(done, 128, SLO) == 63
+    assert contender_floor(done, 64, SLO) == 0  # the first at its length is always confirmed
+    ramp = steps((1, 100, 10), (2, 260, 30))
+    assert to_confirm(ramp, SLO, set(), floor=270) is None
+    assert to_confirm(ramp, SLO, set(), floor=250) == 1
+    assert to_confirm(steps((1, 50, 120)), SLO, set(), floor=0) is None  # nothing within the SLO
