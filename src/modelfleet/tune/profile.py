@@ -360,16 +360,6 @@ def resolve_version(spec: ProfileSpec, model: str) -> tuple[Path, str]:
     return folder, version
 
 
-def ramp_start(measured: list[Measurement], seq_len: int, spec: ProfileSpec) -> int:
-    """The quick search skips the low steps: its ramps start at half the concurrency where the best
-    configuration so far had its capacity (brute force measures every step: the whole curve)."""
-    if spec.search != "quick":
-        return 1
-    best = [m.capacity(spec.slo.p90_ms, spec.slo.max_error_rate) for m in measured if m.seq_len == seq_len]
-    top = max((s for s in best if s is not None), key=lambda s: s.throughput_per_s, default=None)
-    return 1 if top is None else max(1, top.concurrency // 2)
-
-
 def write_profile(profile: Profile, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(profile.model_dump_json(indent=2) + "\n", encoding="utf-8")
@@ -426,7 +416,7 @@ def profile_model(
                     spec,
                     Path(tmp),
                     lambda s: progress(f"{label} {s}", len(measured), total),
-                    ramp_start(measured, length[1], spec),
+                    rules.start_concurrency(measured, length[1], spec.slo) if spec.search == "quick" else 1,
                     rules.contender_floor(measured, length[1], spec.slo),
                 )
                 measured.append(m)

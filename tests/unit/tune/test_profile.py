@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from modelfleet.tune.profile import ProfileSpec, lengths, ramp_start
-from modelfleet.tune.ramp import concurrency_steps
+from modelfleet.tune.profile import ProfileSpec, lengths
+from modelfleet.tune.ramp import concurrency_steps, start_concurrency
 from modelfleet.tune.schema import Measurement, Settings, Slo, Step
 from modelfleet.tune.sweep import default_space
 
@@ -18,7 +18,7 @@ def test_concurrency_doubles_up_to_the_top() -> None:
     assert concurrency_steps(1) == [1]
 
 
-def test_quick_ramps_start_at_half_the_best_capacity_concurrency() -> None:
+def test_quick_ramps_start_at_the_best_capacity_concurrency() -> None:
     def m(seq_len: int, *points: tuple[int, float, float]) -> Measurement:
         steps = [
             Step(concurrency=c, requests=10, errors=0, throughput_per_s=t, p50_ms=p, p90_ms=p, p99_ms=p)
@@ -28,13 +28,11 @@ def test_quick_ramps_start_at_half_the_best_capacity_concurrency() -> None:
             settings=Settings(), seq_len=seq_len, steps=steps, load_s=1, memory_bytes=1, stopped="slo"
         )
 
-    spec = ProfileSpec(Path("."), (32,), default_space(2), Slo(p90_ms=50), search="quick")
+    slo = Slo(p90_ms=50)
     measured = [m(32, (1, 10, 5), (8, 80, 40), (16, 90, 60)), m(128, (1, 5, 30), (2, 6, 70))]
-    assert ramp_start(measured, 32, spec) == 4
-    assert ramp_start(measured, 128, spec) == 1  # its best is at concurrency 1
-    assert ramp_start([], 32, spec) == 1
-    brute = ProfileSpec(Path("."), (32,), default_space(2), Slo(p90_ms=50), search="brute")
-    assert ramp_start(measured, 32, brute) == 1
+    assert start_concurrency(measured, 32, slo) == 8
+    assert start_concurrency(measured, 128, slo) == 1  # its best is at concurrency 1
+    assert start_concurrency([], 32, slo) == 1
 
 
 @pytest.mark.parametrize(
