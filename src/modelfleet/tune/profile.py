@@ -267,6 +267,11 @@ def ramp(
         except KeyboardInterrupt:
             return steps, "interrupted"
         stopped = rules.stop_reason(steps, spec.slo)
+        if (lower := rules.step_back(steps, stopped, spec.max_concurrency)) is not None:
+            try:
+                steps.insert(0, _run_step(url, model, length, spec, lower, spec.step_s))
+            except KeyboardInterrupt:
+                return steps, "interrupted"
         if stopped is not None:
             return steps, stopped
     return steps, "max_concurrency"

@@ -51,6 +51,16 @@ def stop_reason(steps: list[Step], slo: Slo) -> Stopped | None:
     return None
 
 
+def step_back(steps: list[Step], stopped: Stopped | None, top: int) -> int | None:
+    """The concurrency to measure below a ramp that started above 1 (the quick search's) and whose
+    first step is already over the SLO: the best configuration's capacity concurrency may sit just
+    under the SLO for it and just over for this one (issue 13, sequence 128: capacity at c=4 with
+    P90 93 ms), which would score it 0 unmeasured where it carries load."""
+    if stopped != "slo" or len(steps) != 1 or steps[0].concurrency == 1:
+        return None
+    return max(c for c in concurrency_steps(top) if c < steps[0].concurrency)
+
+
 def capacity_index(steps: list[Step], slo: Slo) -> int | None:
     """Where the step with the highest throughput within the SLO is (Measurement.capacity's step)."""
     within = [i for i, s in enumerate(steps) if s.within(slo.p90_ms, slo.max_error_rate)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelfleet.tune.ramp import capacity_index, contender_floor, stop_reason, to_confirm
+from modelfleet.tune.ramp import capacity_index, contender_floor, step_back, stop_reason, to_confirm
 from modelfleet.tune.schema import Measurement, Settings, Slo, Step
 
 SLO = Slo(p90_ms=100)
@@ -82,3 +82,12 @@ def test_only_contenders_are_confirmed() -> None:
     assert to_confirm(ramp, SLO, set(), floor=270) is None
     assert to_confirm(ramp, SLO, set(), floor=250) == 1
     assert to_confirm(steps((1, 50, 120)), SLO, set(), floor=0) is None  # nothing within the SLO
+
+
+def test_a_ramp_started_high_steps_back_once_when_its_first_step_is_over_the_slo() -> None:
+    first = steps((4, 54, 122))
+    assert step_back(first, stop_reason(first, SLO), 64) == 2
+    assert step_back(steps((16, 154, 131)), "slo", 64) == 8
+    assert step_back(steps((1, 30, 130)), "slo", 64) is None  # nothing below concurrency 1
+    assert step_back(steps((4, 54, 80), (8, 60, 130)), "slo", 64) is None  # it had a step within
+    assert step_back(steps((4, 54, 80)), None, 64) is None
