@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -148,10 +148,20 @@ def torch_tracer_warning() -> type[Warning]:
     return category
 
 
+# Left out of the CPU graph: ONNX Runtime's SkipLayerNormalization kernel (residual Add + LayerNorm
+# in one) took 4-5x the time of the Add and LayerNormalization it replaces on MiniLM's shapes (ORT
+# 1.32, 2-core Xeon, 1 or 2 threads); in the int8 graph, where MatMulIntegerToFloat takes the bias
+# and the fusion matches, it was a quarter of the run (docs/benchmarks.md, issue 14, third pass).
+CPU_FUSIONS_LEFT_OUT = ("SkipLayerNormFusion",)
+CPU_SERVED_LEVEL: Final = "basic"
+"""The level config.yaml asks for when the server loads a CPU compile: its file holds the extended
+level's graph already, and loading at the extended level again would make the fusions left out."""
+
+
 def optimize(source: Path, target: Path, cpu: bool = True) -> None:
     """ONNX Runtime's graph optimisations saved to `target`: for the CPU the extended level (fusions
-    that hold on any CPU; the layout changes of the `all` level are made at load, for the CPU that
-    serves); for a GPU target only the basic level, as fusions are chosen per execution provider."""
+    that hold on any CPU) less CPU_FUSIONS_LEFT_OUT, the file then loaded at CPU_SERVED_LEVEL; for a
+    GPU target only the basic level, as fusions are chosen per execution provider at load."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -168,7 +178,12 @@ def optimize(source: Path, target: Path, cpu: bool = True) -> None:
             "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
         )
     try:
-        ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(
+            str(source),
+            options,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=list(CPU_FUSIONS_LEFT_OUT) if cpu else None,
+        )
     except Exception as exc:
         raise CompileError(f"ONNX Runtime cannot load the model to optimise it: {exc}") from None
 

@@ -2,7 +2,8 @@
 
     inspect source -> open it (models.py) -> reference outputs on the gate's inputs
       -> ONNX: export (TorchScript-based; dynamo for torch.export programs)
-               -> [int8: quantise | cuda fp16: convert] -> offline graph optimisation
+               -> [int8: quantise | cuda fp16: convert] -> offline graph optimisation (CPU: the
+                  extended level less the fusions that were slower here; config.yaml: load at basic)
          TorchScript: cast -> trace -> freeze -> save (signature inside)
       -> gate (the saved file, reloaded, against the reference) -> profile -> write the model folder
     scikit-learn / XGBoost / LightGBM sources take their own short path (classic_flow.py).
@@ -228,8 +229,11 @@ def _onnx(
         session = tensorrt.build_engines(final, options, [b.feeds for b in batches])
         steps["engines_s"] = round(time.monotonic() - mark, 2)
         log(f"TensorRT engines built in {steps['engines_s']:.1f} s")
-    else:
-        session = ort.InferenceSession(str(final), providers=["CPUExecutionProvider"])
+    else:  # gated and profiled as the server will load it (for the CPU: config.yaml's level)
+        options = ort.SessionOptions()
+        if target == Target.CPU:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        session = ort.InferenceSession(str(final), options, providers=["CPUExecutionProvider"])
 
     def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
         result: np.ndarray = session.run([model.output], feeds)[0]
@@ -297,6 +301,8 @@ def _config(
         fields["device"] = Device.CUDA  # gated and profiled on this machine's CPU: see the report's notes
     if request.target == Target.NEURON:
         fields["device"] = Device.NEURON  # placed on workers holding NeuronCores
+    if request.target == Target.CPU and fmt == Format.ONNX:  # the graph is optimised already
+        fields["onnxruntime"] = OnnxRuntimeOptions(graph_optimization=onnx_steps.CPU_SERVED_LEVEL)
     if request.target == Target.TENSORRT:
         from modelfleet.compile import tensorrt
 

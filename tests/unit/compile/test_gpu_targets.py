@@ -64,6 +64,7 @@ def test_cuda_fp16_is_an_fp16_onnx_with_the_fp32_signature(classifier: Path, tmp
     assert any("fp16 weights and activations" in note for note in fp16.notes)
     served = FolderRepository(tmp_path / "repo").fetch("f16")
     assert served.config.device == "cuda" and served.config.onnxruntime.tensorrt is None
+    assert served.config.onnxruntime.graph_optimization == "all"  # CUDA's fusions are made at load
 
 
 def test_tensorrt_writes_its_provider_options_and_keeps_an_fp32_onnx(

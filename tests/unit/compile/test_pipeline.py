@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,31 @@ def test_fp32_and_int8_onnx_folders_with_config_and_report(classifier: Path, tmp
     assert int8["precision"] == "int8" and int8["gate"]["cosine_mean"] >= 0.99 and int8["profile"] == []
     assert int8["files"]["model.onnx"] < report["files"]["model.onnx"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clf"]  # nothing left beside it
+
+
+def test_the_cpu_graph_keeps_add_and_layer_norm_and_is_served_at_the_basic_level(
+    classifier: Path, tmp_path: Path
+) -> None:
+    """ONNX Runtime's SkipLayerNormalization was 4-5x slower than the Add and LayerNormalization it
+    replaces (onnx_steps.CPU_FUSIONS_LEFT_OUT): the file holds the extended level's other fusions
+    (int8 MatMuls with their bias, Gelu) and config.yaml has it loaded at the basic level, so that
+    the server does not make the fusion left out."""
+    import onnx
+    import onnxruntime as ort
+
+    _compile(classifier, tmp_path / "clf", precision=Precision.INT8, profile_s=0.0)
+    path = tmp_path / "clf" / "1" / "model.onnx"
+    ops = Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+    assert ops["SkipLayerNormalization"] == 0 and ops["LayerNormalization"] == 5  # 2 per layer, embeddings
+    assert ops["DynamicQuantizeMatMul"] + ops["MatMulIntegerToFloat"] == 14  # 6 a layer, pooler, head
+    assert ops["Gelu"] == 2 and ops["MatMul"] == 2  # erf pattern fused; attention scores stay fp32
+    assert FolderRepository(tmp_path).config("clf").onnxruntime.graph_optimization == "basic"
+    again = ort.SessionOptions()  # the pattern is there: the extended level at load would fuse it
+    again.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    again.optimized_model_filepath = str(tmp_path / "again.onnx")
+    ort.InferenceSession(str(path), again, providers=["CPUExecutionProvider"])
+    fused_again = Counter(n.op_type for n in onnx.load(str(tmp_path / "again.onnx")).graph.node)
+    assert fused_again["SkipLayerNormalization"] > 0
 
 
 def test_static_int8_is_calibrated_on_the_gate_inputs_and_checked(classifier: Path, tmp_path: Path) -> None:
