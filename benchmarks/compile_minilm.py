@@ -12,6 +12,7 @@ import      N head-only fine-tunes (a classification head of their own over one 
 
   python benchmarks/compile_minilm.py compile --repo /tmp/mc-repo
   python benchmarks/compile_minilm.py throughput --repo /tmp/mc-repo --seconds 10 --runs 3
+  python benchmarks/compile_minilm.py throughput --repo /tmp/mc-repo --baseline /tmp/mc-old --seconds 5 --runs 3
   python benchmarks/compile_minilm.py served --repo /tmp/mc-repo --seconds 15 --rounds 3
   python benchmarks/compile_minilm.py import --work /tmp/mc-import --count 1000 --shape small
   python benchmarks/compile_minilm.py classic --work /tmp/mc-classic --seconds 3
@@ -84,35 +85,13 @@ def _texts(rows: int, seq: int) -> dict[str, np.ndarray]:
     return {"input_ids": batch.feeds["input_ids"], "attention_mask": np.ones_like(batch.feeds["input_ids"])}
 
 
-def _runners(repo: Path) -> dict[str, Any]:
+def _runners(repo: Path, baseline: Path | None = None) -> dict[str, Any]:
     import warnings
 
-    import onnxruntime as ort
     import torch
 
-    from modelfleet.repository.folder import FolderRepository
-
     threads = os.cpu_count() or 1
-    levels = {
-        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }
-    runners: dict[str, Any] = {}
-    for precision in ("fp32", "int8"):
-        name = f"minilm-{precision}"
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        # loaded as the server loads it: at the graph optimisation level of its config.yaml
-        level = FolderRepository(repo).config(name).onnxruntime.graph_optimization
-        options.graph_optimization_level = levels[level]
-        session = ort.InferenceSession(
-            str(repo / name / "1" / "model.onnx"),
-            options,
-            providers=["CPUExecutionProvider"],
-        )
-        runners[f"ort-{precision}"] = lambda feeds, s=session: s.run(None, feeds)[0]
+    runners = _ort_runners(repo, threads, "ort")
     torch.set_num_threads(threads)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -126,6 +105,36 @@ def _runners(repo: Path) -> dict[str, Any]:
         return out
 
     runners["torchscript-bf16"] = bf16
+    if baseline is not None:
+        runners.update(_ort_runners(baseline, threads, "baseline"))
+    return runners
+
+
+def _ort_runners(repo: Path, threads: int, prefix: str) -> dict[str, Any]:
+    """fp32 and int8 of `repo`, each loaded as the server loads it: at the graph optimisation
+    level of its config.yaml (`all` where it names none)."""
+    import onnxruntime as ort
+
+    from modelfleet.repository.folder import FolderRepository
+
+    levels = {
+        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    runners: dict[str, Any] = {}
+    for precision in ("fp32", "int8"):
+        name = f"minilm-{precision}"
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.graph_optimization_level = levels[
+            FolderRepository(repo).config(name).onnxruntime.graph_optimization
+        ]
+        session = ort.InferenceSession(
+            str(repo / name / "1" / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+        runners[f"{prefix}-{precision}"] = lambda feeds, s=session: s.run(None, feeds)[0]
     return runners
 
 
@@ -134,7 +143,7 @@ def cmd_throughput(a: argparse.Namespace) -> None:
     all of them alike; rows/s = rows x turns / the model's summed run time. With --runs N the whole
     table is measured N times; the ratios are taken within each run, then their median reported."""
     print(machine())
-    runners = _runners(a.repo)
+    runners = _runners(a.repo, a.baseline)
     feeds = {b: _texts(b, 128) for b in BATCHES}
     ratios: dict[str, list[float]] = {name: [] for name in runners}
     for run_index in range(a.runs):
@@ -149,7 +158,7 @@ def cmd_throughput(a: argparse.Namespace) -> None:
                   f"(runs: {', '.join(f'{r:.2f}' for r in ratios[name])})")  # fmt: skip
     check = _texts(64, 128)
     reference = runners["ort-fp32"](check)
-    for name in ("ort-int8", "torchscript-bf16"):
+    for name in [n for n in runners if n not in ("ort-fp32", "baseline-fp32")]:
         got = runners[name](check)
         cos = (got * reference).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(reference, axis=1)
         print(
@@ -419,6 +428,11 @@ def main() -> None:
     p.add_argument("--repo", type=Path, required=True)
     p.add_argument("--seconds", type=float, default=10.0, help="per model and batch size")
     p.add_argument("--runs", type=int, default=1, help="whole tables measured; ratios' median reported")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="a second compile folder (e.g. of an earlier commit): its fp32 and int8 join the round robin",
+    )
     p = sub.add_parser("served")
     p.add_argument("--repo", type=Path, required=True)
     p.add_argument("--seconds", type=float, default=15.0)
