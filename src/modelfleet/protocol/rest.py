@@ -164,7 +164,8 @@ def checked_shape(shape: list[int], where: str, limits: Limits) -> tuple[int, ..
     count = math.prod(shape)
     if count > limits.max_elements:
         raise BadRequest(f"{where}: shape {shape} holds {count} elements, the limit is {limits.max_elements}")
-    span = math.prod(max(dim, 1) for dim in shape)  # what numpy's strides must address, zeros aside
+    # What numpy's strides must address, zeros aside: more than `count` only when a dimension is 0.
+    span = math.prod(max(dim, 1) for dim in shape) if count == 0 else count
     if span > limits.max_elements:
         raise BadRequest(
             f"{where}: shape {shape} holds no element, but its other dimensions span {span}, "
@@ -343,7 +344,7 @@ def encode_response(response: InferResponse, request: InferRequest) -> tuple[byt
     Outputs go binary when asked: per output `binary_data`, else the request's `binary_data_output`.
     """
     default_binary = bool(request.parameters.get("binary_data_output", False))
-    wanted = {o.name: o.parameters.get("binary_data") for o in request.outputs or ()}
+    wanted = {o.name: o.parameters.get("binary_data") for o in request.outputs} if request.outputs else {}
     entries: list[dict[str, Any]] = []
     tail: list[bytes] = []
     for out in response.outputs:
@@ -404,4 +405,7 @@ def _json_array(flat: np.ndarray) -> bytes:
 
 def is_large(response: InferResponse) -> bool:
     """Whether encoding the answer is worth a thread (its outputs hold over a chunk of numbers)."""
-    return sum(out.data.size for out in response.outputs) > JSON_CHUNK_ELEMENTS
+    total = 0
+    for out in response.outputs:  # a loop, not sum(<generator>): this runs for every answer
+        total += out.data.size
+    return total > JSON_CHUNK_ELEMENTS

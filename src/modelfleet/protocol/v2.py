@@ -108,11 +108,15 @@ def check_parameters(params: Parameters, where: str, tensor: bool = False, depth
     if not params:
         return
     table = _RESERVED_TENSOR if tensor else _RESERVED
-    for key in params.keys() & table.keys():
-        expected, ok = table[key]
-        if not ok(params[key]):
-            raise BadRequest(f"{where}: parameter '{key}' must be {expected}, got {_shown(params[key])}")
-    check_depth(params, depth, f"{where}: parameters")
+    nested = depth < 1  # scalar values only (the usual case) nest one level: no walk needed
+    for key, value in params.items():
+        rule = table.get(key)
+        if rule is not None and not rule[1](value):
+            raise BadRequest(f"{where}: parameter '{key}' must be {rule[0]}, got {_shown(value)}")
+        if not nested and isinstance(value, (dict, list)):
+            nested = True
+    if nested:
+        check_depth(params, depth, f"{where}: parameters")
 
 
 def check_depth(value: Any, limit: int, where: str) -> None:

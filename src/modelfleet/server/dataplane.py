@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from modelfleet import __version__
@@ -110,8 +111,8 @@ class DataPlane:
         is reported before a wrong tensor."""
         return self.manager.resident(name, version) or await self.manager.acquire(name, version)
 
-    async def infer(self, model: ServedModel, request: InferRequest, started_ns: int) -> InferResponse:
-        return await model.infer(request, started_ns)
+    def infer(self, model: ServedModel, request: InferRequest, started_ns: int) -> Awaitable[InferResponse]:
+        return model.infer(request, started_ns)  # the model's own coroutine: no layer of our own
 
     # -- repository extension ----------------------------------------------------------------------------
 

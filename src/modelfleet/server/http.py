@@ -13,7 +13,6 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
@@ -90,11 +89,12 @@ class InferEndpoint:
         budget: BodyBudget | None = None,
     ) -> None:
         self._inference = Inference(plane, metrics.answered if metrics is not None else None)
-        self._guard = guard
-        self._limit = settings.max_body_bytes
-        self._limits = Limits.from_settings(settings)
-        self._body_timeout_s = settings.body_timeout_s
-        self._budget = budget or BodyBudget(settings.max_body_bytes_in_flight)
+        # read by each request's _Call
+        self.guard = guard
+        self.limit = settings.max_body_bytes
+        self.limits = Limits.from_settings(settings)
+        self.body_timeout_s = settings.body_timeout_s
+        self.budget = budget or BodyBudget(settings.max_body_bytes_in_flight)
 
     @staticmethod
     def match(path: str) -> tuple[str, str | None] | None:
@@ -111,23 +111,11 @@ class InferEndpoint:
         self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None
     ) -> None:
         started = time.perf_counter_ns()
-        share = self._budget.share()
-        headers = headers_of(scope)
-
-        def admit_() -> Quota | None:
-            if scope["method"] != "POST":
-                raise MethodNotAllowed("inference takes POST", ("POST",))
-            if not self._guard.enabled:  # no keys configured: inference is open, nothing to check
-                return None
-            return admit(self._guard, Access.MODEL, scope, headers, name, version).quota
-
-        async def read() -> bytes:
-            return await read_body(receive, headers, self._limit, timeout_s=self._body_timeout_s, share=share)
-
+        call = _Call(self, scope, receive, name, version)
         try:
             payload, binary_header = await self._inference.run(
-                name, version, started, read, partial(self._decode, headers), _encode,
-                admit=admit_, hold=hold_of(scope), leaving=partial(watch_disconnect, receive),
+                name, version, started, call.read, call.decode, _encode,
+                admit=call.admit, hold=hold_of(scope), leaving=call.leaving,
             )  # fmt: skip
         except ModelfleetError as exc:
             await send_error(send, exc)
@@ -135,7 +123,7 @@ class InferEndpoint:
         except ClientGone:
             return
         finally:
-            share.release()
+            call.share.release()
         if binary_header is None:
             await send_json(send, 200, payload)
             return
@@ -147,12 +135,48 @@ class InferEndpoint:
         await send({"type": "http.response.start", "status": 200, "headers": headers_out})
         await send({"type": "http.response.body", "body": payload})
 
-    async def _decode(self, headers: dict[bytes, bytes], body: bytes, model: ServedModel) -> InferRequest:
-        raw_length = headers.get(_HEADER_LENGTH)
+
+class _Call:
+    """One inference request's steps for the infer sequence (server/inference.py), as methods of
+    one small object: per request that is cheaper than closures and partials over its state."""
+
+    __slots__ = ("endpoint", "headers", "name", "receive", "scope", "share", "version")
+
+    def __init__(
+        self, endpoint: InferEndpoint, scope: Scope, receive: Receive, name: str, version: str | None
+    ) -> None:
+        self.endpoint = endpoint
+        self.scope = scope
+        self.receive = receive
+        self.name = name
+        self.version = version
+        self.headers = headers_of(scope)
+        self.share = endpoint.budget.share()
+
+    def admit(self) -> Quota | None:
+        if self.scope["method"] != "POST":
+            raise MethodNotAllowed("inference takes POST", ("POST",))
+        guard = self.endpoint.guard
+        if not guard.enabled:  # no keys configured: inference is open, nothing to check
+            return None
+        return admit(guard, Access.MODEL, self.scope, self.headers, self.name, self.version).quota
+
+    def read(self) -> Awaitable[bytes]:
+        endpoint = self.endpoint
+        return read_body(
+            self.receive, self.headers, endpoint.limit, timeout_s=endpoint.body_timeout_s, share=self.share
+        )
+
+    async def decode(self, body: bytes, model: ServedModel) -> InferRequest:
+        raw_length = self.headers.get(_HEADER_LENGTH)
         json_length = None if raw_length is None else header_length(raw_length.decode("latin-1"), len(body))
+        limits = self.endpoint.limits
         if len(body) > DECODE_OFF_LOOP_BYTES:
-            return await asyncio.to_thread(decode_request, body, json_length, self._limits)
-        return decode_request(body, json_length, self._limits)
+            return await asyncio.to_thread(decode_request, body, json_length, limits)
+        return decode_request(body, json_length, limits)
+
+    def leaving(self, task: asyncio.Task[Any]) -> Awaitable[None]:
+        return watch_disconnect(self.receive, task)
 
 
 async def _encode(response: InferResponse, request: InferRequest) -> tuple[bytes, int | None]:

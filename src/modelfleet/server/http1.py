@@ -60,6 +60,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._refusal: tuple[int, str] | None = None  # sent instead of uvicorn's plain 400
         self._held = False  # read nothing after the current response, until released
         self._hold_timer: asyncio.TimerHandle | None = None
+        # Each request's scope extensions: the same for every request of the connection, made once.
+        self._extensions = {HOLD: self.hold}
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -97,7 +99,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.scope["extensions"] = {HOLD: self.hold}  # type: ignore[dict-item]
+        self.scope["extensions"] = self._extensions  # type: ignore[typeddict-item]
 
     def hold(self) -> Callable[[], bool]:
         """Read nothing more from this connection once the current response is complete, until the

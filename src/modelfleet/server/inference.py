@@ -75,7 +75,10 @@ class Inference:
             request = await decode(got, model)
             if request.id is not None:
                 set_request_id(request.id)
-            response = await self._infer(model, request, started_ns, leaving)
+            if leaving is None or model.expected_wait_ns() < WATCH_LEAVING_NS:
+                response = await self._plane.infer(model, request, started_ns)
+            else:
+                response = await self._watched(model, request, started_ns, leaving)
             answer = await encode(response, request)
         except ModelfleetError as exc:
             self._answered(name, exc.status, model)
@@ -93,13 +96,12 @@ class Inference:
         self._answered(name, 200, model)
         return answer
 
-    async def _infer(
-        self, model: ServedModel, request: InferRequest, started_ns: int, leaving: Leaving | None
+    async def _watched(
+        self, model: ServedModel, request: InferRequest, started_ns: int, leaving: Leaving
     ) -> InferResponse:
-        """Run the request; if it is likely to wait in a queue, watch for its client leaving, so
-        that a request nobody waits for any more is dropped from the queue and never run."""
-        if leaving is None or model.expected_wait_ns() < WATCH_LEAVING_NS:
-            return await self._plane.infer(model, request, started_ns)
+        """Run a request that is likely to wait in a queue, watching for its client leaving, so
+        that a request nobody waits for any more is dropped from the queue and never run. (A
+        request that will not wait is run by `run` itself: one coroutine less on the hot path.)"""
         task = asyncio.current_task()
         assert task is not None
         watcher = asyncio.ensure_future(leaving(task))
