@@ -139,7 +139,7 @@ class CountRelaxation:
             np.asarray(reserve, dtype=np.float64), (len(self.groups), self.p.n_types)
         )
         core = {k: v / keep[k] for k, v in self._lp_counts.items()}
-        blocks = [list(range(len(self.groups)))] if self.linked else [[g] for g in range(len(self.groups))]
+        blocks = self._blocks()
         bounds = [0.0] * len(blocks)
         done = [False] * len(blocks)
         guide = np.full(self.p.n_models, -1, dtype=np.int64)
@@ -173,7 +173,7 @@ class CountRelaxation:
         if not self._separators:
             return None
         keep = np.ones((len(self.groups), self.p.n_types))
-        blocks = [list(range(len(self.groups)))] if self.linked else [[g] for g in range(len(self.groups))]
+        blocks = self._blocks()
         total = 0.0
         for block in blocks:
             found = self._master(block, keep, deadline, FINAL_GAP)
@@ -245,6 +245,11 @@ class CountRelaxation:
     @property
     def _scale(self) -> float:
         return max(float(self.p.prices.max()), 1e-9)
+
+    def _blocks(self) -> list[list[int]]:
+        """The groups solved together: all at once where fleet-wide limits link them, else one by one."""
+        every = range(len(self.groups))
+        return [list(every)] if self.linked else [[g] for g in every]
 
     @property
     def linked(self) -> bool:

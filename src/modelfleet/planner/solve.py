@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from modelfleet.planner import exact
-from modelfleet.planner.benders import BUILD_S_PER_PAIR, CountRelaxation, Relaxed, pairs
+from modelfleet.planner.benders import BUILD_S_PER_PAIR, CountRelaxation, pairs
 from modelfleet.planner.bound import dual_bound
 from modelfleet.planner.cores import place_on_cores
 from modelfleet.planner.errors import InfeasiblePlan, NoPlanFound
@@ -77,7 +77,7 @@ def solve(
     guides: list[Guide] = []
     bound_by = "bound: LP"
     relaxation: CountRelaxation | None = None
-    relaxed: Relaxed | None = None
+    plain_guide: Int64Array | None = None  # the relaxation's own type mix
     small = method is not Method.HEURISTIC or problem.n_models <= HEURISTIC_MODELS
     if small and pairs(problem) * BUILD_S_PER_PAIR <= RELAXATION_BUILD_SHARE * time_limit_s:
         _say(progress, "lower bound (whole instances per type and isolation group: Benders)")
@@ -87,6 +87,7 @@ def solve(
             raise InfeasiblePlan(_infeasible_message(problem))
         if relaxed.bound > bound:
             bound, bound_by = relaxed.bound, "bound: whole instances per type"
+        plain_guide = relaxed.guide
     _say(progress, "heuristic: packing + local improvement")
     # the exact assignment model gets the rest of the time only where it is small enough to help
     exact_next = method is Method.EXACT or (
@@ -96,8 +97,8 @@ def solve(
     # placing models on accelerator cores and building the plan took ~12 us per replica (100,000 models)
     finishing = FINISH_S_PER_REPLICA * int(problem.replicas.sum())
     until = min(deadline - finishing, time.monotonic() + heuristic_share)
-    if relaxation is not None and relaxed is not None:
-        guides = _guides(problem, relaxation, relaxed.guide, until)
+    if relaxation is not None:
+        guides = _guides(problem, relaxation, plain_guide, until)
     bins = heuristic(problem, pi, until, progress, guides, bound)
     if relaxation is not None:  # the reserved mixes added cuts, valid for every reserve: a better bound?
         again = relaxation.bound(min(deadline, time.monotonic() + REBOUND_S))
