@@ -79,9 +79,8 @@ def to_confirm(steps: list[Step], slo: Slo, confirmed: set[int], floor: float) -
 
 def contender_floor(measured: list[Measurement], seq_len: int, slo: Slo) -> float:
     """The throughput a new configuration's capacity must reach to be confirmed (CONTENDER_SHARE)."""
-    best = [m.capacity(slo.p90_ms, slo.max_error_rate) for m in measured if m.seq_len == seq_len]
-    top = max((s.throughput_per_s for s in best if s is not None), default=0.0)
-    return top * CONTENDER_SHARE
+    top = best_capacity(measured, seq_len, slo)
+    return 0.0 if top is None else top.throughput_per_s * CONTENDER_SHARE
 
 
 def start_concurrency(measured: list[Measurement], seq_len: int, slo: Slo) -> int:
@@ -89,6 +88,11 @@ def start_concurrency(measured: list[Measurement], seq_len: int, slo: Slo) -> in
     best configuration so far at `seq_len` had its capacity (brute force measures every step: the
     whole curve). A configuration whose capacity lies lower is below the best anyway; starting at
     half measured a third more steps in replays of the issue-13 runs and found no better one."""
-    best = [m.capacity(slo.p90_ms, slo.max_error_rate) for m in measured if m.seq_len == seq_len]
-    top = max((s for s in best if s is not None), key=lambda s: s.throughput_per_s, default=None)
+    top = best_capacity(measured, seq_len, slo)
     return 1 if top is None else top.concurrency
+
+
+def best_capacity(measured: list[Measurement], seq_len: int, slo: Slo) -> Step | None:
+    """The capacity step of the best configuration measured so far at `seq_len` (None: none yet)."""
+    steps = [m.capacity(slo.p90_ms, slo.max_error_rate) for m in measured if m.seq_len == seq_len]
+    return max((s for s in steps if s is not None), key=lambda s: s.throughput_per_s, default=None)
