@@ -165,9 +165,8 @@ class Packer:
         frac = self.frac[items, t, :]
         cap = p.capacity[t]
         left = np.ones(len(items), dtype=bool)
-        room = self._room(t, counts)
         while left.any():
-            if room is not None and room <= 0:
+            if self._room(t, counts) == 0:
                 break
             rest = np.flatnonzero(left)
             total = frac[rest].sum(axis=0)
@@ -185,7 +184,6 @@ class Packer:
             if not picked:
                 break
             counts[t] += 1
-            room = None if room is None else room - 1
             chosen = pool[picked]
             bins.append(Bin(t, g, [int(m) for m in items[chosen]], need[chosen].sum(axis=0)))
             left[chosen] = False
@@ -259,12 +257,10 @@ class Packer:
         scale = np.where(cap > 0, cap, 1).astype(np.float64)
         left = np.ones(len(items), dtype=bool)
         norms = np.sqrt(np.linalg.norm(frac, axis=1)) + 1e-12
-        room = self._room(t, counts)
         while left.any():
-            if room is not None and room <= 0:
+            if self._room(t, counts) == 0:
                 break
             counts[t] += 1
-            room = None if room is None else room - 1
             current = Bin(t, g, [], np.zeros_like(cap))
             residual = cap.copy()
             while True:
@@ -296,7 +292,6 @@ class Packer:
         cap = p.capacity[t]
         residual = np.empty((len(items), cap.size), dtype=np.int64)
         mine: list[Bin] = []
-        room = self._room(t, counts)
         overflow: list[int] = []
         for m in items.tolist():
             need = dem[m]
@@ -308,7 +303,7 @@ class Packer:
                     target = b
                     break
             if target < 0:
-                if room is not None and len(mine) >= room:
+                if self._room(t, counts) == 0:
                     overflow.append(m)
                     continue
                 counts[t] += 1
