@@ -230,9 +230,11 @@ def _onnx(
         steps["engines_s"] = round(time.monotonic() - mark, 2)
         log(f"TensorRT engines built in {steps['engines_s']:.1f} s")
     else:  # gated and profiled as the server will load it (for the CPU: config.yaml's level)
+        from modelfleet.runtimes.onnx import OPTIMIZATION_LEVELS
+
         options = ort.SessionOptions()
         if target == Target.CPU:
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            options.graph_optimization_level = OPTIMIZATION_LEVELS[onnx_steps.CPU_SERVED_LEVEL]
         session = ort.InferenceSession(str(final), options, providers=["CPUExecutionProvider"])
 
     def run(feeds: dict[str, np.ndarray]) -> np.ndarray:

@@ -45,7 +45,7 @@ _ORT_TYPES = {
     "tensor(double)": "FP64",
     "tensor(string)": "BYTES",
 }
-_LEVELS = {
+OPTIMIZATION_LEVELS = {  # config.yaml onnxruntime.graph_optimization -> ONNX Runtime level
     "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
@@ -110,7 +110,7 @@ def load(spec: LoadSpec) -> OnnxModel:
         raise ModelLoadError(f"version {spec.version} has no {spec.path.name}")
     options = spec.config.onnxruntime
     so = ort.SessionOptions()
-    so.graph_optimization_level = _LEVELS[options.graph_optimization]
+    so.graph_optimization_level = OPTIMIZATION_LEVELS[options.graph_optimization]
     threads = options.intra_op_threads
     so.intra_op_num_threads = spec.default_intra_op_threads if threads is None else threads
     so.inter_op_num_threads = options.inter_op_threads
