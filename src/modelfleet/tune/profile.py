@@ -385,8 +385,10 @@ def profile_model(
     started, started_at = time.monotonic(), datetime.now(UTC)
     measured: list[Measurement] = []
     interrupted = False
+    quick = spec.search == "quick"
+    share = rules.QUICK_CONTENDER_SHARE if quick else rules.CONTENDER_SHARE
     grid = len(spec.space.grid())
-    total = grid * len(lengths(spec))
+    total = (search.quick_budget(grid) if quick else grid) * len(lengths(spec))  # at most
 
     def document() -> Profile:
         return Profile(
@@ -423,8 +425,8 @@ def profile_model(
                     spec,
                     Path(tmp),
                     lambda s: progress(f"{label} {s}", len(measured), total),
-                    rules.start_concurrency(measured, length[1], spec.slo) if spec.search == "quick" else 1,
-                    rules.contender_floor(measured, length[1], spec.slo),
+                    rules.start_concurrency(measured, length[1], spec.slo) if quick else 1,
+                    rules.contender_floor(measured, length[1], spec.slo, share),
                 )
                 measured.append(m)
                 write_profile(document(), path)
@@ -432,7 +434,7 @@ def profile_model(
                     raise KeyboardInterrupt
                 return m
 
-            if spec.search == "quick":
+            if quick:
                 # the best configuration of the previous length is where this one starts climbing
                 found = search.quick(spec.space, one, spec.slo, start=best_so_far)
             else:

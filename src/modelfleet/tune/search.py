@@ -6,12 +6,17 @@ instances and threads (`Space.moves`); it moves at the first move that raises th
 within the SLO by more than `min_gain`. Measured throughput is noisy (a configuration can measure
 10-20 % apart in two runs), so once the climb stops, the untried moves of the runners-up within
 `RUNNER_UP_SHARE` of the best are measured too: a point within the noise of the top may stand on
-the slope of a higher peak. Measured points are never measured twice. A `measure` that raises
-KeyboardInterrupt ends either search; what was measured is in `Searched.measurements`.
+the slope of a higher peak. Measured points are never measured twice, and at most `budget`
+points are measured (`quick_budget`: 60 % of the space, as Triton's optuna search caps its share
+of the space): in replays of the five issue-13 brute-force runs (tests/unit/tune) no best was found
+later (half lost two), and the climbs that went on (27 of 40 points) are what made the quick
+search's time vary. A `measure` that
+raises KeyboardInterrupt ends either search; what was measured is in `Searched.measurements`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,6 +27,19 @@ Measure = Callable[[Settings], Measurement]
 MIN_GAIN = 0.02  # a move must raise throughput at the SLO by 2 %: below that it is noise
 RUNNERS_UP = 2
 RUNNER_UP_SHARE = 0.9  # within 10 % of the best: as far apart as one configuration measures in two runs
+BUDGET_SHARE = 0.6
+"""The quick search measures at most this share of the space (at each sequence length)..."""
+BUDGET_MIN = 8
+"""...or this many points, if more: a small space is searched whole."""
+
+
+class _Spent(Exception):
+    """The quick search's budget is measured."""
+
+
+def quick_budget(points: int) -> int:
+    """How many of `points` configurations the quick search measures at most."""
+    return min(points, max(math.ceil(points * BUDGET_SHARE), BUDGET_MIN))
 
 
 def score(measurement: Measurement, slo: Slo) -> float:
@@ -50,15 +68,26 @@ def brute(space: Space, measure: Measure) -> Searched:
 
 
 def quick(
-    space: Space, measure: Measure, slo: Slo, min_gain: float = MIN_GAIN, start: Settings | None = None
+    space: Space,
+    measure: Measure,
+    slo: Slo,
+    min_gain: float = MIN_GAIN,
+    start: Settings | None = None,
+    budget: int | None = None,
 ) -> Searched:
     """First-improvement climb from `start` (default: the space's start point), then the
-    runners-up's untried moves (see the module's docstring)."""
+    runners-up's untried moves, until `budget` points are measured (default: `quick_budget`;
+    see the module's docstring)."""
     searched = Searched()
     seen: dict[Settings, float] = {}
+    limit = quick_budget(len(space.grid())) if budget is None else budget
+    if limit < 1:
+        raise ValueError(f"the quick search's budget must be at least 1 configuration, got {limit}")
 
     def visit(point: Settings) -> float:
         if point not in seen:
+            if len(seen) >= limit:
+                raise _Spent
             m = measure(point)
             searched.measurements.append(m)
             seen[point] = score(m, slo)
@@ -78,6 +107,8 @@ def quick(
         for point in runners_up(seen, current):
             for move in space.moves(point):
                 visit(move)
+    except _Spent:
+        pass
     except KeyboardInterrupt:
         searched.interrupted = True
     return searched

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from modelfleet.tune.ramp import capacity_index, contender_floor, step_back, stop_reason, to_confirm
+from modelfleet.tune.ramp import (
+    QUICK_CONTENDER_SHARE,
+    capacity_index,
+    contender_floor,
+    step_back,
+    stop_reason,
+    to_confirm,
+)
 from modelfleet.tune.schema import Measurement, Settings, Slo, Step
 
 SLO = Slo(p90_ms=100)
@@ -78,6 +85,7 @@ def test_only_contenders_are_confirmed() -> None:
     assert contender_floor(done, 32, SLO) == 270
     assert contender_floor(done, 128, SLO) == 63
     assert contender_floor(done, 64, SLO) == 0  # the first at its length is always confirmed
+    assert contender_floor(done, 32, SLO, QUICK_CONTENDER_SHARE) == 300  # quick: a new best only
     ramp = steps((1, 100, 10), (2, 260, 30))
     assert to_confirm(ramp, SLO, set(), floor=270) is None
     assert to_confirm(ramp, SLO, set(), floor=250) == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modelfleet.tune.schema import Measurement, Settings, Slo, Step
-from modelfleet.tune.search import brute, quick, runners_up, score
+from modelfleet.tune.search import brute, quick, quick_budget, runners_up, score
 from modelfleet.tune.sweep import Space, default_space
 
 SLO = Slo(p90_ms=10)
@@ -64,6 +64,28 @@ def test_quick_climbs_to_the_peak_measuring_less_than_brute() -> None:
     assert len(calls) == len(set(calls)) < len(space.grid())
     brute_calls: list[Settings] = []
     assert len(brute(space, fake(surface, brute_calls)).measurements) == len(space.grid())
+
+
+def test_quick_stops_at_its_budget() -> None:
+    """A climb up a long slope stops once the budget is measured, keeping the best found so far."""
+    space = default_space(2)
+    surface = {s: float(i) for i, s in enumerate(space.grid())}  # the last point of the grid is the peak
+    calls: list[Settings] = []
+    found = quick(space, fake(surface, calls), SLO, budget=3)
+    assert len(calls) == 3 and not found.interrupted
+    best = found.best(SLO)
+    assert best is not None and score(best, SLO) == max(surface[c] for c in calls)
+    with pytest.raises(ValueError, match="at least 1"):
+        quick(space, fake(surface, []), SLO, budget=0)
+
+
+def test_the_default_budget_is_most_of_the_space_or_a_small_space_whole() -> None:
+    assert quick_budget(20) == 12  # the default sweep on 2 cores
+    assert quick_budget(40) == 24
+    assert quick_budget(12) == 8 and quick_budget(5) == 5
+    calls: list[Settings] = []
+    quick(default_space(2), fake({}, calls), SLO)  # a flat surface: every runner-up's moves are tried
+    assert len(calls) <= 12
 
 
 def test_interrupt_keeps_what_was_measured() -> None:
