@@ -36,8 +36,11 @@ def test_profile_writes_profile_and_chart_then_recommend_reads_it(repo: Path) ->
     assert result.exit_code == 0, result.output
     profile = Profile.model_validate_json((repo / "tiny" / "1" / "profile.json").read_text())
     assert [m.config for m in profile.measurements] == ["b1-d0-i1-t1", "b4-d0-i1-t1"]
+    assert profile.schema_version == 2 and profile.slo.margin == 0.9 and profile.slo.bound_ms == 180
     for m in profile.measurements:
         assert m.stopped != "failed", m.error
+        assert m.elapsed_s is not None and m.elapsed_s > m.load_s  # type: ignore[operator]
+        assert set(m.confirmed) <= {s.concurrency for s in m.steps}
         assert [s.concurrency for s in m.steps][:1] == [1]
         assert all(s.requests > 0 and s.p90_ms is not None for s in m.steps)
         assert m.load_s is not None and m.load_s > 0
@@ -75,15 +78,25 @@ def test_quick_search_and_bad_input(repo: Path) -> None:
             "--out",
             str(out),
             "--no-chart",
+            "--confirm-steps",
+            "0",
+            "--slo-margin",
+            "1",
         ],
     )
     assert result.exit_code == 0, result.output
     profile = Profile.model_validate_json(out.read_text())
     assert profile.search == "quick" and 1 <= len(profile.measurements) <= 2
+    assert profile.slo.margin == 1 and all(m.confirmed == [] for m in profile.measurements)
     bad = runner.invoke(build_app(), ["profile", str(repo), "nope", *TINY])
     assert bad.exit_code == 2 and "unknown model 'nope'" in bad.stderr
     bad = runner.invoke(build_app(), ["profile", str(repo), "tiny", "--batch-sizes", "0"])
     assert bad.exit_code == 2
+    bad = runner.invoke(build_app(), ["profile", str(repo), "tiny", "--confirm-steps", "-1"])
+    assert bad.exit_code == 2 and "--confirm-steps must not be negative" in bad.stderr
+    for margin in ("0", "1.5"):
+        bad = runner.invoke(build_app(), ["profile", str(repo), "tiny", "--slo-margin", margin])
+        assert bad.exit_code == 2 and "--slo-margin" in bad.stderr, bad.stderr
 
 
 def test_ctrl_c_keeps_what_was_measured(repo: Path) -> None:

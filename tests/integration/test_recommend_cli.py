@@ -189,13 +189,13 @@ def test_missing_files_and_bad_json(runner: CliRunner, tmp_path: Path) -> None:
     assert code == 2 and "not valid JSON" in err
     (tmp_path / "p.json").write_text('{"schema_version": 9}')
     code, _, err = recommend(runner, "--profiles", str(tmp_path / "p.json"), "--rate", "10")
-    assert code == 2 and "schema_version 9" in err
+    assert code == 2 and "schema_version 9" in err and "reads 1 to 2" in err
 
 
 # ---------------------------------------------------------------------------- measured profiles
 
 
-def measured_repo(root: Path, machine: Machine | None = None) -> Path:
+def measured_repo(root: Path, machine: Machine | None = None, margin: float = 1.0) -> Path:
     """A one-model repository with a profile.json of two configurations beside version 1."""
     identity(root / "tiny" / "1" / "model.onnx")
     write_config(root / "tiny", {"max_batch_size": 8, "onnxruntime": {"intra_op_threads": 1}})
@@ -220,7 +220,7 @@ def measured_repo(root: Path, machine: Machine | None = None) -> Path:
         model_digest=version_digest(root / "tiny" / "1"),
         created_at="2026-12-05T00:00:00+00:00",
         machine=machine or this_machine(),
-        slo=Slo(p90_ms=20),
+        slo=Slo(p90_ms=20, margin=margin),
         search="brute",
         step_duration_s=1,
         elapsed_s=10,
@@ -287,6 +287,41 @@ def test_measured_profile_ranked_and_applied(runner: CliRunner, tmp_path: Path) 
     config = yaml.safe_load((repo / "tiny" / "config.yaml").read_text())
     assert config["dynamic_batching"] == {"enabled": True, "max_batch_size": 8, "max_queue_delay_us": 1000}
     assert config["instances"] == 1 and config["onnxruntime"]["intra_op_threads"] == 1
+
+
+def test_the_profiles_margin_counts_capacity_below_the_slo(runner: CliRunner, tmp_path: Path) -> None:
+    """b8's 400/s step has a P90 of 25 ms: within a 30 ms SLO, not within 0.8 x 30 = 24 ms, where
+    its capacity is the 300/s step (15 ms)."""
+    repo = measured_repo(tmp_path, margin=0.8)
+    args = [str(repo), "tiny", "--rate", "1200", "--instance-type", "c7i.large", "--json"]
+    code, doc, err = recommend(runner, *args, "--max-latency-ms", "30")
+    assert code == 0, err
+    assert (rows(doc)[0]["capacity_per_s"], rows(doc)[0]["instance_count"]) == (300, 4)
+    code, doc, _ = recommend(runner, *args, "--max-latency-ms", "30", "--slo-margin", "1")
+    assert (rows(doc)[0]["capacity_per_s"], rows(doc)[0]["instance_count"]) == (400, 3)
+    # the profile's own SLO (20 ms) x 0.8: b1 within 16 ms at 150/s, b8 at 300/s
+    code, doc, _ = recommend(runner, *args)
+    assert code == 0 and rows(doc)[0]["capacity_per_s"] == 300
+    code, _, err = recommend(runner, *args, "--slo-margin", "0")
+    assert code == 2 and "--slo-margin must be in (0, 1]" in err
+    code, _, err = recommend(runner, *args, "--max-latency-ms", "5")
+    assert code == 2 and "within P90 4 ms (0.8 x 5)" in err
+
+
+def test_a_version_1_profile_reads_with_the_slo_itself(runner: CliRunner, tmp_path: Path) -> None:
+    repo = measured_repo(tmp_path)
+    path = repo / "tiny" / "1" / "profile.json"
+    doc = json.loads(path.read_text())
+    doc["schema_version"] = 1
+    del doc["slo"]["margin"]
+    for m in doc["measurements"]:
+        del m["elapsed_s"], m["confirmed"]
+    path.write_text(json.dumps(doc))
+    code, out, err = recommend(
+        runner, str(repo), "tiny", "--rate", "800", "--instance-type", "c7i.large", "--json"
+    )
+    assert code == 0, err
+    assert rows(out)[0]["capacity_per_s"] == 300  # within 20 ms: the 300/s step at 15 ms
 
 
 def test_default_instance_type_matches_the_measuring_machine(runner: CliRunner, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from modelfleet.tune.profile import ProfileSpec
+    from modelfleet.tune.schema import Slo
 
 EXIT_INTERRUPTED = 130  # Ctrl-C: what was measured is written
 EXIT_INPUT = 2  # unknown model, bad option: nothing measured
@@ -55,6 +56,20 @@ def _buckets(text: str) -> tuple[tuple[int, ...] | None, ...]:
     return tuple(found)
 
 
+def _slo(p90_ms: float, max_error_rate: float, margin: float) -> Slo:
+    from pydantic import ValidationError
+
+    from modelfleet.tune.schema import Slo
+
+    try:
+        return Slo(p90_ms=p90_ms, max_error_rate=max_error_rate, margin=margin)
+    except ValidationError as exc:
+        field = {"p90_ms": "--slo-ms", "max_error_rate": "--max-error-rate", "margin": "--slo-margin"}
+        first = exc.errors()[0]
+        name = field.get(str(first["loc"][0]), str(first["loc"][0]))
+        raise ValueError(f"{name}: {first['msg']}, got {first['input']}") from None
+
+
 def profile(
     repository: Annotated[Path, typer.Argument(help="Model repository (a folder).")],
     models: Annotated[list[str], typer.Argument(help="Models to profile.")],
@@ -96,9 +111,25 @@ def profile(
     slo_ms: Annotated[
         float, typer.Option("--slo-ms", help="P90 latency target: a ramp stops past it.")
     ] = 100.0,
+    slo_margin: Annotated[
+        float,
+        typer.Option(
+            "--slo-margin",
+            help="Capacity is the best step with P90 within this share of --slo-ms, and a ramp stops "
+            "past it (1: the SLO itself).",
+        ),
+    ] = 0.9,
     max_error_rate: Annotated[float, typer.Option(help="Error share that stops a ramp.")] = 0.01,
     step_s: Annotated[float, typer.Option("--step-s", help="Recorded seconds per concurrency step.")] = 2.0,
     warmup_s: Annotated[float, typer.Option("--warmup-s", help="Unrecorded seconds before each step.")] = 0.5,
+    confirm_steps: Annotated[
+        float,
+        typer.Option(
+            "--confirm-steps",
+            help="A contender's capacity step is measured again for this many steps' time, and that "
+            "window is recorded (0: not measured again).",
+        ),
+    ] = 1.0,
     max_concurrency: Annotated[
         int, typer.Option(help="Top of the concurrency ramp (1, 2, 4, ... this).")
     ] = 64,
@@ -122,7 +153,6 @@ def profile(
     from modelfleet.tune.errors import TuneInputError
     from modelfleet.tune.machine import nproc
     from modelfleet.tune.profile import ProfileSpec
-    from modelfleet.tune.schema import Slo
     from modelfleet.tune.sweep import Space, default_space
 
     err = Console(stderr=True, soft_wrap=True)
@@ -145,10 +175,11 @@ def profile(
             seq_lens=lengths,
             mixed=mixed,
             space=space,
-            slo=Slo(p90_ms=slo_ms, max_error_rate=max_error_rate),
+            slo=_slo(slo_ms, max_error_rate, slo_margin),
             search=search,
             step_s=step_s,
             warmup_s=warmup_s,
+            confirm_steps=confirm_steps,
             max_concurrency=max_concurrency,
             version=version,
             instance_type=instance_type,
@@ -209,8 +240,11 @@ def _run(spec: ProfileSpec, models: list[str], chart: bool, err: Console) -> boo
         for seq_len in sorted({m.seq_len for m in result.measurements}):
             rows = [m for m in result.measurements if m.seq_len == seq_len]
             top = max(rows, key=lambda m: score(m, spec.slo))
+            bound = f"P90 {spec.slo.bound_ms:g} ms"
+            if spec.slo.margin < 1:
+                bound += f" ({spec.slo.margin:g} x the SLO's {spec.slo.p90_ms:g})"
             err.print(
-                f"  sequence {seq_len}: best {top.config}, {score(top, spec.slo):.1f}/s within P90 {spec.slo.p90_ms:g} ms",
+                f"  sequence {seq_len}: best {top.config}, {score(top, spec.slo):.1f}/s within {bound}",
                 highlight=False,
             )
         if chart and best is not None:

@@ -34,6 +34,14 @@ def recommend(
             "kept only if their latency is within it. Unset: the profile's own SLO.",
         ),
     ] = None,
+    slo_margin: Annotated[
+        float | None,
+        typer.Option(
+            "--slo-margin",
+            help="Measured profiles count capacity within this share of the latency bound (default: "
+            "the profile's own, `slo.margin`: 0.9 from `profile`).",
+        ),
+    ] = None,
     profiles: Annotated[
         list[Path] | None,
         typer.Option(
@@ -86,7 +94,15 @@ def recommend(
         raise typer.BadParameter("--apply needs REPOSITORY MODEL: the config.yaml to write")
     try:
         options, warnings = _options(
-            repository, model, profiles or [], catalog, instance_type, max_latency_ms, seq_len, version
+            repository,
+            model,
+            profiles or [],
+            catalog,
+            instance_type,
+            max_latency_ms,
+            seq_len,
+            version,
+            slo_margin,
         )
         for line in warnings:
             err.print(f"[yellow]warning:[/yellow] {line}", highlight=False)
@@ -121,6 +137,7 @@ def _options(
     max_latency_ms: float | None,
     seq_len: int | None,
     version: str | None,
+    margin: float | None = None,
 ) -> tuple[list[Option], list[str]]:
     from modelfleet.planner.catalog import load_catalog
     from modelfleet.planner.errors import PlanInputError
@@ -168,7 +185,7 @@ def _options(
         usd = table.get(chosen)
         if usd is None:
             raise TuneInputError(f"instance type '{chosen}' has no price in the catalogue")
-        options += sources.measured_options(item, chosen, usd, max_latency_ms, seq_len, several)
+        options += sources.measured_options(item, chosen, usd, max_latency_ms, seq_len, several, margin)
     return options, warnings
 
 

@@ -25,7 +25,7 @@ def draw(profile: Profile, path: Path) -> None:
         rows = [m for m in profile.measurements if m.seq_len == seq_len and m.steps]
 
         def capacity(m: Measurement) -> float:
-            best = m.capacity(slo.p90_ms, slo.max_error_rate)
+            best = m.capacity(slo.bound_ms, slo.max_error_rate)
             return 0.0 if best is None else best.throughput_per_s
 
         rows.sort(key=capacity, reverse=True)
@@ -43,6 +43,14 @@ def draw(profile: Profile, path: Path) -> None:
                 label=f"{m.config} ({capacity(m):.0f}/s)" if strong else None,
             )
         ax.axhline(slo.p90_ms, color="red", linestyle="--", linewidth=1, label=f"SLO P90 {slo.p90_ms:g} ms")
+        if slo.margin < 1:
+            ax.axhline(
+                slo.bound_ms,
+                color="red",
+                linestyle=":",
+                linewidth=1,
+                label=f"capacity bound {slo.bound_ms:g} ms",
+            )
         ax.set_yscale("log")
         ax.set_xlabel("throughput (inferences/s)")
         ax.set_ylabel("P90 latency (ms)")

@@ -82,7 +82,7 @@ class ProfileSpec:
             ),
             (self.step_s > 0, f"--step-s must be positive, got {self.step_s}"),
             (self.warmup_s >= 0, f"--warmup-s must not be negative, got {self.warmup_s}"),
-            (self.confirm_steps >= 0, f"confirm_steps must not be negative, got {self.confirm_steps}"),
+            (self.confirm_steps >= 0, f"--confirm-steps must not be negative, got {self.confirm_steps}"),
             (self.max_concurrency >= 1, f"--max-concurrency must be at least 1, got {self.max_concurrency}"),
         ]
         for ok, message in checks:
@@ -285,9 +285,9 @@ def confirm(
     steps: list[Step],
     floor: float,
     progress: Progress,
-) -> tuple[list[Step], bool]:
+) -> tuple[list[Step], list[int], bool]:
     """The capacity step measured again, `spec.confirm_steps` steps long, its figures replacing the
-    short step's (see ramp.to_confirm); (steps, whether Ctrl-C came)."""
+    short step's (see ramp.to_confirm); (steps, the concurrencies measured again, whether Ctrl-C came)."""
     steps, confirmed = list(steps), set[int]()
     while (
         spec.confirm_steps > 0 and (index := rules.to_confirm(steps, spec.slo, confirmed, floor)) is not None
@@ -297,9 +297,13 @@ def confirm(
         try:
             steps[index] = _run_step(url, model, length, spec, concurrency, spec.confirm_steps * spec.step_s)
         except KeyboardInterrupt:
-            return steps, True
+            return steps, _concurrencies(steps, confirmed), True
         confirmed.add(index)
-    return steps, False
+    return steps, _concurrencies(steps, confirmed), False
+
+
+def _concurrencies(steps: list[Step], indices: set[int]) -> list[int]:
+    return sorted(steps[i].concurrency for i in indices)
 
 
 def measure(
@@ -319,6 +323,8 @@ def measure(
     seq_len, seq_len_min = length[1], (length[0] if length[0] < length[1] else None)
     load_s: float | None = None
     cold_s: float | None = None
+    confirmed: list[int] = []
+    started = time.monotonic()
     try:
         with serving(scratch, model, settings, workdir) as server:
             up_s = server.wait_ready()
@@ -326,7 +332,9 @@ def measure(
             load_s = up_s + cold_s
             steps, stopped = ramp(server.url, model, length, spec, progress, start)
             if stopped != "interrupted":
-                steps, interrupted = confirm(server.url, model, length, spec, steps, floor, progress)
+                steps, confirmed, interrupted = confirm(
+                    server.url, model, length, spec, steps, floor, progress
+                )
                 stopped = "interrupted" if interrupted else stopped
             memory = _pss_bytes(server.proc.pid)
     except TuneInputError as exc:
@@ -340,6 +348,7 @@ def measure(
             memory_bytes=None,
             stopped="failed",
             error=str(exc),
+            elapsed_s=round(time.monotonic() - started, 3),
         )
     return Measurement(
         settings=settings,
@@ -350,6 +359,8 @@ def measure(
         cold_start_s=None if cold_s is None else round(cold_s, 3),
         memory_bytes=memory,
         stopped=stopped,
+        elapsed_s=round(time.monotonic() - started, 3),
+        confirmed=confirmed,
     )
 
 

@@ -1,5 +1,6 @@
 """The rules of a concurrency ramp, over the steps measured so far: when it stops, and which step
-is measured again, longer, before the ramp is recorded (profile.py runs the steps).
+is measured again, longer, before the ramp is recorded (profile.py runs the steps). "The SLO"
+below is its capacity bound, `Slo.bound_ms` (margin x P90 objective).
 
 A step lasts seconds, and on a shared machine one configuration can measure 10-20 % apart in two
 short windows (docs/benchmarks.md, issue 13). Two rules keep one lucky or unlucky window from
@@ -43,9 +44,9 @@ def stop_reason(steps: list[Step], slo: Slo) -> Stopped | None:
     last = steps[-1]
     if last.error_rate > slo.max_error_rate:
         return "errors"
-    if last.p90_ms is None or last.p90_ms > slo.p90_ms:
+    if last.p90_ms is None or last.p90_ms > slo.bound_ms:
         return "slo"
-    if len(steps) >= 3 and last.p90_ms >= slo.p90_ms * SATURATION_P90_SHARE:
+    if len(steps) >= 3 and last.p90_ms >= slo.bound_ms * SATURATION_P90_SHARE:
         flat = all(
             steps[i].throughput_per_s < max(s.throughput_per_s for s in steps[:i]) * (1 + SATURATION_GAIN)
             for i in (len(steps) - 2, len(steps) - 1)
@@ -67,7 +68,7 @@ def step_back(steps: list[Step], stopped: Stopped | None, top: int) -> int | Non
 
 def capacity_index(steps: list[Step], slo: Slo) -> int | None:
     """Where the step with the highest throughput within the SLO is (Measurement.capacity's step)."""
-    within = [i for i, s in enumerate(steps) if s.within(slo.p90_ms, slo.max_error_rate)]
+    within = [i for i, s in enumerate(steps) if s.within(slo.bound_ms, slo.max_error_rate)]
     return max(within, key=lambda i: steps[i].throughput_per_s, default=None)
 
 
@@ -101,5 +102,5 @@ def start_concurrency(measured: list[Measurement], seq_len: int, slo: Slo) -> in
 
 def best_capacity(measured: list[Measurement], seq_len: int, slo: Slo) -> Step | None:
     """The capacity step of the best configuration measured so far at `seq_len` (None: none yet)."""
-    steps = [m.capacity(slo.p90_ms, slo.max_error_rate) for m in measured if m.seq_len == seq_len]
+    steps = [m.capacity(slo.bound_ms, slo.max_error_rate) for m in measured if m.seq_len == seq_len]
     return max((s for s in steps if s is not None), key=lambda s: s.throughput_per_s, default=None)

@@ -11,7 +11,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-PROFILE_SCHEMA_VERSION = 1
+PROFILE_SCHEMA_VERSION = 2
+"""2 (2026-12-05): `slo.margin`, `measurements[].elapsed_s` and `confirmed`. A version-1 document
+reads as version 2 with margin 1 (its capacities were counted at the SLO itself)."""
 PROFILE_FILENAME = "profile.json"
 CHART_FILENAME = "profile.png"
 
@@ -120,6 +122,12 @@ class Measurement(_Strict):
     """Why the ramp ended."""
     error: str | None = None
     """Why the configuration could not be measured (stopped: failed)."""
+    elapsed_s: float | None = None
+    """Wall seconds this configuration took, from starting its server to stopping it (none in
+    version 1): where a profile's time goes."""
+    confirmed: list[Annotated[int, Field(ge=1)]] = []
+    """Concurrencies whose step was measured again (`--confirm-steps`); those steps' figures are
+    the second window's."""
 
     @property
     def config(self) -> str:
@@ -133,14 +141,23 @@ class Measurement(_Strict):
 
 class Slo(_Strict):
     p90_ms: Annotated[float, Field(gt=0)]
-    """A ramp stops once a step's P90 passes this; capacity is the best step within it."""
+    """The latency objective (P90) asked for."""
     max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.01
+    margin: Annotated[float, Field(gt=0, le=1)] = 1.0
+    """Capacity counts the steps whose P90 is within `margin x p90_ms` (`bound_ms`), and a ramp
+    stops past it: a capacity step measured at the SLO's very edge is over it in a bench as often as
+    not (issue 13). `profile --slo-margin` writes 0.9; 1 (a version-1 profile) is the SLO itself."""
+
+    @property
+    def bound_ms(self) -> float:
+        """The P90 a capacity step must be within: margin x p90_ms."""
+        return self.p90_ms * self.margin
 
 
 class Profile(_Strict):
     """`profile.json`: what `modelfleet profile` measured for one model version on one machine."""
 
-    schema_version: Literal[1] = 1  # PROFILE_SCHEMA_VERSION
+    schema_version: Literal[1, 2] = 2  # PROFILE_SCHEMA_VERSION
     model: str
     version: str
     model_digest: str

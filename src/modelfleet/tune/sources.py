@@ -19,7 +19,13 @@ from pydantic import BaseModel, ValidationError
 from modelfleet.tune.errors import TuneInputError
 from modelfleet.tune.machine import version_digest
 from modelfleet.tune.recommend import CurvePoint, Option
-from modelfleet.tune.schema import PROFILE_FILENAME, DeclaredProfiles, Machine, Profile
+from modelfleet.tune.schema import (
+    PROFILE_FILENAME,
+    PROFILE_SCHEMA_VERSION,
+    DeclaredProfiles,
+    Machine,
+    Profile,
+)
 
 if TYPE_CHECKING:
     from modelfleet.planner.catalog import Catalog
@@ -60,9 +66,10 @@ def load_profile(path: Path) -> Profile:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise TuneInputError(f"profile {path} is not valid JSON (line {exc.lineno})") from None
-    if isinstance(raw, dict) and raw.get("schema_version") not in (None, 1):
+    if isinstance(raw, dict) and raw.get("schema_version") not in (None, 1, PROFILE_SCHEMA_VERSION):
         raise TuneInputError(
-            f"profile {path} has schema_version {raw.get('schema_version')!r}; this modelfleet reads 1"
+            f"profile {path} has schema_version {raw.get('schema_version')!r}; this modelfleet reads "
+            f"1 to {PROFILE_SCHEMA_VERSION}"
         )
     return _validate(raw, path, Profile, "profile")
 
@@ -205,10 +212,12 @@ def measured_options(
     slo_p90_ms: float | None,
     seq_len: int | None,
     label_model: bool = False,
+    margin: float | None = None,
 ) -> list[Option]:
-    """One option per measured configuration: capacity within `slo_p90_ms` (the profile's own SLO
-    when None), at one sequence length (`seq_len`, or the longest measured: the conservative one);
-    `label_model` names configurations `model:config` (several models, e.g. precision variants)."""
+    """One option per measured configuration: capacity within `margin` x `slo_p90_ms` (the
+    profile's own margin and SLO when None: `Slo.bound_ms`), at one sequence length (`seq_len`, or
+    the longest measured: the conservative one); `label_model` names configurations `model:config`
+    (several models, e.g. precision variants)."""
     profile = found.profile
     lengths = sorted({m.seq_len for m in profile.measurements})
     if not lengths:
@@ -218,7 +227,11 @@ def measured_options(
         raise TuneInputError(
             f"{found.path} has no measurement at sequence length {chosen} (measured: {lengths})"
         )
-    slo = slo_p90_ms if slo_p90_ms is not None else profile.slo.p90_ms
+    objective = slo_p90_ms if slo_p90_ms is not None else profile.slo.p90_ms
+    share = margin if margin is not None else profile.slo.margin
+    if not 0 < share <= 1:
+        raise TuneInputError(f"--slo-margin must be in (0, 1], got {share:g}")
+    slo = objective * share
     options = []
     for m in profile.measurements:
         if m.seq_len != chosen:
@@ -249,7 +262,8 @@ def measured_options(
         measured = [m for m in profile.measurements if m.seq_len == chosen and m.steps]
         fastest = min((s.p90_ms for m in measured for s in m.steps if s.p90_ms is not None), default=None)
         reach = f"; the lowest P90 measured is {fastest:g} ms" if fastest is not None else ""
+        bound = f"{slo:g} ms" if share == 1 else f"{slo:g} ms ({share:g} x {objective:g})"
         raise TuneInputError(
-            f"no configuration in {found.path} stays within P90 {slo:g} ms at sequence length {chosen}{reach}"
+            f"no configuration in {found.path} stays within P90 {bound} at sequence length {chosen}{reach}"
         )
     return options

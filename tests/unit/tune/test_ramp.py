@@ -99,3 +99,11 @@ def test_a_ramp_started_high_steps_back_once_when_its_first_step_is_over_the_slo
     assert step_back(steps((1, 30, 130)), "slo", 64) is None  # nothing below concurrency 1
     assert step_back(steps((4, 54, 80), (8, 60, 130)), "slo", 64) is None  # it had a step within
     assert step_back(steps((4, 54, 80)), None, 64) is None
+
+
+def test_a_margin_moves_the_capacity_and_the_stop_below_the_slo() -> None:
+    tight = Slo(p90_ms=100, margin=0.9)
+    assert tight.bound_ms == 90
+    ramp = steps((4, 200, 60), (8, 230, 95))
+    assert capacity_index(ramp, SLO) == 1 and capacity_index(ramp, tight) == 0
+    assert stop_reason(ramp, SLO) is None and stop_reason(ramp, tight) == "slo"

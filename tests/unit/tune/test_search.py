@@ -113,6 +113,7 @@ def test_score_is_zero_when_no_step_meets_the_slo() -> None:
     )
     assert score(m, SLO) == 0.0
     assert score(m, Slo(p90_ms=30)) == 50
+    assert score(m, Slo(p90_ms=30, margin=0.9)) == 0.0  # 30 ms is over 0.9 x 30
 
 
 def test_quick_can_start_where_told() -> None:
