@@ -1,0 +1,212 @@
+"""Issue 13 benchmark: the quick search against brute force, back to back, with a referee.
+
+Runs `modelfleet profile --search brute` then `--search quick` (same options; the time ratio is
+quick / brute), then re-measures each sequence length's two chosen configurations (quick's best and
+brute's best; the same one twice when both chose it) on one surface: both served at once, steps
+interleaved A B A B ... for `--rounds` rounds at the concurrencies around each one's capacity step
+(its concurrency and the one below), each `--step-s` long. Quality is the referee's capacity of
+quick's choice over brute's: the two searches' own figures are two separate short windows each,
+and one configuration measured in two runs differs by 15-20 % at the SLO's edge on 2 cores
+(docs/benchmarks.md, issue 13), so their ratio measures the noise as much as the choice.
+
+    python benchmarks/tune_pair.py --repo /tmp/demo-tune --model minilm-sentiment --seq-lens 32,128 \
+        --slo-ms 100 --out /tmp/pair-1
+
+Writes OUT/brute.json, OUT/quick.json (the profiles) and OUT/pair.json (everything below), and
+prints a summary. A referee capacity is the best concurrency whose mean P90 over the rounds is
+within the profiles' bound (margin x SLO) and whose errors are within the SLO's, at its mean
+throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from modelfleet.bench.run import closed_loop_step
+from modelfleet.tune.machine import this_machine
+from modelfleet.tune.profile import scratch_repository, serving
+from modelfleet.tune.schema import Measurement, Profile, Slo
+from modelfleet.tune.search import score
+from modelfleet.tune.sources import load_profile, model_folder, versions
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%H:%M:%S")
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def run_profile(args: argparse.Namespace, search: str, out: Path) -> dict[str, object]:
+    command = [sys.executable, "-m", "modelfleet", "profile", str(args.repo), args.model]
+    command += ["--seq-lens", args.seq_lens, "--slo-ms", str(args.slo_ms), "--search", search]
+    command += ["--out", str(out), "--no-chart", *args.profile_args]
+    started_at, load_before, started = now(), load(), time.monotonic()
+    print(f"[{started_at}] {search}: {' '.join(command[2:])} (load {load_before})", flush=True)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    wall = time.monotonic() - started
+    profile = load_profile(out)
+    print(f"  {search}: {len(profile.measurements)} configurations, {wall:.1f} s (load {load()})", flush=True)
+    return {
+        "command": " ".join(["modelfleet", *command[3:]]),
+        "start_utc": started_at,
+        "wall_s": round(wall, 1),
+        "elapsed_s": profile.elapsed_s,
+        "configurations": len(profile.measurements),
+        "load_avg_start": load_before,
+        "load_avg_end": load(),
+    }
+
+
+def best(profile: Profile, seq_len: int) -> Measurement | None:
+    rows = [m for m in profile.measurements if m.seq_len == seq_len]
+    top = max(rows, key=lambda m: score(m, profile.slo), default=None)
+    return top if top is not None and score(top, profile.slo) > 0 else None
+
+
+def around(m: Measurement, slo: Slo) -> list[int]:
+    """The capacity step's concurrency and the one below it."""
+    step = m.capacity(slo.bound_ms, slo.max_error_rate)
+    assert step is not None
+    return sorted({max(1, step.concurrency // 2), step.concurrency})
+
+
+def referee(
+    args: argparse.Namespace, seq_len: int, chosen: dict[str, Measurement], slo: Slo, version: str
+) -> dict[str, object]:
+    """Both choices served at once, measured interleaved on the same concurrencies."""
+    levels = sorted({c for m in chosen.values() for c in around(m, slo)})
+    runs: dict[str, dict[int, list[dict[str, float | None]]]] = {k: {c: [] for c in levels} for k in chosen}
+    started_at, load_before = now(), load()
+    with tempfile.TemporaryDirectory(prefix="tune-pair-") as tmp, contextlib.ExitStack() as stack:
+        urls = {}
+        for name, m in chosen.items():
+            root = Path(tmp) / name
+            scratch = scratch_repository(args.repo, args.model, version, root)
+            server = stack.enter_context(serving(scratch, args.model, m.settings, root))
+            server.wait_ready()
+            server.cold_start(seq_len)
+            urls[name] = server.url
+        for _ in range(args.rounds):
+            for c in levels:
+                for name in chosen:  # A B A B ...
+                    result = closed_loop_step(
+                        urls[name], args.model, c, args.step_s, warmup_s=args.warmup_s, seq_len=seq_len
+                    )
+                    total = result.requests + result.error_total
+                    runs[name][c].append(
+                        {
+                            "throughput_per_s": round(result.requests_per_s, 2),
+                            "p90_ms": None
+                            if result.latency.p90_ms != result.latency.p90_ms
+                            else round(result.latency.p90_ms, 2),
+                            "error_rate": result.error_total / total if total else 1.0,
+                        }
+                    )
+    summary: dict[str, object] = {"start_utc": started_at, "load_avg_start": load_before, "levels": levels}
+    for name, by_level in runs.items():
+        rows = []
+        for c, windows in by_level.items():
+            p90s = [w["p90_ms"] for w in windows]
+            p90 = None if any(p is None for p in p90s) else statistics.mean(p for p in p90s if p is not None)
+            rows.append(
+                {
+                    "concurrency": c,
+                    "throughput_per_s": round(
+                        statistics.mean(w["throughput_per_s"] or 0.0 for w in windows), 2
+                    ),
+                    "p90_ms": None if p90 is None else round(p90, 2),
+                    "error_rate": max(w["error_rate"] or 0.0 for w in windows),
+                    "windows": windows,
+                }
+            )
+        within = [
+            r
+            for r in rows
+            if r["p90_ms"] is not None
+            and r["p90_ms"] <= slo.bound_ms
+            and r["error_rate"] <= slo.max_error_rate  # type: ignore[operator]
+        ]
+        top = max(within, key=lambda r: r["throughput_per_s"], default=None)  # type: ignore[arg-type, return-value]
+        summary[name] = {
+            "config": chosen[name].config,
+            "steps": rows,
+            "capacity_per_s": None if top is None else top["throughput_per_s"],
+            "capacity_concurrency": None if top is None else top["concurrency"],
+        }
+    summary["load_avg_end"] = load()
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repo", type=Path, required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--seq-lens", default="32,128")
+    parser.add_argument("--slo-ms", type=float, default=100.0)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--rounds", type=int, default=3, help="referee rounds (each config at each level)")
+    parser.add_argument("--step-s", type=float, default=4.0, help="referee step length")
+    parser.add_argument("--warmup-s", type=float, default=0.5, help="referee warm-up before each step")
+    parser.add_argument("--skip-searches", action="store_true", help="referee OUT's existing profiles only")
+    parser.add_argument("profile_args", nargs="*", help="after --: more `modelfleet profile` options")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, object] = {"machine": this_machine().line, "date": datetime.now(UTC).date().isoformat()}
+    print(f"machine: {report['machine']}; nproc {os.cpu_count()}", flush=True)
+    if not args.skip_searches:
+        report["brute"] = run_profile(args, "brute", args.out / "brute.json")
+        report["quick"] = run_profile(args, "quick", args.out / "quick.json")
+    brute, quick = load_profile(args.out / "brute.json"), load_profile(args.out / "quick.json")
+    slo = brute.slo
+    version = versions(model_folder(args.repo, args.model))[0]
+    lengths = []
+    for seq_len in sorted({m.seq_len for m in brute.measurements}):
+        picks = {"quick": best(quick, seq_len), "brute": best(brute, seq_len)}
+        row: dict[str, object] = {"seq_len": seq_len}
+        for name, m in picks.items():
+            row[f"{name}_config"] = None if m is None else m.config
+            row[f"{name}_search_figure"] = None if m is None else score(m, slo)
+        if all(m is not None for m in picks.values()):
+            chosen = {k: m for k, m in picks.items() if m is not None}
+            print(
+                f"[{now()}] referee at sequence {seq_len}: {chosen['quick'].config} against {chosen['brute'].config}"
+            )
+            row["referee"] = refereed = referee(args, seq_len, chosen, slo, version)
+            q = refereed["quick"]["capacity_per_s"]  # type: ignore[index]
+            b = refereed["brute"]["capacity_per_s"]  # type: ignore[index]
+            row["quality_referee"] = None if not q or not b else round(q / b, 4)
+        q, b = row["quick_search_figure"], row["brute_search_figure"]
+        row["quality_searches"] = None if not q or not b else round(q / b, 4)  # type: ignore[operator]
+        lengths.append(row)
+    report["lengths"] = lengths
+    if "brute" in report:
+        wall = {k: report[k]["wall_s"] for k in ("brute", "quick")}  # type: ignore[index]
+        report["time_ratio"] = round(wall["quick"] / wall["brute"], 4)
+    (args.out / "pair.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k != "lengths"}, indent=2))
+    for row in lengths:
+        ref = row.get("referee") or {}
+        print(
+            f"seq {row['seq_len']}: quick {row['quick_config']} ({row['quick_search_figure']}/s in its run), "
+            f"brute {row['brute_config']} ({row['brute_search_figure']}/s); searches' ratio {row['quality_searches']}; "
+            f"referee {ref.get('quick', {}).get('capacity_per_s')} / {ref.get('brute', {}).get('capacity_per_s')}"
+            f" = {row.get('quality_referee')}"
+        )
+
+
+if __name__ == "__main__":
+    main()
