@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import itertools
 import json
 import os
 import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster import cpu_s, modelfleet
 from many_models import free_port, machine
 
+from modelfleet.engine.building import CPU_MAX_ROWS
 from modelfleet.planner.catalog import load_catalog
 from modelfleet.planner.simulate import plan_instances, simulate
 from modelfleet.planner.spec import load_fleet_spec
@@ -88,12 +91,150 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class Probe:
+    """Samples, every `period_s`, each CPU's time (/proc/stat: busy, steal) and each server thread's
+    time on a CPU and waiting for one (/proc/PID/task/TID/schedstat), in a thread of its own: who
+    had the servers' cores, and how long their event loop (the main thread) waited to run."""
+
+    def __init__(self, pids: list[int], period_s: float = 0.5) -> None:
+        self._pids = pids
+        self._period_s = period_s
+        self.samples: list[tuple[float, list[list[int]], list[dict[int, tuple[int, int, int]]]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="probe", daemon=True)
+
+    def __enter__(self) -> Probe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            self.samples.append((time.time(), per_cpu_jiffies(), [threads(p) for p in self._pids]))
+            if self._stop.wait(self._period_s):
+                self.samples.append((time.time(), per_cpu_jiffies(), [threads(p) for p in self._pids]))
+                return
+
+    def summary(self, start: float, end: float, cpus: list[int]) -> dict[str, Any]:
+        """Between the samples nearest `start` and `end` (wall-clock seconds): per CPU its busy and
+        stolen fractions; per server (pinned to cpus[i]) its main thread's (the event loop's) and
+        other threads' CPU fraction and run-queue wait in ms per s, and the CPU others took on its core
+        (the core's busy time less the server's); the worst second of each."""
+        inside = [s for s in self.samples if start - 0.25 <= s[0] <= end + 0.25]
+        if len(inside) < 2:
+            return {}
+        first, last = inside[0], inside[-1]
+        out: dict[str, Any] = {"seconds": last[0] - first[0]}
+        out["cpus"] = [cpu_share(a, b) for a, b in zip(first[1], last[1], strict=True)]
+        out["servers"] = []
+        for k, pid in enumerate(self._pids):
+            whole = thread_share(pid, first[2][k], last[2][k], last[0] - first[0])
+            steps = [
+                thread_share(pid, a[2][k], b[2][k], b[0] - a[0])
+                | {"cpu": cpu_share(a[1][cpus[k]], b[1][cpus[k]])}
+                for a, b in itertools.pairwise(inside)
+            ]
+            core = out["cpus"][cpus[k]]
+            whole["others_on_core"] = max(0.0, core["busy"] - whole["loop_cpu"] - whole["rest_cpu"])
+            whole["worst_step"] = {
+                "loop_wait_ms_per_s": max(s["loop_wait_ms_per_s"] for s in steps),
+                "steal": max(s["cpu"]["steal"] for s in steps),
+                "others_on_core": max(
+                    max(0.0, s["cpu"]["busy"] - s["loop_cpu"] - s["rest_cpu"]) for s in steps
+                ),
+            }
+            out["servers"].append(whole)
+        return out
+
+
+def per_cpu_jiffies() -> list[list[int]]:
+    """/proc/stat's cpuN lines: user nice system idle iowait irq softirq steal ... (clock ticks)."""
+    lines = Path("/proc/stat").read_text().splitlines()
+    return [[int(x) for x in ln.split()[1:9]] for ln in lines if ln.startswith("cpu") and ln[3].isdigit()]
+
+
+def cpu_share(a: list[int], b: list[int]) -> dict[str, float]:
+    d = [y - x for x, y in zip(a, b, strict=True)]
+    total = sum(d) or 1
+    busy = d[0] + d[1] + d[2] + d[5] + d[6]
+    return {"busy": busy / total, "steal": d[7] / total, "idle": (d[3] + d[4]) / total}
+
+
+def threads(pid: int) -> dict[int, tuple[int, int, int]]:
+    """Per thread of `pid`: ns on a CPU, ns runnable but waiting for one, time slices."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            run, wait, slices = (int(x) for x in (task / "schedstat").read_text().split())
+        except (OSError, ValueError):
+            continue
+        out[int(task.name)] = (run, wait, slices)
+    return out
+
+
+def thread_share(
+    pid: int, a: dict[int, tuple[int, int, int]], b: dict[int, tuple[int, int, int]], seconds: float
+) -> dict[str, float]:
+    """The main thread's (the event loop's) CPU fraction and wait, and the other threads' together."""
+    d = {tid: [y - x for x, y in zip(a.get(tid, (0, 0, 0)), b[tid], strict=True)] for tid in b}
+    loop = d.get(pid, [0, 0, 0])
+    rest = [sum(v[i] for tid, v in d.items() if tid != pid) for i in range(3)]
+    s = max(seconds, 1e-9) * 1e9
+    return {
+        "loop_cpu": loop[0] / s,
+        "loop_wait_ms_per_s": loop[1] / s * 1e3,
+        "rest_cpu": rest[0] / s,
+        "rest_wait_ms_per_s": rest[1] / s * 1e3,
+    }
+
+
+def server_stats(client: httpx.Client, url: str, models: set[str]) -> dict[str, Any]:
+    """A server's statistics summed over `models` (its tenants, not their base): requests by the size of the batch they ran in,
+    and the total ns of success, queue and compute."""
+    by_size: dict[int, list[int]] = {}  # batch size -> [requests, their summed batch ns]
+    totals = {"success": [0, 0], "queue": [0, 0], "compute_infer": [0, 0]}
+    for m in client.get(f"{url}/v2/models/stats").json()["model_stats"]:
+        if m["name"] not in models:
+            continue
+        for key, pair in totals.items():
+            pair[0] += m["inference_stats"][key]["count"]
+            pair[1] += m["inference_stats"][key]["ns"]
+        for b in m["batch_stats"]:
+            seen = by_size.setdefault(b["batch_size"], [0, 0])
+            seen[0] += b["compute_infer"]["count"]
+            seen[1] += b["compute_infer"]["ns"]
+    return {"by_size": by_size, "totals": totals}
+
+
+def stats_delta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Requests by batch size and mean ms per request (success, queue, compute) between two reads."""
+    sizes = {k: b["by_size"][k][0] - a["by_size"].get(k, [0, 0])[0] for k in b["by_size"]}
+    sizes = {k: v for k, v in sorted(sizes.items()) if v}
+    batch_ms = {k: (b["by_size"][k][1] - a["by_size"].get(k, [0, 0])[1]) / 1e6 / v for k, v in sizes.items()}
+    n = sum(sizes.values()) or 1
+    means = {}
+    for key in b["totals"]:
+        count = b["totals"][key][0] - a["totals"][key][0]
+        means[f"{key}_ms"] = (b["totals"][key][1] - a["totals"][key][1]) / 1e6 / max(1, count)
+    return {
+        "requests_by_batch_size": sizes,
+        "batch_ms_by_size": batch_ms,  # a batch's mean time by its size, as the server measured it
+        "mean_batch_seen_by_request": sum(k * v for k, v in sizes.items()) / n,
+        "executions": sum(v / k for k, v in sizes.items()),
+    } | means
+
+
 def measured_spec(base: dict[str, Any], service_ms: float, item_ms: float) -> dict[str, Any]:
     doc = json.loads(json.dumps(base))
     for entry in doc["models"]:
         for cap in entry["capacity"].values():
             cap["service_ms"] = round(service_ms, 3)
             cap["batch_item_ms"] = round(max(0.0, item_ms), 3)
+            # the server's rule: a CPU batch is cut at CPU_MAX_ROWS rows unless the model sets its own
+            cap["max_batch_size"] = min(cap.get("max_batch_size", 1), CPU_MAX_ROWS)
     return doc
 
 
@@ -109,6 +250,9 @@ def main() -> None:
     parser.add_argument(
         "--server-arg", action="append", default=[], help="a `modelfleet serve` option for both servers"
     )
+    parser.add_argument(
+        "--no-pin", action="store_true", help="servers not pinned: each may use every core (2 here)"
+    )
     parser.add_argument("--report", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
@@ -117,7 +261,7 @@ def main() -> None:
     modelfleet("plan", str(FLEET), "--catalog", str(CATALOG), "--out", str(plan_dir))
     port = free_port()
     modelfleet("cluster", "up", str(plan_dir), "--port", str(port), "--repo", str(args.repo),
-               "--catalog", str(CATALOG), "--pin", "--scale", "1",
+               "--catalog", str(CATALOG), *([] if args.no_pin else ["--pin"]), "--scale", "1",
                *(f"--server-arg={a}" for a in args.server_arg))  # fmt: skip
     front = f"http://127.0.0.1:{port}"
     try:
@@ -128,55 +272,88 @@ def main() -> None:
         plan = plan_instances(yaml.safe_load((plan_dir / "plan.yaml").read_text()))
         ranking = alternating(plan)
         zipf = ["--models", ",".join(ranking), "--popularity", "zipf", "--zipf-s", "1.1"]
-        lone = run_bench(front, [*zipf, "--rate", "4", "--arrivals", "poisson"], 30, 3)
-        service_ms = lone["latency_ms"]["p50"]
+        pids = [s["pid"] for s in state["servers"]]
+        cpus = [s["cpus"][0] if s["cpus"] else k for k, s in enumerate(state["servers"])]
+        urls = [f"http://{state['host']}:{s['port']}" for s in state["servers"]]
+        stats_client = httpx.Client(timeout=60, trust_env=False)
+
+        def observed(url: str, load: list[str], seconds: float, warmup: float) -> dict[str, Any]:
+            """One bench run, with what the servers' statistics and the cores saw during it."""
+            read_before = [server_stats(stats_client, u, set(p[1])) for u, p in zip(urls, plan, strict=True)]
+            w0 = time.time()
+            with Probe(pids) as probe:
+                doc = run_bench(url, load, seconds, warmup)
+            served = [
+                stats_delta(a, server_stats(stats_client, u, set(p[1])))
+                for a, u, p in zip(read_before, urls, plan, strict=True)
+            ]
+            # the recorded window: after the bench's start-up (~1 s) and warm-up, to its end
+            cores = probe.summary(w0 + warmup + 1.0, time.time() - 0.5, cpus)
+            return {"bench": doc, "servers": served, "cores": cores}
+
+        lone = observed(front, [*zipf, "--rate", "4", "--arrivals", "poisson"], 30, 3)
+        service_ms = lone["bench"]["latency_ms"]["p50"]
         first = state["servers"][0]
         own = ["--models", ",".join(plan[0][1]), "--popularity", "zipf", "--zipf-s", "1.1"]
         url0 = f"http://{state['host']}:{first['port']}"
-        full = run_bench(url0, [*own, "-c", str(CAPACITY_CONCURRENCY)], 20, 3)
+        full = observed(url0, [*own, "-c", str(CAPACITY_CONCURRENCY)], 20, 3)
         c = CAPACITY_CONCURRENCY
-        item_ms = (c * 1e3 / full["requests_per_s"] - service_ms) / (c - 1)
-        print(f"service {service_ms:.2f} ms alone; {full['requests_per_s']:.1f} req/s at c={c}: "
+        item_ms = (c * 1e3 / full["bench"]["requests_per_s"] - service_ms) / (c - 1)
+        print(f"service {service_ms:.2f} ms alone; {full['bench']['requests_per_s']:.1f} req/s at c={c}: "
               f"+{item_ms:.2f} ms per batched request", flush=True)  # fmt: skip
         spec_doc = measured_spec(yaml.safe_load(FLEET.read_text()), service_ms, item_ms)
         spec_path = plan_dir / "measured.yaml"
         spec_path.write_text(yaml.safe_dump(spec_doc, sort_keys=False))
         spec, catalog = load_fleet_spec(spec_path), load_catalog(CATALOG)
-        pids = [s["pid"] for s in state["servers"]]
         rows = []
         for rate in args.rates:
             before = [cpu_s([pid]) for pid in pids]
             others = cpu_s([state["nginx_pid"]]) + children_cpu_s()
             t0 = time.monotonic()
-            doc = run_bench(
+            seen = observed(
                 front, [*zipf, "--rate", str(rate), "--arrivals", "poisson"], args.seconds, args.warmup
             )
+            doc, served, cores = seen["bench"], seen["servers"], seen["cores"]
             wall = time.monotonic() - t0
             busy = [(cpu_s([pid]) - b) / wall for pid, b in zip(pids, before, strict=True)]
-            # the load generator (a child of this script) and nginx: on 2 cores they compete with the servers
             front_cores = (cpu_s([state["nginx_pid"]]) + children_cpu_s() - others) / wall
             sim = simulate(
                 spec, catalog, plan, rate, duration_s=args.sim_seconds, zipf_s=1.1, ranking=ranking
             )
             row = {
                 "rate": rate,
+                "at_utc": time.strftime("%H:%M:%S", time.gmtime()),
+                "loadavg": Path("/proc/loadavg").read_text().split()[:3],
                 "measured": {k: doc["latency_ms"][k] for k in ("p50", "p90", "p99")}
                 | {"requests_per_s": doc["requests_per_s"], "errors": doc["errors"]["total"], "cpu_busy": busy,
                    "bench_and_nginx_cores": front_cores, "machine_cores_busy": sum(busy) + front_cores},
+                "servers": served,
+                "cores": cores,
+                "series": doc.get("open_loop", {}).get("series", []),
                 "simulated": {"p50": sim.p50_ms, "p90": sim.p90_ms, "p99": sim.p99_ms,
-                              "utilisation": [i.utilisation for i in sim.instances]},
+                              "utilisation": [i.utilisation for i in sim.instances],
+                              "mean_batch": [i.mean_batch for i in sim.instances]},
             }  # fmt: skip
             row["p90_error"] = row["simulated"]["p90"] / row["measured"]["p90"] - 1
             rows.append(row)
-            print(json.dumps(row), flush=True)
+            print(json.dumps({k: v for k, v in row.items() if k != "series"}), flush=True)
     finally:
         modelfleet("cluster", "down", str(plan_dir))
+        if "stats_client" in locals():
+            stats_client.close()
     summary = {
         "machine": machine(),
         "server_args": args.server_arg,
+        "pinned": not args.no_pin,
         "service_ms": service_ms,
         "batch_item_ms": item_ms,
-        "capacity_rps_c32": full["requests_per_s"],
+        "capacity_rps_c32": full["bench"]["requests_per_s"],
+        "lone": {
+            "latency_ms": lone["bench"]["latency_ms"],
+            "servers": lone["servers"],
+            "cores": lone["cores"],
+        },
+        "capacity": {"servers": full["servers"], "cores": full["cores"]},
         "rows": rows,
         "p90_error_max_abs": max(abs(r["p90_error"]) for r in rows),
         "p90_error_median": statistics.median(r["p90_error"] for r in rows),

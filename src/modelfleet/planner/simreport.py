@@ -34,6 +34,7 @@ def simulation_document(sim: Simulation) -> dict[str, Any]:
                 "utilisation": round(i.utilisation, 4),
                 "offered": round(i.offered, 4),
                 "p90_ms": None if i.p90_ms is None else round(i.p90_ms, 3),
+                "mean_batch": round(i.mean_batch, 3),
             }
             for i in sim.instances
         ],

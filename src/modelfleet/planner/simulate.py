@@ -86,6 +86,7 @@ class InstanceStats:
     utilisation: float  # busy executor-seconds within the run / (executors x duration)
     offered: float  # its busiest pool's (core's) work that arrived / its capacity: over 1, a queue only grows
     p90_ms: float | None
+    mean_batch: float = 0.0  # the mean size of the batch a request ran in (as server statistics count it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,15 +233,17 @@ def simulate(
     busy = np.zeros(len(instances))  # executor-seconds within the run
     offered = np.zeros(len(instances))  # the busiest pool's
     per_instance: list[list[np.ndarray]] = [[] for _ in instances]
+    batched: list[list[np.ndarray]] = [[] for _ in instances]  # the batch size each request ran in
     for pool in pools(instances, catalog):
         t = types[instances[pool.instance][0]]
         services = [service_for(entries[name], t) for name in pool.models]
         lam = np.array([rates[name] / replicas[name] for name in pool.models])
         groups = _batch_groups([entries[name].shared_base or name for name in pool.models])
-        lat, arrivals, work = _run_pool(pool.executors, services, groups, lam, duration_s, rng)
+        lat, arrivals, sizes, work = _run_pool(pool.executors, services, groups, lam, duration_s, rng)
         kept = lat[arrivals >= warm]
         latencies.append(kept)
         per_instance[pool.instance].append(kept)
+        batched[pool.instance].append(sizes[arrivals >= warm])
         busy[pool.instance] += work[0]
         offered[pool.instance] = max(offered[pool.instance], work[1] / (pool.executors * duration_s))
     measured = np.concatenate(latencies) * 1e3 if latencies else np.zeros(0)
@@ -253,6 +256,7 @@ def simulate(
         t = types[type_name]
         executors = t.cores if t.accelerators is not None else t.vcpus
         mine = np.concatenate(per_instance[k]) * 1e3 if per_instance[k] else np.zeros(0)
+        sizes = np.concatenate(batched[k]) if batched[k] else np.zeros(0)
         stats.append(
             InstanceStats(
                 type=type_name,
@@ -261,6 +265,7 @@ def simulate(
                 utilisation=float(busy[k] / (executors * duration_s)),
                 offered=float(offered[k]),
                 p90_ms=float(np.percentile(mine, 90)) if mine.size else None,
+                mean_batch=float(sizes.mean()) if sizes.size else 0.0,
             )
         )
     p50, p90, p99 = np.percentile(measured, [50, 90, 99]).tolist()
@@ -292,14 +297,14 @@ def _run_pool(
     lam: np.ndarray,
     duration_s: float,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Latency and arrival time of each request to one pool; its busy executor-seconds within the
-    run and in all (an overloaded pool works on after the run's end). `groups`: each model's
-    batching group."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Latency, arrival time and batch size of each request to one pool; its busy executor-seconds
+    within the run and in all (an overloaded pool works on after the run's end). `groups`: each
+    model's batching group."""
     total = float(lam.sum())
     n = int(rng.poisson(total * duration_s)) if total > 0 else 0
     if n == 0:
-        return np.zeros(0), np.zeros(0), np.zeros(2)
+        return np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(2)
     arrive = np.sort(rng.uniform(0.0, duration_s, n))
     model = rng.choice(len(services), size=n, p=lam / total) if len(services) > 1 else np.zeros(n, np.int64)
     group = groups[model]
@@ -315,6 +320,7 @@ def _run_pool(
     # a batch's time varies as a gamma law of mean 1 and the model's CV (drawn once, used in turn)
     jitter = {c: iter(rng.gamma(1 / c**2, c**2, n).tolist()) for c in set(cv) if c > 0}
     done = [math.nan] * n
+    size = [0] * n
     free = [0.0] * executors
     busy = 0.0
     within = 0.0
@@ -337,8 +343,9 @@ def _run_pool(
         finish = start + took
         for j in order[first:k]:
             done[j] = finish
+            size[j] = k - first
         ptr[g] = k
         busy += took
         within += max(0.0, min(finish, duration_s) - start)
         heapq.heappush(free, finish)
-    return np.asarray(done) - arrive, arrive, np.array([within, busy])
+    return np.asarray(done) - arrive, arrive, np.asarray(size), np.array([within, busy])

@@ -179,3 +179,13 @@ def test_a_batch_time_table_sets_what_batches_cost() -> None:
         Capacity(batch_ms={0: 5})
     with pytest.raises(ValueError, match="at least one batch size"):
         Capacity(batch_ms={})
+
+
+def test_the_mean_batch_is_what_requests_ran_in() -> None:
+    # below one request per service time batches stay single; far above it they fill up to the cap
+    cap = {"cpu.one": Capacity(service_ms=10, batch_item_ms=1, max_batch_size=4)}
+    plan = [("cpu.one", ["m0"], [])]
+    quiet = simulate(fleet(1, cap), CATALOG, plan, 0.5, duration_s=200)
+    busy = simulate(fleet(1, cap), CATALOG, plan, 1000, duration_s=5)
+    assert quiet.instances[0].mean_batch == 1.0
+    assert busy.instances[0].mean_batch == pytest.approx(4.0, rel=0.01)
