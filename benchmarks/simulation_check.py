@@ -5,14 +5,20 @@ catalog.yaml) and runs it with `modelfleet cluster up --pin`: two `modelfleet se
 on a core of its own, behind nginx. Every tenant is loaded first (the simulation has no cold loads).
 Then, on this machine:
 
-  service   the service time: P50 of an open loop at a low rate through the front (a request alone)
-  capacity  one server's throughput at concurrency 32 over its own tenants (batches of up to 32):
-            the time each further request adds to a batch, (32 / throughput - service) / 31
+  lone      a request alone: P50 of an open loop at 4 req/s through the front, and the server's own
+            batch time for it (statistics): the difference is the time outside the batch (nginx, the
+            event loop's reading and answering, the network): `overhead_ms`
+  capacity  one server's throughput at concurrency 32 (batches of 16 back to back): reported only,
+            batches cost less per request back to back than under open-loop traffic
+  calibrate an open loop at --calibrate-rate (100 req/s) through the front; the servers' batch times
+            by size (statistics) give a straight line: `service_ms` (one request) and
+            `batch_item_ms` (each further request)
   rates     for each rate, an open loop (Poisson arrivals) through the front with Zipf 1.1 over the
             tenants, ranked so that popular tenants alternate between the two servers; and the
-            simulation of the same plan, with the measured service times, at the same rate and
-            ranking. Predicted and measured P50/P90/P99, and each server's busy fraction (its CPU
-            time over the run) beside the simulated utilisation.
+            simulation of the same plan, with those inputs, at the same rate and ranking. Predicted
+            and measured P50/P90/P99, each server's busy fraction (its CPU time over the run) beside
+            the simulated utilisation, the batches formed (measured and simulated), and what a probe
+            saw on the cores (steal, other processes, the event loop's wait for its core).
 
     modelfleet demo-repo /tmp/demo3k --tenants 3000
     python benchmarks/simulation_check.py --repo /tmp/demo3k --report /tmp/simcheck.json --plot /tmp/simcheck.png \
@@ -36,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -227,12 +234,36 @@ def stats_delta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     } | means
 
 
-def measured_spec(base: dict[str, Any], service_ms: float, item_ms: float) -> dict[str, Any]:
+def fit_batches(served: list[dict[str, Any]]) -> tuple[float, float, dict[int, float]]:
+    """The servers' batch times by size (stats_delta's), pooled: a straight line through them,
+    weighted by how many batches of each size ran (least squares): the time of a batch of one and
+    what each further request adds; and the pooled table."""
+    pooled: dict[int, list[float]] = {}
+    for seen in served:
+        for k, n in seen["requests_by_batch_size"].items():
+            row = pooled.setdefault(int(k), [0.0, 0.0])
+            row[0] += n / int(k)  # batches
+            row[1] += n / int(k) * seen["batch_ms_by_size"][k]
+    table = {k: t / n for k, (n, t) in sorted(pooled.items())}
+    weights = np.array([n for n, _ in pooled.values()])
+    sizes = np.array(list(pooled), dtype=np.float64)
+    times = np.array([t / n for n, t in pooled.values()])
+    if len(pooled) < 2:
+        return float(times[0]), 0.0, table
+    design = np.vstack([np.ones_like(sizes), sizes - 1]).T * np.sqrt(weights)[:, None]
+    (first, item), *_ = np.linalg.lstsq(design, times * np.sqrt(weights), rcond=None)
+    return float(first), float(max(0.0, item)), table
+
+
+def measured_spec(
+    base: dict[str, Any], service_ms: float, item_ms: float, overhead_ms: float
+) -> dict[str, Any]:
     doc = json.loads(json.dumps(base))
     for entry in doc["models"]:
         for cap in entry["capacity"].values():
             cap["service_ms"] = round(service_ms, 3)
             cap["batch_item_ms"] = round(max(0.0, item_ms), 3)
+            cap["overhead_ms"] = round(max(0.0, overhead_ms), 3)
             # the server's rule: a CPU batch is cut at CPU_MAX_ROWS rows unless the model sets its own
             cap["max_batch_size"] = min(cap.get("max_batch_size", 1), CPU_MAX_ROWS)
     return doc
@@ -247,6 +278,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--sim-seconds", type=float, default=200.0)
+    parser.add_argument(
+        "--calibrate-rate",
+        type=float,
+        default=100.0,
+        help="req/s of the open loop whose batch times (from the servers' statistics) the simulation takes",
+    )
     parser.add_argument(
         "--server-arg", action="append", default=[], help="a `modelfleet serve` option for both servers"
     )
@@ -292,16 +329,26 @@ def main() -> None:
             return {"bench": doc, "servers": served, "cores": cores}
 
         lone = observed(front, [*zipf, "--rate", "4", "--arrivals", "poisson"], 30, 3)
-        service_ms = lone["bench"]["latency_ms"]["p50"]
+        lone_ms = lone["bench"]["latency_ms"]["p50"]
         first = state["servers"][0]
         own = ["--models", ",".join(plan[0][1]), "--popularity", "zipf", "--zipf-s", "1.1"]
         url0 = f"http://{state['host']}:{first['port']}"
         full = observed(url0, [*own, "-c", str(CAPACITY_CONCURRENCY)], 20, 3)
         c = CAPACITY_CONCURRENCY
-        item_ms = (c * 1e3 / full["bench"]["requests_per_s"] - service_ms) / (c - 1)
-        print(f"service {service_ms:.2f} ms alone; {full['bench']['requests_per_s']:.1f} req/s at c={c}: "
-              f"+{item_ms:.2f} ms per batched request", flush=True)  # fmt: skip
-        spec_doc = measured_spec(yaml.safe_load(FLEET.read_text()), service_ms, item_ms)
+        warm_item_ms = (c * 1e3 / full["bench"]["requests_per_s"] - lone_ms) / (c - 1)
+        print(f"{lone_ms:.2f} ms alone; {full['bench']['requests_per_s']:.1f} req/s at c={c} "
+              f"(+{warm_item_ms:.2f} ms per batched request, back to back)", flush=True)  # fmt: skip
+        # What batches cost under the traffic the check sends (open loop, Poisson, through the front):
+        # more per request than back to back (docs/benchmarks.md, "Plan simulation, third pass").
+        calibration = observed(
+            front, [*zipf, "--rate", str(args.calibrate_rate), "--arrivals", "poisson"], 20, 3
+        )
+        service_ms, item_ms, table = fit_batches(calibration["servers"])
+        lone_batch_ms = statistics.fmean(s["compute_infer_ms"] for s in lone["servers"])
+        overhead_ms = lone_ms - lone_batch_ms  # the lone request's time outside its batch
+        print(f"batches at {args.calibrate_rate:g} req/s: {service_ms:.2f} ms for one, +{item_ms:.2f} ms "
+              f"per further request; {overhead_ms:.2f} ms outside the batch", flush=True)  # fmt: skip
+        spec_doc = measured_spec(yaml.safe_load(FLEET.read_text()), service_ms, item_ms, overhead_ms)
         spec_path = plan_dir / "measured.yaml"
         spec_path.write_text(yaml.safe_dump(spec_doc, sort_keys=False))
         spec, catalog = load_fleet_spec(spec_path), load_catalog(CATALOG)
@@ -347,6 +394,11 @@ def main() -> None:
         "pinned": not args.no_pin,
         "service_ms": service_ms,
         "batch_item_ms": item_ms,
+        "overhead_ms": overhead_ms,
+        "lone_p50_ms": lone_ms,
+        "calibrate_rate": args.calibrate_rate,
+        "calibration_batch_ms": table,
+        "warm_batch_item_ms": warm_item_ms,
         "capacity_rps_c32": full["bench"]["requests_per_s"],
         "lone": {
             "latency_ms": lone["bench"]["latency_ms"],

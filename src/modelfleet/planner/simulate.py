@@ -12,9 +12,11 @@ A batch's time is the capacity's `batch_ms` for its size where measured sizes ar
 lines between them); else s1 plus per_item for each request after the first: s1 is the capacity's
 `service_ms` (a profile's P50 at concurrency 1), else cores / rps (the declared throughput at the
 SLO, spread over the executors); per_item is the capacity's `batch_item_ms`, else what makes full
-batches sustain the declared throughput. The first request's model sets a mixed batch's time. Pure numpy and heapq; the random generator
-is seeded, so a run is reproducible. With a capacity's `service_cv`, each batch's time varies about
-that mean (a gamma law with that coefficient of variation), as measured service times do.
+batches sustain the declared throughput. The first request's model sets a mixed batch's time. With a
+capacity's `service_cv`, each batch's time varies about that mean (a gamma law with that coefficient
+of variation), as measured service times do; its `overhead_ms` (network, front proxy, the server
+reading and answering) adds to each request's latency and not to the core's work. Pure numpy and
+heapq; the random generator is seeded, so a run is reproducible.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Service:
 
     times_s: tuple[float, ...]  # one per batch size, 1 .. max_batch
     cv: float = 0.0  # coefficient of variation of a batch's time (0: always the same)
+    overhead_s: float = 0.0  # each request's time outside its batch (network, proxy, reading, answering)
 
     @property
     def max_batch(self) -> int:
@@ -159,7 +162,7 @@ def service_for(entry: ModelSpec, t: InstanceType) -> Service:
     executors = t.cores
     if cap.batch_ms:
         points = {k: ms / 1e3 for k, ms in cap.batch_ms.items()}
-        return Service(batch_times(points, cap.max_batch_size), cap.service_cv)
+        return Service(batch_times(points, cap.max_batch_size), cap.service_cv, cap.overhead_ms / 1e3)
     rps = cap.rps if cap.rps is not None else (cap.rps_per_core * t.cores if cap.rps_per_core else None)
     if cap.service_ms is None and rps is None:
         raise PlanInputError(
@@ -173,7 +176,8 @@ def service_for(entry: ModelSpec, t: InstanceType) -> Service:
     elif cap.max_batch_size > 1 and rps is not None:
         full = executors * cap.max_batch_size / rps  # a full batch's time at the declared throughput
         per_item = max(0.0, (full - first) / (cap.max_batch_size - 1))
-    return Service(tuple(first + k * per_item for k in range(cap.max_batch_size)), cap.service_cv)
+    times = tuple(first + k * per_item for k in range(cap.max_batch_size))
+    return Service(times, cap.service_cv, cap.overhead_ms / 1e3)
 
 
 def pools(instances: Sequence[PlannedInstance], catalog: Catalog) -> list[Pool]:
@@ -348,4 +352,5 @@ def _run_pool(
         busy += took
         within += max(0.0, min(finish, duration_s) - start)
         heapq.heappush(free, finish)
-    return np.asarray(done) - arrive, arrive, np.asarray(size), np.array([within, busy])
+    outside = np.array([sv.overhead_s for sv in services])[model]
+    return np.asarray(done) - arrive + outside, arrive, np.asarray(size), np.array([within, busy])

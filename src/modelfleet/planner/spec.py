@@ -41,6 +41,9 @@ class Capacity(BaseModel):
     in between on straight lines. Wins over `service_ms` and `batch_item_ms`."""
     service_cv: float = Field(default=0.0, ge=0, le=4)
     """How much a batch's time varies (standard deviation / mean; simulation); 0: not at all."""
+    overhead_ms: float = Field(default=0.0, ge=0)
+    """Time a request spends outside its batch (network, front proxy, the server reading and
+    answering it): added to its latency, not to the core's work (simulation)."""
 
     @field_validator("batch_ms")
     @classmethod

@@ -189,3 +189,15 @@ def test_the_mean_batch_is_what_requests_ran_in() -> None:
     busy = simulate(fleet(1, cap), CATALOG, plan, 1000, duration_s=5)
     assert quiet.instances[0].mean_batch == 1.0
     assert busy.instances[0].mean_batch == pytest.approx(4.0, rel=0.01)
+
+
+def test_the_overhead_adds_to_latency_and_not_to_the_work() -> None:
+    plan = [("cpu.one", ["m0"], [])]
+    bare = simulate(fleet(1, {"cpu.one": Capacity(service_ms=10)}), CATALOG, plan, 50, duration_s=50)
+    sent = simulate(
+        fleet(1, {"cpu.one": Capacity(service_ms=10, overhead_ms=3)}), CATALOG, plan, 50, duration_s=50
+    )
+    assert (sent.p50_ms, sent.p90_ms, sent.p99_ms) == pytest.approx(
+        (bare.p50_ms + 3, bare.p90_ms + 3, bare.p99_ms + 3)
+    )
+    assert sent.instances[0].utilisation == bare.instances[0].utilisation
