@@ -157,6 +157,57 @@ class Probe:
         return out
 
 
+class Pinger:
+    """Asks each server for /v2/health/ready every `period_s` (one thread, keep-alive connections)
+    and keeps each answer's time: a slow answer is an event loop that could not run (its core or
+    the GIL held elsewhere), whatever the batches were doing."""
+
+    def __init__(self, urls: list[str], period_s: float = 0.02) -> None:
+        self._urls = urls
+        self._period_s = period_s
+        self.samples: list[list[tuple[float, float]]] = [[] for _ in urls]  # (sent at, ms)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="pinger", daemon=True)
+
+    def __enter__(self) -> Pinger:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        with httpx.Client(timeout=10, trust_env=False) as client:
+            while not self._stop.wait(self._period_s):
+                for k, url in enumerate(self._urls):
+                    sent = time.time()
+                    try:
+                        client.get(f"{url}/v2/health/ready")
+                    except httpx.HTTPError:
+                        continue
+                    self.samples[k].append((sent, (time.time() - sent) * 1e3))
+
+    def summary(self, start: float, end: float) -> list[dict[str, float]]:
+        """Per server: the answers' P50, P99 and worst (ms), and the share over 50 ms."""
+        out = []
+        for samples in self.samples:
+            ms = np.array([m for t, m in samples if start <= t <= end])
+            if ms.size == 0:
+                out.append({})
+                continue
+            p50, p99 = np.percentile(ms, [50, 99]).tolist()
+            out.append(
+                {
+                    "p50_ms": p50,
+                    "p99_ms": p99,
+                    "max_ms": float(ms.max()),
+                    "over_50ms": float((ms > 50).mean()),
+                }
+            )
+        return out
+
+
 def per_cpu_jiffies() -> list[list[int]]:
     """/proc/stat's cpuN lines: user nice system idle iowait irq softirq steal ... (clock ticks)."""
     lines = Path("/proc/stat").read_text().splitlines()
@@ -318,15 +369,16 @@ def main() -> None:
             """One bench run, with what the servers' statistics and the cores saw during it."""
             read_before = [server_stats(stats_client, u, set(p[1])) for u, p in zip(urls, plan, strict=True)]
             w0 = time.time()
-            with Probe(pids) as probe:
+            with Probe(pids) as probe, Pinger(urls) as pinger:
                 doc = run_bench(url, load, seconds, warmup)
             served = [
                 stats_delta(a, server_stats(stats_client, u, set(p[1])))
                 for a, u, p in zip(read_before, urls, plan, strict=True)
             ]
             # the recorded window: after the bench's start-up (~1 s) and warm-up, to its end
-            cores = probe.summary(w0 + warmup + 1.0, time.time() - 0.5, cpus)
-            return {"bench": doc, "servers": served, "cores": cores}
+            window = (w0 + warmup + 1.0, time.time() - 0.5)
+            cores = probe.summary(*window, cpus)
+            return {"bench": doc, "servers": served, "cores": cores, "pings": pinger.summary(*window)}
 
         lone = observed(front, [*zipf, "--rate", "4", "--arrivals", "poisson"], 30, 3)
         lone_ms = lone["bench"]["latency_ms"]["p50"]
@@ -360,7 +412,7 @@ def main() -> None:
             seen = observed(
                 front, [*zipf, "--rate", str(rate), "--arrivals", "poisson"], args.seconds, args.warmup
             )
-            doc, served, cores = seen["bench"], seen["servers"], seen["cores"]
+            doc, served, cores, pings = seen["bench"], seen["servers"], seen["cores"], seen["pings"]
             wall = time.monotonic() - t0
             busy = [(cpu_s([pid]) - b) / wall for pid, b in zip(pids, before, strict=True)]
             front_cores = (cpu_s([state["nginx_pid"]]) + children_cpu_s() - others) / wall
@@ -376,6 +428,7 @@ def main() -> None:
                    "bench_and_nginx_cores": front_cores, "machine_cores_busy": sum(busy) + front_cores},
                 "servers": served,
                 "cores": cores,
+                "pings": pings,
                 "series": doc.get("open_loop", {}).get("series", []),
                 "simulated": {"p50": sim.p50_ms, "p90": sim.p90_ms, "p99": sim.p99_ms,
                               "utilisation": [i.utilisation for i in sim.instances],
