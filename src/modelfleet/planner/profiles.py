@@ -2,9 +2,9 @@
 their capacity, memory and service time read from what was measured.
 
 Per profile: the configuration (at one sequence length) with the highest throughput whose latency at
-the SLO's percentile stays within the SLO is the capacity on the profiled instance type; its
-server's PSS is the memory; its P50 at concurrency 1, the service time; its max_batch_size, the
-batching the simulation uses. Declared numbers in the spec win over the profile's.
+the SLO's percentile stays within the SLO times the profile's margin is the capacity on the profiled
+instance type; its server's PSS is the memory; its P50 at concurrency 1, the service time; its
+max_batch_size, the batching the simulation uses. Declared numbers in the spec win over the profile's.
 """
 
 from __future__ import annotations
@@ -71,15 +71,16 @@ def _read(path: Path, where: str) -> Profile:
 
 
 def _slo(spec: FleetSpec, profile: Profile, where: str) -> tuple[str, float]:
-    """The step field and the limit the capacity is read at: the fleet's SLO, else the profile's."""
+    """The step field and the limit the capacity is read at: the fleet's SLO, else the profile's,
+    times the profile's margin (`slo.margin`, as `modelfleet recommend` counts capacity)."""
     if spec.slo is None:
-        return "p90_ms", profile.slo.p90_ms
+        return "p90_ms", profile.slo.bound_ms
     field = _PERCENTILES.get(spec.slo.percentile)
     if field is None:
         raise PlanInputError(
             f"{where}: profiles record P50, P90 and P99; the fleet's SLO is at P{spec.slo.percentile:g}"
         )
-    return field, spec.slo.latency_ms
+    return field, spec.slo.latency_ms * profile.slo.margin
 
 
 def _capacity(

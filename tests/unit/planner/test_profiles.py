@@ -111,6 +111,14 @@ def test_the_fleet_slo_picks_the_step(tmp_path: Path) -> None:
     assert (cap.rps, cap.latency_ms) == (20, 12)  # batch 8 at 80 ms is over 70 ms; batch 1 at 40 req/s too
 
 
+def test_the_profiles_margin_applies_to_the_fleet_slo(tmp_path: Path) -> None:
+    # margin 0.9: batch 8's 120 req/s at P90 80 ms is within 0.9 x 100 ms; at 0.75 it is not
+    for margin, expected in ((0.9, (120, 80)), (0.75, (20, 12))):
+        prof = profile([SLOW, FAST]).model_copy(update={"slo": Slo(p90_ms=100, margin=margin)})
+        cap = load_fleet_spec(fleet(tmp_path, prof)).models[0].capacity["c7i.2xlarge"]
+        assert (cap.rps, cap.latency_ms) == expected
+
+
 def test_scale_to_gives_other_types_a_per_core_capacity(tmp_path: Path, catalog: Catalog) -> None:
     ref = "{path: profiles/bert.json, scale_to: [c7i.4xlarge, m7i]}"
     spec = load_fleet_spec(fleet(tmp_path, profile([FAST]), ref))
