@@ -32,10 +32,19 @@ def repo(tmp_path: Path) -> Path:
 def test_profile_writes_profile_and_chart_then_recommend_reads_it(repo: Path) -> None:
     runner = CliRunner()
     config_before = (repo / "tiny" / "config.yaml").read_text()
-    result = runner.invoke(build_app(), ["profile", str(repo), "tiny", "--batch-sizes", "1,4", *TINY, *FAST])
+    result = runner.invoke(
+        build_app(), ["profile", str(repo), "tiny", "--batch-sizes", "1,4", *TINY, *FAST, "--final-s", "0.5"]
+    )
     assert result.exit_code == 0, result.output
     profile = Profile.model_validate_json((repo / "tiny" / "1" / "profile.json").read_text())
     assert [m.config for m in profile.measurements] == ["b1-d0-i1-t1", "b4-d0-i1-t1"]
+    # the best configuration's capacity step measured once more, longer: that step is its capacity
+    bound, rate = profile.slo.bound_ms, profile.slo.max_error_rate
+    best = max(profile.measurements, key=lambda m: m.capacity(bound, rate).throughput_per_s)  # type: ignore[union-attr]
+    assert best.final_s == 0.5 and len(best.final) == 1, best
+    capacity = best.capacity(bound, rate)
+    assert capacity is not None and capacity.concurrency == best.final[0]
+    assert capacity.requests > 0 and best.elapsed_s is not None
     assert profile.schema_version == 2 and profile.slo.margin == 0.9 and profile.slo.bound_ms == 180
     for m in profile.measurements:
         assert m.stopped != "failed", m.error
@@ -82,18 +91,23 @@ def test_quick_search_and_bad_input(repo: Path) -> None:
             "0",
             "--slo-margin",
             "1",
+            "--final-s",
+            "0",
         ],
     )
     assert result.exit_code == 0, result.output
     profile = Profile.model_validate_json(out.read_text())
     assert profile.search == "quick" and 1 <= len(profile.measurements) <= 2
     assert profile.slo.margin == 1 and all(m.confirmed == [] for m in profile.measurements)
+    assert all(m.final == [] and m.final_s is None for m in profile.measurements)  # --final-s 0
     bad = runner.invoke(build_app(), ["profile", str(repo), "nope", *TINY])
     assert bad.exit_code == 2 and "unknown model 'nope'" in bad.stderr
     bad = runner.invoke(build_app(), ["profile", str(repo), "tiny", "--batch-sizes", "0"])
     assert bad.exit_code == 2
     bad = runner.invoke(build_app(), ["profile", str(repo), "tiny", "--confirm-steps", "-1"])
     assert bad.exit_code == 2 and "--confirm-steps must not be negative" in bad.stderr
+    bad = runner.invoke(build_app(), ["profile", str(repo), "tiny", "--final-s", "-1"])
+    assert bad.exit_code == 2 and "--final-s must not be negative" in bad.stderr
     for margin in ("0", "1.5"):
         bad = runner.invoke(build_app(), ["profile", str(repo), "tiny", "--slo-margin", margin])
         assert bad.exit_code == 2 and "--slo-margin" in bad.stderr, bad.stderr

@@ -134,6 +134,15 @@ def profile(
             "window is recorded (0: not measured again).",
         ),
     ] = 1.0,
+    final_s: Annotated[
+        float,
+        typer.Option(
+            "--final-s",
+            help="After the search at each length, the best configuration's capacity step is measured "
+            "once more this many seconds on a fresh server (one concurrency lower too if it comes back "
+            "over the bound), and that step is its capacity (0: no final step).",
+        ),
+    ] = 10.0,
     max_concurrency: Annotated[
         int, typer.Option(help="Top of the concurrency ramp (1, 2, 4, ... this).")
     ] = 64,
@@ -184,6 +193,7 @@ def profile(
             step_s=step_s,
             warmup_s=warmup_s,
             confirm_steps=confirm_steps,
+            final_s=final_s,
             max_concurrency=max_concurrency,
             version=version,
             instance_type=instance_type,

@@ -56,6 +56,12 @@ class ProfileSpec:
     """A contender's capacity step is measured again for this many steps' time (0: it is not): a
     second window, chosen on the first's figures but measured apart from them, so the winner's
     figure is not the luckiest of many (2 steps made a brute-force profile 588 s on 2 cores)."""
+    final_s: float = 10.0
+    """After the search at each length, the best configuration's capacity step is measured once
+    more, this many seconds on a fresh server (one concurrency lower too when it comes back over the
+    bound), and that step is its capacity (0: no final step). A capacity step is one 2 s window
+    (confirmed by a second), and a 20 s bench at its concurrency differed from it by -24 to +17 %
+    (docs/benchmarks.md, issue 13, third pass)."""
     max_concurrency: int = 64
     version: str | None = None
     instance_type: str | None = None
@@ -83,6 +89,7 @@ class ProfileSpec:
             (self.step_s > 0, f"--step-s must be positive, got {self.step_s}"),
             (self.warmup_s >= 0, f"--warmup-s must not be negative, got {self.warmup_s}"),
             (self.confirm_steps >= 0, f"--confirm-steps must not be negative, got {self.confirm_steps}"),
+            (self.final_s >= 0, f"--final-s must not be negative, got {self.final_s}"),
             (self.max_concurrency >= 1, f"--max-concurrency must be at least 1, got {self.max_concurrency}"),
         ]
         for ok, message in checks:
@@ -236,7 +243,13 @@ def _step(concurrency: int, result: BenchResult) -> Step:
 
 
 def _run_step(
-    url: str, model: str, length: Length, spec: ProfileSpec, concurrency: int, duration_s: float
+    url: str,
+    model: str,
+    length: Length,
+    spec: ProfileSpec,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float | None = None,
 ) -> Step:
     try:
         result = closed_loop_step(
@@ -244,7 +257,7 @@ def _run_step(
             model,
             concurrency,
             duration_s,
-            warmup_s=spec.warmup_s,
+            warmup_s=spec.warmup_s if warmup_s is None else warmup_s,
             seq_len=length[0],
             timeout_s=max(10.0, spec.slo.p90_ms * 20 / 1000),
             seq_len_max=length[1] if length[1] > length[0] else None,
@@ -364,6 +377,54 @@ def measure(
     )
 
 
+def finish(
+    scratch: Path,
+    model: str,
+    measurement: Measurement,
+    length: Length,
+    spec: ProfileSpec,
+    workdir: Path,
+    progress: Progress,
+) -> tuple[Measurement, bool]:
+    """`measurement` with its final steps (ramp.final_concurrency), measured on a fresh server
+    `spec.final_s` long each, in place of the ramp's figures at their concurrencies; (the
+    measurement, whether Ctrl-C came: what was measured before it is kept). A server that cannot
+    start leaves the measurement as it was."""
+    steps, final = list(measurement.steps), list[int]()
+    interrupted = False
+    started = time.monotonic()
+    try:
+        with serving(scratch, model, measurement.settings, workdir) as server:
+            server.wait_ready()
+            server.cold_start(length[1])
+            while (
+                concurrency := rules.final_concurrency(steps, spec.slo, final, spec.max_concurrency)
+            ) is not None:
+                progress(f"c={concurrency} final {spec.final_s:g} s")
+                try:
+                    step = _run_step(
+                        server.url, model, length, spec, concurrency, spec.final_s, rules.FINAL_WARMUP_S
+                    )
+                except KeyboardInterrupt:
+                    interrupted = True
+                    break
+                steps, final = rules.with_step(steps, step), [*final, concurrency]
+    except TuneInputError:
+        return measurement, False
+    except KeyboardInterrupt:  # between steps: while the server starts or stops
+        interrupted = True
+    elapsed = (measurement.elapsed_s or 0.0) + time.monotonic() - started
+    return measurement.model_copy(
+        update={
+            "steps": steps,
+            "final": sorted(final),
+            "final_s": spec.final_s if final else None,
+            "elapsed_s": round(elapsed, 3),
+            "stopped": "interrupted" if interrupted else measurement.stopped,
+        }
+    ), interrupted
+
+
 def resolve_version(spec: ProfileSpec, model: str) -> tuple[Path, str]:
     folder = model_folder(spec.repository, model)
     available = versions(folder)
@@ -453,7 +514,27 @@ def profile_model(
             if found.interrupted:
                 interrupted = True
                 break
-            best = found.best(spec.slo)
+            finished = 0
+            while (
+                spec.final_s > 0
+                and (chosen := rules.to_finish(measured, length[1], spec.slo, finished)) is not None
+            ):
+                label = f"{model} s{length[1]} {chosen.config}"
+                progress(label, len(measured), total)
+
+                def said(text: str, label: str = label) -> None:
+                    progress(f"{label} {text}", len(measured), total)
+
+                index = measured.index(chosen)
+                measured[index], interrupted = finish(scratch, model, chosen, length, spec, Path(tmp), said)
+                finished += 1
+                write_profile(document(), path)
+                if interrupted:
+                    break
+            if interrupted:
+                break
+            here = [m for m in measured if m.seq_len == length[1]]
+            best = max(here, key=lambda m: search.score(m, spec.slo), default=None)
             best_so_far = None if best is None or search.score(best, spec.slo) == 0 else best.settings
     profile = document()
     write_profile(profile, path)

@@ -104,3 +104,47 @@ def best_capacity(measured: list[Measurement], seq_len: int, slo: Slo) -> Step |
     """The capacity step of the best configuration measured so far at `seq_len` (None: none yet)."""
     steps = [m.capacity(slo.bound_ms, slo.max_error_rate) for m in measured if m.seq_len == seq_len]
     return max((s for s in steps if s is not None), key=lambda s: s.throughput_per_s, default=None)
+
+
+FINAL_STEPS = 2
+"""A configuration's final step, and at most one step below it when that came back over the bound."""
+FINAL_CONFIGS = 2
+"""At most this many configurations of one length get final steps: the best, and the one that is
+best after its final step fell below another's short window (each costs a server start and 12 s)."""
+FINAL_WARMUP_S = 2.0
+"""Unrecorded seconds before a final step: it runs on a freshly started server (a 20 s bench warms
+up as long)."""
+
+
+def final_concurrency(steps: list[Step], slo: Slo, final: list[int], top: int) -> int | None:
+    """The concurrency to measure next with a final (long) step: first the capacity step's; when
+    that came back over the bound, one concurrency below it, as step_back steps down; None when a
+    final step is within the bound, FINAL_STEPS were measured, or there is nothing below."""
+    if not final:
+        best = capacity_index(steps, slo)
+        return None if best is None else steps[best].concurrency
+    done = [s for s in steps if s.concurrency in final]
+    if len(final) >= FINAL_STEPS or any(s.within(slo.bound_ms, slo.max_error_rate) for s in done):
+        return None
+    lower = [c for c in concurrency_steps(top) if c < min(final)]
+    return max(lower, default=None)
+
+
+def with_step(steps: list[Step], step: Step) -> list[Step]:
+    """`steps` with `step` in place of the one at its concurrency, or inserted in concurrency order."""
+    kept = [s for s in steps if s.concurrency != step.concurrency]
+    return sorted([*kept, step], key=lambda s: s.concurrency)
+
+
+def to_finish(measured: list[Measurement], seq_len: int, slo: Slo, finished: int) -> Measurement | None:
+    """The configuration at `seq_len` to give final steps: the best one (what recommend picks),
+    unless it has them already or FINAL_CONFIGS configurations had them."""
+    scored = [
+        (s.throughput_per_s, i)
+        for i, m in enumerate(measured)
+        if m.seq_len == seq_len and (s := m.capacity(slo.bound_ms, slo.max_error_rate)) is not None
+    ]
+    if not scored or finished >= FINAL_CONFIGS:
+        return None
+    best = measured[max(scored)[1]]
+    return None if best.final_s is not None else best

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PROFILE_SCHEMA_VERSION = 2
 """2 (2026-12-05): `slo.margin`, `measurements[].elapsed_s` and `confirmed`. A version-1 document
-reads as version 2 with margin 1 (its capacities were counted at the SLO itself)."""
+reads as version 2 with margin 1 (its capacities were counted at the SLO itself). Added since,
+optional (a document without them reads as before): `measurements[].final` and `final_s`."""
 PROFILE_FILENAME = "profile.json"
 CHART_FILENAME = "profile.png"
 
@@ -128,15 +129,23 @@ class Measurement(_Strict):
     confirmed: list[Annotated[int, Field(ge=1)]] = []
     """Concurrencies whose step was measured again (`--confirm-steps`); those steps' figures are
     the second window's."""
+    final: list[Annotated[int, Field(ge=1)]] = []
+    """Concurrencies measured once more after the search, `final_s` long, on a fresh server (the
+    best configuration of its length, `profile --final-s`); those steps' figures are the final
+    window's, and the best of them within the bound is the capacity."""
+    final_s: Annotated[float, Field(gt=0)] | None = None
+    """Recorded seconds of each final step (None: no final step)."""
 
     @property
     def config(self) -> str:
         return self.settings.name
 
     def capacity(self, slo_p90_ms: float, max_error_rate: float) -> Step | None:
-        """The step with the highest throughput within the SLO (None: no step was)."""
+        """The step with the highest throughput within the SLO (None: no step was); where a final
+        step is within it, the best final step: the long window stands over the short ones."""
         within = [s for s in self.steps if s.within(slo_p90_ms, max_error_rate)]
-        return max(within, key=lambda s: s.throughput_per_s, default=None)
+        final = [s for s in within if s.concurrency in self.final]
+        return max(final or within, key=lambda s: s.throughput_per_s, default=None)
 
 
 class Slo(_Strict):

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from modelfleet.tune.ramp import (
+    FINAL_CONFIGS,
     QUICK_CONTENDER_SHARE,
     capacity_index,
     contender_floor,
+    final_concurrency,
     step_back,
     stop_reason,
     to_confirm,
+    to_finish,
+    with_step,
 )
 from modelfleet.tune.schema import Measurement, Settings, Slo, Step
 
 SLO = Slo(p90_ms=100)
+SLO_90 = Slo(p90_ms=100, margin=0.9)
 
 
 def steps(*points: tuple[int, float, float]) -> list[Step]:
@@ -107,3 +112,62 @@ def test_a_margin_moves_the_capacity_and_the_stop_below_the_slo() -> None:
     ramp = steps((4, 200, 60), (8, 230, 95))
     assert capacity_index(ramp, SLO) == 1 and capacity_index(ramp, tight) == 0
     assert stop_reason(ramp, SLO) is None and stop_reason(ramp, tight) == "slo"
+
+
+def test_the_final_step_is_the_capacity_steps_then_one_below_when_over() -> None:
+    ramp = steps((1, 100, 20), (2, 180, 40), (4, 232, 70), (8, 240, 95))
+    assert final_concurrency(ramp, SLO_90, [], 64) == 4  # c=8 is over 0.9 x 100 ms
+    within = with_step(ramp, steps((4, 210, 80))[0])
+    assert final_concurrency(within, SLO_90, [4], 64) is None  # within the bound: done, even if lower
+    over = with_step(ramp, steps((4, 236, 93))[0])
+    assert [s.concurrency for s in over] == [1, 2, 4, 8] and over[2].throughput_per_s == 236
+    assert final_concurrency(over, SLO_90, [4], 64) == 2  # one concurrency down, as step_back does
+    assert (
+        final_concurrency(with_step(over, steps((2, 170, 95))[0]), SLO_90, [2, 4], 64) is None
+    )  # two at most
+    assert final_concurrency(steps((1, 100, 95)), SLO_90, [], 64) is None  # no capacity step
+    assert final_concurrency(steps((1, 100, 95)), SLO_90, [1], 64) is None  # nothing below 1
+
+
+def test_with_step_inserts_a_concurrency_the_ramp_skipped() -> None:
+    quick = steps((8, 250, 40), (16, 270, 85))  # a quick ramp started at 8
+    assert [s.concurrency for s in with_step(quick, steps((4, 200, 20))[0])] == [4, 8, 16]
+
+
+def test_a_final_step_within_the_bound_is_the_capacity_even_below_a_short_window() -> None:
+    m = measurement(16, 32, (8, 250, 40), (16, 265, 80))
+    finished = m.model_copy(
+        update={"steps": with_step(m.steps, steps((16, 230, 85))[0]), "final": [16], "final_s": 10.0}
+    )
+    best = finished.capacity(SLO_90.bound_ms, SLO_90.max_error_rate)
+    assert best is not None and (best.concurrency, best.throughput_per_s) == (16, 230)
+    over = m.model_copy(
+        update={"steps": with_step(m.steps, steps((16, 260, 95))[0]), "final": [16], "final_s": 10.0}
+    )
+    best = over.capacity(SLO_90.bound_ms, SLO_90.max_error_rate)
+    assert best is not None and best.concurrency == 8  # no final step within: the ramp's best
+
+
+def test_to_finish_takes_the_best_then_the_one_that_overtook_it() -> None:
+    a = measurement(1, 32, (8, 265, 60))
+    b = measurement(2, 32, (8, 250, 60))
+    other_length = measurement(3, 128, (4, 300, 60))
+    measured = [a, b, other_length]
+    assert to_finish(measured, 32, SLO_90, 0) is a
+    a_final = a.model_copy(update={"steps": steps((8, 240, 70)), "final": [8], "final_s": 10.0})
+    assert to_finish([a_final, b, other_length], 32, SLO_90, 1) is b  # b's short window is now best
+    b_final = b.model_copy(update={"steps": steps((8, 230, 70)), "final": [8], "final_s": 10.0})
+    assert to_finish([a_final, b_final, other_length], 32, SLO_90, 2) is None  # a has it again
+    assert to_finish([a_final, b, other_length], 32, SLO_90, FINAL_CONFIGS) is None  # two at most
+    assert to_finish([measurement(4, 32, (1, 50, 95))], 32, SLO_90, 0) is None  # nothing within
+
+
+def measurement(batch: int, seq_len: int, *points: tuple[int, float, float]) -> Measurement:
+    return Measurement(
+        settings=Settings(max_batch_size=batch),
+        seq_len=seq_len,
+        steps=steps(*points),
+        load_s=1,
+        memory_bytes=1,
+        stopped="slo",
+    )
