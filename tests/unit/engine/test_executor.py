@@ -598,3 +598,27 @@ async def test_close_runs_the_turn_it_finds_scheduled() -> None:
     await executor.close()
     assert len(runtime.calls) == 2
     assert (await task).future.result()[0].tolist() == [6.0]
+
+
+async def test_a_long_timeout_gets_its_timer_from_the_sweep_and_still_expires_on_time() -> None:
+    runtime = Gated()
+    executor = ModelExecutor(runtime, "m/1", 8)
+    executor.timer_after_s = 0.02  # the timer of a request with a longer timeout comes from the sweep
+    first = asyncio.create_task(executor.run({"x": np.array([1.0])}, ["y"]))
+    await entered(runtime.entered, "the first one is running (blocked on the gate)")
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with pytest.raises(DeadlineExceeded, match="model 'm/1': request timed out after 0.2 s while queued"):
+        await executor.run({"x": np.array([2.0])}, ["y"], timeout_s=0.2)
+    assert loop.time() - began >= 0.2  # at its deadline, not at the sweep
+    runtime.gate.set()
+    await first
+    await executor.close()
+    assert runtime.seen == [[1.0]]  # the expired one never ran
+
+
+async def test_a_request_answered_before_the_sweep_never_gets_a_timer() -> None:
+    executor = ModelExecutor(Doubler(), "m/1", 8)
+    job = await executor.run({"x": np.array([1.0])}, ["y"], timeout_s=60.0)
+    assert job.timer is None and job.future.result()[0].tolist() == [2.0]
+    await executor.close()

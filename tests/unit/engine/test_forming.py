@@ -29,6 +29,16 @@ def test_senders_take_turns_within_a_priority() -> None:
         loop.close()
 
 
+def test_one_sender_at_one_priority_goes_in_arrival_order() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        jobs = [_job(loop, "a", t) for t in (5, 1, 3)]
+        assert [j.enqueued_ns for j in fair(jobs)] == [1, 3, 5]
+        assert fair([]) == []
+    finally:
+        loop.close()
+
+
 def test_a_batch_is_cut_at_a_preferred_size_and_the_rest_waits() -> None:
     loop = asyncio.new_event_loop()
     try:

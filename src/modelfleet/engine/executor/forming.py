@@ -8,6 +8,14 @@ from modelfleet.engine.executor.jobs import Batching, Job
 
 def fair(jobs: list[Job]) -> list[Job]:
     """Priority first; then each sender's first job, each sender's second job, ...; then arrival."""
+    if not jobs:
+        return []
+    first = jobs[0]
+    for job in jobs:  # the usual case, one sender at one priority: arrival order alone
+        if job.priority != first.priority or job.label != first.label:
+            break
+    else:
+        return sorted(jobs, key=_arrival)
     seen: dict[str, int] = {}
     ranked = []
     for job in sorted(jobs, key=lambda j: j.enqueued_ns):
@@ -16,6 +24,10 @@ def fair(jobs: list[Job]) -> list[Job]:
         ranked.append((job.priority, nth, job.enqueued_ns, job))
     ranked.sort(key=lambda r: r[:3])
     return [r[3] for r in ranked]
+
+
+def _arrival(job: Job) -> int:
+    return job.enqueued_ns
 
 
 def next_runs(jobs: list[Job], batching: Batching | None) -> tuple[list[list[Job]], list[Job]]:

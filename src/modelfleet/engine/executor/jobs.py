@@ -52,8 +52,10 @@ class Job:
     """One request's inference: its inputs and, once run, its results' timings (clock ns)."""
 
     __slots__ = (
+        "_key",
         "batch_rows",
         "cells",
+        "deadline",
         "enqueued_ns",
         "finished_ns",
         "future",
@@ -93,13 +95,18 @@ class Job:
         self.finished_ns = 0
         self.batch_rows = rows  # rows of the execution this job was part of
         self.timer: asyncio.TimerHandle | None = None
+        self._key: tuple[object, ...] | None = None
+        self.deadline: tuple[float, float] | None = None  # (loop time, timeout_s) while it has no timer
 
     def key(self) -> tuple[object, ...]:
-        """Jobs with equal keys can share one execution."""
-        return (
-            tuple(self.outputs),
-            tuple((name, a.shape[1:], a.dtype.str) for name, a in sorted(self.inputs.items())),
-        )
+        """Jobs with equal keys can share one execution (made once: batch forming asks often)."""
+        key = self._key
+        if key is None:
+            key = self._key = (
+                tuple(self.outputs),
+                tuple((name, a.shape[1:], a.dtype.str) for name, a in sorted(self.inputs.items())),
+            )
+        return key
 
 
 Outcome = tuple[Job, Arrays | None, BaseException | None]
