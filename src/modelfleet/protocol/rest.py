@@ -192,7 +192,7 @@ def _from_binary(raw: memoryview, dt: Datatype, shape: tuple[int, ...], count: i
             f"{where}: binary_data_size is {len(raw)} bytes, but shape {list(shape)} of {dt.name} "
             f"needs {expected} bytes"
         )
-    return np.frombuffer(raw, dtype=dt.dtype).reshape(shape)
+    return np.ndarray(shape, dt.dtype, raw)  # a view of the body, as frombuffer + reshape (one call)
 
 
 JSON_CHUNK_BYTES = 1 << 20  # a large flat JSON array is read this much at a time

@@ -111,6 +111,10 @@ class DataPlane:
         is reported before a wrong tensor."""
         return self.manager.resident(name, version) or await self.manager.acquire(name, version)
 
+    def resident(self, name: str, version: str | None) -> ServedModel | None:
+        """The model if it is resident and ready now (no load, no await); else None: ask `model`."""
+        return self.manager.resident(name, version)
+
     def infer(self, model: ServedModel, request: InferRequest, started_ns: int) -> Awaitable[InferResponse]:
         return model.infer(request, started_ns)  # the model's own coroutine: no layer of our own
 

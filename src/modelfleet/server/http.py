@@ -75,6 +75,8 @@ _HEADER_LENGTH = HEADER_LENGTH.encode()
 _CONTROL_BODY_LIMIT = 1 << 20
 # Encoded separators, NUL and dot-segments in the raw path: refused before any routing.
 _BAD_PATH = re.compile(rb"%(2f|5c|00|2e)|\\|/\.\.?(/|$)|\x00", re.IGNORECASE)
+_BAD_PATH_MESSAGE = "invalid characters or dot-segments in the URL path"
+_PATHS_KEPT = 1024  # raw infer paths remembered as checked and matched (forgotten all at once when full)
 
 
 class InferEndpoint:
@@ -388,13 +390,21 @@ def build_http_app(
     )
     infer = InferEndpoint(plane, settings, guard, metrics, budget)
     answered = metrics.answered if metrics is not None else not_counted
+    targets: dict[bytes, tuple[str, str | None]] = {}  # raw infer paths already checked, matched
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            if _BAD_PATH.search(scope.get("raw_path") or scope["path"].encode()):
-                await send_json(send, 400, error_json("invalid characters or dot-segments in the URL path"))
-                return
-            target = InferEndpoint.match(scope["path"])
+            raw = scope.get("raw_path")
+            target = targets.get(raw) if raw is not None else None
+            if target is None:
+                if _BAD_PATH.search(raw or scope["path"].encode()):
+                    await send_json(send, 400, error_json(_BAD_PATH_MESSAGE))
+                    return
+                target = InferEndpoint.match(scope["path"])
+                if target is not None and raw is not None:
+                    if len(targets) >= _PATHS_KEPT:
+                        targets.clear()
+                    targets[raw] = target
             if target is not None:
                 try:
                     await infer(scope, receive, send, *target)

@@ -71,7 +71,7 @@ class Inference:
                 _enter(tenant, hold)
                 quota = tenant
             got = await read() if read is not None else None
-            model = await self._plane.model(name, version)
+            model = self._plane.resident(name, version) or await self._plane.model(name, version)
             request = await decode(got, model)
             if request.id is not None:
                 set_request_id(request.id)

@@ -35,6 +35,9 @@ class Plane:
     ) -> None:
         self.steps, self._model, self._release = steps, model or Model(), release
 
+    def resident(self, name: str, version: str | None) -> Model | None:
+        return None  # never resident at once: every request asks `model` (a step to see)
+
     async def model(self, name: str, version: str | None) -> Model:
         self.steps.append("model")
         if name == "missing":
