@@ -162,6 +162,36 @@ def test_ctrl_c_keeps_what_was_measured(repo: Path) -> None:
     }
 
 
+def test_ctrl_c_in_the_final_step_keeps_the_ramp(repo: Path) -> None:
+    """One configuration: its line says it is written, then the final step (60 s) begins."""
+    path = repo / "tiny" / "1" / "profile.json"
+    command = [sys.executable, "-m", "modelfleet", "profile", str(repo), "tiny", "--batch-sizes", "1", *TINY]
+    command += [*FAST, "--final-s", "60", "--no-chart"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
+    try:
+        assert proc.stderr is not None
+        said = b""
+        for line in proc.stderr:
+            said += line
+            if b"1/1 configurations measured and written" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (said + err).decode()
+    profile = Profile.model_validate_json(path.read_text())
+    assert profile.interrupted and len(profile.measurements) == 1, (said + err).decode()
+    (m,) = profile.measurements
+    assert m.steps and m.final == [] and m.final_s is None  # the ramp kept, no final figure
+    assert yaml.safe_load((repo / "tiny" / "config.yaml").read_text()) == {
+        "max_batch_size": 8,
+        "pinned": True,
+    }
+
+
 def test_shape_buckets_swept_over_mixed_lengths(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     identity(repo / "seq" / "1" / "model.onnx", "FP32", ("batch", "length"))

@@ -387,7 +387,11 @@ def profile_model(
                 and (chosen := rules.to_finish(measured, length[1], spec.slo, finished)) is not None
             ):
                 label = f"{model} s{length[1]} {chosen.config}"
-                progress(label, len(measured), total)
+                try:  # Ctrl-C may come while the bar is drawn: before finish's own handling
+                    progress(label, len(measured), total)
+                except KeyboardInterrupt:
+                    interrupted = True
+                    break
 
                 def said(text: str, label: str = label) -> None:
                     progress(f"{label} {text}", len(measured), total)
