@@ -9,19 +9,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 ROUNDS="${1:-3}"; SECONDS_PER_RUN="${2:-10}"
 PY="$ROOT/.venv/bin/python"
 WORK="$(mktemp -d)"; trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-mkdir -p "$WORK/repo/identity/1"
-"$PY" - "$WORK/repo/identity/1/model.onnx" <<'PY'
-import sys, onnx
-from modelfleet.demo.onnx_files import identity_model
-onnx.save(identity_model(), sys.argv[1])
-PY
-cat >"$WORK/bin.lua" <<'LUA'
-wrk.method = "POST"
-local header = '{"inputs":[{"name":"input","shape":[1,16],"datatype":"FP32","parameters":{"binary_data_size":64}}],"parameters":{"binary_data_output":true}}'
-wrk.body = header .. string.rep("\0\0\128\63", 16)
-wrk.headers["Inference-Header-Content-Length"] = tostring(#header)
-wrk.headers["Content-Type"] = "application/octet-stream"
-LUA
+source "$ROOT/benchmarks/identity_fixture.sh"; identity_fixture "$WORK" "$PY"
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$1/v2/health/ready" && return 0; \
   curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.2; done; return 1; }

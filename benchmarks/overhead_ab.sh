@@ -9,19 +9,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"; PY="$ROOT/.venv/bin/python"
 A="$(cd "$1" && pwd)"; B="$(cd "$2" && pwd)"; ROUNDS="${3:-4}"; SECONDS_PER_RUN="${4:-8}"
 W="$(mktemp -d)"; trap 'kill $(cat "$W"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$W"' EXIT
-mkdir -p "$W/repo/identity/1"
-PYTHONPATH="$B/src" "$PY" - "$W/repo/identity/1/model.onnx" <<'PY'
-import sys, onnx
-from modelfleet.demo.onnx_files import identity_model
-onnx.save(identity_model(), sys.argv[1])
-PY
-cat >"$W/bin.lua" <<'LUA'
-wrk.method = "POST"
-local header = '{"inputs":[{"name":"input","shape":[1,16],"datatype":"FP32","parameters":{"binary_data_size":64}}],"parameters":{"binary_data_output":true}}'
-wrk.body = header .. string.rep("\0\0\128\63", 16)
-wrk.headers["Inference-Header-Content-Length"] = tostring(#header)
-wrk.headers["Content-Type"] = "application/octet-stream"
-LUA
+source "$ROOT/benchmarks/identity_fixture.sh"; PYTHONPATH="$B/src" identity_fixture "$W" "$PY"
 for v in a b; do
   T="$A"; [ $v = b ] && T="$B"
   P=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'); echo "$P" >"$W/$v.port"

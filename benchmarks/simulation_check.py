@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import numpy as np
@@ -98,25 +98,36 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-class Probe:
-    """Samples, every `period_s`, each CPU's time (/proc/stat: busy, steal) and each server thread's
-    time on a CPU and waiting for one (/proc/PID/task/TID/schedstat), in a thread of its own: who
-    had the servers' cores, and how long their event loop (the main thread) waited to run."""
+class Background:
+    """A daemon thread running `_loop` (every `_period_s`, until `_stop` is set) for the length of a
+    with-block."""
 
-    def __init__(self, pids: list[int], period_s: float = 0.5) -> None:
-        self._pids = pids
+    def __init__(self, period_s: float, name: str) -> None:
         self._period_s = period_s
-        self.samples: list[tuple[float, list[list[int]], list[dict[int, tuple[int, int, int]]]]] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="probe", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
-    def __enter__(self) -> Probe:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+
+class Probe(Background):
+    """Samples, every `period_s`, each CPU's time (/proc/stat: busy, steal) and each server thread's
+    time on a CPU and waiting for one (/proc/PID/task/TID/schedstat), in a thread of its own: who
+    had the servers' cores, and how long their event loop (the main thread) waited to run."""
+
+    def __init__(self, pids: list[int], period_s: float = 0.5) -> None:
+        super().__init__(period_s, "probe")
+        self._pids = pids
+        self.samples: list[tuple[float, list[list[int]], list[dict[int, tuple[int, int, int]]]]] = []
 
     def _loop(self) -> None:
         while True:
@@ -157,25 +168,15 @@ class Probe:
         return out
 
 
-class Pinger:
+class Pinger(Background):
     """Asks each server for /v2/health/ready every `period_s` (one thread, keep-alive connections)
     and keeps each answer's time: a slow answer is an event loop that could not run (its core or
     the GIL held elsewhere), whatever the batches were doing."""
 
     def __init__(self, urls: list[str], period_s: float = 0.02) -> None:
+        super().__init__(period_s, "pinger")
         self._urls = urls
-        self._period_s = period_s
         self.samples: list[list[tuple[float, float]]] = [[] for _ in urls]  # (sent at, ms)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="pinger", daemon=True)
-
-    def __enter__(self) -> Pinger:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
     def _loop(self) -> None:
         with httpx.Client(timeout=10, trust_env=False) as client:
