@@ -113,6 +113,27 @@ def test_quick_search_and_bad_input(repo: Path) -> None:
         assert bad.exit_code == 2 and "--slo-margin" in bad.stderr, bad.stderr
 
 
+def interrupted_after(command: list[str], line: bytes) -> tuple[int, bytes]:
+    """Run `command`, send it Ctrl-C once its stderr says `line` (reading blocks until then); its
+    exit code and everything it said."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
+    said = b""
+    try:
+        assert proc.stderr is not None
+        for got in proc.stderr:
+            said += got
+            if line in got:
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        said += err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, said
+
+
 def test_ctrl_c_keeps_what_was_measured(repo: Path) -> None:
     path = repo / "tiny" / "1" / "profile.json"
     command = [
@@ -137,22 +158,8 @@ def test_ctrl_c_keeps_what_was_measured(repo: Path) -> None:
         "10000",
         "--no-chart",
     ]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
-    try:
-        assert proc.stderr is not None
-        said = b""
-        for line in proc.stderr:  # blocks until the command says a configuration is written
-            said += line
-            if b"configurations measured and written" in line:
-                break
-        assert path.exists(), said.decode()
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err.decode()
+    code, said = interrupted_after(command, b"configurations measured and written")
+    assert code == 130, said.decode()
     profile = Profile.model_validate_json(path.read_text())
     assert profile.interrupted
     assert 1 <= len(profile.measurements) < 4
@@ -167,23 +174,10 @@ def test_ctrl_c_in_the_final_step_keeps_the_ramp(repo: Path) -> None:
     path = repo / "tiny" / "1" / "profile.json"
     command = [sys.executable, "-m", "modelfleet", "profile", str(repo), "tiny", "--batch-sizes", "1", *TINY]
     command += [*FAST, "--final-s", "60", "--no-chart"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
-    try:
-        assert proc.stderr is not None
-        said = b""
-        for line in proc.stderr:
-            said += line
-            if b"1/1 configurations measured and written" in line:
-                break
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, (said + err).decode()
+    code, said = interrupted_after(command, b"1/1 configurations measured and written")
+    assert code == 130, said.decode()
     profile = Profile.model_validate_json(path.read_text())
-    assert profile.interrupted and len(profile.measurements) == 1, (said + err).decode()
+    assert profile.interrupted and len(profile.measurements) == 1, said.decode()
     (m,) = profile.measurements
     assert m.steps and m.final == [] and m.final_s is None  # the ramp kept, no final figure
     assert yaml.safe_load((repo / "tiny" / "config.yaml").read_text()) == {
