@@ -36,9 +36,9 @@ from pathlib import Path
 
 from modelfleet.bench.run import closed_loop_step
 from modelfleet.tune.machine import this_machine
-from modelfleet.tune.server import scratch_repository, serving
 from modelfleet.tune.schema import Measurement, Profile, Slo
 from modelfleet.tune.search import score
+from modelfleet.tune.server import scratch_repository, serving
 from modelfleet.tune.sources import load_profile, model_folder, versions
 
 
