@@ -36,7 +36,8 @@ from pathlib import Path
 
 from modelfleet.bench.run import closed_loop_step
 from modelfleet.tune.machine import this_machine
-from modelfleet.tune.schema import Measurement, Profile, Slo
+from modelfleet.tune.ramp import best_at
+from modelfleet.tune.schema import Measurement, Slo
 from modelfleet.tune.search import score
 from modelfleet.tune.server import scratch_repository, serving
 from modelfleet.tune.sources import load_profile, model_folder, versions
@@ -69,12 +70,6 @@ def run_profile(args: argparse.Namespace, search: str, out: Path) -> dict[str, o
         "load_avg_start": load_before,
         "load_avg_end": load(),
     }
-
-
-def best(profile: Profile, seq_len: int) -> Measurement | None:
-    rows = [m for m in profile.measurements if m.seq_len == seq_len]
-    top = max(rows, key=lambda m: score(m, profile.slo), default=None)
-    return top if top is not None and score(top, profile.slo) > 0 else None
 
 
 def around(m: Measurement, slo: Slo) -> list[int]:
@@ -179,7 +174,10 @@ def main() -> None:
     version = versions(model_folder(args.repo, args.model))[0]
     lengths = []
     for seq_len in sorted({m.seq_len for m in brute.measurements}):
-        picks = {"quick": best(quick, seq_len), "brute": best(brute, seq_len)}
+        picks = {
+            "quick": best_at(quick.measurements, seq_len, quick.slo),
+            "brute": best_at(brute.measurements, seq_len, brute.slo),
+        }
         row: dict[str, object] = {"seq_len": seq_len}
         for name, m in picks.items():
             row[f"{name}_config"] = None if m is None else m.config

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelfleet.tune.schema import Measurement, Profile
+from modelfleet.tune.schema import Profile
+from modelfleet.tune.search import score
 
 TOP_LINES = 8  # the best configurations by throughput at the SLO; the rest are drawn faint
 
@@ -23,12 +24,7 @@ def draw(profile: Profile, path: Path) -> None:
     slo = profile.slo
     for ax, seq_len in zip(axes[0], lengths, strict=False):
         rows = [m for m in profile.measurements if m.seq_len == seq_len and m.steps]
-
-        def capacity(m: Measurement) -> float:
-            best = m.capacity(slo.bound_ms, slo.max_error_rate)
-            return 0.0 if best is None else best.throughput_per_s
-
-        rows.sort(key=capacity, reverse=True)
+        rows.sort(key=lambda m: score(m, slo), reverse=True)
         for rank, m in enumerate(rows):
             points = [(s.throughput_per_s, s.p90_ms) for s in m.steps if s.p90_ms is not None]
             xs, ys = [p[0] for p in points], [p[1] for p in points]
@@ -40,7 +36,7 @@ def draw(profile: Profile, path: Path) -> None:
                 markersize=3,
                 linewidth=1.5 if strong else 0.7,
                 alpha=1.0 if strong else 0.3,
-                label=f"{m.config} ({capacity(m):.0f}/s)" if strong else None,
+                label=f"{m.config} ({score(m, slo):.0f}/s)" if strong else None,
             )
         ax.axhline(slo.p90_ms, color="red", linestyle="--", linewidth=1, label=f"SLO P90 {slo.p90_ms:g} ms")
         if slo.margin < 1:

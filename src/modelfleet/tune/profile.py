@@ -382,31 +382,31 @@ def profile_model(
                 interrupted = True
                 break
             finished = 0
-            while (
-                spec.final_s > 0
-                and (chosen := rules.to_finish(measured, length[1], spec.slo, finished)) is not None
-            ):
-                label = f"{model} s{length[1]} {chosen.config}"
-                try:  # Ctrl-C may come while the bar is drawn: before finish's own handling
+            try:  # Ctrl-C between final steps (finish keeps what it measured before one)
+                while (
+                    spec.final_s > 0
+                    and (chosen := rules.to_finish(measured, length[1], spec.slo, finished)) is not None
+                ):
+                    label = f"{model} s{length[1]} {chosen.config}"
                     progress(label, len(measured), total)
-                except KeyboardInterrupt:
-                    interrupted = True
-                    break
 
-                def said(text: str, label: str = label) -> None:
-                    progress(f"{label} {text}", len(measured), total)
+                    def said(text: str, label: str = label) -> None:
+                        progress(f"{label} {text}", len(measured), total)
 
-                index = measured.index(chosen)
-                measured[index], interrupted = finish(scratch, model, chosen, length, spec, Path(tmp), said)
-                finished += 1
-                write_profile(document(), path)
-                if interrupted:
-                    break
+                    index = measured.index(chosen)
+                    measured[index], interrupted = finish(
+                        scratch, model, chosen, length, spec, Path(tmp), said
+                    )
+                    finished += 1
+                    write_profile(document(), path)
+                    if interrupted:
+                        break
+            except KeyboardInterrupt:
+                interrupted = True
             if interrupted:
                 break
-            here = [m for m in measured if m.seq_len == length[1]]
-            best = max(here, key=lambda m: search.score(m, spec.slo), default=None)
-            best_so_far = None if best is None or search.score(best, spec.slo) == 0 else best.settings
+            best = rules.best_at(measured, length[1], spec.slo)
+            best_so_far = None if best is None else best.settings
     profile = document()
     write_profile(profile, path)
     return profile, path

@@ -100,10 +100,21 @@ def start_concurrency(measured: list[Measurement], seq_len: int, slo: Slo) -> in
     return 1 if top is None else top.concurrency
 
 
+def best_at(measured: list[Measurement], seq_len: int, slo: Slo) -> Measurement | None:
+    """The configuration at `seq_len` with the highest capacity within the bound (what recommend
+    picks; None: none has a step within it)."""
+    scored = [
+        (s.throughput_per_s, m)
+        for m in measured
+        if m.seq_len == seq_len and (s := m.capacity(slo.bound_ms, slo.max_error_rate)) is not None
+    ]
+    return max(scored, key=lambda pair: pair[0], default=(0.0, None))[1]
+
+
 def best_capacity(measured: list[Measurement], seq_len: int, slo: Slo) -> Step | None:
     """The capacity step of the best configuration measured so far at `seq_len` (None: none yet)."""
-    steps = [m.capacity(slo.bound_ms, slo.max_error_rate) for m in measured if m.seq_len == seq_len]
-    return max((s for s in steps if s is not None), key=lambda s: s.throughput_per_s, default=None)
+    best = best_at(measured, seq_len, slo)
+    return None if best is None else best.capacity(slo.bound_ms, slo.max_error_rate)
 
 
 FINAL_STEPS = 2
@@ -139,12 +150,5 @@ def with_step(steps: list[Step], step: Step) -> list[Step]:
 def to_finish(measured: list[Measurement], seq_len: int, slo: Slo, finished: int) -> Measurement | None:
     """The configuration at `seq_len` to give final steps: the best one (what recommend picks),
     unless it has them already or FINAL_CONFIGS configurations had them."""
-    scored = [
-        (s.throughput_per_s, i)
-        for i, m in enumerate(measured)
-        if m.seq_len == seq_len and (s := m.capacity(slo.bound_ms, slo.max_error_rate)) is not None
-    ]
-    if not scored or finished >= FINAL_CONFIGS:
-        return None
-    best = measured[max(scored)[1]]
-    return None if best.final_s is not None else best
+    best = best_at(measured, seq_len, slo) if finished < FINAL_CONFIGS else None
+    return None if best is None or best.final_s is not None else best
