@@ -8,17 +8,12 @@ from modelfleet.engine.executor.jobs import Batching, Job
 
 def fair(jobs: list[Job]) -> list[Job]:
     """Priority first; then each sender's first job, each sender's second job, ...; then arrival."""
-    if not jobs:
-        return []
-    first = jobs[0]
-    for job in jobs:  # the usual case, one sender at one priority: arrival order alone
-        if job.priority != first.priority or job.label != first.label:
-            break
-    else:
-        return sorted(jobs, key=_arrival)
+    ordered = sorted(jobs, key=_arrival)
+    if len({(job.priority, job.label) for job in ordered}) <= 1:  # the usual case: arrival order alone
+        return ordered
     seen: dict[str, int] = {}
     ranked = []
-    for job in sorted(jobs, key=lambda j: j.enqueued_ns):
+    for job in ordered:
         nth = seen.get(job.label, 0)
         seen[job.label] = nth + 1
         ranked.append((job.priority, nth, job.enqueued_ns, job))
