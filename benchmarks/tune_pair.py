@@ -15,9 +15,10 @@ and one configuration measured in two runs differs by 15-20 % at the SLO's edge 
         --slo-ms 100 --out /tmp/pair-1
 
 Writes OUT/brute.json, OUT/quick.json (the profiles) and OUT/pair.json (everything below), and
-prints a summary. A referee capacity is the best concurrency whose median P90 over the rounds is
-within the profiles' bound (margin x SLO) and whose errors are within the SLO's, at its median
-throughput (one window that a neighbour's burst hit moves a mean of four by a quarter of its drop).
+prints a summary. A referee capacity is read from the median throughput and P90 of each concurrency
+over the rounds (one window that a neighbour's burst hit moves a mean of four by a quarter of its
+drop), and its worst error rate, by the profiles' own rule (`capacity_step`: within the bound, margin
+x SLO, the knee).
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from modelfleet.bench.run import closed_loop_step
 from modelfleet.tune.machine import this_machine
 from modelfleet.tune.ramp import best_at
-from modelfleet.tune.schema import Measurement, Slo
+from modelfleet.tune.schema import Measurement, Slo, Step, capacity_step
 from modelfleet.tune.search import score
 from modelfleet.tune.server import scratch_repository, serving
 from modelfleet.tune.sources import load_profile, model_folder, versions
@@ -77,6 +79,21 @@ def around(m: Measurement, slo: Slo) -> list[int]:
     step = m.capacity(slo.bound_ms, slo.max_error_rate)
     assert step is not None
     return sorted({max(1, step.concurrency // 2), step.concurrency})
+
+
+def median_step(row: dict[str, Any]) -> Step:
+    """A referee row (medians over the rounds, the worst error rate) as a step, for the profiles'
+    capacity rule (`capacity_step`); requests and errors in proportion to that error rate."""
+    errors = round(row["error_rate"] * 1000)
+    return Step(
+        concurrency=row["concurrency"],
+        requests=1000 - errors,
+        errors=errors,
+        throughput_per_s=row["throughput_per_s"],
+        p50_ms=None,
+        p90_ms=row["p90_ms"],
+        p99_ms=None,
+    )
 
 
 def referee(
@@ -130,19 +147,12 @@ def referee(
                     "windows": windows,
                 }
             )
-        within = [
-            r
-            for r in rows
-            if r["p90_ms"] is not None
-            and r["p90_ms"] <= slo.bound_ms
-            and r["error_rate"] <= slo.max_error_rate  # type: ignore[operator]
-        ]
-        top = max(within, key=lambda r: r["throughput_per_s"], default=None)  # type: ignore[arg-type, return-value]
+        top = capacity_step([median_step(r) for r in rows], slo.bound_ms, slo.max_error_rate)
         summary[name] = {
             "config": chosen[name].config,
             "steps": rows,
-            "capacity_per_s": None if top is None else top["throughput_per_s"],
-            "capacity_concurrency": None if top is None else top["concurrency"],
+            "capacity_per_s": None if top is None else top.throughput_per_s,
+            "capacity_concurrency": None if top is None else top.concurrency,
         }
     summary["load_avg_end"] = load()
     return summary

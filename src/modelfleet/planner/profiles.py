@@ -1,10 +1,12 @@
 """Fleet-spec models that reference a `profile.json` (written by `modelfleet profile`, issue 13):
 their capacity, memory and service time read from what was measured.
 
-Per profile: the configuration (at one sequence length) with the highest throughput whose latency at
-the SLO's percentile stays within the SLO times the profile's margin is the capacity on the profiled
-instance type; its server's PSS is the memory; its P50 at concurrency 1, the service time; its
-max_batch_size, the batching the simulation uses. Declared numbers in the spec win over the profile's.
+Per profile: the configuration (at one sequence length) with the highest capacity within the SLO
+times the profile's margin, at the SLO's percentile, read by the rule `modelfleet recommend` reads
+(`modelfleet.tune.best_measurement`: the final long steps first, the knee of the ramp) is the
+capacity on the profiled instance type; its server's PSS is the memory; its P50 at concurrency 1,
+the service time; its max_batch_size, the batching the simulation uses. Declared numbers in the spec
+win over the profile's.
 """
 
 from __future__ import annotations
@@ -13,9 +15,17 @@ from pathlib import Path
 
 from modelfleet.planner.errors import PlanInputError
 from modelfleet.planner.spec import Capacity, FleetSpec, ModelSpec, ProfileRef
-from modelfleet.tune import Measurement, Profile, Step, TuneInputError, load_profile
+from modelfleet.tune import (
+    Measurement,
+    Percentile,
+    Profile,
+    Step,
+    TuneInputError,
+    best_measurement,
+    load_profile,
+)
 
-_PERCENTILES = {50.0: "p50_ms", 90.0: "p90_ms", 99.0: "p99_ms"}
+_PERCENTILES: dict[float, Percentile] = {50.0: 50, 90.0: 90, 99.0: 99}
 
 
 def resolve_profiles(spec: FleetSpec, spec_path: Path) -> FleetSpec:
@@ -38,9 +48,9 @@ def _resolve(entry: ModelSpec, ref: ProfileRef, spec: FleetSpec, spec_path: Path
         raise PlanInputError(
             f"{where}: no instance type: the profile names none (profile --instance-type); give profile.instance_type"
         )
-    field, limit_ms = _slo(spec, profile, where)
-    measurement, step = _capacity(profile, ref.seq_len, field, limit_ms, where)
-    latency = getattr(step, field)
+    percentile, limit_ms = _slo(spec, profile, where)
+    measurement, step = _capacity(profile, ref.seq_len, percentile, limit_ms, where)
+    latency = step.latency_ms(percentile)
     single = next((s for s in measurement.steps if s.concurrency == 1 and s.p50_ms is not None), None)
     batch = measurement.settings.max_batch_size
     service_ms = single.p50_ms if single is not None else None
@@ -70,21 +80,21 @@ def _read(path: Path, where: str) -> Profile:
         raise PlanInputError(f"{where}: {exc}") from None
 
 
-def _slo(spec: FleetSpec, profile: Profile, where: str) -> tuple[str, float]:
-    """The step field and the limit the capacity is read at: the fleet's SLO, else the profile's,
+def _slo(spec: FleetSpec, profile: Profile, where: str) -> tuple[Percentile, float]:
+    """The percentile and the limit the capacity is read at: the fleet's SLO, else the profile's,
     times the profile's margin (`slo.margin`, as `modelfleet recommend` counts capacity)."""
     if spec.slo is None:
-        return "p90_ms", profile.slo.bound_ms
-    field = _PERCENTILES.get(spec.slo.percentile)
-    if field is None:
+        return 90, profile.slo.bound_ms
+    percentile = _PERCENTILES.get(spec.slo.percentile)
+    if percentile is None:
         raise PlanInputError(
             f"{where}: profiles record P50, P90 and P99; the fleet's SLO is at P{spec.slo.percentile:g}"
         )
-    return field, spec.slo.latency_ms * profile.slo.margin
+    return percentile, spec.slo.latency_ms * profile.slo.margin
 
 
 def _capacity(
-    profile: Profile, seq_len: int | None, field: str, limit_ms: float, where: str
+    profile: Profile, seq_len: int | None, percentile: Percentile, limit_ms: float, where: str
 ) -> tuple[Measurement, Step]:
     lengths = sorted({m.seq_len for m in profile.measurements})
     if not lengths:
@@ -92,21 +102,10 @@ def _capacity(
     chosen = seq_len if seq_len is not None else lengths[-1]
     if chosen not in lengths:
         raise PlanInputError(f"{where}: no measurement at seq_len {chosen} (measured: {lengths})")
-    best: tuple[Measurement, Step] | None = None
-    for m in profile.measurements:
-        if m.seq_len != chosen:
-            continue
-        for step in m.steps:
-            value = getattr(step, field)
-            if step.requests == 0 or value is None or value > limit_ms:
-                continue
-            if step.error_rate > profile.slo.max_error_rate:
-                continue
-            if best is None or step.throughput_per_s > best[1].throughput_per_s:
-                best = (m, step)
+    best = best_measurement(profile.measurements, chosen, limit_ms, profile.slo.max_error_rate, percentile)
     if best is None:
         raise PlanInputError(
             f"{where}: infeasible SLO: no configuration measured at seq_len {chosen} keeps "
-            f"{field.removesuffix('_ms').upper()} within {limit_ms:g} ms"
+            f"P{percentile} within {limit_ms:g} ms"
         )
     return best

@@ -2,7 +2,7 @@
 then pick the cheapest configuration, instance type and instance count that meets a rate and an SLO.
 
 The public API, for the other tools (the planner reads profiles): the profile.json schema, its
-reader and the input error. Everything else here is the package's own (the CLI imports its modules
+reader, the rule a capacity is read by (`capacity_step`, `best_measurement`) and the input error. Everything else here is the package's own (the CLI imports its modules
 directly).
 
 schema     profile.json and the declared profiles YAML (versioned, extra=forbid)
@@ -17,7 +17,16 @@ apply      the chosen settings written into config.yaml (diff first)
 """
 
 from modelfleet.tune.errors import TuneInputError
-from modelfleet.tune.schema import Measurement, Profile, Step
+from modelfleet.tune.schema import Measurement, Percentile, Profile, Step, best_measurement, capacity_step
 from modelfleet.tune.sources import load_profile
 
-__all__ = ["Measurement", "Profile", "Step", "TuneInputError", "load_profile"]
+__all__ = [
+    "Measurement",
+    "Percentile",
+    "Profile",
+    "Step",
+    "TuneInputError",
+    "best_measurement",
+    "capacity_step",
+    "load_profile",
+]

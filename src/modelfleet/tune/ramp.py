@@ -10,10 +10,11 @@ would be taken from is re-measured before it stands for the configuration.
 
 from __future__ import annotations
 
-from modelfleet.tune.schema import Measurement, Slo, Step, Stopped
+from modelfleet.tune.schema import FLAT_GAIN, Measurement, Slo, Step, Stopped, best_measurement, capacity_step
 
-SATURATION_GAIN = 0.05
-"""A step that adds under 5 % throughput over the best before it is flat."""
+SATURATION_GAIN = FLAT_GAIN
+"""A step that adds under 5 % throughput over the best before it is flat (what the capacity's
+knee is taken at: `schema.capacity_step`)."""
 SATURATION_P90_SHARE = 0.5
 """Flat steps stop the ramp only once the P90 has reached half the SLO: a server that is truly
 saturated doubles its latency with each doubling of concurrency and reaches the SLO within a step
@@ -67,9 +68,9 @@ def step_back(steps: list[Step], stopped: Stopped | None, top: int) -> int | Non
 
 
 def capacity_index(steps: list[Step], slo: Slo) -> int | None:
-    """Where the step with the highest throughput within the SLO is (Measurement.capacity's step)."""
-    within = [i for i, s in enumerate(steps) if s.within(slo.bound_ms, slo.max_error_rate)]
-    return max(within, key=lambda i: steps[i].throughput_per_s, default=None)
+    """Where the capacity step of a ramp is (`schema.capacity_step`: the knee within the bound)."""
+    step = capacity_step(steps, slo.bound_ms, slo.max_error_rate)
+    return None if step is None else next(i for i, s in enumerate(steps) if s is step)
 
 
 def to_confirm(steps: list[Step], slo: Slo, confirmed: set[int], floor: float) -> int | None:
@@ -102,19 +103,15 @@ def start_concurrency(measured: list[Measurement], seq_len: int, slo: Slo) -> in
 
 def best_at(measured: list[Measurement], seq_len: int, slo: Slo) -> Measurement | None:
     """The configuration at `seq_len` with the highest capacity within the bound (what recommend
-    picks; None: none has a step within it)."""
-    scored = [
-        (s.throughput_per_s, m)
-        for m in measured
-        if m.seq_len == seq_len and (s := m.capacity(slo.bound_ms, slo.max_error_rate)) is not None
-    ]
-    return max(scored, key=lambda pair: pair[0], default=(0.0, None))[1]
+    picks, `schema.best_measurement`; None: none has a step within it)."""
+    best = best_measurement(measured, seq_len, slo.bound_ms, slo.max_error_rate)
+    return None if best is None else best[0]
 
 
 def best_capacity(measured: list[Measurement], seq_len: int, slo: Slo) -> Step | None:
     """The capacity step of the best configuration measured so far at `seq_len` (None: none yet)."""
-    best = best_at(measured, seq_len, slo)
-    return None if best is None else best.capacity(slo.bound_ms, slo.max_error_rate)
+    best = best_measurement(measured, seq_len, slo.bound_ms, slo.max_error_rate)
+    return None if best is None else best[1]
 
 
 FINAL_STEPS = 2

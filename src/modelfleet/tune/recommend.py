@@ -39,6 +39,8 @@ class Option:
     batch_size: int = 1
     curve: tuple[CurvePoint, ...] = ()
     """Measured ramp (throughput ascending), to predict the P90 at a load below capacity."""
+    concurrency: int | None = None
+    """The closed-loop concurrency of the measured capacity step: what to verify it at (bench -c)."""
     source: str = ""
     model: str = ""
     """The model the row measures (precision variants from `modelfleet compile` are models of their own)."""
@@ -71,6 +73,8 @@ class Recommendation:
     batch_size: int
     source: str
     model: str
+    concurrency: int | None = None
+    """The capacity step's concurrency (measured profiles only)."""
 
     def document(self) -> dict[str, object]:
         return {
@@ -85,6 +89,7 @@ class Recommendation:
             "capacity_per_s": round(self.capacity_per_s, 3),
             "predicted_p90_ms": round(self.predicted_p90_ms, 3),
             "latency_at_capacity_ms": round(self.latency_at_capacity_ms, 3),
+            "concurrency": self.concurrency,
             "usd_per_hour_per_instance": self.usd_per_hour_per_instance,
             "settings": None if self.settings is None else self.settings.model_dump(),
             "seq_len": self.seq_len,
@@ -128,6 +133,7 @@ def price(option: Option, rate_per_s: float) -> Recommendation:
         batch_size=option.batch_size,
         source=option.source,
         model=option.model,
+        concurrency=option.concurrency,
     )
 
 

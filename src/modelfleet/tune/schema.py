@@ -7,6 +7,7 @@ Both are versioned pydantic models with `extra="forbid"`; `docs/tune.md` describ
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -14,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 PROFILE_SCHEMA_VERSION = 2
 """2 (2026-12-05): `slo.margin`, `measurements[].elapsed_s` and `confirmed`. A version-1 document
 reads as version 2 with margin 1 (its capacities were counted at the SLO itself). Added since,
-optional (a document without them reads as before): `measurements[].final` and `final_s`."""
+optional (a document without them reads as before): `measurements[].final` and `final_s`. Since
+2026-12-05 a capacity is the knee within the bound (`capacity_step`), not its best step: no field
+changed, older documents read by the same rule."""
 PROFILE_FILENAME = "profile.json"
 CHART_FILENAME = "profile.png"
 
@@ -74,6 +77,8 @@ class Machine(_Strict):
 
 
 Stopped = Literal["slo", "errors", "saturated", "max_concurrency", "interrupted", "failed"]
+Percentile = Literal[50, 90, 99]
+"""The latency percentiles a step records (`p50_ms`, `p90_ms`, `p99_ms`)."""
 
 
 class Step(_Strict):
@@ -93,13 +98,48 @@ class Step(_Strict):
         total = self.requests + self.errors
         return self.errors / total if total else 1.0
 
-    def within(self, slo_p90_ms: float, max_error_rate: float) -> bool:
+    def latency_ms(self, percentile: Percentile = 90) -> float | None:
+        return {50: self.p50_ms, 90: self.p90_ms, 99: self.p99_ms}[percentile]
+
+    def within(self, bound_ms: float, max_error_rate: float, percentile: Percentile = 90) -> bool:
+        """Answered, with the latency at `percentile` within `bound_ms` and errors within `max_error_rate`."""
+        latency = self.latency_ms(percentile)
         return (
             self.requests > 0
-            and self.p90_ms is not None
-            and self.p90_ms <= slo_p90_ms
+            and latency is not None
+            and latency <= bound_ms
             and self.error_rate <= max_error_rate
         )
+
+
+FLAT_GAIN = 0.05
+"""A step that adds under 5 % throughput over the best below it is flat (`ramp.SATURATION_GAIN`)."""
+
+
+def capacity_step(
+    steps: Sequence[Step],
+    bound_ms: float,
+    max_error_rate: float,
+    final: Iterable[int] = (),
+    percentile: Percentile = 90,
+) -> Step | None:
+    """The capacity step of a ramp: among its steps within the bound (the `final` concurrencies'
+    only, where one of those is within it: a long window stands over short ones), the lowest
+    concurrency from which the steps above add under FLAT_GAIN throughput: the knee, not the edge.
+    None: no step is within the bound.
+
+    Past the knee a closed loop only queues: the same throughput at up to twice the latency, and a
+    step at the bound's edge is a saturated server whose throughput moves with whatever else the
+    machine does (issue 13, fourth pass: the two benches off by over 10 % were both at c=16 with P90
+    88 ms of a 90 ms bound). Where one step is the best by over FLAT_GAIN, it is that step."""
+    within = [s for s in steps if s.within(bound_ms, max_error_rate, percentile)]
+    finals = set(final)
+    within = [s for s in within if s.concurrency in finals] or within
+    top = max((s.throughput_per_s for s in within), default=None)
+    if top is None:
+        return None
+    flat = [s for s in within if s.throughput_per_s * (1 + FLAT_GAIN) > top]
+    return min(flat, key=lambda s: s.concurrency)
 
 
 class Measurement(_Strict):
@@ -132,7 +172,7 @@ class Measurement(_Strict):
     final: list[Annotated[int, Field(ge=1)]] = []
     """Concurrencies measured once more after the search, `final_s` long, on a fresh server (the
     best configuration of its length, `profile --final-s`); those steps' figures are the final
-    window's, and the best of them within the bound is the capacity."""
+    window's, and where one is within the bound, the capacity is taken from them alone."""
     final_s: Annotated[float, Field(gt=0)] | None = None
     """Recorded seconds of each final step (None: no final step)."""
 
@@ -140,12 +180,28 @@ class Measurement(_Strict):
     def config(self) -> str:
         return self.settings.name
 
-    def capacity(self, slo_p90_ms: float, max_error_rate: float) -> Step | None:
-        """The step with the highest throughput within the SLO (None: no step was); where a final
-        step is within it, the best final step: the long window stands over the short ones."""
-        within = [s for s in self.steps if s.within(slo_p90_ms, max_error_rate)]
-        final = [s for s in within if s.concurrency in self.final]
-        return max(final or within, key=lambda s: s.throughput_per_s, default=None)
+    def capacity(self, bound_ms: float, max_error_rate: float, percentile: Percentile = 90) -> Step | None:
+        """The step this configuration's capacity is read from (`capacity_step`; None: none is
+        within the bound)."""
+        return capacity_step(self.steps, bound_ms, max_error_rate, self.final, percentile)
+
+
+def best_measurement(
+    measurements: Iterable[Measurement],
+    seq_len: int,
+    bound_ms: float,
+    max_error_rate: float,
+    percentile: Percentile = 90,
+) -> tuple[Measurement, Step] | None:
+    """The configuration at `seq_len` with the highest capacity within the bound, and its capacity
+    step: what `modelfleet recommend` picks on one instance type, and what the planner reads
+    (None: no configuration has a step within the bound)."""
+    best: tuple[Measurement, Step] | None = None
+    for m in measurements:
+        step = m.capacity(bound_ms, max_error_rate, percentile) if m.seq_len == seq_len else None
+        if step is not None and (best is None or step.throughput_per_s > best[1].throughput_per_s):
+            best = (m, step)
+    return best
 
 
 class Slo(_Strict):

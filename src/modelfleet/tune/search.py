@@ -43,7 +43,8 @@ def quick_budget(points: int) -> int:
 
 
 def score(measurement: Measurement, slo: Slo) -> float:
-    """Throughput at the SLO: the best step within its bound (margin x P90), 0 when none was."""
+    """Throughput at the SLO: the capacity step's (`schema.capacity_step`, the knee within the
+    bound, margin x P90), 0 when no step was within it."""
     best = measurement.capacity(slo.bound_ms, slo.max_error_rate)
     return 0.0 if best is None else best.throughput_per_s
 

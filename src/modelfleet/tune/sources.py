@@ -254,6 +254,7 @@ def measured_options(
                 settings=m.settings,
                 seq_len=m.seq_len,
                 curve=curve,
+                concurrency=best.concurrency,
                 source=str(found.path),
                 model=profile.model,
             )

@@ -119,6 +119,19 @@ def test_the_profiles_margin_applies_to_the_fleet_slo(tmp_path: Path) -> None:
         assert (cap.rps, cap.latency_ms) == expected
 
 
+def test_the_capacity_is_read_as_recommend_reads_it(tmp_path: Path) -> None:
+    """The knee within the bound (c=8: c=16 adds under 5 % at twice the latency), and a final long
+    step within it over the short windows: `modelfleet.tune.best_measurement`, what recommend picks."""
+    knee = measured(8, [step(4, 100, 20, 30), step(8, 118, 30, 45), step(16, 122, 60, 85)])
+    cap = load_fleet_spec(fleet(tmp_path, profile([SLOW, knee]))).models[0].capacity["c7i.2xlarge"]
+    assert (cap.rps, cap.latency_ms) == (118, 45)
+    final = knee.model_copy(
+        update={"steps": [*knee.steps[:2], step(16, 110, 60, 80)], "final": [16], "final_s": 10.0}
+    )
+    cap = load_fleet_spec(fleet(tmp_path, profile([SLOW, final]))).models[0].capacity["c7i.2xlarge"]
+    assert (cap.rps, cap.latency_ms) == (110, 80)  # the final step, below the short window at c=8
+
+
 def test_scale_to_gives_other_types_a_per_core_capacity(tmp_path: Path, catalog: Catalog) -> None:
     ref = "{path: profiles/bert.json, scale_to: [c7i.4xlarge, m7i]}"
     spec = load_fleet_spec(fleet(tmp_path, profile([FAST]), ref))

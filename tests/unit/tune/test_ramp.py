@@ -171,3 +171,14 @@ def measurement(batch: int, seq_len: int, *points: tuple[int, float, float]) -> 
         memory_bytes=1,
         stopped="slo",
     )
+
+
+def test_confirmation_and_the_final_step_go_to_the_knee() -> None:
+    """The fourth pass's misses were final steps at c=16 with P90 88 of 90 ms, a few per cent over
+    c=8's throughput: the capacity, its confirmation and its final step are c=8's now."""
+    ramp = steps((4, 196, 24), (8, 235, 40), (16, 240, 88))
+    assert capacity_index(ramp, SLO_90) == 1
+    assert to_confirm(ramp, SLO_90, set(), floor=0) == 1
+    assert final_concurrency(ramp, SLO_90, [], 64) == 8
+    confirmed = with_step(ramp, steps((8, 200, 45))[0])  # it fell: c=16 is better by over 5 % now
+    assert capacity_index(confirmed, SLO_90) == 2 and to_confirm(confirmed, SLO_90, {1}, floor=0) == 2

@@ -1,0 +1,57 @@
+"""A measured profile's rows for `recommend`: each configuration's capacity read by the profiles'
+rule (`capacity_step`), and the concurrency to verify it at."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from modelfleet.tune.recommend import price
+from modelfleet.tune.schema import Machine, Measurement, Profile, Settings, Slo, Step
+from modelfleet.tune.sources import Found, measured_options
+
+
+def steps(*points: tuple[int, float, float]) -> list[Step]:
+    return [
+        Step(concurrency=c, requests=100, errors=0, throughput_per_s=t, p50_ms=p / 2, p90_ms=p, p99_ms=p)
+        for c, t, p in points
+    ]
+
+
+def found(*measurements: Measurement) -> Found:
+    machine = Machine(
+        nproc=2,
+        cpu_model="x",
+        memory_bytes=None,
+        platform="linux",
+        python="3.11",
+        modelfleet="0",
+        onnxruntime=None,
+    )
+    profile = Profile(
+        model="m",
+        version="1",
+        model_digest="0",
+        created_at="2026-12-05T00:00:00+00:00",
+        machine=machine,
+        slo=Slo(p90_ms=100, margin=0.9),
+        search="brute",
+        step_duration_s=2,
+        elapsed_s=1,
+        measurements=list(measurements),
+    )
+    return Found(Path("profile.json"), profile)
+
+
+def test_the_capacity_and_its_concurrency_are_the_knees() -> None:
+    knee = Measurement(
+        settings=Settings(max_batch_size=16),
+        seq_len=32,
+        steps=steps((4, 196, 24), (8, 235, 40), (16, 240, 88)),
+        load_s=1,
+        memory_bytes=1,
+        stopped="slo",
+    )
+    (option,) = measured_options(found(knee), "c7i.large", 0.1, None, 32)
+    assert (option.capacity_per_s, option.latency_ms, option.concurrency) == (235, 40, 8)
+    document = price(option, 500).document()
+    assert document["concurrency"] == 8 and document["instance_count"] == 3
