@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -53,13 +54,31 @@ def load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+_children: list[subprocess.Popen[bytes]] = []
+"""The `modelfleet profile` running now: a SIGTERM is passed on to it (it stops its own server)."""
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    """SIGTERM (`timeout`, a job runner) ends the pair as Ctrl-C does: the profile running is told
+    to stop (it keeps what it measured and stops its server), the referee's servers are stopped by
+    their `serving` blocks; Python's default left the servers, started in their own sessions, behind."""
+    for proc in _children:
+        proc.send_signal(signal.SIGTERM)
+    raise SystemExit(128 + signum)
+
+
 def run_profile(args: argparse.Namespace, search: str, out: Path) -> dict[str, object]:
     command = [sys.executable, "-m", "modelfleet", "profile", str(args.repo), args.model]
     command += ["--seq-lens", args.seq_lens, "--slo-ms", str(args.slo_ms), "--search", search]
     command += ["--out", str(out), "--no-chart", *args.profile_args]
     started_at, load_before, started = now(), load(), time.monotonic()
     print(f"[{started_at}] {search}: {' '.join(command[2:])} (load {load_before})", flush=True)
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL) as proc:
+        _children.append(proc)
+        code = proc.wait()
+    _children.remove(proc)
+    if code != 0:
+        raise subprocess.CalledProcessError(code, command)
     wall = time.monotonic() - started
     profile = load_profile(out)
     print(f"  {search}: {len(profile.measurements)} configurations, {wall:.1f} s (load {load()})", flush=True)
@@ -173,6 +192,7 @@ def main() -> None:
     parser.add_argument("--skip-searches", action="store_true", help="referee OUT's existing profiles only")
     parser.add_argument("profile_args", nargs="*", help="after --: more `modelfleet profile` options")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _terminate)
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, object] = {"machine": this_machine().line, "date": datetime.now(UTC).date().isoformat()}
     print(f"machine: {report['machine']}; nproc {os.cpu_count()}", flush=True)

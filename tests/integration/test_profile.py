@@ -113,9 +113,9 @@ def test_quick_search_and_bad_input(repo: Path) -> None:
         assert bad.exit_code == 2 and "--slo-margin" in bad.stderr, bad.stderr
 
 
-def interrupted_after(command: list[str], line: bytes) -> tuple[int, bytes]:
-    """Run `command`, send it Ctrl-C once its stderr says `line` (reading blocks until then); its
-    exit code and everything it said."""
+def interrupted_after(command: list[str], line: bytes, sig: int = signal.SIGINT) -> tuple[int, bytes]:
+    """Run `command`, send it `sig` (Ctrl-C) once its stderr says `line` (reading blocks until then);
+    its exit code and everything it said."""
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
     said = b""
     try:
@@ -124,7 +124,7 @@ def interrupted_after(command: list[str], line: bytes) -> tuple[int, bytes]:
             said += got
             if line in got:
                 break
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
         said += err
     finally:
@@ -169,12 +169,14 @@ def test_ctrl_c_keeps_what_was_measured(repo: Path) -> None:
     }
 
 
-def test_ctrl_c_in_the_final_step_keeps_the_ramp(repo: Path) -> None:
-    """One configuration: its line says it is written, then the final step (60 s) begins."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_in_the_final_step_keeps_the_ramp(repo: Path, sig: int) -> None:
+    """One configuration: its line says it is written, then the final step (60 s) begins. SIGTERM
+    stops as Ctrl-C does (the profile server stopped, what was measured kept)."""
     path = repo / "tiny" / "1" / "profile.json"
     command = [sys.executable, "-m", "modelfleet", "profile", str(repo), "tiny", "--batch-sizes", "1", *TINY]
     command += [*FAST, "--final-s", "60", "--no-chart"]
-    code, said = interrupted_after(command, b"1/1 configurations measured and written")
+    code, said = interrupted_after(command, b"1/1 configurations measured and written", sig)
     assert code == 130, said.decode()
     profile = Profile.model_validate_json(path.read_text())
     assert profile.interrupted and len(profile.measurements) == 1, said.decode()

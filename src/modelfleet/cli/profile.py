@@ -216,16 +216,19 @@ def _ctrl_c_raises() -> Iterator[None]:
     """Ctrl-C raises KeyboardInterrupt where the main thread is, inside the load generator's steps
     too. Under Python's default handler each step's asyncio.Runner puts its own in place, which
     cancels the step's task instead; a cancellation absorbed inside the step then lost the Ctrl-C
-    (the profile ran to its end and exited 0: once in six runs of its test)."""
+    (the profile ran to its end and exited 0: once in six runs of its test). SIGTERM (`timeout`, a
+    job runner) stops the same way: under Python's default it killed the process before the
+    profile server, started in its own session, was stopped, and that server stayed behind."""
 
     def interrupt(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run(spec: ProfileSpec, models: list[str], chart: bool, err: Console) -> bool:
