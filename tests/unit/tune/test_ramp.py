@@ -15,16 +15,10 @@ from modelfleet.tune.ramp import (
     with_step,
 )
 from modelfleet.tune.schema import Measurement, Settings, Slo, Step
+from tests.unit.tune.ramps import measurement, steps
 
 SLO = Slo(p90_ms=100)
 SLO_90 = Slo(p90_ms=100, margin=0.9)
-
-
-def steps(*points: tuple[int, float, float]) -> list[Step]:
-    return [
-        Step(concurrency=c, requests=100, errors=0, throughput_per_s=t, p50_ms=p / 2, p90_ms=p, p99_ms=p)
-        for c, t, p in points
-    ]
 
 
 def test_over_the_slo_or_the_error_rate_stops() -> None:
@@ -160,17 +154,6 @@ def test_to_finish_takes_the_best_then_the_one_that_overtook_it() -> None:
     assert to_finish([a_final, b_final, other_length], 32, SLO_90, 2) is None  # a has it again
     assert to_finish([a_final, b, other_length], 32, SLO_90, FINAL_CONFIGS) is None  # two at most
     assert to_finish([measurement(4, 32, (1, 50, 95))], 32, SLO_90, 0) is None  # nothing within
-
-
-def measurement(batch: int, seq_len: int, *points: tuple[int, float, float]) -> Measurement:
-    return Measurement(
-        settings=Settings(max_batch_size=batch),
-        seq_len=seq_len,
-        steps=steps(*points),
-        load_s=1,
-        memory_bytes=1,
-        stopped="slo",
-    )
 
 
 def test_confirmation_and_the_final_step_go_to_the_knee() -> None:

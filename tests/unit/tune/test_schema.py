@@ -3,32 +3,11 @@ the bound, final steps first. Ramps below are issue 13's (minilm-sentiment, b16-
 
 from __future__ import annotations
 
-from modelfleet.tune.schema import Measurement, Settings, Step, best_measurement, capacity_step
+from modelfleet.tune.schema import Step, best_measurement, capacity_step
+from tests.unit.tune.ramps import measurement, steps
 
 BOUND = 90.0  # an SLO of 100 ms with margin 0.9
 ERRORS = 0.01
-
-
-def steps(*points: tuple[int, float, float]) -> list[Step]:
-    return [
-        Step(concurrency=c, requests=100, errors=0, throughput_per_s=t, p50_ms=p / 2, p90_ms=p, p99_ms=p * 2)
-        for c, t, p in points
-    ]
-
-
-def measurement(
-    batch: int, seq_len: int, *points: tuple[int, float, float], final: list[int] | None = None
-) -> Measurement:
-    return Measurement(
-        settings=Settings(max_batch_size=batch),
-        seq_len=seq_len,
-        steps=steps(*points),
-        load_s=1,
-        memory_bytes=1,
-        stopped="slo",
-        final=final or [],
-        final_s=10.0 if final else None,
-    )
 
 
 def picked(ramp: list[Step], final: tuple[int, ...] = ()) -> tuple[int, float] | None:
