@@ -62,9 +62,9 @@ class Capacity(BaseModel):
 class ProfileRef(BaseModel):
     """A `profile.json` written by `modelfleet profile` (issue 13), standing for declared numbers.
 
-    The capacity on `instance_type` is the best configuration's throughput within the fleet's SLO
-    (its latency at the SLO's percentile), the memory its server's PSS, the service time its P50 at
-    concurrency 1. `scale_to` extrapolates the throughput per CPU of the profiled machine to more
+    The capacity on `instance_type` is the best configuration's capacity step within the fleet's SLO
+    (the knee of its ramp at the SLO's percentile, `modelfleet.tune.capacity_step`, as `recommend`
+    reads it), the memory its server's PSS, the service time its P50 at concurrency 1. `scale_to` extrapolates the throughput per CPU of the profiled machine to more
     types or families (`rps_per_core` = throughput / the machine's CPUs).
     """
 
