@@ -9,21 +9,15 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"; PY="$ROOT/.venv/bin/python"
 A="$(cd "$1" && pwd)"; B="$(cd "$2" && pwd)"; ROUNDS="${3:-4}"; SEQ="${4:-32}"; SRC="${5:-/tmp/demo3k}"
 W="$(mktemp -d)"; trap 'kill $(cat "$W"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$W"' EXIT
-M="$W/repo/minilm-sentiment"; mkdir -p "$M/1"; cp "$SRC/minilm-sentiment/config.yaml" "$M/"
-ln "$SRC/minilm-sentiment/1/"* "$M/1/" 2>/dev/null || cp "$SRC/minilm-sentiment/1/"* "$M/1/"
-port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$ROOT/benchmarks/servers.sh"; minilm_repo "$SRC" "$W/repo"
 for r in $(seq "$ROUNDS"); do
   order="a b"; [ $((r % 2)) = 0 ] && order="b a"
   for v in $order; do
-    T="$A"; [ $v = b ] && T="$B"; P=$(port); echo "$P" >"$W/$v.port"
+    T="$A"; [ $v = b ] && T="$B"; P=$(free_port); echo "$P" >"$W/$v.port"
     PYTHONPATH="$T/src" "$PY" -m modelfleet serve "$W/repo" --port "$P" --grpc-port 0 --startup-load all \
       --log-level warning >"$W/$v.log" 2>&1 & echo $! >"$W/$v.pid"
   done
-  for v in a b; do
-    P=$(cat "$W/$v.port"); ok=0
-    for _ in $(seq 300); do curl -sf -o /dev/null "http://127.0.0.1:$P/v2/models/minilm-sentiment/ready" && { ok=1; break; }; sleep 0.2; done
-    [ $ok = 1 ] || { echo "server $v did not start:"; tail -5 "$W/$v.log"; exit 1; }
-  done
+  for v in a b; do wait_server "http://127.0.0.1:$(cat "$W/$v.port")/v2/models/minilm-sentiment/ready" "$W/$v.log"; done
   echo -n "round $r $(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg), $order first: "
   for v in $order; do
     "$PY" -m modelfleet bench --url "http://127.0.0.1:$(cat "$W/$v.port")" -m minilm-sentiment --seq-len "$SEQ" \

@@ -10,14 +10,12 @@ ROUNDS="${1:-3}"; SECONDS_PER_RUN="${2:-10}"
 PY="$ROOT/.venv/bin/python"
 WORK="$(mktemp -d)"; trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 source "$ROOT/benchmarks/identity_fixture.sh"; identity_fixture "$WORK" "$PY"
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$1/v2/health/ready" && return 0; \
-  curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.2; done; return 1; }
+source "$ROOT/benchmarks/servers.sh"
 P_RAW=$(free_port); P_MF=$(free_port)
 "$PY" "$ROOT/benchmarks/trivial_target.py" --port "$P_RAW" >/dev/null 2>&1 & echo $! >"$WORK/raw.pid"
 "$ROOT/.venv/bin/modelfleet" serve "$WORK/repo" --port "$P_MF" --grpc-port 0 --intra-op-threads 1 --log-level warning \
   >"$WORK/mf.log" 2>&1 & echo $! >"$WORK/mf.pid"
-wait_port "$P_RAW"; wait_port "$P_MF"
+wait_ready "http://127.0.0.1:$P_RAW/v2/health/ready" 100; wait_ready "http://127.0.0.1:$P_MF/v2/health/ready" 100
 run() { wrk -t1 -c8 -d"${SECONDS_PER_RUN}s" -s "$WORK/bin.lua" "http://127.0.0.1:$1/v2/models/identity/infer" \
   | awk '/Requests\/sec/ {print $2} /Non-2xx/ {print "ERRORS " $0 > "/dev/stderr"}'; }
 run "$P_RAW" >/dev/null; run "$P_MF" >/dev/null   # warm-up

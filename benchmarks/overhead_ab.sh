@@ -10,17 +10,14 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"; PY="$ROOT/.venv/bin/python"
 A="$(cd "$1" && pwd)"; B="$(cd "$2" && pwd)"; ROUNDS="${3:-4}"; SECONDS_PER_RUN="${4:-8}"
 W="$(mktemp -d)"; trap 'kill $(cat "$W"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$W"' EXIT
 source "$ROOT/benchmarks/identity_fixture.sh"; PYTHONPATH="$B/src" identity_fixture "$W" "$PY"
+source "$ROOT/benchmarks/servers.sh"
 for v in a b; do
   T="$A"; [ $v = b ] && T="$B"
-  P=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'); echo "$P" >"$W/$v.port"
+  P=$(free_port); echo "$P" >"$W/$v.port"
   PYTHONPATH="$T/src" taskset -c 1 "$ROOT/.venv/bin/modelfleet" serve "$W/repo" --port "$P" --grpc-port 0 \
     --intra-op-threads 1 --log-level warning >"$W/$v.log" 2>&1 & echo $! >"$W/$v.pid"
 done
-for v in a b; do
-  P=$(cat "$W/$v.port"); ok=0
-  for _ in $(seq 150); do curl -sf -o /dev/null "http://127.0.0.1:$P/v2/health/ready" && { ok=1; break; }; sleep 0.2; done
-  [ $ok = 1 ] || { echo "server $v did not start:"; tail -5 "$W/$v.log"; exit 1; }
-done
+for v in a b; do wait_server "http://127.0.0.1:$(cat "$W/$v.port")/v2/health/ready" "$W/$v.log" 150; done
 load() { # $1 seconds: both wrk at once; prints "a_rate b_rate"
   for v in a b; do taskset -c 0 wrk -t1 -c8 -d"$1s" -s "$W/bin.lua" "http://127.0.0.1:$(cat "$W/$v.port")/v2/models/identity/infer" >"$W/$v.wrk" & echo $! >"$W/$v.wpid"; done
   wait "$(cat "$W/a.wpid")" "$(cat "$W/b.wpid")"

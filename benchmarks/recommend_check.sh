@@ -10,9 +10,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"; PY="$ROOT/.venv/bin/python"
 B=$1; D=$2; I=$3; T=$4; N=${5:-3}; W=${6:-$(mktemp -d)}; SRC=${7:-/tmp/demo3k}
-mkdir -p "$W"; V="$W/repo"; M="$V/minilm-sentiment"; rm -rf "$V"; mkdir -p "$M/1"
-cp "$SRC/minilm-sentiment/config.yaml" "$M/"
-ln "$SRC/minilm-sentiment/1/"* "$M/1/" 2>/dev/null || cp "$SRC/minilm-sentiment/1/"* "$M/1/"
+mkdir -p "$W"; V="$W/repo"; M="$V/minilm-sentiment"
+source "$ROOT/benchmarks/servers.sh"; minilm_repo "$SRC" "$V"
 SP=""; trap '[ -n "$SP" ] && kill "$SP" 2>/dev/null || true' EXIT
 echo "nproc $(nproc); $(lscpu | grep 'Model name' | tr -s ' '); results in $W"
 for i in $(seq 1 "$N"); do
@@ -23,10 +22,9 @@ for i in $(seq 1 "$N"); do
   "$PY" -m modelfleet recommend "$V" minilm-sentiment --rate 500 --seq-len 32 --instance-type c7i.large \
     --apply --json >"$W/rec$i.json" 2>"$W/rec$i.err" || { cat "$W/rec$i.err"; continue; }
   C=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['recommendations'][0]['concurrency'])" "$W/rec$i.json")
-  PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  PORT=$(free_port)
   "$PY" -m modelfleet serve "$V" --port "$PORT" --grpc-port 0 --startup-load all >"$W/serve$i.log" 2>&1 & SP=$!
-  ok=0; for _ in $(seq 600); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/v2/models/minilm-sentiment/ready" && { ok=1; break; }; sleep 0.1; done
-  [ $ok = 1 ] || { echo "the server did not start:"; tail -5 "$W/serve$i.log"; exit 1; }
+  wait_server "http://127.0.0.1:$PORT/v2/models/minilm-sentiment/ready" "$W/serve$i.log"
   "$PY" -m modelfleet bench --url "http://127.0.0.1:$PORT" -m minilm-sentiment --seq-len 32 -c "$C" -d 20 \
     --warmup 2 --instance-type c7i.large --report "$W/bench$i.json" >/dev/null 2>&1
   kill "$SP"; wait "$SP" 2>/dev/null || true; SP=""

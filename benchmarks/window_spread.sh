@@ -6,10 +6,11 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"; PY="$ROOT/.venv/bin/python"; V=${1:-/tmp/rc-s6c/repo}; N=${2:-3}; K=${3:-4}
 W="$(mktemp -d)"; SP=""; trap '[ -n "$SP" ] && kill "$SP" 2>/dev/null; rm -rf "$W"' EXIT
+source "$ROOT/benchmarks/servers.sh"
 for fresh in $(seq "$N"); do
-  PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  PORT=$(free_port)
   "$PY" -m modelfleet serve "$V" --port "$PORT" --grpc-port 0 --startup-load all >"$W/serve.log" 2>&1 & SP=$!
-  for _ in $(seq 600); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/v2/models/minilm-sentiment/ready" && break; sleep 0.1; done
+  wait_server "http://127.0.0.1:$PORT/v2/models/minilm-sentiment/ready" "$W/serve.log"
   line="server $fresh:"
   for w in $(seq "$K"); do
     "$PY" -m modelfleet bench --url "http://127.0.0.1:$PORT" -m minilm-sentiment --seq-len 32 -c 16 -d 10 --warmup 2 \
