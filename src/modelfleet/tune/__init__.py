@@ -2,8 +2,8 @@
 then pick the cheapest configuration, instance type and instance count that meets a rate and an SLO.
 
 The public API, for the other tools (the planner reads profiles): the profile.json schema, its
-reader, the rule a capacity is read by (`capacity_step`, `best_measurement`) and the input error. Everything else here is the package's own (the CLI imports its modules
-directly).
+reader, the rule a capacity is read by (`capacity_step`, `best_measurement`) and the input error.
+Everything else here is the package's own (the CLI imports its modules directly).
 
 schema     profile.json and the declared profiles YAML (versioned, extra=forbid)
 machine    the machine line and a model version's digest

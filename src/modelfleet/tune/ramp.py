@@ -129,8 +129,8 @@ def final_concurrency(steps: list[Step], slo: Slo, final: list[int], top: int) -
     that came back over the bound, one concurrency below it, as step_back steps down; None when a
     final step is within the bound, FINAL_STEPS were measured, or there is nothing below."""
     if not final:
-        best = capacity_index(steps, slo)
-        return None if best is None else steps[best].concurrency
+        best = capacity_step(steps, slo.bound_ms, slo.max_error_rate)
+        return None if best is None else best.concurrency
     done = [s for s in steps if s.concurrency in final]
     if len(final) >= FINAL_STEPS or any(s.within(slo.bound_ms, slo.max_error_rate) for s in done):
         return None
