@@ -326,6 +326,7 @@ def profile_model(
     interrupted = False
     quick = spec.search == "quick"
     share = rules.QUICK_CONTENDER_SHARE if quick else rules.CONTENDER_SHARE
+    final_configs = rules.QUICK_FINAL_CONFIGS if quick else rules.FINAL_CONFIGS
     grid = len(spec.space.grid())
     total = (search.quick_budget(grid) if quick else grid) * len(lengths(spec))  # at most
 
@@ -385,7 +386,8 @@ def profile_model(
             try:  # Ctrl-C between final steps (finish keeps what it measured before one)
                 while (
                     spec.final_s > 0
-                    and (chosen := rules.to_finish(measured, length[1], spec.slo, finished)) is not None
+                    and (chosen := rules.to_finish(measured, length[1], spec.slo, finished, final_configs))
+                    is not None
                 ):
                     label = f"{model} s{length[1]} {chosen.config}"
                     progress(label, len(measured), total)

@@ -119,6 +119,10 @@ FINAL_STEPS = 2
 FINAL_CONFIGS = 2
 """At most this many configurations of one length get final steps: the best, and the one that is
 best after its final step fell below another's short window (each costs a server start and 12 s)."""
+QUICK_FINAL_CONFIGS = 1
+"""The quick search's: the best only. Its final steps were a quarter of its time (55 s and 85 s of
+224 s and 273 s, issue 13, fifth pass), brute force's a sixth; a runner-up it might choose after
+them had its capacity step confirmed (`QUICK_CONTENDER_SHARE`)."""
 FINAL_WARMUP_S = 2.0
 """Unrecorded seconds before a final step: it runs on a freshly started server (a 20 s bench warms
 up as long)."""
@@ -144,8 +148,10 @@ def with_step(steps: list[Step], step: Step) -> list[Step]:
     return sorted([*kept, step], key=lambda s: s.concurrency)
 
 
-def to_finish(measured: list[Measurement], seq_len: int, slo: Slo, finished: int) -> Measurement | None:
+def to_finish(
+    measured: list[Measurement], seq_len: int, slo: Slo, finished: int, configs: int = FINAL_CONFIGS
+) -> Measurement | None:
     """The configuration at `seq_len` to give final steps: the best one (what recommend picks),
-    unless it has them already or FINAL_CONFIGS configurations had them."""
-    best = best_at(measured, seq_len, slo) if finished < FINAL_CONFIGS else None
+    unless it has them already or `configs` configurations had them."""
+    best = best_at(measured, seq_len, slo) if finished < configs else None
     return None if best is None or best.final_s is not None else best

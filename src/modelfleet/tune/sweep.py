@@ -2,7 +2,8 @@
 
 A max batch size of 1 is dynamic batching off, where a queue delay means nothing: those points
 collapse to delay 0. `neighbours` moves one step along one dimension and `trades` shifts cores
-between instances and threads, for the quick search.
+between instances and threads, for the quick search, which skips the points that leave cores idle
+(`idle`).
 """
 
 from __future__ import annotations
@@ -133,10 +134,24 @@ class Space:
                 )
         return found
 
+    def idle(self, point: Settings) -> bool:
+        """The fewest instances with fewer intra-op threads than the most, where more instances are
+        swept: cores left idle that another instance or more threads would use. The quick search
+        does not step there: in the seven brute-force runs of issue 13 on 2 cores (docs/benchmarks.md),
+        one instance of one thread carried 43-59 % of the best throughput at the SLO, never more."""
+        return (
+            len(self.instances) > 1
+            and point.instances == self.instances[0]
+            and point.intra_op_threads is not None
+            and self.threads != (None,)
+            and point.intra_op_threads < max(t for t in self.threads if t is not None)
+        )
+
     def moves(self, point: Settings) -> list[Settings]:
-        """Where the quick search may step from `point`: its neighbours, then its trades."""
+        """Where the quick search may step from `point`: its neighbours, then its trades, less the
+        idle points (`idle`)."""
         near = self.neighbours(point)
-        return near + [t for t in self.trades(point) if t not in near]
+        return [p for p in near + [t for t in self.trades(point) if t not in near] if not self.idle(p)]
 
     def _point(self, coords: list[int | tuple[int, ...] | None]) -> Settings:
         b, d, i, t, s = coords

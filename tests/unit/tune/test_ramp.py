@@ -5,6 +5,7 @@ from __future__ import annotations
 from modelfleet.tune.ramp import (
     FINAL_CONFIGS,
     QUICK_CONTENDER_SHARE,
+    QUICK_FINAL_CONFIGS,
     capacity_index,
     contender_floor,
     final_concurrency,
@@ -153,6 +154,7 @@ def test_to_finish_takes_the_best_then_the_one_that_overtook_it() -> None:
     b_final = b.model_copy(update={"steps": steps((8, 230, 70)), "final": [8], "final_s": 10.0})
     assert to_finish([a_final, b_final, other_length], 32, SLO_90, 2) is None  # a has it again
     assert to_finish([a_final, b, other_length], 32, SLO_90, FINAL_CONFIGS) is None  # two at most
+    assert to_finish([a_final, b, other_length], 32, SLO_90, 1, QUICK_FINAL_CONFIGS) is None  # quick: one
     assert to_finish([measurement(4, 32, (1, 50, 95))], 32, SLO_90, 0) is None  # nothing within
 
 

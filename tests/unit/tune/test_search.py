@@ -130,7 +130,9 @@ def test_trades_shift_cores_between_instances_and_threads() -> None:
     one = Settings(max_batch_size=8, instances=1, intra_op_threads=2)
     two = Settings(max_batch_size=8, instances=2, intra_op_threads=1)
     assert space.trades(one) == [two] and space.trades(two) == [one]
-    assert space.moves(one) == [*space.neighbours(one), two]
+    idle = Settings(max_batch_size=8, instances=1, intra_op_threads=1)
+    assert idle in space.neighbours(one)
+    assert space.moves(one) == [*(p for p in space.neighbours(one) if p != idle), two]
     assert space.trades(Settings(max_batch_size=8, instances=2, intra_op_threads=2)) == []
     assert Space(batch_sizes=(1,), delays_us=(0,), instances=(1,), threads=(None,)).trades(Settings()) == []
 
@@ -185,3 +187,20 @@ def test_bucket_sets_are_a_dimension_without_order() -> None:
     assert Space(batch_sizes=(8,), delays_us=(0,), instances=(1,), threads=(2,)).start().shape_buckets is None
     with pytest.raises(ValueError, match="--buckets"):
         Space(batch_sizes=(8,), delays_us=(0,), instances=(1,), threads=(2,), buckets=((64, 32),))
+
+
+def test_the_quick_search_does_not_step_where_cores_stay_idle() -> None:
+    """One instance of fewer threads than the most, where more instances are swept: never the
+    best in issue 13's brute-force runs (43-59 % of it on 2 cores), and not measured by quick."""
+    space = default_space(4)
+    assert space.idle(Settings(max_batch_size=8, instances=1, intra_op_threads=1))
+    assert not space.idle(Settings(max_batch_size=8, instances=1, intra_op_threads=4))
+    assert not space.idle(Settings(max_batch_size=8, instances=2, intra_op_threads=1))
+    calls: list[Settings] = []
+    quick(space, fake({}, calls), SLO, budget=len(space.grid()))
+    assert len(calls) > 1 and not any(space.idle(c) for c in calls)
+    assert any(space.idle(p) for m in calls for p in space.neighbours(m))  # it passed them by
+    # where only threads are swept, they are what is searched
+    threads_only = Space(batch_sizes=(8,), delays_us=(0,), instances=(1,), threads=(1, 2, 4))
+    assert not any(threads_only.idle(p) for p in threads_only.grid())
+    assert not Space(batch_sizes=(8,), delays_us=(0,), instances=(1, 2), threads=(None,)).idle(Settings())
