@@ -262,6 +262,8 @@ def test_measured_profile_ranked_and_applied(runner: CliRunner, tmp_path: Path) 
     price = load_catalog().by_name()["c7i.large"].usd_per_hour
     assert price is not None and first["cost_per_hour"] == round(4 * price, 6)
     assert first["predicted_p90_ms"] == 15.0  # 250/s per instance: the 300/s step carries it
+    assert (first["concurrency"], first["capacity_basis"]) == (4, "window")
+    assert "one short window" in err and "modelfleet bench -c 4" in err
     # a tighter SLO recounts capacity from the ramp: 100/s within 10 ms for b1, 90/s for b8
     code, doc, _ = recommend(
         runner,
@@ -409,3 +411,18 @@ def test_precision_variants_ranked_together_and_the_winner_applied_to_its_own_mo
         == 8
     )
     assert "dynamic_batching" not in yaml.safe_load((repo / "tiny" / "config.yaml").read_text())
+
+
+def test_a_final_or_confirmed_capacity_needs_no_note(runner: CliRunner, tmp_path: Path) -> None:
+    repo = measured_repo(tmp_path)
+    path = repo / "tiny" / "1" / "profile.json"
+    args = [str(repo), "tiny", "--rate", "1000", "--instance-type", "c7i.large", "--json"]
+    for field, basis in (("confirmed", "confirmed"), ("final", "final")):
+        doc = json.loads(path.read_text())
+        doc["measurements"][1][field] = [4]
+        if field == "final":
+            doc["measurements"][1]["final_s"] = 10
+        path.write_text(json.dumps(doc))
+        code, out, err = recommend(runner, *args)
+        assert code == 0, err
+        assert rows(out)[0]["capacity_basis"] == basis and "short window" not in err

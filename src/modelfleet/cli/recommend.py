@@ -122,6 +122,12 @@ def recommend(
         print(json.dumps(_document(rate, max_latency_ms, shown, None, warnings), indent=2))
     else:
         _table(out, shown, rate, max_latency_ms)
+    if shown and shown[0].basis == "window":
+        err.print(
+            f"note: {shown[0].config}'s capacity is one short window (neither confirmed nor a final "
+            f"step): check it with `modelfleet bench -c {shown[0].concurrency}` before relying on it",
+            highlight=False,
+        )
     if apply:
         assert repository is not None and model is not None
         winner = shown[0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from modelfleet.tune.errors import TuneInputError
 from modelfleet.tune.schema import Settings
@@ -20,6 +21,12 @@ COST_DIGITS = 6  # $/h to a millionth of a dollar: 10 x 0.7364 is 7.364, not 7.3
 class CurvePoint:
     throughput_per_s: float
     p90_ms: float
+
+
+Basis = Literal["final", "confirmed", "window", "declared"]
+"""What a capacity figure stands on: a measured profile's final step (`profile --final-s`, 10 s on a
+fresh server), a confirmed step (a second window), one short window (`--step-s`, 2 s: neither), or a
+declared row."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +51,8 @@ class Option:
     source: str = ""
     model: str = ""
     """The model the row measures (precision variants from `modelfleet compile` are models of their own)."""
+    basis: Basis = "declared"
+    """What the capacity stands on (`Basis`)."""
 
     def predicted_p90_ms(self, load_per_s: float) -> float:
         """P90 at `load_per_s` per instance: the first measured step that carries it, else the
@@ -75,6 +84,7 @@ class Recommendation:
     model: str
     concurrency: int | None = None
     """The capacity step's concurrency (measured profiles only)."""
+    basis: Basis = "declared"
 
     def document(self) -> dict[str, object]:
         return {
@@ -90,6 +100,7 @@ class Recommendation:
             "predicted_p90_ms": round(self.predicted_p90_ms, 3),
             "latency_at_capacity_ms": round(self.latency_at_capacity_ms, 3),
             "concurrency": self.concurrency,
+            "capacity_basis": self.basis,
             "usd_per_hour_per_instance": self.usd_per_hour_per_instance,
             "settings": None if self.settings is None else self.settings.model_dump(),
             "seq_len": self.seq_len,
@@ -134,6 +145,7 @@ def price(option: Option, rate_per_s: float) -> Recommendation:
         source=option.source,
         model=option.model,
         concurrency=option.concurrency,
+        basis=option.basis,
     )
 
 

@@ -18,12 +18,13 @@ from pydantic import BaseModel, ValidationError
 
 from modelfleet.tune.errors import TuneInputError
 from modelfleet.tune.machine import version_digest
-from modelfleet.tune.recommend import CurvePoint, Option
+from modelfleet.tune.recommend import Basis, CurvePoint, Option
 from modelfleet.tune.schema import (
     PROFILE_FILENAME,
     PROFILE_SCHEMA_VERSION,
     DeclaredProfiles,
     Machine,
+    Measurement,
     Profile,
 )
 
@@ -257,6 +258,7 @@ def measured_options(
                 concurrency=best.concurrency,
                 source=str(found.path),
                 model=profile.model,
+                basis=basis(m, best.concurrency),
             )
         )
     if not options:
@@ -268,3 +270,10 @@ def measured_options(
             f"no configuration in {found.path} stays within P90 {bound} at sequence length {chosen}{reach}"
         )
     return options
+
+
+def basis(measurement: Measurement, concurrency: int) -> Basis:
+    """What the step at `concurrency` stands on: its final step, a confirmation, or one window."""
+    if concurrency in measurement.final:
+        return "final"
+    return "confirmed" if concurrency in measurement.confirmed else "window"

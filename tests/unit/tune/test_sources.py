@@ -55,3 +55,34 @@ def test_the_capacity_and_its_concurrency_are_the_knees() -> None:
     assert (option.capacity_per_s, option.latency_ms, option.concurrency) == (235, 40, 8)
     document = price(option, 500).document()
     assert document["concurrency"] == 8 and document["instance_count"] == 3
+
+
+def test_each_capacity_says_what_it_stands_on() -> None:
+    """A final step, a confirmed step (a second window), or one short window: the quick search's
+    choice can be the last when its best configuration's final step fell below another's window."""
+
+    def ramp(batch: int, **kwargs: list[int]) -> Measurement:
+        return Measurement(
+            settings=Settings(max_batch_size=batch),
+            seq_len=32,
+            steps=steps((8, 200, 40), (16, 230 + batch, 80)),
+            load_s=1,
+            memory_bytes=1,
+            stopped="slo",
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    options = measured_options(
+        found(ramp(1, final=[16]), ramp(2, confirmed=[16]), ramp(4, confirmed=[8]), ramp(8)),
+        "c7i.large",
+        0.1,
+        None,
+        32,
+    )
+    assert [(o.concurrency, o.basis) for o in options] == [
+        (16, "final"),
+        (16, "confirmed"),
+        (16, "window"),  # c=8 was confirmed, the capacity step is c=16's window
+        (16, "window"),
+    ]
+    assert price(options[0], 500).document()["capacity_basis"] == "final"
