@@ -121,8 +121,9 @@ FINAL_CONFIGS = 2
 best after its final step fell below another's short window (each costs a server start and 12 s)."""
 QUICK_FINAL_CONFIGS = 1
 """The quick search's: the best only. Its final steps were a quarter of its time (55 s and 85 s of
-224 s and 273 s, issue 13, fifth pass), brute force's a sixth; a runner-up it might choose after
-them had its capacity step confirmed (`QUICK_CONTENDER_SHARE`)."""
+224 s and 273 s, issue 13, fifth pass), brute force's a sixth. When that one's final figure falls
+below another configuration's window, the other is chosen on that window (`recommend` says so:
+`capacity_basis`)."""
 FINAL_WARMUP_S = 2.0
 """Unrecorded seconds before a final step: it runs on a freshly started server (a 20 s bench warms
 up as long)."""

@@ -137,8 +137,8 @@ class Space:
     def idle(self, point: Settings) -> bool:
         """The fewest instances with fewer intra-op threads than the most, where more instances are
         swept: cores left idle that another instance or more threads would use. The quick search
-        does not step there: in the seven brute-force runs of issue 13 on 2 cores (docs/benchmarks.md),
-        one instance of one thread carried 43-59 % of the best throughput at the SLO, never more."""
+        does not step there: in the 13 brute-force runs of issue 13 on 2 cores (docs/benchmarks.md,
+        26 sequence lengths), the best such point carried 48-66 % of the best throughput at the SLO."""
         return (
             len(self.instances) > 1
             and point.instances == self.instances[0]
