@@ -20,9 +20,20 @@ Then, on this machine:
             the simulated utilisation, the batches formed (measured and simulated), and what a probe
             saw on the cores (steal, other processes, the event loop's wait for its core).
 
+A speedometer on each server's core times a fixed, cache-resident unit of work (a 128x128 float32
+matmul, 100 times, single-threaded; ~5 ms every second, ~0.5 % of the core) in CPU time, throughout.
+On this machine (a KVM guest) a core's speed changes by up to 2x for seconds to minutes with no steal
+time: the host's contention on the physical core under the vCPU (docs/benchmarks.md, "Plan
+simulation, fifth pass"). Each step reports each core's speed against the calibration step, and a
+second simulation whose batch times on each server are scaled by that ratio (`speed_adjusted`):
+what the model predicts for the speed the cores actually had.
+
     modelfleet demo-repo /tmp/demo3k --tenants 3000
     python benchmarks/simulation_check.py --repo /tmp/demo3k --report /tmp/simcheck.json --plot /tmp/simcheck.png \
         --server-arg=--gil-switch-interval-us=500
+
+`--keep-awake` runs a SCHED_IDLE spinner on each server's core for the whole check (the vCPU never
+halts; see `keep_awake`).
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -209,6 +221,116 @@ class Pinger(Background):
         return out
 
 
+SPEED_UNIT = """
+import os, sys, time
+os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"
+import numpy as np
+os.sched_setaffinity(0, {int(sys.argv[1])})
+period, reps = float(sys.argv[2]), int(sys.argv[3])
+a = np.random.default_rng(1).standard_normal((128, 128), dtype=np.float32)
+b, c = a.T.copy(), np.empty_like(a)
+for _ in range(reps):
+    np.matmul(a, b, out=c)
+while True:
+    t0 = time.thread_time()
+    for _ in range(reps):
+        np.matmul(a, b, out=c)
+    print(f"{time.time():.3f} {(time.thread_time() - t0) * 1e3:.4f}", flush=True)
+    time.sleep(period)
+"""
+
+
+KEEP_AWAKE = """
+import os, sys
+os.sched_setaffinity(0, {int(sys.argv[1])})
+os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+while True:
+    pass
+"""
+
+
+def keep_awake(cpus: list[int]) -> list[subprocess.Popen[bytes]]:
+    """On each of `cpus`, a SCHED_IDLE process that spins: it runs only when nothing else would, so
+    the vCPU never halts (the host sees it busy). Measured here: a vCPU that halts between batches is
+    found slower afterwards, up to 2x for seconds (docs/benchmarks.md, "Plan simulation, fifth pass")."""
+    return [subprocess.Popen([sys.executable, "-c", KEEP_AWAKE, str(cpu)]) for cpu in cpus]
+
+
+class Speedometer:
+    """On each of `cpus`, a process pinned to it timing a fixed cache-resident unit of work
+    (SPEED_UNIT) in CPU time every `period_s`: the core's speed, whoever else runs on it. A unit
+    that takes longer in CPU time is a slower core (the host's contention on the physical core,
+    invisible as steal), not a busier one."""
+
+    def __init__(self, cpus: list[int], period_s: float = 1.0, reps: int = 100) -> None:
+        self.samples: list[list[tuple[float, float]]] = [[] for _ in cpus]
+        self._procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", SPEED_UNIT, str(cpu), str(period_s), str(reps)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for cpu in cpus
+        ]
+        self._readers = [
+            threading.Thread(target=self._read, args=(k,), name=f"speed{k}", daemon=True)
+            for k in range(len(cpus))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, k: int) -> None:
+        stdout = self._procs[k].stdout
+        assert stdout is not None
+        for line in stdout:
+            at, ms = line.split()
+            self.samples[k].append((float(at), float(ms)))
+
+    def unit_ms(self, start: float, end: float) -> list[float | None]:
+        """Per core, the median CPU ms of the units run between `start` and `end`."""
+        out: list[float | None] = []
+        for samples in self.samples:
+            inside = [ms for at, ms in samples if start <= at <= end]
+            out.append(statistics.median(inside) if inside else None)
+        return out
+
+    def close(self) -> None:
+        for proc in self._procs:
+            proc.terminate()
+        for proc in self._procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for reader in self._readers:
+            reader.join(5)
+
+
+def speed_adjusted(
+    spec_doc: dict[str, Any],
+    service_ms: float,
+    item_ms: float,
+    overhead_ms: float,
+    slowdown: list[float],
+    simulate_plan: Any,
+) -> dict[str, Any]:
+    """The simulation with each server's batch times multiplied by its core's slowdown (step unit
+    time over calibration unit time): one simulation per server, keeping that server's requests
+    (the same seed draws the same arrivals for each server whatever the batch times)."""
+    parts = []
+    for k, factor in enumerate(slowdown):
+        doc = measured_spec(spec_doc, service_ms * factor, item_ms * factor, overhead_ms)
+        sim = simulate_plan(doc)
+        counts = [i.requests for i in sim.instances]
+        assert sum(counts) == sim.latencies_ms.size, "one pool per CPU instance"
+        start = sum(counts[:k])
+        parts.append(sim.latencies_ms[start : start + counts[k]])
+    every = np.concatenate(parts)
+    p50, p90, p99 = np.percentile(every, [50, 90, 99]).tolist()
+    return {"p50": p50, "p90": p90, "p99": p99, "slowdown": slowdown}
+
+
 def per_cpu_jiffies() -> list[list[int]]:
     """/proc/stat's cpuN lines: user nice system idle iowait irq softirq steal ... (clock ticks)."""
     lines = Path("/proc/stat").read_text().splitlines()
@@ -342,6 +464,11 @@ def main() -> None:
     parser.add_argument(
         "--no-pin", action="store_true", help="servers not pinned: each may use every core (2 here)"
     )
+    parser.add_argument(
+        "--keep-awake",
+        action="store_true",
+        help="a SCHED_IDLE spinner on each server's core, so that its vCPU never halts",
+    )
     parser.add_argument("--report", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
@@ -365,6 +492,8 @@ def main() -> None:
         cpus = [s["cpus"][0] if s["cpus"] else k for k, s in enumerate(state["servers"])]
         urls = [f"http://{state['host']}:{s['port']}" for s in state["servers"]]
         stats_client = httpx.Client(timeout=60, trust_env=False)
+        speed = Speedometer(cpus)
+        spinners = keep_awake(cpus) if args.keep_awake else []
 
         def observed(url: str, load: list[str], seconds: float, warmup: float) -> dict[str, Any]:
             """One bench run, with what the servers' statistics and the cores saw during it."""
@@ -379,7 +508,8 @@ def main() -> None:
             # the recorded window: after the bench's start-up (~1 s) and warm-up, to its end
             window = (w0 + warmup + 1.0, time.time() - 0.5)
             cores = probe.summary(*window, cpus)
-            return {"bench": doc, "servers": served, "cores": cores, "pings": pinger.summary(*window)}
+            return {"bench": doc, "servers": served, "cores": cores, "pings": pinger.summary(*window),
+                    "speed_unit_ms": speed.unit_ms(*window)}  # fmt: skip
 
         lone = observed(front, [*zipf, "--rate", "4", "--arrivals", "poisson"], 30, 3)
         lone_ms = lone["bench"]["latency_ms"]["p50"]
@@ -401,7 +531,10 @@ def main() -> None:
         overhead_ms = lone_ms - lone_batch_ms  # the lone request's time outside its batch
         print(f"batches at {args.calibrate_rate:g} req/s: {service_ms:.2f} ms for one, +{item_ms:.2f} ms "
               f"per further request; {overhead_ms:.2f} ms outside the batch", flush=True)  # fmt: skip
-        spec_doc = measured_spec(yaml.safe_load(FLEET.read_text()), service_ms, item_ms, overhead_ms)
+        base_doc = yaml.safe_load(FLEET.read_text())
+        spec_doc = measured_spec(base_doc, service_ms, item_ms, overhead_ms)
+        calibration_unit_ms = calibration["speed_unit_ms"]
+        print(f"core speed units at calibration: {calibration_unit_ms} ms", flush=True)
         spec_path = plan_dir / "measured.yaml"
         spec_path.write_text(yaml.safe_dump(spec_doc, sort_keys=False))
         spec, catalog = load_fleet_spec(spec_path), load_catalog(CATALOG)
@@ -436,9 +569,26 @@ def main() -> None:
                               "mean_batch": [i.mean_batch for i in sim.instances]},
             }  # fmt: skip
             row["p90_error"] = row["simulated"]["p90"] / row["measured"]["p90"] - 1
+            row["speed_unit_ms"] = seen["speed_unit_ms"]
+            if all(seen["speed_unit_ms"]) and all(calibration_unit_ms):
+                slowdown = [u / c for u, c in zip(seen["speed_unit_ms"], calibration_unit_ms, strict=True)]
+
+                def simulate_plan(doc: dict[str, Any], rate: float = rate) -> Any:
+                    path = plan_dir / "adjusted.yaml"
+                    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+                    return simulate(load_fleet_spec(path), catalog, plan, rate,
+                                    duration_s=args.sim_seconds, zipf_s=1.1, ranking=ranking)  # fmt: skip
+
+                adjusted = speed_adjusted(base_doc, service_ms, item_ms, overhead_ms, slowdown, simulate_plan)
+                row["speed_adjusted"] = adjusted | {"p90_error": adjusted["p90"] / row["measured"]["p90"] - 1}
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "series"}), flush=True)
     finally:
+        if "speed" in locals():
+            speed.close()
+        for spinner in locals().get("spinners", []):
+            spinner.terminate()
+            spinner.wait(10)
         modelfleet("cluster", "down", str(plan_dir))
         if "stats_client" in locals():
             stats_client.close()
@@ -446,6 +596,7 @@ def main() -> None:
         "machine": machine(),
         "server_args": args.server_arg,
         "pinned": not args.no_pin,
+        "keep_awake": args.keep_awake,
         "service_ms": service_ms,
         "batch_item_ms": item_ms,
         "overhead_ms": overhead_ms,
@@ -460,6 +611,7 @@ def main() -> None:
             "cores": lone["cores"],
         },
         "capacity": {"servers": full["servers"], "cores": full["cores"]},
+        "calibration_speed_unit_ms": calibration_unit_ms,
         "rows": rows,
         "p90_error_max_abs": max(abs(r["p90_error"]) for r in rows),
         "p90_error_median": statistics.median(r["p90_error"] for r in rows),
@@ -471,6 +623,10 @@ def main() -> None:
               f"  simulated {s['p50']:6.1f} {s['p90']:6.1f} {s['p99']:6.1f} ms  P90 {r['p90_error']:+.0%}"
               f"  busy {'/'.join(f'{b:.0%}' for b in m['cpu_busy'])} vs {'/'.join(f'{u:.0%}' for u in s['utilisation'])}"
               f"  cores busy {m['machine_cores_busy']:.2f} of {os.cpu_count()}")  # fmt: skip
+        if "speed_adjusted" in r:
+            a = r["speed_adjusted"]
+            print(f"        core slowdown {'/'.join(f'{x:.2f}' for x in a['slowdown'])}x: speed-adjusted simulated "
+                  f"{a['p50']:6.1f} {a['p90']:6.1f} {a['p99']:6.1f} ms  P90 {a['p90_error']:+.0%}")  # fmt: skip
     if args.report:
         args.report.write_text(json.dumps(summary, indent=2))
     if args.plot:
