@@ -244,6 +244,11 @@ KEEP_AWAKE = """
 import os, sys
 os.sched_setaffinity(0, {int(sys.argv[1])})
 os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+try:  # its own session's autogroup, at the lowest weight (else that group competes as a nice-0 task)
+    with open("/proc/self/autogroup", "w") as f:
+        f.write("19")
+except OSError:
+    pass
 while True:
     pass
 """
@@ -252,8 +257,13 @@ while True:
 def keep_awake(cpus: list[int]) -> list[subprocess.Popen[bytes]]:
     """On each of `cpus`, a SCHED_IDLE process that spins: it runs only when nothing else would, so
     the vCPU never halts (the host sees it busy). Measured here: a vCPU that halts between batches is
-    found slower afterwards, up to 2x for seconds (docs/benchmarks.md, "Plan simulation, fifth pass")."""
-    return [subprocess.Popen([sys.executable, "-c", KEEP_AWAKE, str(cpu)]) for cpu in cpus]
+    found slower afterwards, up to 2x for seconds (docs/benchmarks.md, "Plan simulation, fifth pass").
+    Each runs in a session of its own, whose autogroup it sets to nice 19: with autogroups on, the
+    servers (`cluster up` starts each in its own session) compete with the spinner's group, not with
+    the spinner, and a nice-0 group would take half of a server's core."""
+    return [
+        subprocess.Popen([sys.executable, "-c", KEEP_AWAKE, str(cpu)], start_new_session=True) for cpu in cpus
+    ]
 
 
 class Speedometer:
