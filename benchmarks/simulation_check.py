@@ -44,6 +44,7 @@ import itertools
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -454,6 +455,9 @@ def measured_spec(
 
 
 def main() -> None:
+    # SIGTERM (e.g. from `timeout`) ends the check like Ctrl-C: its `finally` stops the spinners (in
+    # sessions of their own), the speedometer and the cluster, which would otherwise outlive it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
