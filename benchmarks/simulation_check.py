@@ -494,6 +494,9 @@ def main() -> None:
                "--catalog", str(CATALOG), *([] if args.no_pin else ["--pin"]), "--scale", "1",
                *(f"--server-arg={a}" for a in args.server_arg))  # fmt: skip
     front = f"http://127.0.0.1:{port}"
+    stats_client: httpx.Client | None = None
+    speed: Speedometer | None = None
+    spinners: list[subprocess.Popen[bytes]] = []
     try:
         state = json.loads((plan_dir / "cluster" / "state.json").read_text())
         started = time.monotonic()
@@ -598,13 +601,13 @@ def main() -> None:
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "series"}), flush=True)
     finally:
-        if "speed" in locals():
+        if speed is not None:
             speed.close()
-        for spinner in locals().get("spinners", []):
+        for spinner in spinners:
             spinner.terminate()
             spinner.wait(10)
         modelfleet("cluster", "down", str(plan_dir))
-        if "stats_client" in locals():
+        if stats_client is not None:
             stats_client.close()
     summary = {
         "machine": machine(),

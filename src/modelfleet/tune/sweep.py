@@ -141,10 +141,9 @@ class Space:
         26 sequence lengths), the best such point carried 48-66 % of the best throughput at the SLO."""
         return (
             len(self.instances) > 1
-            and point.instances == self.instances[0]
-            and point.intra_op_threads is not None
             and self.threads != (None,)
-            and point.intra_op_threads < max(t for t in self.threads if t is not None)
+            and point.instances == self.instances[0]
+            and point.intra_op_threads != self.threads[-1]  # ascending: the most
         )
 
     def moves(self, point: Settings) -> list[Settings]:

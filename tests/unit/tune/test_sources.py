@@ -6,15 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from modelfleet.tune.recommend import price
-from modelfleet.tune.schema import Machine, Measurement, Profile, Settings, Slo, Step
+from modelfleet.tune.schema import Machine, Measurement, Profile, Settings, Slo
 from modelfleet.tune.sources import Found, measured_options
-
-
-def steps(*points: tuple[int, float, float]) -> list[Step]:
-    return [
-        Step(concurrency=c, requests=100, errors=0, throughput_per_s=t, p50_ms=p / 2, p90_ms=p, p99_ms=p)
-        for c, t, p in points
-    ]
+from tests.unit.tune.ramps import measurement, steps
 
 
 def found(*measurements: Measurement) -> Found:
@@ -61,19 +55,12 @@ def test_each_capacity_says_what_it_stands_on() -> None:
     """A final step, a confirmed step (a second window), or one short window: the quick search's
     choice can be the last when its best configuration's final step fell below another's window."""
 
-    def ramp(batch: int, **kwargs: list[int]) -> Measurement:
-        return Measurement(
-            settings=Settings(max_batch_size=batch),
-            seq_len=32,
-            steps=steps((8, 200, 40), (16, 230 + batch, 80)),
-            load_s=1,
-            memory_bytes=1,
-            stopped="slo",
-            **kwargs,  # type: ignore[arg-type]
-        )
+    def ramp(batch: int, final: list[int] | None = None, confirmed: tuple[int, ...] = ()) -> Measurement:
+        m = measurement(batch, 32, (8, 200, 40), (16, 230 + batch, 80), final=final)
+        return m.model_copy(update={"confirmed": list(confirmed)})
 
     options = measured_options(
-        found(ramp(1, final=[16]), ramp(2, confirmed=[16]), ramp(4, confirmed=[8]), ramp(8)),
+        found(ramp(1, final=[16]), ramp(2, confirmed=(16,)), ramp(4, confirmed=(8,)), ramp(8)),
         "c7i.large",
         0.1,
         None,
