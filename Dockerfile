@@ -4,6 +4,7 @@
 #
 #   docker build -t modelfleet:0.1.0 .                                   # ONNX models (onnxruntime)
 #   docker build --build-arg WITH_TORCH=1 -t modelfleet:0.1.0-torch .    # + TorchScript (torch CPU build)
+#   podman build --format docker -t modelfleet:0.1.0 .                   # podman/buildah: OCI format drops HEALTHCHECK
 #
 # Runs as uid 10001 with a read-only root filesystem: only /tmp and /var/cache/modelfleet (the
 # object-store cache) are written; mount volumes there.
