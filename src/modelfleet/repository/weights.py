@@ -109,6 +109,8 @@ def write_blob(repo_root: Path, array: np.ndarray) -> str:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        # mkstemp makes it private; the server reading the repository may be another user
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     return digest
 

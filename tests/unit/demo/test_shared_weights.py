@@ -19,7 +19,7 @@ from modelfleet.demo.shared_weights import (
     store_in,
     write_shared_model,
 )
-from modelfleet.repository.weights import SHARED_PLACEHOLDER, blob_relpath, read_manifest
+from modelfleet.repository.weights import SHARED_PLACEHOLDER, blob_relpath, read_manifest, write_blob
 from tests.unit.demo.tiny import FEEDS, LAYER, TUNED, run, tiny_classifier
 
 
@@ -82,3 +82,12 @@ def test_a_shared_model_runs_with_its_blobs_supplied_and_fails_without(tmp_path:
 def test_a_blob_session_needs_a_manifest(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="has no weights.json"):
         BlobSession(tmp_path, tmp_path)
+
+
+def test_a_blob_is_readable_by_every_user_of_the_repository(tmp_path: Path) -> None:
+    # found by benchmarks/image_check.sh: a repository written by root and served by the image's
+    # uid 10001 failed every adapter with PermissionError while blobs were mkstemp's 0600
+    digest = write_blob(tmp_path, np.arange(6, dtype=np.float32))
+    blob = tmp_path / blob_relpath(digest)
+    assert blob.stat().st_mode & 0o777 == 0o644
+    assert blob.read_bytes() == np.arange(6, dtype=np.float32).tobytes()
