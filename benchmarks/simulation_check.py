@@ -10,9 +10,13 @@ Then, on this machine:
             event loop's reading and answering, the network): `overhead_ms`
   capacity  one server's throughput at concurrency 32 (batches of 16 back to back): reported only,
             batches cost less per request back to back than under open-loop traffic
-  calibrate an open loop at --calibrate-rate (100 req/s) through the front; the servers' batch times
-            by size (statistics) give a straight line: `service_ms` (one request) and
-            `batch_item_ms` (each further request)
+  calibrate open loops at --calibrate-rate (100 req/s; several rates are pooled) through the front,
+            --calibrate-seconds each; the servers' batch times by size (statistics) give a straight
+            line: `service_ms` (one request) and `batch_item_ms` (each further request); to which
+            the event loop's CPU per request on the same core (reading, decoding, answering: ~0.5 ms,
+            from its thread's CPU time) is added, and taken off `overhead_ms`: on a one-core
+            server it is the core's work as much as the batches are (docs/benchmarks.md, "Plan
+            simulation, sixth pass"; the earlier passes' executor-only inputs are reported beside)
   rates     for each rate, an open loop (Poisson arrivals) through the front with Zipf 1.1 over the
             tenants, ranked so that popular tenants alternate between the two servers; and the
             simulation of the same plan, with those inputs, at the same rate and ranking. Predicted
@@ -26,7 +30,9 @@ On this machine (a KVM guest) a core's speed changes by up to 2x for seconds to 
 time: the host's contention on the physical core under the vCPU (docs/benchmarks.md, "Plan
 simulation, fifth pass"). Each step reports each core's speed against the calibration step, and a
 second simulation whose batch times on each server are scaled by that ratio (`speed_adjusted`):
-what the model predicts for the speed the cores actually had.
+what the model predicts for the speed the cores actually had. A third simulation takes each server's
+batch line from the batches it ran in the step itself (`step_measured`): not a forecast, a check of
+the model (queueing and batching) given the service times the cores had.
 
     modelfleet demo-repo /tmp/demo3k --tenants 3000
     python benchmarks/simulation_check.py --repo /tmp/demo3k --report /tmp/simcheck.json --plot /tmp/simcheck.png \
@@ -318,6 +324,25 @@ class Speedometer:
             reader.join(5)
 
 
+def per_server(
+    spec_doc: dict[str, Any], lines: list[tuple[float, float]], overhead_ms: float, simulate_plan: Any
+) -> dict[str, float]:
+    """The simulation with its own batch line (one request, each further request) for each server:
+    one simulation per server, keeping that server's requests (the same seed draws the same
+    arrivals for each server whatever the batch times)."""
+    parts = []
+    for k, (service_ms, item_ms) in enumerate(lines):
+        doc = measured_spec(spec_doc, service_ms, item_ms, overhead_ms)
+        sim = simulate_plan(doc)
+        counts = [i.requests for i in sim.instances]
+        assert sum(counts) == sim.latencies_ms.size, "one pool per CPU instance"
+        start = sum(counts[:k])
+        parts.append(sim.latencies_ms[start : start + counts[k]])
+    every = np.concatenate(parts)
+    p50, p90, p99 = np.percentile(every, [50, 90, 99]).tolist()
+    return {"p50": p50, "p90": p90, "p99": p99}
+
+
 def speed_adjusted(
     spec_doc: dict[str, Any],
     service_ms: float,
@@ -327,19 +352,32 @@ def speed_adjusted(
     simulate_plan: Any,
 ) -> dict[str, Any]:
     """The simulation with each server's batch times multiplied by its core's slowdown (step unit
-    time over calibration unit time): one simulation per server, keeping that server's requests
-    (the same seed draws the same arrivals for each server whatever the batch times)."""
-    parts = []
-    for k, factor in enumerate(slowdown):
-        doc = measured_spec(spec_doc, service_ms * factor, item_ms * factor, overhead_ms)
-        sim = simulate_plan(doc)
-        counts = [i.requests for i in sim.instances]
-        assert sum(counts) == sim.latencies_ms.size, "one pool per CPU instance"
-        start = sum(counts[:k])
-        parts.append(sim.latencies_ms[start : start + counts[k]])
-    every = np.concatenate(parts)
-    p50, p90, p99 = np.percentile(every, [50, 90, 99]).tolist()
-    return {"p50": p50, "p90": p90, "p99": p99, "slowdown": slowdown}
+    time over calibration unit time)."""
+    lines = [(service_ms * f, item_ms * f) for f in slowdown]
+    return per_server(spec_doc, lines, overhead_ms, simulate_plan) | {"slowdown": slowdown}
+
+
+def step_measured(
+    spec_doc: dict[str, Any],
+    served: list[dict[str, Any]],
+    calibration: tuple[float, float],
+    overhead_ms: float,
+    loop_ms: float,
+    simulate_plan: Any,
+) -> dict[str, Any]:
+    """The simulation with each server's batch line fitted to the batches it ran in the step itself
+    (its statistics) and the step's own event-loop work per request (`core_inputs`): not a
+    forecast, a check of the model (queueing, batching) given the service times the cores had. A
+    server that ran batches of one size only keeps the calibration's further-request cost in the
+    same proportion to its batch of one."""
+    lines = []
+    for seen in served:
+        first, item, _ = fit_batches([seen])
+        if len(seen["requests_by_batch_size"]) < 2:
+            item = calibration[1] * first / calibration[0]
+        lines.append((first + loop_ms, item + loop_ms))
+    out = per_server(spec_doc, lines, max(0.0, overhead_ms - loop_ms), simulate_plan)
+    return out | {"lines_ms": [[round(a, 3), round(b, 3)] for a, b in lines]}
 
 
 def per_cpu_jiffies() -> list[list[int]]:
@@ -440,6 +478,33 @@ def fit_batches(served: list[dict[str, Any]]) -> tuple[float, float, dict[int, f
     return float(first), float(max(0.0, item)), table
 
 
+def loop_ms_per_request(seen: dict[str, Any]) -> float:
+    """The event loop's CPU per request on the servers' cores during one observed loop (reading,
+    decoding and answering, the health pings included), weighted by each server's requests: work
+    that shares the one-core server's core with its batches, so the simulation counts it as the
+    core's (`core_inputs`)."""
+    rps = seen["bench"]["requests_per_s"]
+    served = [sum(s["requests_by_batch_size"].values()) for s in seen["servers"]]
+    total = sum(served)
+    if not seen["cores"] or not total or not rps:
+        return 0.0
+    per_server = [
+        c["loop_cpu"] * 1e3 / (rps * n / total) if n else 0.0
+        for c, n in zip(seen["cores"]["servers"], served, strict=True)
+    ]
+    return sum(ms * n for ms, n in zip(per_server, served, strict=True)) / total
+
+
+def core_inputs(
+    service_ms: float, item_ms: float, overhead_ms: float, loop_ms: float
+) -> tuple[float, float, float]:
+    """The simulation's batch line and overhead with the event loop's per-request work on the core:
+    each request of a batch adds `loop_ms` to the core's time (a batch of k: first + loop, and
+    item + loop per further request), and the time outside the batch loses as much (the lone
+    request's overhead already held its own loop work)."""
+    return service_ms + loop_ms, item_ms + loop_ms, max(0.0, overhead_ms - loop_ms)
+
+
 def measured_spec(
     base: dict[str, Any], service_ms: float, item_ms: float, overhead_ms: float
 ) -> dict[str, Any]:
@@ -469,8 +534,12 @@ def main() -> None:
     parser.add_argument(
         "--calibrate-rate",
         type=float,
-        default=100.0,
-        help="req/s of the open loop whose batch times (from the servers' statistics) the simulation takes",
+        nargs="+",
+        default=[100.0],
+        help="req/s of the open loops whose batch times (from the servers' statistics, pooled) the simulation takes",
+    )
+    parser.add_argument(
+        "--calibrate-seconds", type=float, default=20.0, help="length of each calibration loop"
     )
     parser.add_argument(
         "--server-arg", action="append", default=[], help="a `modelfleet serve` option for both servers"
@@ -540,17 +609,33 @@ def main() -> None:
               f"(+{warm_item_ms:.2f} ms per batched request, back to back)", flush=True)  # fmt: skip
         # What batches cost under the traffic the check sends (open loop, Poisson, through the front):
         # more per request than back to back (docs/benchmarks.md, "Plan simulation, third pass").
-        calibration = observed(
-            front, [*zipf, "--rate", str(args.calibrate_rate), "--arrivals", "poisson"], 20, 3
-        )
-        service_ms, item_ms, table = fit_batches(calibration["servers"])
+        calibrations = [
+            observed(front, [*zipf, "--rate", str(r), "--arrivals", "poisson"], args.calibrate_seconds, 3)
+            for r in args.calibrate_rate
+        ]
+        service_ms, item_ms, table = fit_batches([s for c in calibrations for s in c["servers"]])
         lone_batch_ms = statistics.fmean(s["compute_infer_ms"] for s in lone["servers"])
         overhead_ms = lone_ms - lone_batch_ms  # the lone request's time outside its batch
-        print(f"batches at {args.calibrate_rate:g} req/s: {service_ms:.2f} ms for one, +{item_ms:.2f} ms "
+        print(f"batches at {'/'.join(f'{r:g}' for r in args.calibrate_rate)} req/s: {service_ms:.2f} ms for one, +{item_ms:.2f} ms "
               f"per further request; {overhead_ms:.2f} ms outside the batch", flush=True)  # fmt: skip
+        calibration_loop_ms = statistics.fmean(loop_ms_per_request(c) for c in calibrations)
+        executor_line = (service_ms, item_ms, overhead_ms)
+        service_ms, item_ms, overhead_ms = core_inputs(service_ms, item_ms, overhead_ms, calibration_loop_ms)
+        print(f"event loop {calibration_loop_ms:.2f} ms per request on the servers' cores: the simulation's batch "
+              f"line {service_ms:.2f} + {item_ms:.2f} ms, {overhead_ms:.2f} ms outside", flush=True)  # fmt: skip
         base_doc = yaml.safe_load(FLEET.read_text())
         spec_doc = measured_spec(base_doc, service_ms, item_ms, overhead_ms)
-        calibration_unit_ms = calibration["speed_unit_ms"]
+        executor_spec_path = plan_dir / "executor-only.yaml"
+        executor_spec_path.write_text(
+            yaml.safe_dump(measured_spec(base_doc, *executor_line), sort_keys=False)
+        )
+        executor_spec = load_fleet_spec(executor_spec_path)
+        # per core, the mean of the calibration loops' medians
+        units = [c["speed_unit_ms"] for c in calibrations]
+        calibration_unit_ms = [
+            statistics.fmean(u) if all(x is not None for x in u) else None
+            for u in ([c[k] for c in units] for k in range(len(cpus)))
+        ]
         print(f"core speed units at calibration: {calibration_unit_ms} ms", flush=True)
         spec_path = plan_dir / "measured.yaml"
         spec_path.write_text(yaml.safe_dump(spec_doc, sort_keys=False))
@@ -570,6 +655,10 @@ def main() -> None:
             sim = simulate(
                 spec, catalog, plan, rate, duration_s=args.sim_seconds, zipf_s=1.1, ranking=ranking
             )
+            # the earlier passes' inputs: the executor's batch times only, the loop's work outside the core
+            executor_only = simulate(
+                executor_spec, catalog, plan, rate, duration_s=args.sim_seconds, zipf_s=1.1, ranking=ranking
+            )
             row = {
                 "rate": rate,
                 "at_utc": time.strftime("%H:%M:%S", time.gmtime()),
@@ -586,18 +675,25 @@ def main() -> None:
                               "mean_batch": [i.mean_batch for i in sim.instances]},
             }  # fmt: skip
             row["p90_error"] = row["simulated"]["p90"] / row["measured"]["p90"] - 1
+            row["executor_only"] = {"p50": executor_only.p50_ms, "p90": executor_only.p90_ms,
+                                    "p99": executor_only.p99_ms,
+                                    "p90_error": executor_only.p90_ms / row["measured"]["p90"] - 1}  # fmt: skip
             row["speed_unit_ms"] = seen["speed_unit_ms"]
+
+            def simulate_plan(doc: dict[str, Any], rate: float = rate) -> Any:
+                path = plan_dir / "adjusted.yaml"
+                path.write_text(yaml.safe_dump(doc, sort_keys=False))
+                return simulate(load_fleet_spec(path), catalog, plan, rate,
+                                duration_s=args.sim_seconds, zipf_s=1.1, ranking=ranking)  # fmt: skip
+
             if all(seen["speed_unit_ms"]) and all(calibration_unit_ms):
                 slowdown = [u / c for u, c in zip(seen["speed_unit_ms"], calibration_unit_ms, strict=True)]
-
-                def simulate_plan(doc: dict[str, Any], rate: float = rate) -> Any:
-                    path = plan_dir / "adjusted.yaml"
-                    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-                    return simulate(load_fleet_spec(path), catalog, plan, rate,
-                                    duration_s=args.sim_seconds, zipf_s=1.1, ranking=ranking)  # fmt: skip
-
                 adjusted = speed_adjusted(base_doc, service_ms, item_ms, overhead_ms, slowdown, simulate_plan)
                 row["speed_adjusted"] = adjusted | {"p90_error": adjusted["p90"] / row["measured"]["p90"] - 1}
+            if all(s["requests_by_batch_size"] for s in served):
+                own = step_measured(base_doc, served, executor_line[:2], executor_line[2],
+                                    loop_ms_per_request(seen), simulate_plan)  # fmt: skip
+                row["step_measured"] = own | {"p90_error": own["p90"] / row["measured"]["p90"] - 1}
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "series"}), flush=True)
     finally:
@@ -617,8 +713,11 @@ def main() -> None:
         "service_ms": service_ms,
         "batch_item_ms": item_ms,
         "overhead_ms": overhead_ms,
+        "loop_ms_per_request": calibration_loop_ms,
+        "executor_line_ms": executor_line,
         "lone_p50_ms": lone_ms,
         "calibrate_rate": args.calibrate_rate,
+        "calibrate_seconds": args.calibrate_seconds,
         "calibration_batch_ms": table,
         "warm_batch_item_ms": warm_item_ms,
         "capacity_rps_c32": full["bench"]["requests_per_s"],
@@ -640,10 +739,17 @@ def main() -> None:
               f"  simulated {s['p50']:6.1f} {s['p90']:6.1f} {s['p99']:6.1f} ms  P90 {r['p90_error']:+.0%}"
               f"  busy {'/'.join(f'{b:.0%}' for b in m['cpu_busy'])} vs {'/'.join(f'{u:.0%}' for u in s['utilisation'])}"
               f"  cores busy {m['machine_cores_busy']:.2f} of {os.cpu_count()}")  # fmt: skip
+        e = r["executor_only"]
+        print(f"        batch times without the event loop's work (earlier passes): simulated "
+              f"{e['p50']:6.1f} {e['p90']:6.1f} {e['p99']:6.1f} ms  P90 {e['p90_error']:+.0%}")  # fmt: skip
         if "speed_adjusted" in r:
             a = r["speed_adjusted"]
             print(f"        core slowdown {'/'.join(f'{x:.2f}' for x in a['slowdown'])}x: speed-adjusted simulated "
                   f"{a['p50']:6.1f} {a['p90']:6.1f} {a['p99']:6.1f} ms  P90 {a['p90_error']:+.0%}")  # fmt: skip
+        if "step_measured" in r:
+            o = r["step_measured"]
+            print(f"        the step's own batch lines {o['lines_ms']} ms: simulated "
+                  f"{o['p50']:6.1f} {o['p90']:6.1f} {o['p99']:6.1f} ms  P90 {o['p90_error']:+.0%}")  # fmt: skip
     if args.report:
         args.report.write_text(json.dumps(summary, indent=2))
     if args.plot:
