@@ -140,18 +140,23 @@ def ramp(
 ) -> tuple[list[Step], Stopped]:
     """Closed-loop steps of doubling concurrency from `start`; (steps, why the ramp stopped)."""
     steps: list[Step] = []
+    last: Step | None = None  # the step the server ran just before (None: it is fresh)
     for concurrency in (c for c in rules.concurrency_steps(spec.max_concurrency) if c >= start):
         progress(f"c={concurrency}")
+        warmup_s = rules.warmup_after(last, spec.warmup_s)
         try:
-            steps.append(_run_step(url, model, length, spec, concurrency, spec.step_s))
+            last = _run_step(url, model, length, spec, concurrency, spec.step_s, warmup_s)
         except KeyboardInterrupt:
             return steps, "interrupted"
+        steps.append(last)
         stopped = rules.stop_reason(steps, spec.slo)
         if (lower := rules.step_back(steps, stopped, spec.max_concurrency)) is not None:
+            warmup_s = rules.warmup_after(last, spec.warmup_s)
             try:
-                steps.insert(0, _run_step(url, model, length, spec, lower, spec.step_s))
+                last = _run_step(url, model, length, spec, lower, spec.step_s, warmup_s)
             except KeyboardInterrupt:
                 return steps, "interrupted"
+            steps.insert(0, last)
         if stopped is not None:
             return steps, stopped
     return steps, "max_concurrency"

@@ -31,6 +31,25 @@ first windows anyway (a move, a runner-up), and a confirmation was a fifth of it
 in a profile of 2026-12-05, 13:04 UTC); what is confirmed is still every figure it may choose."""
 
 
+WARM_ROUND_TRIPS = 8.0
+"""A ramp step on a server that has just run the step before it warms up for this many of the
+previous step's P90s: the next step doubles the concurrency, so about four of its own round trips,
+enough for a closed loop to reach its steady queue (every user sends at once when it starts)."""
+MIN_WARMUP_S = 0.2
+"""The least warm-up of such a step. The first step on a fresh server keeps the full warm-up
+(`--warmup-s`), and no step's is longer. A brute-force profile of minilm-sentiment runs ~190 steps:
+0.5 s each was 95 s of its 10 minutes (issue 13: 618 s on 2026-12-06, a faster core ramping further)."""
+
+
+def warmup_after(previous: Step | None, warmup_s: float) -> float:
+    """Seconds of unrecorded load before a ramp step: the full `warmup_s` after none (a fresh
+    server) or after a step that answered nothing, else WARM_ROUND_TRIPS of the previous step's
+    P90, at least MIN_WARMUP_S, never more than `warmup_s`."""
+    if previous is None or previous.p90_ms is None:
+        return warmup_s
+    return min(warmup_s, max(MIN_WARMUP_S, WARM_ROUND_TRIPS * previous.p90_ms / 1000))
+
+
 def concurrency_steps(top: int) -> list[int]:
     """1, 2, 4, … doubling up to `top`, which is the last step."""
     steps, c = [], 1

@@ -13,6 +13,7 @@ from modelfleet.tune.ramp import (
     stop_reason,
     to_confirm,
     to_finish,
+    warmup_after,
     with_step,
 )
 from modelfleet.tune.schema import Measurement, Settings, Slo, Step
@@ -167,3 +168,18 @@ def test_confirmation_and_the_final_step_go_to_the_knee() -> None:
     assert final_concurrency(ramp, SLO_90, [], 64) == 8
     confirmed = with_step(ramp, steps((8, 200, 45))[0])  # it fell: c=16 is better by over 5 % now
     assert capacity_index(confirmed, SLO_90) == 2 and to_confirm(confirmed, SLO_90, {1}, floor=0) == 2
+
+
+def test_a_step_after_a_step_warms_up_for_a_few_round_trips() -> None:
+    (fast,) = steps((8, 300, 20))
+    (slow,) = steps((32, 350, 90))
+    assert warmup_after(None, 0.5) == 0.5  # a fresh server: the full warm-up
+    assert warmup_after(fast, 0.5) == 0.2  # 8 x 20 ms is under the floor
+    assert warmup_after(slow, 0.5) == 0.5  # 8 x 90 ms is over the full warm-up
+    (middle,) = steps((16, 320, 40))
+    assert abs(warmup_after(middle, 0.5) - 0.32) < 1e-9
+    assert warmup_after(fast, 0.1) == 0.1  # never longer than asked for
+    silent = Step(
+        concurrency=2, requests=0, errors=0, throughput_per_s=0, p50_ms=None, p90_ms=None, p99_ms=None
+    )
+    assert warmup_after(silent, 0.5) == 0.5
