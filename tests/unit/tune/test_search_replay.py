@@ -3,7 +3,8 @@ docs/benchmarks.md (issue 13, 2026-12-05), each configuration's ramp as it was m
 coordinate descent the quick search was stopped at 93 % (sequence 32) and 88 % (128) of the first
 run's best; the climb with trades and runners-up reaches 95 % of the best at both lengths in four of
 the five runs, within its budget (12 of the 20 configurations per length: 10 lost the best of runs 3
-and 5 at sequence 128)."""
+and 5 at sequence 128). Runs 6 and 7 are from a faster host (2026-12-06): 6 within 95 % at both
+lengths, 7 at 91 % at sequence 128."""
 
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ def test_coordinate_descent_stopped_in_a_local_optimum_on_the_first_run() -> Non
     assert found[0] < 0.95 and found[1] < 0.95
 
 
-@pytest.mark.parametrize("run", ["brute-1", "brute-2", "brute-4", "brute-5"])
+@pytest.mark.parametrize("run", ["brute-1", "brute-2", "brute-4", "brute-5", "brute-6"])
 def test_quick_reaches_95_percent_of_the_best_within_its_budget(run: str) -> None:
     found, measured = shares(run, quick)
     assert min(found) >= 0.95, found
@@ -100,3 +101,12 @@ def test_quick_stops_short_on_the_third_run_at_sequence_32() -> None:
     runner-up's move leads there. Without a budget it measures 27 configurations and gets no further."""
     found, _ = shares("brute-3", quick)
     assert 0.93 < found[0] < 0.95 and found[1] >= 0.95
+
+
+def test_quick_stops_early_on_a_flat_surface_at_sequence_128() -> None:
+    """brute-7 (a faster host, 2026-12-06): at sequence 128 the four best configurations lie within
+    9 % (100.0, 94.0, 92.0 and 91.0/s); the climb from sequence 32's best measures 4 and ends on
+    b1-d0-i2-t1 (91.0/s), 91 % of the best. Measured the same day, pair 2's quick search chose
+    b8-d0-i1-t2 and the referee put it at 98.7 % of brute force's choice."""
+    found, _ = shares("brute-7", quick)
+    assert found[0] >= 0.95 and 0.90 < found[1] < 0.95
