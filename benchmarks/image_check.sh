@@ -39,6 +39,7 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+source "$ROOT/benchmarks/servers.sh" # free_port
 
 # podman with this machine's settings; drops the lines about systemd health-check timers
 pm() { podman --runtime "$RUNTIME" "$@" 2> >(grep -v 'unable to get systemd connection' >&2 || true); }
@@ -55,9 +56,9 @@ check() {
         FAILURES=$((FAILURES + 1))
     fi
 }
-free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-# wait_ready URL CONTAINER: poll URL until it answers 200, for at most READY_S seconds
-wait_ready() {
+# wait_container URL CONTAINER: poll URL until it answers 200, for at most READY_S seconds, or until the
+# container exits (servers.sh's wait_ready polls a URL only)
+wait_container() {
     local deadline=$((SECONDS + READY_S))
     while ((SECONDS < deadline)); do
         curl -sf -o /dev/null "$1" && return 0
@@ -304,7 +305,7 @@ main() {
     run_detached --name "$c" -v "$TAG-cache:/var/cache/modelfleet" -v "$repo:/models:ro" \
         -p "127.0.0.1:$http:8000" -p "127.0.0.1:$grpc:8001" "$IMAGE"
     local start=$EPOCHREALTIME
-    check "V2 server ready (GET /v2/health/ready on 8000)" wait_ready "http://127.0.0.1:$http/v2/health/ready" "$c"
+    check "V2 server ready (GET /v2/health/ready on 8000)" wait_container "http://127.0.0.1:$http/v2/health/ready" "$c"
     info "ready $(awk "BEGIN {printf \"%.1f\", $EPOCHREALTIME - $start}") s after podman run -d returned"
     check "V2 inference over HTTP (identity)" v2_identity_http "$http"
     check "V2 inference over HTTP (adapter over a shared base, weight blobs)" v2_adapter_http "$http"
@@ -320,14 +321,14 @@ main() {
     local sm
     sm="$(free_port)"
     run_detached --name "$TAG-sm" -v "$WORK/sm-single:/opt/ml/model:ro" -p "127.0.0.1:$sm:8080" "$IMAGE" serve
-    check "SageMaker serve ready on 8080 (/ping)" wait_ready "http://127.0.0.1:$sm/ping" "$TAG-sm"
+    check "SageMaker serve ready on 8080 (/ping)" wait_container "http://127.0.0.1:$sm/ping" "$TAG-sm"
     check "SageMaker serve: /ping and /invocations on 8080" sagemaker_single "$sm" 8080 "$TAG-sm"
     check "SageMaker serve: HEALTHCHECK" healthy "$TAG-sm"
     check "SageMaker serve: SIGTERM" stops_on_sigterm "$TAG-sm"
     sm="$(free_port)"
     run_detached --name "$TAG-sm-port" -e SAGEMAKER_BIND_TO_PORT=9123 -v "$WORK/sm-single:/opt/ml/model:ro" \
         -p "127.0.0.1:$sm:9123" "$IMAGE" serve
-    check "SageMaker serve ready on SAGEMAKER_BIND_TO_PORT=9123" wait_ready "http://127.0.0.1:$sm/ping" "$TAG-sm-port"
+    check "SageMaker serve ready on SAGEMAKER_BIND_TO_PORT=9123" wait_container "http://127.0.0.1:$sm/ping" "$TAG-sm-port"
     check "SageMaker serve: /ping and /invocations on SAGEMAKER_BIND_TO_PORT" sagemaker_single "$sm" 9123 "$TAG-sm-port"
     check "SageMaker serve (bind-to-port): HEALTHCHECK" healthy "$TAG-sm-port"
 
@@ -340,7 +341,7 @@ main() {
     mme="$(free_port)"
     run_detached --name "$TAG-mme" --network host -e SAGEMAKER_MULTI_MODEL=true -e "SAGEMAKER_BIND_TO_PORT=$mme" \
         -v "$WORK/sm-mme:/opt/ml/models:ro" "$IMAGE" serve
-    check "SageMaker multi-model ready (host network, port $mme)" wait_ready "http://127.0.0.1:$mme/ping" "$TAG-mme"
+    check "SageMaker multi-model ready (host network, port $mme)" wait_container "http://127.0.0.1:$mme/ping" "$TAG-mme"
     check "SageMaker multi-model: load, invoke, list, unload" mme_load_and_invoke "$mme"
     check "SageMaker multi-model: HEALTHCHECK" healthy "$TAG-mme"
     check "SageMaker multi-model: writes only /tmp and the cache volume" writes_only_tmp_and_cache "$TAG-mme" /opt/ml/models
@@ -352,8 +353,8 @@ main() {
         -v "$WORK/sm-mme:/opt/ml/models:ro" -p "127.0.0.1:$mme:8080" "$IMAGE" serve
     run_detached --name "$TAG-mme-keyed" -e SAGEMAKER_MULTI_MODEL=true -e "MODELFLEET_ADMIN_KEY=$key" \
         -v "$WORK/sm-mme:/opt/ml/models:ro" -p "127.0.0.1:$keyed:8080" "$IMAGE" serve
-    check "SageMaker multi-model ready (bridge network)" wait_ready "http://127.0.0.1:$mme/ping" "$TAG-mme-bridge"
-    check "SageMaker multi-model ready (bridge network, admin key)" wait_ready "http://127.0.0.1:$keyed/ping" "$TAG-mme-keyed"
+    check "SageMaker multi-model ready (bridge network)" wait_container "http://127.0.0.1:$mme/ping" "$TAG-mme-bridge"
+    check "SageMaker multi-model ready (bridge network, admin key)" wait_container "http://127.0.0.1:$keyed/ping" "$TAG-mme-keyed"
     check "SageMaker multi-model: control from a bridge network" mme_control_from_a_bridge_network "$mme" "$keyed" "$key"
 
     # (d) the `anything else` form

@@ -1,5 +1,5 @@
 # Sourced by the benchmark shell scripts (overhead.sh, overhead_ab.sh, batching_ab.sh, recommend_check.sh,
-# window_spread.sh); PY must name the checkout's .venv python.
+# window_spread.sh, image_check.sh); PY must name the checkout's .venv python.
 # free_port: a free TCP port on 127.0.0.1.
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # wait_ready URL [TRIES]: poll URL every 0.2 s until it answers 2xx (TRIES times, 300 by default); 1 if it never does.

@@ -375,8 +375,9 @@ def step_measured(
         first, item, _ = fit_batches([seen])
         if len(seen["requests_by_batch_size"]) < 2:
             item = calibration[1] * first / calibration[0]
-        lines.append((first + loop_ms, item + loop_ms))
-    out = per_server(spec_doc, lines, max(0.0, overhead_ms - loop_ms), simulate_plan)
+        first, item, outside_ms = core_inputs(first, item, overhead_ms, loop_ms)
+        lines.append((first, item))
+    out = per_server(spec_doc, lines, outside_ms, simulate_plan)
     return out | {"lines_ms": [[round(a, 3), round(b, 3)] for a, b in lines]}
 
 
@@ -484,15 +485,16 @@ def loop_ms_per_request(seen: dict[str, Any]) -> float:
     that shares the one-core server's core with its batches, so the simulation counts it as the
     core's (`core_inputs`)."""
     rps = seen["bench"]["requests_per_s"]
-    served = [sum(s["requests_by_batch_size"].values()) for s in seen["servers"]]
-    total = sum(served)
-    if not seen["cores"] or not total or not rps:
+    if not seen["cores"] or not rps:
         return 0.0
-    per_server = [
-        c["loop_cpu"] * 1e3 / (rps * n / total) if n else 0.0
-        for c, n in zip(seen["cores"]["servers"], served, strict=True)
+    # each server's loop CPU per its own request, weighted by its share of the requests, is its
+    # loop CPU per request of them all: the sum over the servers that served any
+    busy = [
+        c["loop_cpu"]
+        for c, s in zip(seen["cores"]["servers"], seen["servers"], strict=True)
+        if s["requests_by_batch_size"]
     ]
-    return sum(ms * n for ms, n in zip(per_server, served, strict=True)) / total
+    return sum(busy) * 1e3 / rps
 
 
 def core_inputs(
@@ -631,10 +633,9 @@ def main() -> None:
         )
         executor_spec = load_fleet_spec(executor_spec_path)
         # per core, the mean of the calibration loops' medians
-        units = [c["speed_unit_ms"] for c in calibrations]
         calibration_unit_ms = [
-            statistics.fmean(u) if all(x is not None for x in u) else None
-            for u in ([c[k] for c in units] for k in range(len(cpus)))
+            None if None in per_core else statistics.fmean(per_core)
+            for per_core in zip(*(c["speed_unit_ms"] for c in calibrations), strict=True)
         ]
         print(f"core speed units at calibration: {calibration_unit_ms} ms", flush=True)
         spec_path = plan_dir / "measured.yaml"
