@@ -44,13 +44,15 @@ def test_profile_writes_profile_and_chart_then_recommend_reads_it(repo: Path) ->
     assert best.final_s == 0.5 and len(best.final) == 1, best
     capacity = best.capacity(bound, rate)
     assert capacity is not None and capacity.concurrency == best.final[0]
-    assert capacity.requests > 0 and best.elapsed_s is not None
+    assert capacity.requests > 0 and best.elapsed_s is not None and capacity.duration_s == 0.5
     assert profile.schema_version == 2 and profile.slo.margin == 0.9 and profile.slo.bound_ms == 180
     for m in profile.measurements:
         assert m.stopped != "failed", m.error
         assert m.elapsed_s is not None and m.elapsed_s > m.load_s  # type: ignore[operator]
         assert set(m.confirmed) <= {s.concurrency for s in m.steps}
         assert [s.concurrency for s in m.steps][:1] == [1]
+        # a ramp's first step from concurrency 1 is a low step: half of --step-s (unless confirmed)
+        assert m.steps[0].duration_s == 0.15 or 1 in m.confirmed + m.final, m.steps
         assert all(s.requests > 0 and s.p90_ms is not None for s in m.steps)
         assert m.load_s is not None and m.load_s > 0
         # the first request loads the model on a server started without it: part of load_s

@@ -94,7 +94,7 @@ def lengths(spec: ProfileSpec) -> list[Length]:
     return [(n, n) for n in spec.seq_lens] + list(spec.mixed)
 
 
-def _step(concurrency: int, result: BenchResult) -> Step:
+def _step(concurrency: int, result: BenchResult, duration_s: float | None = None) -> Step:
     def ms(value: float) -> float | None:
         return None if value != value else round(value, 3)  # NaN: no answer at all
 
@@ -106,6 +106,7 @@ def _step(concurrency: int, result: BenchResult) -> Step:
         p50_ms=ms(result.latency.p50_ms),
         p90_ms=ms(result.latency.p90_ms),
         p99_ms=ms(result.latency.p99_ms),
+        duration_s=duration_s,
     )
 
 
@@ -132,7 +133,7 @@ def _run_step(
         )
     except (SetupError, ValueError) as exc:
         raise TuneInputError(f"the load generator cannot run against {model}: {exc}") from None
-    return _step(concurrency, result)
+    return _step(concurrency, result, None if duration_s == spec.step_s else duration_s)
 
 
 def ramp(
@@ -144,8 +145,9 @@ def ramp(
     for concurrency in (c for c in rules.concurrency_steps(spec.max_concurrency) if c >= start):
         progress(f"c={concurrency}")
         warmup_s = rules.warmup_after(last, spec.warmup_s)
+        duration_s = rules.step_seconds(last, concurrency, spec.step_s, spec.slo)
         try:
-            last = _run_step(url, model, length, spec, concurrency, spec.step_s, warmup_s)
+            last = _run_step(url, model, length, spec, concurrency, duration_s, warmup_s)
         except KeyboardInterrupt:
             return steps, "interrupted"
         steps.append(last)

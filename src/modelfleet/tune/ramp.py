@@ -50,6 +50,29 @@ def warmup_after(previous: Step | None, warmup_s: float) -> float:
     return min(warmup_s, max(MIN_WARMUP_S, WARM_ROUND_TRIPS * previous.p90_ms / 1000))
 
 
+SHORT_STEP_SHARE = 0.5
+"""A step that cannot be near the capacity bound is measured for this share of `--step-s`..."""
+SHORT_STEP_P90_SHARE = 1 / 8
+"""...that is, the first step of a ramp from concurrency 1, or a step after one whose P90 was under
+this share of the bound: a closed loop at twice the concurrency at most doubles its P90 unless its
+throughput falls, so such a step stays under a quarter of the bound, far from where a capacity is
+read at its knee (and a step chosen as the capacity is confirmed, full length, before it stands).
+A brute-force profile of minilm-sentiment ran 68 such steps of its 191-194 (issue 13, 2026-12-06:
+596-619 s against the 10 minutes); the quick search, which starts its ramps at the best capacity's
+concurrency, 4."""
+
+
+def step_seconds(previous: Step | None, concurrency: int, step_s: float, slo: Slo) -> float:
+    """Recorded seconds of a ramp step at `concurrency` after `previous` on the same server (None:
+    a fresh server): SHORT_STEP_SHARE of `step_s` for a low step (see SHORT_STEP_P90_SHARE), else
+    `step_s`."""
+    if previous is None:
+        low = concurrency == 1
+    else:
+        low = previous.p90_ms is not None and previous.p90_ms < slo.bound_ms * SHORT_STEP_P90_SHARE
+    return step_s * SHORT_STEP_SHARE if low else step_s
+
+
 def concurrency_steps(top: int) -> list[int]:
     """1, 2, 4, … doubling up to `top`, which is the last step."""
     steps, c = [], 1

@@ -92,6 +92,9 @@ class Step(_Strict):
     p50_ms: float | None
     p90_ms: float | None
     p99_ms: float | None
+    duration_s: float | None = None
+    """Recorded seconds, where not the profile's `step_duration_s` (added within version 2): a
+    ramp's low steps (`ramp.step_seconds`), confirmations, final steps."""
 
     @property
     def error_rate(self) -> float:

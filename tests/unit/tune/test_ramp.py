@@ -10,6 +10,7 @@ from modelfleet.tune.ramp import (
     contender_floor,
     final_concurrency,
     step_back,
+    step_seconds,
     stop_reason,
     to_confirm,
     to_finish,
@@ -183,3 +184,21 @@ def test_a_step_after_a_step_warms_up_for_a_few_round_trips() -> None:
         concurrency=2, requests=0, errors=0, throughput_per_s=0, p50_ms=None, p90_ms=None, p99_ms=None
     )
     assert warmup_after(silent, 0.5) == 0.5
+
+
+def test_low_steps_are_half_as_long() -> None:
+    """Bound 90 ms (SLO_90): a step after one with P90 under 11.25 ms, or the first step of a ramp
+    from concurrency 1, is measured for half of --step-s; every other step full length."""
+    (quick_start,) = steps((16, 300, 40))
+    (low,) = steps((1, 200, 6))
+    (edge,) = steps((2, 220, 11.25))
+    assert step_seconds(None, 1, 2.0, SLO_90) == 1.0  # a ramp from 1 on a fresh server
+    assert step_seconds(None, 16, 2.0, SLO_90) == 2.0  # the quick search's ramp, started high
+    assert step_seconds(low, 2, 2.0, SLO_90) == 1.0
+    assert step_seconds(edge, 4, 2.0, SLO_90) == 2.0  # not under an eighth of the bound
+    assert step_seconds(quick_start, 32, 2.0, SLO_90) == 2.0
+    silent = Step(
+        concurrency=2, requests=0, errors=0, throughput_per_s=0, p50_ms=None, p90_ms=None, p99_ms=None
+    )
+    assert step_seconds(silent, 4, 2.0, SLO_90) == 2.0
+    assert step_seconds(low, 2, 2.0, SLO) == 1.0 and step_seconds(edge, 4, 2.0, SLO) == 1.0  # bound 100 ms
