@@ -11,7 +11,7 @@ points are measured (`quick_budget`: 45 % of the space, as Triton's optuna searc
 of the space). In replays of the seven issue-13 brute-force runs (tests/unit/tune) budgets of 9, 11,
 12 or 20 of the 20 points per length each reached 95 % of the best at 12 of the 14 lengths (10: 11,
 8: 9), and with measurement noise added to the runs' mean surface the share that reaches 95 % of
-brute force's choice was 0.64-0.67 for every budget from 8 to 20 (the noise decides, not the
+brute force's choice was 0.62-0.69 for every budget from 8 to 20 (the noise decides, not the
 budget). The climbs that go on are what make the quick search's time vary: 24 points took 39 % of
 brute force's time (2026-12-06), over the 35 % it has. A `measure` that raises KeyboardInterrupt
 ends either search; what was measured is in `Searched.measurements`.
