@@ -9,10 +9,10 @@ starting from 32's choice, as `profile` does) and how many configurations it mea
 
 With noise: the "true" surface is the mean over the runs of each configuration's capacity (each run
 scaled by its five best), and every measurement is that times a normal factor of sd `--noise` (the
-runs' spread around their mean: 0.14 at both lengths); brute force measures every point, the quick
-search its own, and each chooses the best it measured after its final steps, re-measures with a
-third of the noise (a 10 s window against 2 s): brute force the best, and the next when the best
-falls under it (`ramp.FINAL_CONFIGS`), the quick search the best only. The quality is the true
+runs' spread around their mean: 0.13-0.14 at both lengths); brute force measures every point,
+the quick search its own, and each chooses the best it measured after its final steps,
+re-measures with a third of the noise (a 10 s window against 2 s): brute force the best, and the
+next when the best falls under it (`ramp.FINAL_CONFIGS`), the quick search the best only. The quality is the true
 capacity of quick's choice over brute force's, as `tune_pair.py`'s referee measures it, with 3 %
 of referee noise.
 """

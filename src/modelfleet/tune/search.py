@@ -8,11 +8,11 @@ within the SLO by more than `min_gain`. Measured throughput is noisy (a configur
 `RUNNER_UP_SHARE` of the best are measured too: a point within the noise of the top may stand on
 the slope of a higher peak. Measured points are never measured twice, and at most `budget`
 points are measured (`quick_budget`: 45 % of the space, as Triton's optuna search caps its share
-of the space). In replays of the seven issue-13 brute-force runs (tests/unit/tune) budgets of 9, 11,
-12 or 20 of the 20 points per length each reached 95 % of the best at 12 of the 14 lengths (10: 11,
-8: 9), and with measurement noise added to the runs' mean surface the share that reaches 95 % of
-brute force's choice was 0.62-0.69 for every budget from 8 to 20 (the noise decides, not the
-budget). The climbs that go on are what make the quick search's time vary: 24 points took 39 % of
+of the space). In replays of the eleven issue-13 brute-force runs (tests/unit/tune) budgets of 9,
+11, 12 or 20 of the 20 points per length each reached 95 % of the best at 20 of the 22 lengths (10:
+19, 8: 16), and with measurement noise added to the runs' mean surface the share that reaches 95 %
+of brute force's choice was 0.71-0.76 for every budget from 8 to 20 (the noise decides, not the
+budget; `benchmarks/quick_replay.py`). The climbs that go on are what make the quick search's time vary: 24 points took 39 % of
 brute force's time (2026-12-06), over the 35 % it has. A `measure` that raises KeyboardInterrupt
 ends either search; what was measured is in `Searched.measurements`.
 """
