@@ -58,8 +58,8 @@ this share of the bound: a closed loop at twice the concurrency at most doubles 
 throughput falls, so such a step stays under a quarter of the bound, far from where a capacity is
 read at its knee (and a step chosen as the capacity is confirmed, full length, before it stands).
 A brute-force profile of minilm-sentiment ran 68 such steps of its 191-194 (issue 13, 2026-12-06:
-596-619 s against the 10 minutes); the quick search, which starts its ramps at the best capacity's
-concurrency, 4."""
+596-619 s against the 10 minutes; 499-555 s in five runs with them); the quick search, which starts
+its ramps at the best capacity's concurrency, 4."""
 
 
 def step_seconds(previous: Step | None, concurrency: int, step_s: float, slo: Slo) -> float:
