@@ -56,7 +56,7 @@ SHORT_STEP_P90_SHARE = 1 / 8
 """...that is, the first step of a ramp from concurrency 1, or a step after one whose P90 was under
 this share of the bound: a closed loop at twice the concurrency at most doubles its P90 unless its
 throughput falls, so such a step stays under a quarter of the bound, far from where a capacity is
-read at its knee (and a step chosen as the capacity is confirmed, full length, before it stands).
+read at its knee (and where one is a contender's capacity step, it is confirmed full length).
 A brute-force profile of minilm-sentiment ran 68 such steps of its 191-194 (issue 13, 2026-12-06:
 596-619 s against the 10 minutes; 499-555 s in five runs with them); the quick search, which starts
 its ramps at the best capacity's concurrency, 4."""

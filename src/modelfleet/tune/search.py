@@ -12,9 +12,9 @@ of the space). In replays of the eleven issue-13 brute-force runs (tests/unit/tu
 11, 12 or 20 of the 20 points per length each reached 95 % of the best at 20 of the 22 lengths (10:
 19, 8: 16), and with measurement noise added to the runs' mean surface the share that reaches 95 %
 of brute force's choice was 0.71-0.76 for every budget from 8 to 20 (the noise decides, not the
-budget; `benchmarks/quick_replay.py`). The climbs that go on are what make the quick search's time vary: 24 points took 39 % of
-brute force's time (2026-12-06), over the 35 % it has. A `measure` that raises KeyboardInterrupt
-ends either search; what was measured is in `Searched.measurements`.
+budget; `benchmarks/quick_replay.py`). The climbs that go on are what make the quick search's time
+vary: 24 points took 39 % of brute force's time (2026-12-06), over the 35 % it has. A `measure`
+that raises KeyboardInterrupt ends either search; what was measured is in `Searched.measurements`.
 """
 
 from __future__ import annotations

@@ -9,29 +9,24 @@ added."""
 
 from __future__ import annotations
 
-import json
+import importlib.util
 from pathlib import Path
 
 import pytest
 
-from modelfleet.tune.schema import Measurement, Settings, Slo, Step
+from modelfleet.tune.schema import Measurement, Settings, Slo
 from modelfleet.tune.search import MIN_GAIN, Measure, Searched, quick, quick_budget, score
-from modelfleet.tune.sweep import Space, default_space
+from modelfleet.tune.sweep import Space
 
-DATA = json.loads((Path(__file__).parent / "data" / "issue13-brute.json").read_text())
-SLO = Slo(p90_ms=DATA["slo_p90_ms"])
-SPACE = default_space(2)
+# the fixture and its reading are benchmarks/quick_replay.py's (which also replays other budgets)
+_SPEC = importlib.util.spec_from_file_location(
+    "quick_replay", Path(__file__).parents[3] / "benchmarks" / "quick_replay.py"
+)
+assert _SPEC is not None and _SPEC.loader is not None
+quick_replay = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(quick_replay)
+DATA, SLO, SPACE, measurement = quick_replay.DATA, quick_replay.SLO, quick_replay.SPACE, quick_replay.measured
 Surface = dict[str, list[list[float]]]
-
-
-def measurement(settings: Settings, seq_len: int, ramp: list[list[float]]) -> Measurement:
-    steps = [
-        Step(concurrency=int(c), requests=100, errors=0, throughput_per_s=t, p50_ms=p / 2, p90_ms=p, p99_ms=p)
-        for c, t, p in ramp
-    ]
-    return Measurement(
-        settings=settings, seq_len=seq_len, steps=steps, load_s=1, memory_bytes=1, stopped="slo"
-    )
 
 
 def replayed(surface: Surface, seq_len: int, calls: list[Settings]) -> Measure:
