@@ -124,7 +124,13 @@ def profile(
         ),
     ] = 0.9,
     max_error_rate: Annotated[float, typer.Option(help="Error share that stops a ramp.")] = 0.01,
-    step_s: Annotated[float, typer.Option("--step-s", help="Recorded seconds per concurrency step.")] = 2.0,
+    step_s: Annotated[
+        float,
+        typer.Option(
+            "--step-s",
+            help="Recorded seconds per concurrency step (half for a ramp's low steps, far under the SLO).",
+        ),
+    ] = 2.0,
     warmup_s: Annotated[float, typer.Option("--warmup-s", help="Unrecorded seconds before each step.")] = 0.5,
     confirm_steps: Annotated[
         float,
