@@ -20,13 +20,15 @@ of referee noise.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 from modelfleet.tune.schema import Measurement, Settings, Slo, Step
-from modelfleet.tune.search import brute, quick, score
+from modelfleet.tune.search import Measure, Searched, brute, quick, score
 from modelfleet.tune.sweep import default_space
 
 DATA = json.loads((Path(__file__).parents[1] / "tests/unit/tune/data/issue13-brute.json").read_text())
@@ -51,25 +53,38 @@ def capacities(run: str, seq_len: int) -> dict[str, float]:
     return {name: score(measured(s, seq_len, surface[name]), SLO) for name, s in GRID.items()}
 
 
+def replayed(surface: dict[str, list[list[float]]], seq_len: int, calls: list[Settings]) -> Measure:
+    """A `measure` that reads each configuration's ramp from `surface`, noting the call."""
+
+    def measure(settings: Settings) -> Measurement:
+        calls.append(settings)
+        return measured(settings, seq_len, surface[settings.name])
+
+    return measure
+
+
+def shares(run: str, search: Callable[..., Searched]) -> tuple[list[float], int]:
+    """Each length's best found as a share of the run's best (sequence 128 starts where 32 ended,
+    as profile does), and how many configurations were measured; `search(space, measure, slo,
+    start=...)` is `search.quick` or another search of that shape."""
+    found, count, start = [], 0, None
+    for seq_len in LENGTHS:
+        calls: list[Settings] = []
+        best = search(
+            SPACE, replayed(DATA["runs"][run][str(seq_len)], seq_len, calls), SLO, start=start
+        ).best(SLO)
+        assert best is not None and len(calls) == len(set(calls))
+        found.append(score(best, SLO) / max(capacities(run, seq_len).values()))
+        count, start = count + len(calls), best.settings
+    return found, count
+
+
 def replays(budget: int) -> tuple[list[float], int]:
     """Every run's found shares (two lengths each), and the configurations measured in all."""
     found, count = [], 0
     for run in sorted(DATA["runs"]):
-        start = None
-        for seq_len in LENGTHS:
-            surface = DATA["runs"][run][str(seq_len)]
-            calls: list[Settings] = []
-
-            def measure(
-                s: Settings, surface: dict = surface, seq_len: int = seq_len, calls: list = calls
-            ) -> Measurement:
-                calls.append(s)
-                return measured(s, seq_len, surface[s.name])
-
-            best = quick(SPACE, measure, SLO, start=start, budget=budget).best(SLO)
-            assert best is not None
-            found.append(score(best, SLO) / max(capacities(run, seq_len).values()))
-            count, start = count + len(calls), best.settings
+        shared, measured_here = shares(run, functools.partial(quick, budget=budget))
+        found, count = found + shared, count + measured_here
     return found, count
 
 
@@ -81,21 +96,6 @@ def mean_surface(seq_len: int) -> dict[str, float]:
         for name, value in caps.items():
             table[name].append(value / top)
     return {name: statistics.mean(values) for name, values in table.items()}
-
-
-def one(value: float, settings: Settings, seq_len: int) -> Measurement:
-    step = Step(
-        concurrency=8,
-        requests=100,
-        errors=0,
-        throughput_per_s=max(value, 1e-3) * 100,
-        p50_ms=10,
-        p90_ms=20,
-        p99_ms=30,
-    )
-    return Measurement(
-        settings=settings, seq_len=seq_len, steps=[step], load_s=1, memory_bytes=1, stopped="slo"
-    )
 
 
 def chosen(
@@ -123,7 +123,7 @@ def noisy(budget: int, trials: int, noise: float, seed: int = 1) -> tuple[list[f
                 s: Settings, kind: str, seq_len: int = seq_len, searched: dict = searched
             ) -> Measurement:
                 searched[kind][s.name] = truth[seq_len][s.name] * rng.gauss(1, noise)
-                return one(searched[kind][s.name], s, seq_len)
+                return measured(s, seq_len, [[8, max(searched[kind][s.name], 1e-3) * 100, 20.0]])
 
             quick(SPACE, lambda s: measure(s, "quick"), SLO, start=start, budget=budget)
             brute(SPACE, lambda s: measure(s, "brute"))

@@ -71,7 +71,7 @@ from many_models import free_port, machine
 from modelfleet.engine.building import CPU_MAX_ROWS
 from modelfleet.planner.catalog import load_catalog
 from modelfleet.planner.simulate import plan_instances, simulate
-from modelfleet.planner.spec import load_fleet_spec
+from modelfleet.planner.spec import FleetSpec, load_fleet_spec
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "local-fleet"
 FLEET, CATALOG = EXAMPLE / "validate.yaml", EXAMPLE / "catalog.yaml"
@@ -480,15 +480,13 @@ def fit_batches(served: list[dict[str, Any]]) -> tuple[float, float, dict[int, f
 
 
 def loop_ms_per_request(seen: dict[str, Any]) -> float:
-    """The event loop's CPU per request on the servers' cores during one observed loop (reading,
-    decoding and answering, the health pings included), weighted by each server's requests: work
-    that shares the one-core server's core with its batches, so the simulation counts it as the
+    """The event loop's CPU per request during one observed loop (reading, decoding and answering,
+    the health pings included): the loop CPU of the servers that served any, over all the requests.
+    It shares the one-core server's core with its batches, so the simulation counts it as the
     core's (`core_inputs`)."""
     rps = seen["bench"]["requests_per_s"]
     if not seen["cores"] or not rps:
         return 0.0
-    # each server's loop CPU per its own request, weighted by its share of the requests, is its
-    # loop CPU per request of them all: the sum over the servers that served any
     busy = [
         c["loop_cpu"]
         for c, s in zip(seen["cores"]["servers"], seen["servers"], strict=True)
@@ -505,6 +503,12 @@ def core_inputs(
     item + loop per further request), and the time outside the batch loses as much (the lone
     request's overhead already held its own loop work)."""
     return service_ms + loop_ms, item_ms + loop_ms, max(0.0, overhead_ms - loop_ms)
+
+
+def spec_at(doc: dict[str, Any], path: Path) -> FleetSpec:
+    """`doc` written to `path` and read back as the planner reads a fleet spec (profiles relative to it)."""
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return load_fleet_spec(path)
 
 
 def measured_spec(
@@ -627,20 +631,14 @@ def main() -> None:
               f"line {service_ms:.2f} + {item_ms:.2f} ms, {overhead_ms:.2f} ms outside", flush=True)  # fmt: skip
         base_doc = yaml.safe_load(FLEET.read_text())
         spec_doc = measured_spec(base_doc, service_ms, item_ms, overhead_ms)
-        executor_spec_path = plan_dir / "executor-only.yaml"
-        executor_spec_path.write_text(
-            yaml.safe_dump(measured_spec(base_doc, *executor_line), sort_keys=False)
-        )
-        executor_spec = load_fleet_spec(executor_spec_path)
+        executor_spec = spec_at(measured_spec(base_doc, *executor_line), plan_dir / "executor-only.yaml")
         # per core, the mean of the calibration loops' medians
         calibration_unit_ms = [
             None if None in per_core else statistics.fmean(per_core)
             for per_core in zip(*(c["speed_unit_ms"] for c in calibrations), strict=True)
         ]
         print(f"core speed units at calibration: {calibration_unit_ms} ms", flush=True)
-        spec_path = plan_dir / "measured.yaml"
-        spec_path.write_text(yaml.safe_dump(spec_doc, sort_keys=False))
-        spec, catalog = load_fleet_spec(spec_path), load_catalog(CATALOG)
+        spec, catalog = spec_at(spec_doc, plan_dir / "measured.yaml"), load_catalog(CATALOG)
         rows = []
         for rate in args.rates:
             before = [cpu_s([pid]) for pid in pids]
@@ -682,9 +680,7 @@ def main() -> None:
             row["speed_unit_ms"] = seen["speed_unit_ms"]
 
             def simulate_plan(doc: dict[str, Any], rate: float = rate) -> Any:
-                path = plan_dir / "adjusted.yaml"
-                path.write_text(yaml.safe_dump(doc, sort_keys=False))
-                return simulate(load_fleet_spec(path), catalog, plan, rate,
+                return simulate(spec_at(doc, plan_dir / "adjusted.yaml"), catalog, plan, rate,
                                 duration_s=args.sim_seconds, zipf_s=1.1, ranking=ranking)  # fmt: skip
 
             if all(seen["speed_unit_ms"]) and all(calibration_unit_ms):

@@ -148,6 +148,11 @@ def at_bound(steps: list[Step], bound_ms: float, max_error_rate: float) -> float
     return round(best, 2)
 
 
+def ratio(quick: Any, brute: Any) -> float | None:
+    """quick / brute to 4 places; None when either is missing or 0."""
+    return None if not quick or not brute else round(quick / brute, 4)
+
+
 def referee(
     args: argparse.Namespace, seq_len: int, chosen: dict[str, Measurement], slo: Slo, version: str
 ) -> dict[str, object]:
@@ -257,19 +262,19 @@ def main() -> None:
                 f"[{now()}] referee at sequence {seq_len}: {chosen['quick'].config} against {chosen['brute'].config}"
             )
             row["referee"] = refereed = referee(args, seq_len, chosen, slo, version)
-            q = refereed["quick"]["capacity_per_s"]  # type: ignore[index]
-            b = refereed["brute"]["capacity_per_s"]  # type: ignore[index]
-            row["quality_referee"] = None if not q or not b else round(q / b, 4)
-            for key, field in (("at_slo", "capacity_at_slo_per_s"), ("at_bound", "at_bound_per_s")):
-                q, b = (refereed[k][field] for k in ("quick", "brute"))  # type: ignore[index]
-                row[f"quality_referee_{key}"] = None if not q or not b else round(q / b, 4)
+            readings = {
+                "": "capacity_per_s",
+                "_at_slo": "capacity_at_slo_per_s",
+                "_at_bound": "at_bound_per_s",
+            }
+            for key, field in readings.items():
+                row[f"quality_referee{key}"] = ratio(refereed["quick"][field], refereed["brute"][field])  # type: ignore[index]
             # one configuration chosen by both: the quick search found brute force's best, and the
             # referee's ratio of it to itself is the referee's own noise
             same = chosen["quick"].config == chosen["brute"].config
             row["same_configuration"] = same
             row["quality"] = 1.0 if same else row["quality_referee_at_bound"]
-        q, b = row["quick_search_figure"], row["brute_search_figure"]
-        row["quality_searches"] = None if not q or not b else round(q / b, 4)  # type: ignore[operator]
+        row["quality_searches"] = ratio(row["quick_search_figure"], row["brute_search_figure"])
         lengths.append(row)
     report["lengths"] = lengths
     if "brute" in report:

@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 from modelfleet.tune.schema import Measurement, Settings, Step
+
+SILENT = Step(concurrency=2, requests=0, errors=0, throughput_per_s=0, p50_ms=None, p90_ms=None, p99_ms=None)
+"""A step that answered nothing (its error rate is 1)."""
+
+
+def benchmark(name: str) -> ModuleType:
+    """benchmarks/NAME.py as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        name, Path(__file__).parents[3] / "benchmarks" / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def steps(*points: tuple[int, float, float]) -> list[Step]:

@@ -18,7 +18,7 @@ from modelfleet.tune.ramp import (
     with_step,
 )
 from modelfleet.tune.schema import Measurement, Settings, Slo, Step
-from tests.unit.tune.ramps import measurement, steps
+from tests.unit.tune.ramps import SILENT, measurement, steps
 
 SLO = Slo(p90_ms=100)
 SLO_90 = Slo(p90_ms=100, margin=0.9)
@@ -28,10 +28,7 @@ def test_over_the_slo_or_the_error_rate_stops() -> None:
     assert stop_reason(steps((1, 100, 50), (2, 150, 101)), SLO) == "slo"
     failing = Step(concurrency=2, requests=90, errors=10, throughput_per_s=90, p50_ms=5, p90_ms=9, p99_ms=9)
     assert stop_reason([*steps((1, 100, 5)), failing], SLO) == "errors"
-    silent = Step(
-        concurrency=2, requests=0, errors=0, throughput_per_s=0, p50_ms=None, p90_ms=None, p99_ms=None
-    )
-    assert stop_reason([silent], SLO) == "errors"  # nothing answered: an error rate of 1
+    assert stop_reason([SILENT], SLO) == "errors"  # nothing answered: an error rate of 1
     assert stop_reason(steps((1, 100, 5), (2, 180, 9)), SLO) is None
 
 
@@ -180,10 +177,7 @@ def test_a_step_after_a_step_warms_up_for_a_few_round_trips() -> None:
     (middle,) = steps((16, 320, 40))
     assert abs(warmup_after(middle, 0.5) - 0.32) < 1e-9
     assert warmup_after(fast, 0.1) == 0.1  # never longer than asked for
-    silent = Step(
-        concurrency=2, requests=0, errors=0, throughput_per_s=0, p50_ms=None, p90_ms=None, p99_ms=None
-    )
-    assert warmup_after(silent, 0.5) == 0.5
+    assert warmup_after(SILENT, 0.5) == 0.5
 
 
 def test_low_steps_are_half_as_long() -> None:
@@ -197,8 +191,5 @@ def test_low_steps_are_half_as_long() -> None:
     assert step_seconds(low, 2, 2.0, SLO_90) == 1.0
     assert step_seconds(edge, 4, 2.0, SLO_90) == 2.0  # not under an eighth of the bound
     assert step_seconds(quick_start, 32, 2.0, SLO_90) == 2.0
-    silent = Step(
-        concurrency=2, requests=0, errors=0, throughput_per_s=0, p50_ms=None, p90_ms=None, p99_ms=None
-    )
-    assert step_seconds(silent, 4, 2.0, SLO_90) == 2.0
+    assert step_seconds(SILENT, 4, 2.0, SLO_90) == 2.0
     assert step_seconds(low, 2, 2.0, SLO) == 1.0 and step_seconds(edge, 4, 2.0, SLO) == 1.0  # bound 100 ms

@@ -9,32 +9,17 @@ added."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-from modelfleet.tune.schema import Measurement, Settings, Slo
+from modelfleet.tune.schema import Settings, Slo
 from modelfleet.tune.search import MIN_GAIN, Measure, Searched, quick, quick_budget, score
 from modelfleet.tune.sweep import Space
+from tests.unit.tune.ramps import benchmark
 
-# the fixture and its reading are benchmarks/quick_replay.py's (which also replays other budgets)
-_SPEC = importlib.util.spec_from_file_location(
-    "quick_replay", Path(__file__).parents[3] / "benchmarks" / "quick_replay.py"
-)
-assert _SPEC is not None and _SPEC.loader is not None
-quick_replay = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(quick_replay)
-DATA, SLO, SPACE, measurement = quick_replay.DATA, quick_replay.SLO, quick_replay.SPACE, quick_replay.measured
-Surface = dict[str, list[list[float]]]
-
-
-def replayed(surface: Surface, seq_len: int, calls: list[Settings]) -> Measure:
-    def measure(settings: Settings) -> Measurement:
-        calls.append(settings)
-        return measurement(settings, seq_len, surface[settings.name])
-
-    return measure
+# the fixture, its reading and the replay are benchmarks/quick_replay.py's (which also replays
+# other budgets, and with noise)
+quick_replay = benchmark("quick_replay")
+DATA, SPACE, shares = quick_replay.DATA, quick_replay.SPACE, quick_replay.shares
 
 
 def coordinate_descent(space: Space, measure: Measure, slo: Slo, start: Settings | None = None) -> Searched:
@@ -53,23 +38,6 @@ def coordinate_descent(space: Space, measure: Measure, slo: Slo, start: Settings
         if top <= visit(current) * (1 + MIN_GAIN):
             return searched
         current = best
-
-
-def shares(run: str, search: object) -> tuple[list[float], int]:
-    """Each length's best found as a share of the run's best (sequence 128 starts where 32 ended,
-    as profile does), and how many configurations were measured."""
-    found, measured, start = [], 0, None
-    for seq_len in (32, 128):
-        surface: Surface = DATA["runs"][run][str(seq_len)]
-        calls: list[Settings] = []
-        result = search(SPACE, replayed(surface, seq_len, calls), SLO, start=start)  # type: ignore[operator]
-        best = result.best(SLO)
-        top = max(score(measurement(s, seq_len, surface[s.name]), SLO) for s in SPACE.grid())
-        found.append(score(best, SLO) / top)
-        measured += len(calls)
-        assert len(calls) == len(set(calls))
-        start = best.settings
-    return found, measured
 
 
 def test_the_fixture_is_the_whole_default_space() -> None:

@@ -3,24 +3,10 @@ between steps, on the referee's own figures of 2026-12-06."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from modelfleet.tune.schema import Step, capacity_step
+from tests.unit.tune.ramps import SILENT, benchmark, steps
 
-SPEC = importlib.util.spec_from_file_location(
-    "tune_pair", Path(__file__).parents[3] / "benchmarks" / "tune_pair.py"
-)
-assert SPEC is not None and SPEC.loader is not None
-tune_pair = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(tune_pair)
-
-
-def steps(*rows: tuple[int, float, float | None]) -> list[Step]:
-    return [
-        Step(concurrency=c, requests=1000, errors=0, throughput_per_s=t, p50_ms=None, p90_ms=p, p99_ms=None)
-        for c, t, p in rows
-    ]
+tune_pair = benchmark("tune_pair")
 
 
 def test_a_step_just_over_the_bound_counts_in_proportion() -> None:
@@ -42,7 +28,7 @@ def test_the_best_step_within_stands_when_the_step_above_carries_less() -> None:
 
 def test_nothing_within_the_bound_or_a_silent_step() -> None:
     assert tune_pair.at_bound(steps((4, 50.0, 120.0), (8, 60.0, 200.0)), 90.0, 0.01) is None
-    silent = steps((4, 80.0, 40.0), (8, 0.0, None))
+    silent = [*steps((4, 80.0, 40.0)), SILENT.model_copy(update={"concurrency": 8})]
     assert tune_pair.at_bound(silent, 90.0, 0.01) == 80.0
     failing = [
         *steps((4, 80.0, 40.0)),
